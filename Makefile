@@ -1,0 +1,54 @@
+# nightshift: `make demo` runs the main job on embedded defaults, `make test` runs the tests.
+# Both bootstrap everything on a fresh machine (Python 3.11 + pip): uv, .venv, the locked deps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(PYTHON) -m uv
+STAMP := $(VENV)/.installed
+STATE := $(CURDIR)/.nightshift
+export UV_PYTHON_DOWNLOADS := never
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install demo test lock mlflow-ui server clean
+
+help:
+	@echo "make demo       run the main job on embedded defaults (offline)"
+	@echo "make test       run the test suite"
+	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
+	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
+	@echo "make lock       re-resolve requirements.lock from pyproject.toml"
+	@echo "make clean      delete .venv and the local state dir .nightshift/"
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(PY) || $(UV) venv $(VENV) --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" --quiet
+	$(UV) pip sync --python $(PY) --quiet requirements.lock
+	$(UV) pip install --python $(PY) --quiet --no-deps -e .
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m nightshift.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lock:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes --quiet \
+		--no-header --output-file requirements.lock
+
+mlflow-ui: $(STAMP)
+	@mkdir -p $(STATE)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STATE)/mlflow.db \
+		--default-artifact-root $(STATE)/mlartifacts --host 127.0.0.1 --port 5000
+
+server: $(STAMP)
+	@mkdir -p $(STATE)/prefect
+	PREFECT_HOME=$(STATE)/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+clean:
+	rm -rf $(VENV) $(STATE)

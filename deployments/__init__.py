@@ -1,0 +1,1 @@
+"""Deployment helpers: prefect.yaml support, the serve script and the model server."""

@@ -1,0 +1,211 @@
+"""Train flow: load → check → split → cross-validate candidates → fit → test → track in MLflow → register."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nightshift.settings import get_settings
+from tasks.data import DatasetParams, fingerprint, load_dataset_task
+from tasks.evaluate import Metric
+from tasks.tracking import (DatasetRef, TrackingConfig, finish_run_task, log_training_task, model_uri,
+                            register_task, start_run_task)
+from tasks.train import (Estimator, ParamValue, candidate_grid, check_param_grid, cross_validate_task,
+                         evaluate_task, fit_task, select_best, split_task)
+from tasks.validate import check_training_data_task
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+
+
+class EstimatorParams(BaseModel):
+    """The model family and the hyper-parameter grid searched by cross-validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Estimator = Field("random_forest", title="Estimator", description="Model family inside the pipeline.")
+    param_grid: dict[str, list[ParamValue]] = Field(
+        default_factory=lambda: {"max_depth": [None, 12], "min_samples_leaf": [1, 4]},
+        title="Hyper-parameter grid",
+        description="Estimator parameter → candidate values; every combination is cross-validated. {} = defaults.",
+    )
+
+    @model_validator(mode="after")
+    def _known_params(self) -> EstimatorParams:
+        check_param_grid(self.kind, self.param_grid)
+        return self
+
+
+class TrainParams(BaseModel):
+    """Parameters of one training run (they become the Prefect UI form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetParams = Field(default_factory=DatasetParams, title="Dataset")
+    model_name: str | None = Field(
+        None, pattern=MODEL_NAME_PATTERN, title="Registered model name",
+        description="MLflow registered model to add a version to; default from NIGHTSHIFT_MODEL_NAME.",
+    )
+    estimator: EstimatorParams = Field(default_factory=EstimatorParams, title="Estimator")
+    test_size: float = Field(0.3, gt=0.0, lt=0.9, title="Test size", description="Share of rows held out for the final test.")
+    cv_folds: int = Field(5, ge=2, le=20, title="CV folds", description="Stratified folds for the candidate search.")
+    selection_metric: Metric = Field("roc_auc", title="Selection metric", description="CV metric that picks the candidate.")
+    stratify: bool = Field(
+        False, title="Stratified split",
+        description="Keep class shares equal in train and test (off by default, like train_test_split).",
+    )
+    seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds the split, the folds and the estimator.")
+
+    @field_validator("model_name")
+    @classmethod
+    def _strip(cls, v: str | None) -> str | None:
+        return v.strip() if v else v
+
+
+class TrainResult(BaseModel):
+    """What a training run produced: where to find it and how good it is."""
+
+    model_name: str
+    model_version: str
+    model_uri: str
+    run_id: str
+    dataset_fingerprint: str
+    rows_train: int
+    rows_test: int
+    estimator: str
+    best_params: dict[str, Any]
+    cv_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    candidates: int
+
+
+def _artifact_key(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:60] or "model"
+
+
+def _summary_markdown(result: TrainResult, scores: list[Any], metric: str, tracking_uri: str) -> str:
+    lines = [
+        f"# Trained {result.model_name} v{result.model_version}",
+        f"MLflow run `{result.run_id}` in `{tracking_uri}` · model `{result.model_uri}`",
+        f"Data fingerprint `{result.dataset_fingerprint[:16]}` · {result.rows_train} train rows, {result.rows_test} test rows",
+        "",
+        "| metric | test |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in result.test_metrics.items()],
+        "",
+        f"## Candidates (CV {metric}, mean ± std)",
+        "| # | params | score | seconds |",
+        "|---|---|---|---|",
+        *[f"| {s.index} | `{json.dumps(s.params)}` | {s.mean[metric]:.4f} ± {s.std[metric]:.4f} | {s.seconds:.1f} |"
+          for s in scores],
+    ]
+    return "\n".join(lines)
+
+
+@flow(name="train", log_prints=True)
+def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - Prefect renders the default
+    """Train a pipeline on a dataset, record it in MLflow and register a new model version."""
+    logger = get_run_logger()
+    settings = get_settings()
+    tracking = TrackingConfig.from_settings(settings)
+    name = params.model_name or settings.model_name
+
+    dataset = load_dataset_task(params.dataset, seed=params.seed)
+    data = check_training_data_task(dataset, test_size=params.test_size, cv_folds=params.cv_folds,
+                                    exclude=tuple(params.dataset.exclude_columns))
+    spec = data.spec
+    train_df, test_df = split_task(data.frame, spec.label, params.test_size, params.seed, params.stratify)
+    logger.info("%s: %d train / %d test rows, %d numeric + %d categorical features",
+                dataset.name, len(train_df), len(test_df), len(spec.numeric), len(spec.categorical))
+
+    run_id = start_run_task(tracking, run_name=f"train-{flow_run.get_name() or name}", tags={
+        "nightshift.kind": "train", "nightshift.model_name": name,
+        "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or ""),
+        "nightshift.dataset": dataset.name, "nightshift.dataset_fingerprint": dataset.fingerprint,
+    })
+    try:
+        candidates = candidate_grid(params.estimator.param_grid)
+        scores = cross_validate_task.map(
+            frame=unmapped(train_df), spec=unmapped(spec), kind=unmapped(params.estimator.kind),
+            params=candidates, folds=unmapped(params.cv_folds), seed=unmapped(params.seed),
+            index=list(range(len(candidates))),
+        ).result()
+        best = select_best(scores, params.selection_metric)
+        model = fit_task(train_df, spec, params.estimator.kind, best.params, params.seed)
+        test_metrics = evaluate_task(model, test_df, spec)
+
+        logged = log_training_task(
+            tracking, run_id,
+            params={"estimator": params.estimator.kind, "test_size": params.test_size, "cv_folds": params.cv_folds,
+                    "selection_metric": params.selection_metric, "seed": params.seed, "stratify": params.stratify,
+                    "dataset": params.dataset.source, "label": spec.label, "rows": len(data.frame),
+                    **{f"model.{k}": v for k, v in best.params.items()}},
+            metrics={**{f"cv_{k}": v for k, v in best.mean.items()}, **{f"test_{k}": v for k, v in test_metrics.items()},
+                     "rows_train": len(train_df), "rows_test": len(test_df)},
+            datasets=[
+                DatasetRef(train_df, f"{dataset.name}-train", dataset.source, fingerprint(train_df), "training", spec.label),
+                DatasetRef(test_df, f"{dataset.name}-test", dataset.source, fingerprint(test_df), "evaluation", spec.label),
+            ],
+            model=model, input_example=train_df[spec.features].head(5),
+            artifacts={"features.json": spec.model_dump(mode="json"),
+                       "cv_results.json": [s.__dict__ for s in scores]},
+        )
+        version = register_task(tracking, name, logged, tags={
+            "nightshift.dataset_fingerprint": dataset.fingerprint, "prefect.flow_run_id": str(flow_run.get_id() or ""),
+            **{f"test_{k}": f"{v:.6f}" for k, v in test_metrics.items()},
+        })
+    except BaseException:
+        finish_run_task(tracking, run_id, "FAILED")
+        raise
+    finish_run_task(tracking, run_id, "FINISHED")
+
+    result = TrainResult(
+        model_name=name, model_version=version, model_uri=model_uri(name, version=version), run_id=run_id,
+        dataset_fingerprint=dataset.fingerprint, rows_train=len(train_df), rows_test=len(test_df),
+        estimator=params.estimator.kind, best_params=best.params, cv_metrics=best.mean, test_metrics=test_metrics,
+        candidates=len(candidates),
+    )
+    create_markdown_artifact(key=f"train-{_artifact_key(name)}",
+                             markdown=_summary_markdown(result, scores, params.selection_metric, tracking.tracking_uri),
+                             description=f"Training summary for {name} v{version}")
+    print(f"Registered {name} v{version}: test accuracy {test_metrics['accuracy']:.2f}, "
+          f"ROC AUC {test_metrics['roc_auc']:.3f} (MLflow run {run_id})")
+    return result
+
+
+def _parse_args(argv: list[str]) -> TrainParams:
+    parser = argparse.ArgumentParser(prog="python -m flows.train", description=train.description)
+    parser.add_argument("--dataset", default="iris", help="'iris', 'demo', or a path/URL to .csv/.parquet")
+    parser.add_argument("--label", help="label column (default per dataset)")
+    parser.add_argument("--rows", type=int, help="demo rows to generate / rows to sample")
+    parser.add_argument("--model-name", help="registered model name")
+    parser.add_argument("--estimator", default="random_forest",
+                        choices=["random_forest", "logistic_regression", "hist_gradient_boosting"])
+    parser.add_argument("--grid", help='hyper-parameter grid as JSON, e.g. \'{"max_depth": [null, 8]}\'')
+    parser.add_argument("--test-size", type=float, default=0.3)
+    parser.add_argument("--cv-folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--params", help="all parameters as one JSON object (overrides the flags)")
+    args = parser.parse_args(argv)
+    if args.params:
+        return TrainParams.model_validate_json(args.params)
+    estimator: dict[str, Any] = {"kind": args.estimator}
+    if args.grid:
+        estimator["param_grid"] = json.loads(args.grid)
+    return TrainParams(
+        dataset=DatasetParams(source=args.dataset, label=args.label, rows=args.rows),
+        model_name=args.model_name, estimator=EstimatorParams(**estimator),
+        test_size=args.test_size, cv_folds=args.cv_folds, seed=args.seed,
+    )
+
+
+if __name__ == "__main__":
+    params = _parse_args(sys.argv[1:])
+    print(train(params).model_dump_json(indent=2))

@@ -1,0 +1,72 @@
+"""The one settings object: paths, URIs and thresholds, read from `NIGHTSHIFT_*` env vars."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_state_dir() -> Path:
+    """`.nightshift/` in the project checkout, or in the working directory for a plain install."""
+    root = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return root / ".nightshift"
+
+
+class Settings(BaseSettings):
+    """Everything nightshift needs to know about its surroundings; tasks get values, never this object's globals."""
+
+    model_config = SettingsConfigDict(env_prefix="NIGHTSHIFT_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=_default_state_dir, description="Local state: MLflow DB, artifacts, Prefect home, reports.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default SQLite in the state dir.")
+    mlflow_registry_uri: str | None = Field(None, description="MLflow registry URI; default same as tracking.")
+    mlflow_artifact_location: str | None = Field(None, description="Artifact root for new experiments; default state_dir/mlartifacts.")
+    experiment_name: str = Field("nightshift", description="MLflow experiment that holds the runs.")
+    model_name: str = Field("nightshift-model", description="Registered model name used when a flow is not given one.")
+    seed: int = Field(42, description="Default random seed.")
+    prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        """Resolved MLflow tracking URI."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @cached_property
+    def registry_uri(self) -> str:
+        """Resolved MLflow registry URI."""
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @cached_property
+    def artifact_location(self) -> str:
+        """Resolved artifact root for experiments this project creates."""
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        return (self.state_dir / "mlartifacts").resolve().as_uri()
+
+    def ensure_dirs(self) -> None:
+        """Create the local state dir (only when it is used)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings() -> Settings:
+    """Settings read fresh from the environment (cheap; tests change env between calls)."""
+    return Settings()
+
+
+def apply_prefect_defaults(settings: Settings | None = None) -> None:
+    """Keep Prefect off the user's home state unless they configured it: call before importing prefect."""
+    settings = settings or get_settings()
+    if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
+        home = (settings.prefect_home or settings.state_dir / "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
+    # Offline by default: the embedded server must not phone home.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -1,0 +1,265 @@
+"""All MLflow code: runs, params, metrics, dataset lineage, logged models and the model registry.
+
+Every call names its run explicitly (no active run is ever left open across threads); the one fluent
+block, around `log_model`, opens and closes the run inside a single function.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from nightshift.errors import TrackingError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.pyfunc import PyFuncModel
+    from nightshift.settings import Settings
+
+# skops refuses to load types nobody vouched for. These were reviewed for the pipelines
+# tasks.train builds (numpy dtypes and fitted decision trees); anything else fails loudly.
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+# Pinning these skips MLflow's 4-5 s requirement inference on every log_model.
+_MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
+MODEL_ARTIFACT = "model"
+
+
+class TrackingConfig(BaseModel):
+    """Where runs and models live; passed to every tracking call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tracking_uri: str
+    registry_uri: str
+    experiment_name: str
+    artifact_location: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrackingConfig:
+        """Tracking config from the project settings (creates the local state dir if it is used)."""
+        if settings.tracking_uri.startswith("sqlite:") or settings.artifact_location.startswith("file:"):
+            settings.ensure_dirs()
+        return cls(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri,
+                   experiment_name=settings.experiment_name, artifact_location=settings.artifact_location)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A table to record as a run input: its content fingerprint, where it came from, and its role."""
+
+    frame: pd.DataFrame
+    name: str
+    source: str
+    fingerprint: str
+    context: Literal["training", "evaluation", "validation", "monitoring"]
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model stored by MLflow (not yet registered)."""
+
+    model_uri: str
+    model_id: str | None
+    run_id: str
+
+
+def _mlflow(cfg: TrackingConfig) -> Any:
+    import logging
+
+    import mlflow
+
+    # uv-made venvs have no pip; MLflow's note about it is noise for models with pinned requirements.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_registry_uri(cfg.registry_uri)
+    return mlflow
+
+
+def client(cfg: TrackingConfig) -> MlflowClient:
+    """An MlflowClient bound to `cfg`'s URIs (no global state)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
+
+
+def ensure_experiment(cfg: TrackingConfig) -> str:
+    """Id of the configured experiment, created with the configured artifact location if missing."""
+    c = client(cfg)
+    exp = c.get_experiment_by_name(cfg.experiment_name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(cfg.experiment_name, artifact_location=cfg.artifact_location)
+    except Exception:  # created by a concurrent run in the meantime
+        exp = c.get_experiment_by_name(cfg.experiment_name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def start_run(cfg: TrackingConfig, run_name: str, tags: dict[str, str] | None = None) -> str:
+    """Create a run and return its id; callers pass this id to every later call."""
+    run = client(cfg).create_run(ensure_experiment(cfg), run_name=run_name, tags=tags or {})
+    return run.info.run_id
+
+
+def log_params(cfg: TrackingConfig, run_id: str, params: dict[str, Any]) -> None:
+    """Log parameters (values stringified, MLflow's 6000-char limit respected)."""
+    from mlflow.entities import Param
+
+    items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+    client(cfg).log_batch(run_id, params=items)
+
+
+def log_metrics(cfg: TrackingConfig, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Log numeric metrics in one batch (NaN values are skipped: MLflow cannot plot them)."""
+    import math
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(float(v))]
+    client(cfg).log_batch(run_id, metrics=items)
+
+
+def set_tags(cfg: TrackingConfig, run_id: str, tags: dict[str, Any]) -> None:
+    """Set run tags."""
+    from mlflow.entities import RunTag
+
+    client(cfg).log_batch(run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
+
+
+def log_dict(cfg: TrackingConfig, run_id: str, obj: Any, artifact_file: str) -> None:
+    """Store a JSON/YAML-able object as a run artifact."""
+    client(cfg).log_dict(run_id, obj, artifact_file)
+
+
+def log_inputs(cfg: TrackingConfig, run_id: str, datasets: list[DatasetRef]) -> None:
+    """Record dataset lineage: each table's schema, source and content fingerprint as run inputs."""
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    for ds in datasets:
+        # Files and URLs are recorded as such; bundled datasets as the code that made them.
+        is_file = "://" in ds.source and not ds.source.startswith("nightshift-") or Path(ds.source).exists()
+        source = ds.source if is_file else CodeDatasetSource({"nightshift.source": ds.source})
+        # MLflow keeps a 36-char digest; the full fingerprint goes in a tag beside it.
+        data = mlflow.data.from_pandas(ds.frame.head(1000), source=source, name=ds.name,
+                                       targets=ds.label, digest=ds.fingerprint[:32])
+        tags = [InputTag("mlflow.data.context", ds.context), InputTag("nightshift.fingerprint", ds.fingerprint),
+                InputTag("nightshift.rows", str(len(ds.frame)))]
+        inputs.append(DatasetInput(dataset=data._to_mlflow_entity(), tags=tags))
+    client(cfg).log_inputs(run_id, datasets=inputs)
+
+
+def _requirements() -> list[str]:
+    return [f"{pkg}=={metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
+
+
+def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_example: pd.DataFrame) -> LoggedModel:
+    """Store a fitted sklearn pipeline (skops format) with its signature and an input example."""
+    from mlflow.models import infer_signature
+
+    mlflow = _mlflow(cfg)
+    import mlflow.sklearn
+
+    example = input_example.copy()
+    # Declare integer columns as double so rows with missing values still match the schema.
+    ints = example.select_dtypes(include=["integer"]).columns
+    example[ints] = example[ints].astype("float64")
+    with warnings.catch_warnings():  # class labels are ints by design; MLflow's nullable-int hint does not apply
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
+        signature = infer_signature(example, model.predict(example))
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.sklearn.log_model(
+            model, name=MODEL_ARTIFACT, signature=signature, input_example=example,
+            serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pip_requirements=_requirements(),
+        )
+    return LoggedModel(model_uri=info.model_uri, model_id=getattr(info, "model_id", None), run_id=run_id)
+
+
+def register_model_version(cfg: TrackingConfig, name: str, logged: LoggedModel,
+                           tags: dict[str, Any] | None = None) -> str:
+    """Register a logged model as a new version of `name` (no alias: promotion is a separate decision)."""
+    c = client(cfg)
+    try:
+        c.get_registered_model(name)
+    except Exception:
+        try:
+            c.create_registered_model(name, description="Managed by nightshift.")
+        except Exception:
+            c.get_registered_model(name)  # raced with another registration; exists now
+    mv = c.create_model_version(name, source=logged.model_uri, run_id=logged.run_id,
+                                tags={k: str(v) for k, v in (tags or {}).items()}, model_id=logged.model_id)
+    return str(mv.version)
+
+
+def log_training(cfg: TrackingConfig, run_id: str, *, params: dict[str, Any], metrics: dict[str, float],
+                 datasets: list[DatasetRef], model: Any, input_example: pd.DataFrame,
+                 artifacts: dict[str, Any]) -> LoggedModel:
+    """Everything a training run records: params, metrics, dataset lineage, JSON artifacts and the model."""
+    log_params(cfg, run_id, params)
+    log_metrics(cfg, run_id, metrics)
+    log_inputs(cfg, run_id, datasets)
+    for name, obj in artifacts.items():
+        log_dict(cfg, run_id, obj, name)
+    return log_sklearn_model(cfg, run_id, model, input_example)
+
+
+def finish_run(cfg: TrackingConfig, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED") -> None:
+    """Close a run with its final status."""
+    client(cfg).set_terminated(run_id, status=status)
+
+
+def get_run(cfg: TrackingConfig, run_id: str) -> Any:
+    """The MLflow run entity (params, metrics, tags, inputs)."""
+    return client(cfg).get_run(run_id)
+
+
+def list_versions(cfg: TrackingConfig, name: str) -> list[Any]:
+    """All registered versions of `name`, newest first (empty if the model does not exist)."""
+    versions = client(cfg).search_model_versions(f"name = '{name}'")
+    return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+def model_uri(name: str, version: str | None = None, alias: str | None = None) -> str:
+    """Registry URI of a version or alias: models only ever load from the registry."""
+    if (version is None) == (alias is None):
+        raise TrackingError("Give exactly one of version or alias.")
+    return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
+
+
+def load_pyfunc(cfg: TrackingConfig, name: str, version: str | None = None, alias: str | None = None) -> PyFuncModel:
+    """Load a registered model as an MLflow pyfunc."""
+    mlflow = _mlflow(cfg)
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model_uri(name, version, alias))
+
+
+def load_sklearn(cfg: TrackingConfig, name: str, version: str | None = None, alias: str | None = None) -> Any:
+    """Load a registered model as the fitted sklearn pipeline (for probabilities)."""
+    mlflow = _mlflow(cfg)
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(model_uri(name, version, alias))
+
+
+start_run_task = task(start_run, name="mlflow-start-run", cache_policy=NO_CACHE)
+log_training_task = task(log_training, name="mlflow-log-training", cache_policy=NO_CACHE)
+register_task = task(register_model_version, name="mlflow-register-version", cache_policy=NO_CACHE)
+finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CACHE)

@@ -1,0 +1,186 @@
+"""Training: a scikit-learn Pipeline that carries its preprocessing, a CV search on the training split only."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from nightshift.errors import ConfigError
+from tasks.data import FeatureSpec
+from tasks.evaluate import METRICS, classification_metrics, higher_is_better
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+Estimator = Literal["random_forest", "logistic_regression", "hist_gradient_boosting"]
+ParamValue = int | float | str | bool | None
+# Checked without importing scikit-learn (parameter forms must validate fast); a test keeps this
+# table equal to each estimator's get_params() minus what nightshift itself controls.
+CONTROLLED_PARAMS = frozenset({"random_state", "n_jobs", "verbose", "warm_start"})
+TUNABLE_PARAMS: dict[str, frozenset[str]] = {
+    "random_forest": frozenset({
+        "bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features", "max_leaf_nodes",
+        "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split", "min_weight_fraction_leaf",
+        "monotonic_cst", "n_estimators", "oob_score",
+    }),
+    "logistic_regression": frozenset({
+        "C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "penalty",
+        "solver", "tol",
+    }),
+    "hist_gradient_boosting": frozenset({
+        "categorical_features", "class_weight", "early_stopping", "interaction_cst", "l2_regularization",
+        "learning_rate", "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes",
+        "min_samples_leaf", "monotonic_cst", "n_iter_no_change", "scoring", "tol", "validation_fraction",
+    }),
+}
+
+
+def make_estimator(kind: Estimator, params: dict[str, Any], seed: int) -> Any:
+    """A fresh, unfitted estimator of `kind` with `params` and a fixed random state."""
+    if kind == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        base: Any = RandomForestClassifier(random_state=seed)
+    elif kind == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+
+        base = LogisticRegression(max_iter=2000, random_state=seed)
+    elif kind == "hist_gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        base = HistGradientBoostingClassifier(random_state=seed)
+    else:
+        raise ConfigError(f"Unknown estimator '{kind}': use random_forest, logistic_regression or hist_gradient_boosting.")
+    return base.set_params(**params)
+
+
+def check_param_grid(kind: Estimator, grid: dict[str, list[ParamValue]]) -> None:
+    """Reject hyper-parameter names the estimator does not take and empty value lists, before any work."""
+    known = TUNABLE_PARAMS.get(kind)
+    if known is None:
+        raise ConfigError(f"Unknown estimator '{kind}': use {', '.join(TUNABLE_PARAMS)}.")
+    unknown = sorted(set(grid) - known)
+    if unknown:
+        raise ConfigError(
+            f"Estimator {kind} has no tunable hyper-parameter {', '.join(map(repr, unknown))}; "
+            f"choose from {', '.join(sorted(known))}."
+        )
+    empty = [k for k, v in grid.items() if not v]
+    if empty:
+        raise ConfigError(f"Hyper-parameter {empty[0]!r} has an empty list of candidate values.")
+
+
+def candidate_grid(grid: dict[str, list[ParamValue]]) -> list[dict[str, ParamValue]]:
+    """Every combination of the grid's values (one empty candidate = the estimator's defaults)."""
+    keys = sorted(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def build_pipeline(spec: FeatureSpec, kind: Estimator, params: dict[str, Any], seed: int) -> Pipeline:
+    """Impute + scale numbers, impute + one-hot categories (unknown ones tolerated), then the estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    transformers = []
+    if spec.numeric:
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        transformers.append(("num", numeric, list(spec.numeric)))
+    if spec.categorical:
+        categorical = Pipeline([
+            ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, max_categories=50,
+                                     sparse_output=False)),
+        ])
+        transformers.append(("cat", categorical, list(spec.categorical)))
+    pre = ColumnTransformer(transformers, remainder="drop")
+    return Pipeline([("pre", pre), ("model", make_estimator(kind, params, seed))])
+
+
+def split_train_test(frame: pd.DataFrame, label: str, test_size: float, seed: int,
+                     stratify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out `test_size` of the rows for the final, untouched evaluation."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(frame, test_size=test_size, random_state=seed,
+                                   stratify=frame[label] if stratify else None)
+    return train, test
+
+
+@dataclass
+class CandidateScore:
+    """Cross-validated metrics of one hyper-parameter candidate (means and standard deviations over folds)."""
+
+    index: int
+    params: dict[str, ParamValue]
+    mean: dict[str, float]
+    std: dict[str, float]
+    folds: int
+    seconds: float = 0.0
+    fold_metrics: list[dict[str, float]] = field(default_factory=list)
+
+
+def _set_threads(model: Pipeline, n_jobs: int) -> None:
+    if "n_jobs" in model.named_steps["model"].get_params():
+        model.set_params(model__n_jobs=n_jobs)
+
+
+def cross_validate_candidate(frame: pd.DataFrame, spec: FeatureSpec, kind: Estimator, params: dict[str, ParamValue],
+                             folds: int, seed: int, index: int = 0) -> CandidateScore:
+    """Stratified K-fold CV of one candidate on the training split."""
+    import time
+
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    start = time.perf_counter()
+    X, y = frame[spec.features], frame[spec.label].to_numpy()
+    template = build_pipeline(spec, kind, params, seed)
+    _set_threads(template, 1)  # candidates already run side by side
+    per_fold: list[dict[str, float]] = []
+    for train_idx, val_idx in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y):
+        model = clone(template).fit(X.iloc[train_idx], y[train_idx])
+        proba = model.predict_proba(X.iloc[val_idx])
+        per_fold.append(classification_metrics(y[val_idx], proba, model.classes_))
+    mean = {m: float(np.nanmean([f[m] for f in per_fold])) for m in METRICS}
+    std = {m: float(np.nanstd([f[m] for f in per_fold])) for m in METRICS}
+    return CandidateScore(index=index, params=params, mean=mean, std=std, folds=folds,
+                          seconds=time.perf_counter() - start, fold_metrics=per_fold)
+
+
+def select_best(scores: list[CandidateScore], metric: str) -> CandidateScore:
+    """The candidate with the best mean CV `metric`; ties go to the earlier (simpler-listed) candidate."""
+    if not scores:
+        raise ConfigError("No hyper-parameter candidates were evaluated.")
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    return max(scores, key=lambda s: (sign * np.nan_to_num(s.mean[metric], nan=-np.inf), -s.index))
+
+
+def fit_pipeline(frame: pd.DataFrame, spec: FeatureSpec, kind: Estimator, params: dict[str, ParamValue],
+                 seed: int) -> Pipeline:
+    """Fit the final pipeline on the whole training split, using all cores, then make it single-threaded for serving."""
+    model = build_pipeline(spec, kind, params, seed)
+    _set_threads(model, -1)
+    model.fit(frame[spec.features], frame[spec.label].to_numpy())
+    _set_threads(model, 1)  # per-request joblib pools would dominate single-row latency
+    return model
+
+
+def evaluate_model(model: Pipeline, frame: pd.DataFrame, spec: FeatureSpec) -> dict[str, float]:
+    """Metrics of a fitted pipeline on a labeled frame."""
+    proba = model.predict_proba(frame[spec.features])
+    return classification_metrics(frame[spec.label].to_numpy(), proba, model.classes_)
+
+
+split_task = task(split_train_test, name="split-train-test", cache_policy=NO_CACHE)
+cross_validate_task = task(cross_validate_candidate, name="cross-validate", task_run_name="cv-candidate-{index}",
+                           cache_policy=NO_CACHE)
+fit_task = task(fit_pipeline, name="fit-final-model", cache_policy=NO_CACHE)
+evaluate_task = task(evaluate_model, name="evaluate-on-test", cache_policy=NO_CACHE)

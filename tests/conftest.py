@@ -1,0 +1,69 @@
+"""Test isolation: every run gets its own Prefect home, results dir, MLflow DB and state dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# Must happen before anything imports prefect or mlflow: never touch the user's real state.
+_TMP = Path(tempfile.mkdtemp(prefix="nightshift-tests-"))
+for _key in [k for k in os.environ if k.startswith(("NIGHTSHIFT_", "PREFECT_", "MLFLOW_"))]:
+    del os.environ[_key]
+os.environ.update({
+    "NIGHTSHIFT_STATE_DIR": str(_TMP / "state"),
+    "PREFECT_HOME": str(_TMP / "prefect"),
+    "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_TMP / "results"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_TRACKING_URI": f"sqlite:///{_TMP / 'stray-mlflow.db'}",
+})
+(_TMP / "prefect").mkdir(parents=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Path:
+    """The session's private temp root (already holds the isolated state dirs)."""
+    return _TMP
+
+
+@pytest.fixture(scope="session")
+def tracking():
+    """One MLflow SQLite DB + artifact dir for the session (new DBs cost ~2 s of migrations)."""
+    from tasks.tracking import TrackingConfig
+
+    root = _TMP / "mlflow"
+    root.mkdir()
+    return TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", registry_uri=f"sqlite:///{root / 'mlflow.db'}",
+                          experiment_name="tests", artifact_location=(root / "artifacts").as_uri())
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A registered-model name no other test uses."""
+    return f"m-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session (~20 s to start once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tracking) -> None:
+    """Point the flows' Settings at the session's MLflow DB."""
+    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_ARTIFACT_LOCATION", tracking.artifact_location)
+    monkeypatch.setenv("NIGHTSHIFT_EXPERIMENT_NAME", tracking.experiment_name)
