@@ -6,17 +6,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(PYTHON) -m uv
 STAMP := $(VENV)/.installed
-STATE := $(CURDIR)/.nightshift
+STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test lock mlflow-ui server clean
+.PHONY: help install demo test lock mlflow-ui server pool deploy worker clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make test       run the test suite"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
+	@echo "make deploy     create the process work pool if missing and deploy prefect.yaml (needs make server)"
+	@echo "make worker     start a process worker for the pool"
 	@echo "make lock       re-resolve requirements.lock from pyproject.toml"
 	@echo "make clean      delete .venv and the local state dir .nightshift/"
 
@@ -49,6 +51,19 @@ server: $(STAMP)
 	@mkdir -p $(STATE)/prefect
 	PREFECT_HOME=$(STATE)/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 		$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+POOL ?= nightshift-process
+PREFECT_API_URL ?= http://127.0.0.1:4200/api
+PREFECT := PREFECT_HOME=$(STATE)/prefect PREFECT_API_URL=$(PREFECT_API_URL) NIGHTSHIFT_PROJECT_DIR=$(CURDIR) $(VENV)/bin/prefect
+
+pool: $(STAMP)
+	@$(PREFECT) work-pool inspect $(POOL) >/dev/null 2>&1 || $(PREFECT) work-pool create $(POOL) --type process
+
+deploy: pool
+	$(PREFECT) --no-prompt deploy --all
+
+worker: $(STAMP)
+	$(PREFECT) worker start --pool $(POOL)
 
 clean:
 	rm -rf $(VENV) $(STATE)

@@ -19,7 +19,7 @@ class DataValidationError(NightshiftError):
     """A dataset was read but cannot be used as given (missing label, too few rows, ...)."""
 
 
-class ConfigError(NightshiftError):
+class ConfigError(NightshiftError, ValueError):
     """A parameter or setting is invalid in a way a schema cannot express."""
 
 

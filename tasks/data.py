@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -276,20 +277,32 @@ def _churn_logit(frame: pd.DataFrame, concept: float) -> np.ndarray:
     return (1.0 - concept) * usual + concept * changed
 
 
+@lru_cache(maxsize=1)
+def _reference_stats() -> dict[str, tuple[float, float]]:
+    """Mean and std of each numeric column on undrifted data: fixed units for the covariate shift."""
+    rng = np.random.default_rng(0)
+    return {spec.name: (float(v.mean()), float(v.std() or 1.0))
+            for spec in _NUMERIC for v in [_draw_numeric(spec, rng, 50_000)]}
+
+
 def _demo_block(seed: int, day: int, block: int, n: int, drift: DemoDrift) -> pd.DataFrame:
     import pandas as pd
 
-    rng = np.random.default_rng([seed, day, block])
+    # One stream per column (and for missingness and labels), so the first k rows of a block are
+    # the same whatever n is: any prefix of the stream is stable.
+    streams = iter(np.random.SeedSequence([seed, day, block]).spawn(2 * len(_NUMERIC) + len(_CATEGORICAL) + 1))
     columns: dict[str, np.ndarray] = {}
+    stats = _reference_stats()
     for spec in _NUMERIC:
-        values = _draw_numeric(spec, rng, n)
+        values = _draw_numeric(spec, np.random.default_rng(next(streams)), n)
+        missing = np.random.default_rng(next(streams)).random(n)
         if spec.name in drift.drifted_columns and (drift.covariate_shift or drift.covariate_scale != 1):
-            mean, std = float(values.mean()), float(values.std() or 1.0)
+            mean, std = stats[spec.name]
             values = mean + (values - mean) * drift.covariate_scale + drift.covariate_shift * std
             if spec.clip is not None:
                 values = np.clip(values, *spec.clip)
         if spec.missing:
-            values[rng.random(n) < spec.missing] = np.nan
+            values[missing < spec.missing] = np.nan
         columns[spec.name] = values
     for name, (levels, probs) in _CATEGORICAL.items():
         if drift.category_mix:
@@ -299,11 +312,13 @@ def _demo_block(seed: int, day: int, block: int, n: int, drift: DemoDrift) -> pd
             levels = tuple(dict.fromkeys(levels + new_levels))
             probs = tuple((1 - drift.category_mix) * base.get(lv, 0.0) + drift.category_mix * moved.get(lv, 0.0) for lv in levels)
         p = np.asarray(probs, dtype=float)
-        columns[name] = np.asarray(levels, dtype=object)[rng.choice(len(levels), size=n, p=p / p.sum())]
+        codes = np.random.default_rng(next(streams)).choice(len(levels), size=n, p=p / p.sum())
+        columns[name] = np.asarray(levels, dtype=object)[codes]
     frame = pd.DataFrame(columns)
     churn_p = 1.0 / (1.0 + np.exp(-_churn_logit(frame, drift.concept)))
-    frame[DEMO_LABEL] = (rng.random(n) < churn_p).astype(np.int64)
-    frame.insert(0, DEMO_DATE, pd.Timestamp(DEMO_START + timedelta(days=day)))
+    frame[DEMO_LABEL] = (np.random.default_rng(next(streams)).random(n) < churn_p).astype(np.int64)
+    frame.insert(0, DEMO_DATE, pd.Series(pd.Timestamp(DEMO_START + timedelta(days=day)), index=frame.index,
+                                         dtype="datetime64[ns]"))
     return frame
 
 

@@ -7,10 +7,11 @@ block, around `log_model`, opens and closes the run inside a single function.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -85,6 +86,14 @@ def _mlflow(cfg: TrackingConfig) -> Any:
     return mlflow
 
 
+@contextmanager
+def _no_int_hint() -> Iterator[None]:
+    """Silence MLflow's nullable-int hint: integer labels are ints by design, features are declared double."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
+        yield
+
+
 def client(cfg: TrackingConfig) -> MlflowClient:
     """An MlflowClient bound to `cfg`'s URIs (no global state)."""
     from mlflow import MlflowClient
@@ -157,11 +166,13 @@ def log_inputs(cfg: TrackingConfig, run_id: str, datasets: list[DatasetRef]) -> 
         is_file = "://" in ds.source and not ds.source.startswith("nightshift-") or Path(ds.source).exists()
         source = ds.source if is_file else CodeDatasetSource({"nightshift.source": ds.source})
         # MLflow keeps a 36-char digest; the full fingerprint goes in a tag beside it.
-        data = mlflow.data.from_pandas(ds.frame.head(1000), source=source, name=ds.name,
-                                       targets=ds.label, digest=ds.fingerprint[:32])
+        with _no_int_hint():
+            data = mlflow.data.from_pandas(ds.frame.head(1000), source=source, name=ds.name,
+                                           targets=ds.label, digest=ds.fingerprint[:32])
+            entity = data._to_mlflow_entity()
         tags = [InputTag("mlflow.data.context", ds.context), InputTag("nightshift.fingerprint", ds.fingerprint),
                 InputTag("nightshift.rows", str(len(ds.frame)))]
-        inputs.append(DatasetInput(dataset=data._to_mlflow_entity(), tags=tags))
+        inputs.append(DatasetInput(dataset=entity, tags=tags))
     client(cfg).log_inputs(run_id, datasets=inputs)
 
 
@@ -180,15 +191,14 @@ def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_exampl
     # Declare integer columns as double so rows with missing values still match the schema.
     ints = example.select_dtypes(include=["integer"]).columns
     example[ints] = example[ints].astype("float64")
-    with warnings.catch_warnings():  # class labels are ints by design; MLflow's nullable-int hint does not apply
-        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
+    with _no_int_hint():
         signature = infer_signature(example, model.predict(example))
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.sklearn.log_model(
-            model, name=MODEL_ARTIFACT, signature=signature, input_example=example,
-            serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            pip_requirements=_requirements(),
-        )
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.sklearn.log_model(
+                model, name=MODEL_ARTIFACT, signature=signature, input_example=example,
+                serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                pip_requirements=_requirements(),
+            )
     return LoggedModel(model_uri=info.model_uri, model_id=getattr(info, "model_id", None), run_id=run_id)
 
 

@@ -128,7 +128,8 @@ class CandidateScore:
 
 
 def _set_threads(model: Pipeline, n_jobs: int) -> None:
-    if "n_jobs" in model.named_steps["model"].get_params():
+    # Only the forest parallelises over n_jobs (LogisticRegression ignores it since sklearn 1.8).
+    if type(model.named_steps["model"]).__name__ == "RandomForestClassifier":
         model.set_params(model__n_jobs=n_jobs)
 
 

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nightshift.errors import ConfigError
+from tasks.data import generate_demo, infer_features
+from tasks.train import (CONTROLLED_PARAMS, TUNABLE_PARAMS, CandidateScore, build_pipeline, candidate_grid,
+                         check_param_grid, cross_validate_candidate, fit_pipeline, make_estimator, select_best,
+                         split_train_test)
+
+
+@pytest.mark.parametrize("kind", sorted(TUNABLE_PARAMS))
+def test_tunable_table_matches_scikit_learn(kind: str) -> None:
+    assert TUNABLE_PARAMS[kind] == set(make_estimator(kind, {}, 0).get_params()) - CONTROLLED_PARAMS
+
+
+def test_param_grid_checks() -> None:
+    check_param_grid("random_forest", {"max_depth": [None, 3]})
+    with pytest.raises(ConfigError, match="no tunable hyper-parameter 'max_dept'"):
+        check_param_grid("random_forest", {"max_dept": [3]})
+    with pytest.raises(ConfigError, match="'n_jobs'"):
+        check_param_grid("random_forest", {"n_jobs": [4]})
+    with pytest.raises(ConfigError, match="empty list"):
+        check_param_grid("logistic_regression", {"C": []})
+
+
+def test_candidate_grid_is_the_cartesian_product() -> None:
+    assert candidate_grid({}) == [{}]
+    grid = candidate_grid({"b": [1, 2], "a": ["x", "y", "z"]})
+    assert len(grid) == 6 and {"a": "z", "b": 2} in grid
+
+
+def test_pipeline_carries_preprocessing_and_tolerates_unseen_categories_and_nans() -> None:
+    frame = generate_demo(2_000, seed=1)
+    spec = infer_features(frame, "churned")
+    model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 20}, seed=0)
+    fresh = generate_demo(50, seed=9).drop(columns=["churned"])
+    fresh.loc[:4, "region"] = "atlantis"  # never seen in training
+    fresh.loc[5:9, "age"] = np.nan
+    proba = model.predict_proba(fresh[spec.features])
+    assert proba.shape == (50, 2) and np.isfinite(proba).all()
+    assert model.named_steps["model"].n_jobs == 1  # single-threaded for serving
+
+
+@pytest.mark.parametrize("kind", sorted(TUNABLE_PARAMS))
+def test_every_estimator_trains_on_mixed_data(kind: str) -> None:
+    frame = generate_demo(1_500, seed=2)
+    spec = infer_features(frame, "churned")
+    score = cross_validate_candidate(frame, spec, kind, {}, folds=3, seed=0)
+    assert score.folds == 3 and len(score.fold_metrics) == 3
+    assert 0.6 < score.mean["roc_auc"] <= 1.0
+
+
+def test_select_best_respects_metric_direction() -> None:
+    a = CandidateScore(0, {"x": 1}, {"roc_auc": 0.8, "log_loss": 0.5}, {}, 3)
+    b = CandidateScore(1, {"x": 2}, {"roc_auc": 0.9, "log_loss": 0.6}, {}, 3)
+    assert select_best([a, b], "roc_auc") is b
+    assert select_best([a, b], "log_loss") is a
+    tie = CandidateScore(2, {"x": 3}, {"roc_auc": 0.9, "log_loss": 0.6}, {}, 3)
+    assert select_best([a, b, tie], "roc_auc") is b  # earliest wins a tie
+
+
+def test_split_matches_scikit_learn_and_can_stratify() -> None:
+    frame = generate_demo(1_000, seed=3)
+    train, test = split_train_test(frame, "churned", 0.3, 42, stratify=False)
+    assert (len(train), len(test)) == (700, 300)
+    assert set(train.index).isdisjoint(test.index)
+    strat_train, strat_test = split_train_test(frame, "churned", 0.3, 42, stratify=True)
+    assert abs(strat_train["churned"].mean() - strat_test["churned"].mean()) < 0.01
+
+
+def test_build_pipeline_uses_declared_columns_only() -> None:
+    frame = generate_demo(300, seed=1)
+    spec = infer_features(frame, "churned")
+    pipe = build_pipeline(spec, "logistic_regression", {"C": 0.5}, seed=0)
+    assert [name for name, _, _ in pipe.named_steps["pre"].transformers] == ["num", "cat"]
+    assert pipe.named_steps["model"].C == 0.5
