@@ -10,11 +10,12 @@ STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test lock mlflow-ui server pool deploy worker clean
+.PHONY: help install demo test bench lock mlflow-ui server pool deploy worker clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make test       run the test suite"
+	@echo "make bench      benchmarks (drift step vs scipy and full-data Evidently), ratios printed"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
 	@echo "make deploy     create the process work pool if missing and deploy prefect.yaml (needs make server)"
@@ -36,6 +37,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lock:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
 
 from nightshift.errors import DataValidationError
 from tasks.data import FeatureSpec, LoadedDataset, infer_features
@@ -67,4 +69,278 @@ def check_training_data(dataset: LoadedDataset, *, test_size: float, cv_folds: i
     return TrainingData(frame=frame, spec=spec, dropped_unlabeled=unlabeled)
 
 
+# --------------------------------------------------------------------------------------------
+# Data contract: inferred from the reference (training) data, stored with each model version.
+# --------------------------------------------------------------------------------------------
+CONTRACT_FORMAT = "nightshift.contract/1"
+Severity = Literal["error", "warning"]
+Scalar = str | int | float | bool
+MAX_EXAMPLES = 5
+
+
+class ColumnContract(BaseModel):
+    """What one feature column promised at training time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    dtype: str
+    nullable: bool = Field(description="The reference had missing values here.")
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+
+
+class Contract(BaseModel):
+    """The data a model version was trained under: columns, types, ranges, categories, label classes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: str = CONTRACT_FORMAT
+    label: str
+    label_classes: list[Scalar]
+    columns: list[ColumnContract]
+    optional: list[str] = Field(default_factory=list, description="Known non-feature columns (dates, ids).")
+    range_tolerance: float = Field(description="Allowed overshoot beyond [min, max], as a share of max - min.")
+    max_far_share: float = Field(
+        0.01, description="Share of rows beyond the widened range above which a column is an error, not a warning.")
+    reference_rows: int
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        """Numeric feature names."""
+        return tuple(c.name for c in self.columns if c.kind == "numeric")
+
+    @property
+    def categorical(self) -> tuple[str, ...]:
+        """Categorical feature names."""
+        return tuple(c.name for c in self.columns if c.kind == "categorical")
+
+    @property
+    def features(self) -> list[str]:
+        """Feature names in model input order."""
+        return [c.name for c in self.columns]
+
+    def spec(self) -> FeatureSpec:
+        """The feature spec this contract describes."""
+        return FeatureSpec(label=self.label, numeric=self.numeric, categorical=self.categorical,
+                           ignored=tuple(self.optional))
+
+    def fingerprint(self) -> str:
+        """Content hash of the contract (what /version and audit records quote)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+    def bounds(self, col: ColumnContract) -> tuple[float, float]:
+        """The tolerated range of a numeric column."""
+        assert col.min is not None and col.max is not None
+        slack = self.range_tolerance * max(col.max - col.min, abs(col.max), 1e-9)
+        return col.min - slack, col.max + slack
+
+
+def _json_scalar(value: object) -> Scalar:
+    return value.item() if hasattr(value, "item") else value  # type: ignore[return-value]
+
+
+def infer_contract(frame: pd.DataFrame, spec: FeatureSpec, range_tolerance: float = 0.5,
+                   max_far_share: float = 0.01) -> Contract:
+    """Describe the reference data as a contract that later batches are checked against."""
+    import pandas as pd
+
+    columns = []
+    for name in spec.features:
+        s = frame[name]
+        if name in spec.numeric:
+            values = pd.to_numeric(s, errors="coerce").astype(float)
+            columns.append(ColumnContract(name=name, kind="numeric", dtype=str(s.dtype), nullable=bool(s.isna().any()),
+                                          min=float(values.min()), max=float(values.max())))
+        else:
+            cats = sorted(map(str, s.dropna().unique()))
+            columns.append(ColumnContract(name=name, kind="categorical", dtype=str(s.dtype),
+                                          nullable=bool(s.isna().any()), categories=cats))
+    classes = sorted((_json_scalar(v) for v in frame[spec.label].dropna().unique()), key=str)
+    return Contract(label=spec.label, label_classes=classes, columns=columns, optional=list(spec.ignored),
+                    range_tolerance=range_tolerance, max_far_share=max_far_share, reference_rows=len(frame))
+
+
+class Failure(BaseModel):
+    """One broken promise: which column, which check, how bad, how many rows, a few example values."""
+
+    column: str | None
+    check: str
+    severity: Severity
+    rows: int
+    examples: list[str] = Field(default_factory=list)
+    message: str
+
+
+class ValidationReport(BaseModel):
+    """Everything wrong with a batch at once (checks run lazily), split by severity."""
+
+    source: str
+    rows: int
+    columns: int
+    contract_fingerprint: str
+    failures: list[Failure] = Field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Failure]:
+        """Failures that stop the flow."""
+        return [f for f in self.failures if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Failure]:
+        """Failures that are reported and let the flow continue."""
+        return [f for f in self.failures if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing stops the flow."""
+        return not self.errors
+
+    def summary(self) -> str:
+        """One line: the verdict and the first errors' messages."""
+        if self.ok:
+            return f"{self.source}: {self.rows} rows valid ({len(self.warnings)} warning(s))."
+        head = "; ".join(f.message for f in self.errors[:3])
+        more = f" (+{len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
+        return f"{self.source} breaks the data contract: {head}{more}"
+
+    def markdown(self) -> str:
+        """The report as a markdown table (Prefect artifact, MLflow artifact)."""
+        lines = [f"# Data validation: {'passed' if self.ok else 'FAILED'}",
+                 f"`{self.source}` · {self.rows} rows · {self.columns} columns · contract `{self.contract_fingerprint[:12]}`",
+                 f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)", ""]
+        if self.failures:
+            lines += ["| severity | column | check | rows | examples | message |", "|---|---|---|---|---|---|"]
+            lines += [f"| {f.severity} | {f.column or '-'} | {f.check} | {f.rows} | "
+                      f"{', '.join(f'`{e}`' for e in f.examples)} | {f.message} |" for f in self.failures]
+        return "\n".join(lines)
+
+
+def _examples(values: pd.Series) -> list[str]:
+    return [str(v)[:60] for v in values.drop_duplicates().head(MAX_EXAMPLES)]
+
+
+def _coerce_numeric(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Numbers as float64, plus the values that could not be converted without inventing data."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return s.astype("float64"), s.iloc[:0]
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s):
+        return pd.Series(float("nan"), index=s.index), s.dropna()
+    converted = pd.to_numeric(s, errors="coerce").astype("float64")
+    return converted, s[converted.isna() & s.notna()]
+
+
+def _contract_schemas(contract: Contract, present: set[str]) -> tuple[Any, Any]:
+    """Pandera schemas for the error-level and warning-level checks of a contract."""
+    import pandera.pandas as pa
+
+    err_cols: dict[str, Any] = {}
+    warn_cols: dict[str, Any] = {}
+    for col in contract.columns:
+        if col.name not in present:
+            continue
+        not_all_null = pa.Check(lambda s: bool(s.notna().any()), element_wise=False, name="all_null")
+        if col.kind == "numeric":
+            lo, hi = contract.bounds(col)
+            far = pa.Check(lambda s, lo=lo, hi=hi: s.isna() | s.between(lo, hi), name="far_out_of_range")
+            near = pa.Check(lambda s, a=col.min, b=col.max: s.isna() | s.between(a, b), name="out_of_range")
+            err_cols[col.name] = pa.Column(float, nullable=True, checks=[not_all_null, far])
+            warn_cols[col.name] = pa.Column(float, nullable=col.nullable, checks=[near])
+        else:
+            allowed = set(col.categories or [])
+            seen = pa.Check(lambda s, allowed=allowed: s.isna() | s.isin(allowed), name="unseen_category")
+            err_cols[col.name] = pa.Column(object, nullable=True, checks=[not_all_null])
+            warn_cols[col.name] = pa.Column(object, nullable=col.nullable, checks=[seen])
+    if contract.label in present:
+        classes = {str(c) for c in contract.label_classes}
+        err_cols[contract.label] = pa.Column(
+            nullable=True, checks=[pa.Check(lambda s: s.isna() | s.astype(str).isin(classes), name="label_classes")])
+    return pa.DataFrameSchema(err_cols, strict=False), pa.DataFrameSchema(warn_cols, strict=False)
+
+
+_MESSAGES: dict[str, tuple[Severity, str]] = {
+    "all_null": ("error", "required column '{col}' is empty in every row"),
+    "far_out_of_range": ("warning", "column '{col}' has {n} value(s) beyond the training range widened by the tolerance"),
+    "label_classes": ("error", "label '{col}' has {n} value(s) that are not classes of the model"),
+    "out_of_range": ("warning", "column '{col}' has {n} value(s) outside the training range, within tolerance"),
+    "unseen_category": ("warning", "column '{col}' has {n} value(s) of categories never seen in training"),
+    "not_nullable": ("warning", "column '{col}' has {n} missing value(s); training had none (they will be imputed)"),
+}
+
+
+def _pandera_failures(schema: Any, frame: pd.DataFrame, max_far_share: float) -> list[Failure]:
+    from pandera.errors import SchemaErrors
+
+    try:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return []
+    failures = []
+    for (col, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
+        check_name = "not_nullable" if str(check).startswith("not_nullable") else str(check)
+        severity, template = _MESSAGES.get(check_name, ("error", "column '{col}' fails check " + check_name))
+        n = len(frame) if check_name == "all_null" else int(group["index"].nunique()) if group["index"].notna().any() else len(group)
+        examples = [] if check_name in ("all_null", "not_nullable") else _examples(group["failure_case"])
+        message = template.format(col=col, n=n)
+        if check_name == "far_out_of_range" and n > max_far_share * len(frame):
+            # Rare outliers are news; a large share beyond the widened range means changed units or a broken feed.
+            severity = "error"
+            message += f" ({n / len(frame):.1%} of rows, more than the allowed {max_far_share:.1%})"
+        failures.append(Failure(column=str(col), check=check_name, severity=severity, rows=n, examples=examples,
+                                message=message))
+    return failures
+
+
+def validate_batch(frame: pd.DataFrame, contract: Contract, source: str) -> tuple[ValidationReport, pd.DataFrame]:
+    """Check a batch against a contract, collecting every failure; returns the report and the coerced batch."""
+    failures: list[Failure] = []
+    fp = contract.fingerprint()
+
+    def report() -> ValidationReport:
+        order = {"error": 0, "warning": 1}
+        failures.sort(key=lambda f: (order[f.severity], f.column or ""))
+        return ValidationReport(source=source, rows=len(frame), columns=frame.shape[1], contract_fingerprint=fp,
+                                failures=failures)
+
+    missing = [c for c in contract.features if c not in frame.columns]
+    for col in missing:
+        failures.append(Failure(column=col, check="column_present", severity="error", rows=len(frame),
+                                message=f"required column '{col}' is missing from {source}"))
+    known = set(contract.features) | {contract.label} | set(contract.optional)
+    for col in (c for c in frame.columns if c not in known):
+        failures.append(Failure(column=str(col), check="unexpected_column", severity="warning", rows=len(frame),
+                                message=f"column '{col}' is not in the contract and will be ignored"))
+    if frame.empty:
+        failures.append(Failure(column=None, check="not_empty", severity="error", rows=0,
+                                message=f"batch {source} has no rows"))
+        return report(), frame
+
+    batch = frame.copy()
+    for col in contract.columns:
+        if col.name not in batch.columns:
+            continue
+        if col.kind == "numeric":
+            batch[col.name], bad = _coerce_numeric(batch[col.name])
+            if len(bad):
+                failures.append(Failure(
+                    column=col.name, check="dtype", severity="error", rows=len(bad), examples=_examples(bad),
+                    message=f"column '{col.name}' should be numeric but has {len(bad)} value(s) like "
+                            f"{_examples(bad)[0]!r} (dtype {frame[col.name].dtype})"))
+        else:
+            s = batch[col.name]
+            batch[col.name] = s.where(s.isna(), s.astype(str)).astype(object)
+    errors_schema, warnings_schema = _contract_schemas(contract, set(batch.columns))
+    failures += _pandera_failures(errors_schema, batch, contract.max_far_share)
+    failures += _pandera_failures(warnings_schema, batch, contract.max_far_share)
+    return report(), batch
+
+
 check_training_data_task = task(check_training_data, name="check-training-data", cache_policy=NO_CACHE)
+infer_contract_task = task(infer_contract, name="infer-contract", cache_policy=NO_CACHE)
+validate_batch_task = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
