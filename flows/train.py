@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nightshift.settings import get_settings
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
+from tasks.drift import build_reference_task
 from tasks.evaluate import Metric
-from tasks.tracking import (DatasetRef, TrackingConfig, finish_run_task, log_training_task, model_uri,
+from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, DatasetRef, TrackingConfig, finish_run_task,
+                            log_training_task, model_uri,
                             register_task, start_run_task)
 from tasks.train import (Estimator, ParamValue, candidate_grid, check_param_grid, cross_validate_task,
                          evaluate_task, fit_task, select_best, split_task)
-from tasks.validate import check_training_data_task
+from tasks.validate import check_training_data_task, infer_contract_task
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
@@ -140,6 +142,9 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
         best = select_best(scores, params.selection_metric)
         model = fit_task(train_df, spec, params.estimator.kind, best.params, params.seed)
         test_metrics = evaluate_task(model, test_df, spec)
+        # What later batches are checked against: the data contract and a held-out drift reference.
+        contract = infer_contract_task(data.frame, spec, range_tolerance=settings.range_tolerance)
+        reference = build_reference_task(model, test_df, spec.features, spec.label, settings.reference_rows, params.seed)
 
         logged = log_training_task(
             tracking, run_id,
@@ -154,11 +159,13 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
                 DatasetRef(test_df, f"{dataset.name}-test", dataset.source, fingerprint(test_df), "evaluation", spec.label),
             ],
             model=model, input_example=train_df[spec.features].head(5),
-            artifacts={"features.json": spec.model_dump(mode="json"),
+            artifacts={CONTRACT_ARTIFACT: contract.model_dump(mode="json"),
                        "cv_results.json": [s.__dict__ for s in scores]},
+            frames={REFERENCE_ARTIFACT: reference},
         )
         version = register_task(tracking, name, logged, tags={
             "nightshift.dataset_fingerprint": dataset.fingerprint, "prefect.flow_run_id": str(flow_run.get_id() or ""),
+            "nightshift.contract_fingerprint": contract.fingerprint(),
             **{f"test_{k}": f"{v:.6f}" for k, v in test_metrics.items()},
         })
     except BaseException:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     experiment_name: str = Field("nightshift", description="MLflow experiment that holds the runs.")
     model_name: str = Field("nightshift-model", description="Registered model name used when a flow is not given one.")
     seed: int = Field(42, description="Default random seed.")
+    reference_rows: int = Field(100_000, ge=1_000, description="Rows of held-out data stored with each model version as its drift reference.")
+    drift_sample_rows: int = Field(100_000, ge=5_000, description="Cap per side for the Evidently drift report (uniform sample).")
+    drift_share_threshold: float = Field(0.2, gt=0, le=1, description="Share of drifted feature columns that counts as dataset drift.")
+    max_metric_drop: float = Field(0.05, ge=0, description="Allowed drop of the monitored metric vs the model's test value.")
+    range_tolerance: float = Field(0.5, ge=0, description="Contract: tolerated overshoot beyond the training range, as a share of it.")
     prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
 
     @cached_property
@@ -50,6 +55,11 @@ class Settings(BaseSettings):
         if self.mlflow_artifact_location:
             return self.mlflow_artifact_location
         return (self.state_dir / "mlartifacts").resolve().as_uri()
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where drift/validation reports are written before they are logged."""
+        return self.state_dir / "reports"
 
     def ensure_dirs(self) -> None:
         """Create the local state dir (only when it is used)."""

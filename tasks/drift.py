@@ -85,6 +85,15 @@ def sample_rows(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame
     return frame.sample(n=cap, random_state=seed)
 
 
+def build_reference(model: Any, frame: pd.DataFrame, features: list[str], label: str, cap: int, seed: int) -> pd.DataFrame:
+    """The drift reference stored with a model version: held-out rows (capped) plus the model's predictions on them."""
+    from tasks.evaluate import drift_predictions
+
+    ref = sample_rows(frame[[*features, label]], cap, seed).reset_index(drop=True)
+    ref[PREDICTION_COLUMN], _ = drift_predictions(model.predict_proba(ref[features]), model.classes_)
+    return ref
+
+
 def _parse_snapshot(snapshot: dict[str, Any], kinds: dict[str, str]) -> tuple[list[ColumnDrift], float]:
     metrics = {m["id"]: m for m in snapshot["metrics"]}
     verdicts: dict[str, bool] = {}
@@ -149,4 +158,5 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     )
 
 
+build_reference_task = task(build_reference, name="build-drift-reference", cache_policy=NO_CACHE)
 compute_drift_task = task(compute_drift, name="compute-drift", cache_policy=NO_CACHE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss"]
 METRICS: tuple[Metric, ...] = ("accuracy", "f1", "roc_auc", "log_loss")
@@ -37,3 +38,43 @@ def classification_metrics(y_true: Sequence, proba: np.ndarray, classes: Sequenc
             out["roc_auc"] = float("nan")
     out["log_loss"] = float(log_loss(y, np.clip(proba, 1e-15, 1 - 1e-15), labels=classes))
     return out
+
+
+def drift_predictions(proba: np.ndarray, classes: Sequence) -> tuple[np.ndarray, str]:
+    """What prediction drift compares: P(positive) for binary models, the predicted class otherwise."""
+    proba = np.asarray(proba, dtype=float)
+    if len(classes) == 2:
+        return proba[:, 1], "numeric"
+    return np.asarray(classes).astype(str)[np.argmax(proba, axis=1)], "categorical"
+
+
+class PerformanceCheck(BaseModel):
+    """Model quality on a labeled batch against the quality recorded when the model was tested."""
+
+    metric: str
+    rows: int
+    batch_metrics: dict[str, float]
+    reference_metrics: dict[str, float]
+    change: float = Field(description="Batch minus reference for the chosen metric (negative = worse for most metrics).")
+    max_drop: float
+    degraded: bool
+
+    def summary(self) -> str:
+        """One line for logs and artifacts."""
+        ref = self.reference_metrics.get(self.metric, float("nan"))
+        state = "DEGRADED" if self.degraded else "ok"
+        return (f"{self.metric} {self.batch_metrics[self.metric]:.4f} on {self.rows} labeled rows vs {ref:.4f} at test time "
+                f"({self.change:+.4f}, allowed drop {self.max_drop}): {state}")
+
+
+def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, reference_metrics: dict[str, float],
+                      metric: str = "roc_auc", max_drop: float = 0.05) -> PerformanceCheck:
+    """Flag degradation when `metric` fell by more than `max_drop` from the model's recorded test value."""
+    batch = classification_metrics(y_true, proba, classes)
+    ref = reference_metrics.get(metric, float("nan"))
+    change = batch[metric] - ref
+    worse_by = -change if higher_is_better(metric) else change
+    degraded = bool(np.isfinite(worse_by) and worse_by > max_drop)
+    return PerformanceCheck(metric=metric, rows=len(np.asarray(y_true)), batch_metrics=batch,
+                            reference_metrics=reference_metrics, change=float(change), max_drop=max_drop,
+                            degraded=degraded)

@@ -31,6 +31,8 @@ SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 # Pinning these skips MLflow's 4-5 s requirement inference on every log_model.
 _MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
 MODEL_ARTIFACT = "model"
+CONTRACT_ARTIFACT = "contract/contract.json"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
 
 
 class TrackingConfig(BaseModel):
@@ -220,14 +222,115 @@ def register_model_version(cfg: TrackingConfig, name: str, logged: LoggedModel,
 
 def log_training(cfg: TrackingConfig, run_id: str, *, params: dict[str, Any], metrics: dict[str, float],
                  datasets: list[DatasetRef], model: Any, input_example: pd.DataFrame,
-                 artifacts: dict[str, Any]) -> LoggedModel:
-    """Everything a training run records: params, metrics, dataset lineage, JSON artifacts and the model."""
+                 artifacts: dict[str, Any], frames: dict[str, pd.DataFrame] | None = None) -> LoggedModel:
+    """Everything a training run records: params, metrics, dataset lineage, JSON/Parquet artifacts and the model."""
     log_params(cfg, run_id, params)
     log_metrics(cfg, run_id, metrics)
     log_inputs(cfg, run_id, datasets)
     for name, obj in artifacts.items():
         log_dict(cfg, run_id, obj, name)
+    for name, frame in (frames or {}).items():
+        log_frame(cfg, run_id, frame, name)
     return log_sklearn_model(cfg, run_id, model, input_example)
+
+
+def log_artifact(cfg: TrackingConfig, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+    """Upload a local file (report, contract, ...) to the run's artifacts."""
+    client(cfg).log_artifact(run_id, str(local_path), artifact_path)
+
+
+def log_text(cfg: TrackingConfig, run_id: str, text: str, artifact_file: str) -> None:
+    """Store text (markdown reports) as a run artifact."""
+    client(cfg).log_text(run_id, text, artifact_file)
+
+
+def log_frame(cfg: TrackingConfig, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+    """Store a table as a Parquet run artifact."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_parquet(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        log_artifact(cfg, run_id, path, None if parent == "." else parent)
+
+
+def download_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
+    """Fetch one run artifact to a local path."""
+    import mlflow.artifacts
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                    tracking_uri=cfg.tracking_uri, dst_path=str(dst) if dst else None)
+    except Exception as exc:
+        raise TrackingError(f"Run {run_id} has no artifact '{artifact_path}': {str(exc).splitlines()[0]}") from exc
+    return Path(local)
+
+
+def load_json_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str) -> Any:
+    """A JSON run artifact, parsed."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(download_artifact(cfg, run_id, artifact_path, tmp).read_text())
+
+
+def load_frame_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str) -> pd.DataFrame:
+    """A Parquet run artifact as a DataFrame."""
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(download_artifact(cfg, run_id, artifact_path, tmp))
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A registered model version, how it was chosen, and the run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str | None
+    tags: dict[str, str]
+
+
+def resolve_version(cfg: TrackingConfig, name: str, alias: str = "champion") -> VersionRef:
+    """The version behind `alias`, or the newest version when no alias is set; fails clearly if none exists."""
+    c = client(cfg)
+    try:
+        mv = c.get_model_version_by_alias(name, alias)
+        chosen: str | None = alias
+    except Exception:
+        versions = list_versions(cfg, name)
+        if not versions:
+            raise TrackingError(
+                f"No trained model '{name}' yet: run the train flow first (python -m flows.train --model-name {name})."
+            ) from None
+        mv, chosen = versions[0], None
+    return VersionRef(name=name, version=str(mv.version), run_id=str(mv.run_id), alias=chosen, tags=dict(mv.tags or {}))
+
+
+def run_metrics(cfg: TrackingConfig, run_id: str, prefix: str = "") -> dict[str, float]:
+    """A run's latest metric values, optionally only those starting with `prefix` (prefix stripped)."""
+    metrics = get_run(cfg, run_id).data.metrics
+    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def log_outputs(cfg: TrackingConfig, run_id: str, *, metrics: dict[str, float] | None = None,
+                files: list[tuple[str | Path, str | None]] | None = None, texts: dict[str, str] | None = None,
+                tags: dict[str, Any] | None = None) -> None:
+    """Record what a monitoring-style run produced: metrics, files (with artifact dirs), text reports and tags."""
+    if metrics:
+        log_metrics(cfg, run_id, metrics)
+    for path, artifact_dir in files or []:
+        log_artifact(cfg, run_id, path, artifact_dir)
+    for name, text in (texts or {}).items():
+        log_text(cfg, run_id, text, name)
+    if tags:
+        set_tags(cfg, run_id, tags)
 
 
 def finish_run(cfg: TrackingConfig, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED") -> None:
@@ -270,6 +373,11 @@ def load_sklearn(cfg: TrackingConfig, name: str, version: str | None = None, ali
 
 
 start_run_task = task(start_run, name="mlflow-start-run", cache_policy=NO_CACHE)
+log_outputs_task = task(log_outputs, name="mlflow-log-outputs", cache_policy=NO_CACHE)
+resolve_version_task = task(resolve_version, name="resolve-model-version", cache_policy=NO_CACHE)
+load_json_artifact_task = task(load_json_artifact, name="load-json-artifact", cache_policy=NO_CACHE)
+load_frame_artifact_task = task(load_frame_artifact, name="load-reference", cache_policy=NO_CACHE)
+load_sklearn_task = task(load_sklearn, name="load-model-from-registry", cache_policy=NO_CACHE)
 log_training_task = task(log_training, name="mlflow-log-training", cache_policy=NO_CACHE)
 register_task = task(register_model_version, name="mlflow-register-version", cache_policy=NO_CACHE)
 finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CACHE)

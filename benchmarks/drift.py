@@ -1,0 +1,390 @@
+"""Drift benchmark: the nightly (sampled) Evidently drift step vs bare scipy and full-data Evidently."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.data import DemoDrift
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_ROWS = (100_000, 1_000_000)
+QUICK_ROWS = (100_000,)
+SCENARIOS = ("no_drift", "covariate", "category_mix")
+KINDS = ("scipy", "nightshift", "full")
+THRESHOLD = 0.1  # Evidently's default for both distances (drift when score >= threshold)
+TARGET_ROWS = 1_000_000
+TARGET_RATIO = 1.5
+TARGET_RSS_MB = 2048.0
+
+
+def scenario_drift(name: str) -> DemoDrift:
+    """The drift injected into the current day for one benchmark scenario."""
+    from tasks.data import DemoDrift
+
+    if name == "no_drift":
+        return DemoDrift()
+    if name == "covariate":
+        return DemoDrift(covariate_shift=0.5)  # the default three drifted numeric columns
+    if name == "category_mix":
+        return DemoDrift(category_mix=0.5)
+    raise ValueError(f"unknown scenario {name!r}; use one of {', '.join(SCENARIOS)}")
+
+
+def feature_columns() -> tuple[list[str], list[str]]:
+    """Numeric and categorical feature columns of the demo table (no label, no date)."""
+    from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC
+
+    return list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)
+
+
+def make_data(rows: int, scenario: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference (day 0) and current (day 1, drifted per scenario) demo tables of `rows` rows each."""
+    from tasks.data import generate_demo
+
+    reference = generate_demo(rows, seed=1, day=0)
+    current = generate_demo(rows, seed=1, day=1, drift=scenario_drift(scenario))
+    return reference, current
+
+
+def scipy_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str],
+                threshold: float = THRESHOLD) -> list[dict[str, Any]]:
+    """Evidently's large-data tests done directly on full data: normed Wasserstein and Jensen-Shannon distance."""
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    columns: list[dict[str, Any]] = []
+    for col in numeric:
+        ref = reference[col].to_numpy(dtype=np.float64)
+        cur = current[col].to_numpy(dtype=np.float64)
+        ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]  # Evidently drops NaN/inf first
+        score = float(wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001))
+        columns.append({"column": col, "method": "wasserstein", "score": score, "threshold": threshold,
+                        "drifted": score >= threshold})
+    for col in categorical:
+        ref_counts = reference[col].value_counts()
+        cur_counts = current[col].value_counts()
+        keys = ref_counts.index.union(cur_counts.index)
+        p = ref_counts.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
+        q = cur_counts.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
+        score = float(jensenshannon(p / p.sum(), q / q.sum()))
+        columns.append({"column": col, "method": "jensenshannon", "score": score, "threshold": threshold,
+                        "drifted": score >= threshold})
+    return columns
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MB."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    """Peak resident set size of this process so far in MB (ru_maxrss is in KB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux clear_refs 5) so the next peak is the drift step's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def run_child(kind: str, rows: int, scenario: str) -> dict[str, Any]:
+    """One measurement in this (fresh) process: imports, data, then the timed drift computation."""
+    start = time.perf_counter()
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import scipy.spatial.distance  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import tasks.data  # noqa: F401  (imports prefect)
+
+    if kind != "scipy":
+        import evidently  # noqa: F401
+        from evidently import DataDefinition, Dataset, Report  # noqa: F401
+        from evidently.presets import DataDriftPreset  # noqa: F401
+
+        import tasks.drift  # noqa: F401
+    import_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    reference, current = make_data(rows, scenario)
+    numeric, categorical = feature_columns()
+    data_seconds = time.perf_counter() - start
+    gc.collect()
+    peak_data_mb, rss_after_data_mb = _peak_mb(), _rss_mb()
+    reset = _reset_peak()
+
+    extra: dict[str, Any] = {}
+    start = time.perf_counter()
+    if kind == "scipy":
+        columns = scipy_drift(reference, current, numeric, categorical)
+        seconds = time.perf_counter() - start
+    else:
+        from tasks.drift import compute_drift
+
+        if kind == "nightshift":
+            with tempfile.TemporaryDirectory(prefix="nightshift-bench-") as tmp:
+                result = compute_drift(reference, current, numeric, categorical, report_dir=Path(tmp))
+                seconds = time.perf_counter() - start
+                extra["report_mb"] = sum(Path(p).stat().st_size for p in (result.html_path, result.json_path)
+                                         if p) / 2**20
+        elif kind == "full":
+            result = compute_drift(reference, current, numeric, categorical, sample_cap=None, report_dir=None)
+            seconds = time.perf_counter() - start
+        else:
+            raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        columns = [{"column": c.column, "method": c.method, "score": c.score, "threshold": c.threshold,
+                    "drifted": c.drifted} for c in result.columns]
+        extra.update(inner_seconds=result.seconds, sampled_reference_rows=result.sampled_reference_rows,
+                     sampled_current_rows=result.sampled_current_rows)
+    peak_step_mb = _peak_mb() if reset else None
+    return {
+        "kind": kind, "rows": rows, "scenario": scenario, "seconds": seconds, "import_seconds": import_seconds,
+        "data_seconds": data_seconds, "rss_after_data_mb": rss_after_data_mb, "peak_data_mb": peak_data_mb,
+        "peak_step_mb": peak_step_mb, "peak_rss_mb": max(peak_data_mb, peak_step_mb or 0.0, _peak_mb()),
+        "columns": columns, **extra,
+    }
+
+
+def child_env() -> dict[str, str]:
+    """Environment for measurement children: repo importable, Prefect state kept out of the user's home."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if "PREFECT_HOME" not in env and "PREFECT_API_URL" not in env:
+        env["PREFECT_HOME"] = str(Path(tempfile.gettempdir()) / "nightshift-bench-prefect")
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("DO_NOT_TRACK", "1")
+    return env
+
+
+def measure(kind: str, rows: int, scenario: str) -> dict[str, Any]:
+    """Run one measurement in a fresh subprocess and return its JSON result (last stdout line)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.drift", "--child", kind, "--rows", str(rows), "--scenario", scenario],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
+        raise RuntimeError(f"{kind} child for {rows} rows / {scenario} failed (exit {proc.returncode}):\n{tail}")
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{kind} child for {rows} rows / {scenario} printed no result")
+    result = json.loads(lines[-1])
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def compare(candidate: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-column decision agreement and score differences of `candidate` against `reference`."""
+    ref_by_col = {c["column"]: c for c in reference}
+    disagreements: list[dict[str, Any]] = []
+    method_mismatches: list[str] = []
+    agree, max_diff, max_diff_col = 0, 0.0, None
+    for col in candidate:
+        ref = ref_by_col.get(col["column"])
+        if ref is None:
+            disagreements.append({"column": col["column"], "score": col["score"], "reference_score": None,
+                                  "drifted": col["drifted"], "reference_drifted": None})
+            continue
+        if col["method"] != ref["method"]:
+            method_mismatches.append(f"{col['column']}: {col['method']} vs {ref['method']}")
+        diff = abs(col["score"] - ref["score"])
+        if diff > max_diff:
+            max_diff, max_diff_col = diff, col["column"]
+        if col["drifted"] == ref["drifted"]:
+            agree += 1
+        else:
+            disagreements.append({"column": col["column"], "score": col["score"], "reference_score": ref["score"],
+                                  "drifted": col["drifted"], "reference_drifted": ref["drifted"]})
+    missing = sorted(set(ref_by_col) - {c["column"] for c in candidate})
+    return {"agree": agree, "total": len(ref_by_col), "disagreements": disagreements, "missing": missing,
+            "method_mismatches": method_mismatches, "max_abs_score_diff": max_diff, "max_diff_column": max_diff_col}
+
+
+def _drifted(columns: list[dict[str, Any]]) -> list[str]:
+    return [c["column"] for c in columns if c["drifted"]]
+
+
+def run_benchmark(rows_list: list[int], scenarios: list[str], *, skip_full: bool = False,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure every size x scenario x kind, each in its own subprocess, and compare decisions."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    kinds = [k for k in KINDS if not (skip_full and k == "full")]
+    results: dict[str, Any] = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "targets": {"rows": TARGET_ROWS, "ratio": TARGET_RATIO, "peak_rss_mb": TARGET_RSS_MB},
+        "skip_full": skip_full, "sizes": {},
+    }
+    for rows in rows_list:
+        size: dict[str, Any] = {}
+        for scenario in scenarios:
+            entry: dict[str, Any] = {kind: None for kind in KINDS}
+            for kind in kinds:
+                log(f"[bench] {rows:>9,} rows  {scenario:<13} {kind:<10} ...")
+                m = measure(kind, rows, scenario)
+                log(f"[bench] {rows:>9,} rows  {scenario:<13} {kind:<10} {m['seconds']:7.2f} s  "
+                    f"peak {m['peak_rss_mb']:7.0f} MB  drifted {_drifted(m['columns'])}")
+                entry[kind] = m
+            entry["ratio"] = entry["nightshift"]["seconds"] / entry["scipy"]["seconds"]
+            if entry["full"] is not None:
+                entry["nightshift_vs_full"] = compare(entry["nightshift"]["columns"], entry["full"]["columns"])
+                entry["scipy_vs_full"] = compare(entry["scipy"]["columns"], entry["full"]["columns"])
+            entry["nightshift_vs_scipy"] = compare(entry["nightshift"]["columns"], entry["scipy"]["columns"])
+            size[scenario] = entry
+        results["sizes"][str(rows)] = size
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["verdicts"] = verdicts(results)
+    return results
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, str]]:
+    """PASS/FAIL (or NOT MEASURED) for each target at the target size."""
+    size = results["sizes"].get(str(TARGET_ROWS))
+    label = f"{TARGET_ROWS:,}"
+    if not size:
+        return [{"target": name, "status": "NOT MEASURED", "detail": f"{label} rows not run"}
+                for name in ("time ratio", "peak RSS", "decision agreement")]
+    ratios = {s: e["ratio"] for s, e in size.items()}
+    worst_ratio = max(ratios, key=ratios.get)
+    peaks = {s: e["nightshift"]["peak_rss_mb"] for s, e in size.items()}
+    worst_peak = max(peaks, key=peaks.get)
+    out = [
+        {"target": "time ratio", "status": "PASS" if ratios[worst_ratio] <= TARGET_RATIO else "FAIL",
+         "detail": f"nightshift/scipy at {label} rows: max {ratios[worst_ratio]:.2f}x ({worst_ratio}), "
+                   f"target <= {TARGET_RATIO}x"},
+        {"target": "peak RSS", "status": "PASS" if peaks[worst_peak] <= TARGET_RSS_MB else "FAIL",
+         "detail": f"nightshift child at {label} rows: max {peaks[worst_peak]:.0f} MB ({worst_peak}), "
+                   f"target <= {TARGET_RSS_MB:.0f} MB"},
+    ]
+    if any("nightshift_vs_full" not in e for e in size.values()):
+        out.append({"target": "decision agreement", "status": "NOT MEASURED",
+                    "detail": "full-data Evidently skipped (--skip-full)"})
+    else:
+        agreements = {s: e["nightshift_vs_full"] for s, e in size.items()}
+        ok = all(a["agree"] == a["total"] and not a["missing"] for a in agreements.values())
+        detail = ", ".join(f"{s} {a['agree']}/{a['total']}" for s, a in agreements.items())
+        out.append({"target": "decision agreement", "status": "PASS" if ok else "FAIL",
+                    "detail": f"nightshift vs full-data Evidently at {label} rows: {detail}"})
+    return out
+
+
+def _agree_text(cmp: dict[str, Any] | None) -> str:
+    if cmp is None:
+        return "-"
+    text = f"{cmp['agree']}/{cmp['total']}"
+    return text if cmp["agree"] == cmp["total"] and not cmp["missing"] else f"[red]{text}[/red]"
+
+
+def print_results(results: dict[str, Any]) -> None:
+    """Tables per size (times, ratio, RSS, agreement, score differences), disagreements, and the verdicts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for rows, size in results["sizes"].items():
+        n = int(rows)
+        table = Table(title=f"Drift benchmark: {n:,} rows x 25 features per side", title_justify="left")
+        for name, justify in [("scenario", "left"), ("scipy s", "right"), ("nightshift s", "right"),
+                              ("ratio ns/scipy", "right"), ("full Ev. s", "right"), ("ns RSS data→peak MB", "right"),
+                              ("ns vs full", "right"), ("scipy vs full", "right"), ("max|Δ| ns-full", "right"),
+                              ("max|Δ| scipy-full", "right"), ("drifted ns/full/scipy", "right")]:
+            table.add_column(name, justify=justify)
+        for scenario, e in size.items():
+            ns, sp, full = e["nightshift"], e["scipy"], e["full"]
+            ratio = f"{e['ratio']:.2f}x"
+            if n == TARGET_ROWS and e["ratio"] > TARGET_RATIO:
+                ratio = f"[red]{ratio}[/red]"
+            peak = f"{ns['peak_rss_mb']:.0f}"
+            if n == TARGET_ROWS and ns["peak_rss_mb"] > TARGET_RSS_MB:
+                peak = f"[red]{peak}[/red]"
+            nvf, svf = e.get("nightshift_vs_full"), e.get("scipy_vs_full")
+            table.add_row(
+                scenario, f"{sp['seconds']:.2f}", f"{ns['seconds']:.2f}", ratio,
+                f"{full['seconds']:.1f}" if full else "skipped",
+                f"{ns['rss_after_data_mb']:.0f}→{peak}",
+                _agree_text(nvf), _agree_text(svf),
+                f"{nvf['max_abs_score_diff']:.4f}" if nvf else "-",
+                f"{svf['max_abs_score_diff']:.2g}" if svf else "-",
+                "/".join(str(len(_drifted(m["columns"]))) if m else "-" for m in (ns, full, sp)),
+            )
+        console.print(table)
+        any_ns = next(iter(size.values()))["nightshift"]
+        console.print(f"  nightshift = compute_drift on {any_ns.get('sampled_reference_rows', '?'):,}-row samples "
+                      f"with HTML+JSON saved; imports (not timed): evidently child "
+                      f"{any_ns['import_seconds']:.1f} s; data generation {any_ns['data_seconds']:.1f} s")
+        for scenario, e in size.items():
+            ns, full = e["nightshift"], e["full"]
+            step = (f"step peak {ns['peak_step_mb']:.0f} MB (+{ns['peak_step_mb'] - ns['rss_after_data_mb']:.0f} "
+                    f"over data)" if ns.get("peak_step_mb") is not None else "step peak n/a")
+            full_mem = f", full-data child peak {full['peak_rss_mb']:.0f} MB" if full else ""
+            console.print(f"  {scenario}: nightshift {step}, report {ns.get('report_mb', 0):.1f} MB{full_mem}; "
+                          f"drifted (full) {_drifted(full['columns']) if full else '-'}; "
+                          f"drifted (nightshift) {_drifted(ns['columns'])}")
+            for key, name in (("nightshift_vs_full", "nightshift"), ("scipy_vs_full", "scipy")):
+                cmp = e.get(key)
+                if not cmp:
+                    continue
+                for d in cmp["disagreements"]:
+                    console.print(f"    [red]disagree[/red] {name} vs full on {d['column']}: "
+                                  f"{name} {d['score']:.4f} ({'drift' if d['drifted'] else 'ok'}) vs full "
+                                  f"{d['reference_score'] if d['reference_score'] is None else round(d['reference_score'], 4)}"
+                                  f" ({'drift' if d['reference_drifted'] else 'ok'})")
+                for m in cmp["method_mismatches"]:
+                    console.print(f"    method differs ({name} vs full): {m}")
+                if cmp["missing"]:
+                    console.print(f"    [red]missing in {name}[/red]: {', '.join(cmp['missing'])}")
+        console.print()
+    for v in results["verdicts"]:
+        colour = {"PASS": "green", "FAIL": "red"}.get(v["status"], "yellow")
+        console.print(f"[{colour}]{v['status']}[/{colour}] {v['target']}: {v['detail']}")
+
+
+def write_results(results: dict[str, Any]) -> Path:
+    """Save the full results (every column score of every measurement) as JSON under benchmarks/results/."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"drift-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """Entry point of a measurement subprocess: prints its result as one JSON line on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", choices=KINDS, required=True)
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--scenario", choices=SCENARIOS, required=True)
+    args = parser.parse_args(argv)
+    result = run_child(args.child, args.rows, args.scenario)
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())
