@@ -21,8 +21,13 @@ os.environ.update({
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "MLFLOW_TRACKING_URI": f"sqlite:///{_TMP / 'stray-mlflow.db'}",
+    # One MLflow DB for the session (a new one costs ~2 s of migrations); tests use unique model names.
+    "NIGHTSHIFT_MLFLOW_TRACKING_URI": f"sqlite:///{_TMP / 'mlflow' / 'mlflow.db'}",
+    "NIGHTSHIFT_MLFLOW_ARTIFACT_LOCATION": (_TMP / "mlflow" / "artifacts").as_uri(),
+    "NIGHTSHIFT_EXPERIMENT_NAME": "tests",
 })
 (_TMP / "prefect").mkdir(parents=True)
+(_TMP / "mlflow").mkdir(parents=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -37,13 +42,11 @@ def tmp_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tracking():
-    """One MLflow SQLite DB + artifact dir for the session (new DBs cost ~2 s of migrations)."""
+    """The session's MLflow config, the same one the flows read from the environment."""
+    from nightshift.settings import get_settings
     from tasks.tracking import TrackingConfig
 
-    root = _TMP / "mlflow"
-    root.mkdir()
-    return TrackingConfig(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", registry_uri=f"sqlite:///{root / 'mlflow.db'}",
-                          experiment_name="tests", artifact_location=(root / "artifacts").as_uri())
+    return TrackingConfig.from_settings(get_settings())
 
 
 @pytest.fixture
@@ -59,11 +62,3 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-@pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch, tracking) -> None:
-    """Point the flows' Settings at the session's MLflow DB."""
-    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", tracking.tracking_uri)
-    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_ARTIFACT_LOCATION", tracking.artifact_location)
-    monkeypatch.setenv("NIGHTSHIFT_EXPERIMENT_NAME", tracking.experiment_name)

@@ -11,7 +11,7 @@ from flows.train import EstimatorParams, TrainParams, train
 from tasks import tracking as tr
 from tasks.data import DatasetParams, load_iris
 
-pytestmark = pytest.mark.usefixtures("prefect_harness", "settings_env")
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_seed_parity_iris_random_forest_from_the_registry(tracking, model_name) -> None:

@@ -35,3 +35,29 @@ def test_single_class_batch_has_no_auc_but_other_metrics() -> None:
 
 def test_direction() -> None:
     assert higher_is_better("roc_auc") and not higher_is_better("log_loss")
+
+
+def test_performance_check_flags_a_real_drop_only() -> None:
+    from tasks.evaluate import performance_check
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 2_000)
+    good = np.clip(y * 0.5 + rng.random(2_000) * 0.5, 0, 1)
+    proba = np.column_stack([1 - good, good])
+    reference = classification_metrics(y, proba, [0, 1])
+    same = performance_check(y, proba, [0, 1], reference, "roc_auc", max_drop=0.05)
+    assert not same.degraded and same.change == pytest.approx(0)
+    noise = rng.random(2_000)
+    worse = performance_check(y, np.column_stack([1 - noise, noise]), [0, 1], reference, "roc_auc", 0.05)
+    assert worse.degraded and worse.change < -0.3 and "DEGRADED" in worse.summary()
+    loss = performance_check(y, np.column_stack([1 - noise, noise]), [0, 1], reference, "log_loss", 0.05)
+    assert loss.degraded and loss.change > 0  # log loss went up: worse
+
+
+def test_drift_predictions_by_model_type() -> None:
+    from tasks.evaluate import drift_predictions
+
+    values, kind = drift_predictions(np.array([[0.2, 0.8], [0.9, 0.1]]), [0, 1])
+    assert kind == "numeric" and values.tolist() == [0.8, 0.1]
+    values, kind = drift_predictions(np.array([[0.2, 0.5, 0.3]]), ["a", "b", "c"])
+    assert kind == "categorical" and values.tolist() == ["b"]

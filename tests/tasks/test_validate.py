@@ -61,3 +61,98 @@ def test_no_features() -> None:
     frame = pd.DataFrame({"species": ["a", "b"] * 20, "when": pd.Timestamp("2026-01-01")})
     with pytest.raises(DataValidationError, match="no usable feature columns"):
         check_training_data(_ds(frame), test_size=0.3, cv_folds=2)
+
+
+# ----------------------------------------------------------------------------- data contract
+import numpy as np  # noqa: E402
+
+from tasks.data import DemoDrift, infer_features  # noqa: E402
+from tasks.validate import Contract, infer_contract, validate_batch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    ref = generate_demo(5_000, seed=1)
+    return infer_contract(ref, infer_features(ref, "churned"), range_tolerance=0.5)
+
+
+def _checks(report) -> dict[tuple[str | None, str], str]:
+    return {(f.column, f.check): f.severity for f in report.failures}
+
+
+def test_contract_describes_the_reference(contract: Contract) -> None:
+    assert len(contract.numeric) == 20 and len(contract.categorical) == 5
+    assert contract.label_classes == [0, 1] and contract.optional == ["event_date"]
+    region = next(c for c in contract.columns if c.name == "region")
+    assert region.categories == ["central", "east", "north", "south", "west"]
+    credit = next(c for c in contract.columns if c.name == "credit_score")
+    assert credit.nullable and 300 <= credit.min < credit.max <= 850
+    assert Contract.model_validate_json(contract.model_dump_json()).fingerprint() == contract.fingerprint()
+
+
+def test_clean_batch_passes(contract: Contract) -> None:
+    report, batch = validate_batch(generate_demo(3_000, seed=2, day=1), contract, "day1.parquet")
+    assert report.ok, report.summary()
+    assert not [f for f in report.failures if f.check in ("column_present", "dtype", "unseen_category")]
+    assert batch.shape == (3_000, 27)
+
+
+def test_every_problem_is_reported_at_once_with_severity(contract: Contract) -> None:
+    frame = generate_demo(2_000, seed=3, day=1, drift=DemoDrift(category_mix=0.6))
+    frame = frame.drop(columns=["plan"])
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[[3, 7], "age"] = ["forty", "n/a"]
+    frame["nps_score"] = np.nan
+    frame["debug_id"] = range(len(frame))
+    frame.loc[:9, "tenure_months"] = -1_000.0  # far below anything seen, but rare (10 of 2000 rows)
+    frame.loc[:1, "churned"] = 7
+    report, _ = validate_batch(frame, contract, "night.csv")
+    checks = _checks(report)
+    assert checks[("plan", "column_present")] == "error"
+    assert checks[("age", "dtype")] == "error"
+    assert checks[("nps_score", "all_null")] == "error"
+    assert checks[("churned", "label_classes")] == "error"
+    assert checks[("debug_id", "unexpected_column")] == "warning"
+    assert checks[("region", "unseen_category")] == "warning"
+    assert checks[("tenure_months", "far_out_of_range")] == "warning"
+    assert not report.ok
+    dtype = next(f for f in report.failures if f.check == "dtype")
+    assert dtype.rows == 2 and dtype.examples == ["forty", "n/a"]
+    assert "column 'age' should be numeric" in dtype.message
+    unseen = next(f for f in report.failures if f.check == "unseen_category")
+    assert unseen.examples == ["international"] and unseen.rows == (frame["region"] == "international").sum()
+    assert "night.csv breaks the data contract" in report.summary()
+    assert "| error | age | dtype | 2 |" in report.markdown()
+
+
+def test_out_of_range_within_tolerance_is_a_warning_and_a_broken_feed_is_an_error(contract: Contract) -> None:
+    age = next(c for c in contract.columns if c.name == "age")
+    frame = generate_demo(1_000, seed=4)
+    frame.loc[:4, "age"] = age.max + 1  # just outside what training saw
+    report, _ = validate_batch(frame, contract, "b.csv")
+    assert _checks(report)[("age", "out_of_range")] == "warning" and report.ok
+    frame["monthly_spend"] = frame["monthly_spend"] * 100  # cents instead of dollars
+    report, _ = validate_batch(frame, contract, "b.csv")
+    far = next(f for f in report.failures if f.column == "monthly_spend" and f.check == "far_out_of_range")
+    assert far.severity == "error" and "more than the allowed 1.0%" in far.message
+
+
+def test_empty_batch_is_an_error(contract: Contract) -> None:
+    report, _ = validate_batch(generate_demo(10, seed=1).head(0), contract, "empty.parquet")
+    assert [f.check for f in report.errors] == ["not_empty"] and "empty.parquet has no rows" in report.summary()
+
+
+def test_safely_coercible_types_pass(contract: Contract) -> None:
+    frame = generate_demo(500, seed=5)
+    frame["age"] = frame["age"].round().astype(int).astype(str)  # "41" reads back as 41.0
+    frame["sessions_last_30d"] = frame["sessions_last_30d"].astype("int64")
+    report, batch = validate_batch(frame, contract, "typed.csv")
+    assert report.ok, report.summary()
+    assert batch["age"].dtype == "float64"
+
+
+def test_new_missing_values_in_a_column_that_had_none_are_a_warning(contract: Contract) -> None:
+    frame = generate_demo(500, seed=6)
+    frame.loc[:9, "age"] = np.nan
+    report, _ = validate_batch(frame, contract, "b.csv")
+    assert report.ok and _checks(report)[("age", "not_nullable")] == "warning"

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.monitor import DEGRADED_EVENT, MonitorParams, monitor
+from flows.train import EstimatorParams, TrainParams, TrainResult, train
+from tasks import tracking as tr
+from tasks.data import DatasetParams, DemoDrift, generate_demo
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_harness) -> TrainResult:
+    return train(TrainParams(
+        dataset=DatasetParams(source="demo", rows=4_000), model_name=f"mon-{uuid.uuid4().hex[:8]}", cv_folds=3,
+        estimator=EstimatorParams(param_grid={"n_estimators": [40]}), stratify=True, test_size=0.3,
+    ))
+
+
+def _registry(tracking, name: str) -> list[tuple[str, list[str]]]:
+    return [(str(v.version), sorted(v.aliases)) for v in tr.list_versions(tracking, name)]
+
+
+def test_quiet_night_raises_no_alert(trained, tracking) -> None:
+    before = _registry(tracking, trained.model_name)
+    result = monitor(MonitorParams(batch=DatasetParams(source="demo", day=1, rows=3_000), model_name=trained.model_name))
+    assert result.validation.ok and not result.alert and result.events == []
+    assert result.model_version == trained.model_version and result.model_alias is None  # latest, no champion yet
+    assert result.drift.drifted_columns == [] and result.drift.prediction is not None
+    assert result.performance is not None and not result.performance.degraded
+    run = tr.get_run(tracking, result.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["nightshift.kind"] == "monitor"
+    assert run.data.metrics["drift_share"] == 0 and "batch_roc_auc" in run.data.metrics
+    files = {a.path for a in tr.client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
+    assert {"drift/drift_report.html", "drift/drift_report.json", "drift/drift.md"} <= files
+    assert Path(result.drift.html_path).exists()
+    assert _registry(tracking, trained.model_name) == before
+
+
+def test_drifted_night_alerts_and_emits_events(trained, tracking) -> None:
+    drift = DemoDrift(covariate_shift=1.5, category_mix=0.8, concept=1.0)
+    result = monitor(MonitorParams(batch=DatasetParams(source="demo", day=2, rows=3_000, drift=drift),
+                                   model_name=trained.model_name, drift_share_threshold=0.2))
+    assert result.alert and result.drift.dataset_drift
+    assert {"monthly_spend", "sessions_last_30d", "days_since_last_login", "region"} <= set(result.drift.drifted_columns)
+    assert result.performance is not None and result.performance.degraded
+    assert any(r.startswith("data drift") for r in result.reasons)
+    assert any(r.startswith("performance degraded") for r in result.reasons)
+    assert len(result.events) == 2 and DEGRADED_EVENT not in result.events  # real event ids, not placeholders
+    warnings = {f.check for f in result.validation.warnings}
+    assert "unseen_category" in warnings  # 'international' region: reported, not fatal
+
+
+def _write(tmp_path: Path, name: str, frame: pd.DataFrame | None = None, raw: bytes | None = None) -> str:
+    path = tmp_path / name
+    if raw is not None:
+        path.write_bytes(raw)
+    elif name.endswith(".parquet"):
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _batch(**changes) -> pd.DataFrame:
+    frame = generate_demo(2_000, seed=5, day=4)
+    for column, value in changes.items():
+        if value is None:
+            frame = frame.drop(columns=[column])
+        else:
+            frame[column] = value(frame) if callable(value) else value
+    return frame
+
+
+CASES = {
+    "missing-column": (lambda p: _write(p, "b.parquet", _batch(plan=None)), "failed",
+                       "required column 'plan' is missing"),
+    "wrong-dtype": (lambda p: _write(p, "b.csv", _batch(age=lambda f: f["age"].astype(object).where(f.index % 7 > 0, "forty"))),
+                    "failed", "column 'age' should be numeric but has 286 value(s) like 'forty'"),
+    "empty-file": (lambda p: _write(p, "b.csv", raw=b""), "failed", "b.csv is empty"),
+    "header-only": (lambda p: _write(p, "b.csv", _batch().head(0)), "failed", "has no rows"),
+    "all-nan-column": (lambda p: _write(p, "b.parquet", _batch(nps_score=np.nan)), "failed",
+                       "required column 'nps_score' is empty in every row"),
+    "corrupt-parquet": (lambda p: _write(p, "b.parquet", raw=b"PAR1\x00garbage"), "failed", "is not valid Parquet"),
+    "corrupt-csv": (lambda p: _write(p, "b.csv", raw=b'age,plan\n1,"basic\n2'), "failed", "is not valid CSV"),
+    "nonexistent-path": (lambda p: str(p / "missing.parquet"), "failed", "Dataset file not found"),
+    "extra-column": (lambda p: _write(p, "b.parquet", _batch(debug_id=lambda f: np.arange(len(f)))), "warning",
+                     "column 'debug_id' is not in the contract"),
+    "unseen-category": (lambda p: _write(p, "b.parquet", _batch(channel=lambda f: f["channel"].where(f.index % 5 > 0, "kiosk"))),
+                        "warning", "column 'channel' has 400 value(s) of categories never seen in training"),
+    "out-of-range": (lambda p: _write(p, "b.parquet", _batch(age=lambda f: f["age"].where(f.index % 50 > 0, 95.0))),
+                     "warning", "column 'age' has 40 value(s) outside the training range"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_batches(case: str, trained, tracking, tmp_path: Path) -> None:
+    make, outcome, message = CASES[case]
+    before = _registry(tracking, trained.model_name)
+    params = MonitorParams(batch=DatasetParams(source=make(tmp_path)), model_name=trained.model_name)
+    state = monitor(params, return_state=True)
+    if outcome == "failed":
+        assert state.is_failed(), state
+        assert message in state.message
+    else:
+        assert state.is_completed(), state.message
+        result = state.result()
+        assert any(message in f.message and f.severity == "warning" for f in result.validation.failures)
+    assert _registry(tracking, trained.model_name) == before
+
+
+def test_no_trained_model_yet(tracking) -> None:
+    state = monitor(MonitorParams(model_name="never-trained"), return_state=True)
+    assert state.is_failed() and "No trained model 'never-trained' yet: run the train flow first" in state.message
+    assert tr.list_versions(tracking, "never-trained") == []
