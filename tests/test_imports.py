@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("sklearn", "mlflow", "evidently", "pandas")
+import pytest
+
+HEAVY = ("sklearn", "mlflow", "evidently", "pandas", "pandera")
 
 
 def _modules_after(statement: str) -> set[str]:
@@ -16,10 +18,12 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_flow_modules_import_no_heavy_libraries() -> None:
-    loaded = _modules_after("import flows.train, tasks.data, tasks.train, tasks.tracking, tasks.validate, tasks.evaluate")
+    loaded = _modules_after("import flows.train, flows.monitor, tasks.data, tasks.train, tasks.tracking, "
+                            "tasks.validate, tasks.evaluate, tasks.drift")
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
-def test_train_cli_help_works() -> None:
-    out = subprocess.run([sys.executable, "-m", "flows.train", "--help"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "--dataset" in out.stdout
+@pytest.mark.parametrize(("module", "flag"), [("flows.train", "--dataset"), ("flows.monitor", "--covariate-shift")])
+def test_flow_cli_help_works(module: str, flag: str) -> None:
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and flag in out.stdout
