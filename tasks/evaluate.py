@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss"]
 METRICS: tuple[Metric, ...] = ("accuracy", "f1", "roc_auc", "log_loss")
@@ -78,3 +78,177 @@ def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, re
     return PerformanceCheck(metric=metric, rows=len(np.asarray(y_true)), batch_metrics=batch,
                             reference_metrics=reference_metrics, change=float(change), max_drop=max_drop,
                             degraded=degraded)
+
+
+# --------------------------------------------------------------------------------------------
+# The promotion gate: challenger vs champion on the same fresh labeled holdout.
+# --------------------------------------------------------------------------------------------
+class GateConfig(BaseModel):
+    """How much better a challenger must be, and how sure we must be, before it replaces the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: Metric = Field("roc_auc", title="Gate metric", description="Metric the challenger must improve.")
+    resamples: int = Field(1000, ge=100, le=20_000, title="Bootstrap resamples",
+                           description="Paired bootstrap resamples of the holdout.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, title="Confidence",
+                              description="Two-sided confidence level of the interval on the difference.")
+    min_margin: float = Field(0.0, ge=0.0, le=1.0, title="Minimum margin",
+                              description="The lower bound of (challenger - champion) must exceed this.")
+    absolute_floor: float = Field(0.6, title="Absolute floor",
+                                  description="Challenger must reach this (a ceiling for log loss).")
+    slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
+                                     description="Categorical columns whose every category must not regress.")
+    slice_tolerance: float = Field(0.02, ge=0.0, le=1.0, title="Slice tolerance",
+                                   description="Largest allowed drop of the metric within any slice.")
+    min_slice_rows: int = Field(200, ge=10, title="Minimum slice rows", description="Smaller slices are not judged.")
+    seed: int = Field(0, ge=0, title="Bootstrap seed")
+
+
+class SliceResult(BaseModel):
+    """The metric of both models within one category of a slice column."""
+
+    column: str
+    value: str
+    rows: int
+    champion: float
+    challenger: float
+    change: float
+    regressed: bool
+
+
+class GateDecision(BaseModel):
+    """The gate's verdict with every number behind it and a one-line reason."""
+
+    promote: bool
+    reason: str
+    metric: str
+    rows: int
+    challenger: float
+    champion: float | None
+    difference: float | None = Field(None, description="Improvement of challenger over champion (positive = better).")
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: float
+    min_margin: float
+    absolute_floor: float
+    resamples: int
+    slices: list[SliceResult] = Field(default_factory=list)
+    challenger_version: str | None = None
+    champion_version: str | None = None
+
+    def markdown(self) -> str:
+        """The decision as a small markdown report."""
+        verdict = "PROMOTE" if self.promote else "KEEP CHAMPION"
+        lines = [f"# Gate: {verdict}", self.reason, "",
+                 "| | value |", "|---|---|",
+                 f"| metric | {self.metric} on {self.rows} fresh labeled rows |",
+                 f"| challenger{f' v{self.challenger_version}' if self.challenger_version else ''} | {self.challenger:.4f} |"]
+        if self.champion is not None:
+            lines += [f"| champion{f' v{self.champion_version}' if self.champion_version else ''} | {self.champion:.4f} |",
+                      f"| improvement | {self.difference:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} .. {self.ci_high:+.4f}) |",
+                      f"| required | CI low > {self.min_margin} |"]
+        lines.append(f"| floor | {self.absolute_floor} |")
+        if self.slices:
+            lines += ["", "| slice | rows | champion | challenger | change | regressed |", "|---|---|---|---|---|---|"]
+            lines += [f"| {s.column}={s.value} | {s.rows} | {s.champion:.4f} | {s.challenger:.4f} | {s.change:+.4f} | "
+                      f"{'**yes**' if s.regressed else 'no'} |" for s in self.slices]
+        return "\n".join(lines)
+
+
+def _binary_auc(y_pos: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of `score` (resamples x n) via ranks (Mann-Whitney), vectorised over resamples."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score, axis=-1)
+    n_pos = y_pos.sum(axis=-1)
+    n_neg = y_pos.shape[-1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((ranks * y_pos).sum(axis=-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def _metric_over_samples(metric: str, y: np.ndarray, proba: np.ndarray, classes: np.ndarray,
+                         idx: np.ndarray) -> np.ndarray:
+    """The metric on each bootstrap sample (rows of idx)."""
+    if metric == "roc_auc" and len(classes) == 2:
+        return _binary_auc((y == classes[1])[idx], proba[:, 1][idx])
+    if metric == "accuracy":
+        return (classes[np.argmax(proba, axis=1)] == y)[idx].mean(axis=1)
+    if metric == "log_loss" and np.isin(y, classes).all():  # classes are sorted by the caller
+        picked = proba[np.arange(len(y)), np.searchsorted(classes, y)]
+        return -np.log(np.clip(picked, 1e-15, 1.0))[idx].mean(axis=1)
+    return np.array([classification_metrics(y[i], proba[i], classes)[metric] for i in idx])
+
+
+def paired_bootstrap(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray, classes: Sequence,
+                     metric: str, resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
+    """Improvement of challenger over champion on the same rows, with a percentile CI from paired resamples."""
+    y = np.asarray(y_true)
+    cls = np.asarray(classes)
+    order = np.argsort(cls)
+    cls, challenger, champion = cls[order], np.asarray(challenger)[:, order], np.asarray(champion)[:, order]
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    full = np.arange(len(y))[None, :]
+    point = sign * (_metric_over_samples(metric, y, challenger, cls, full)[0]
+                    - _metric_over_samples(metric, y, champion, cls, full)[0])
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    diffs = sign * (_metric_over_samples(metric, y, challenger, cls, idx) - _metric_over_samples(metric, y, champion, cls, idx))
+    diffs = diffs[np.isfinite(diffs)]
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if len(diffs) else (np.nan, np.nan)
+    return float(point), float(lo), float(hi)
+
+
+def _slices(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+            classes: np.ndarray, config: GateConfig) -> list[SliceResult]:
+    sign = 1.0 if higher_is_better(config.metric) else -1.0
+    out = []
+    for column in columns:
+        values = np.asarray(frame[column].astype(str))
+        for value in sorted(set(values)):
+            mask = values == value
+            if mask.sum() < config.min_slice_rows or len(np.unique(y[mask])) < 2:
+                continue
+            champ = classification_metrics(y[mask], champion[mask], classes)[config.metric]
+            chal = classification_metrics(y[mask], challenger[mask], classes)[config.metric]
+            change = sign * (chal - champ)
+            out.append(SliceResult(column=column, value=value, rows=int(mask.sum()), champion=champ, challenger=chal,
+                                   change=change, regressed=bool(change < -config.slice_tolerance)))
+    return out
+
+
+def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, classes: Sequence,
+         config: GateConfig, slice_frame: Any = None, challenger_version: str | None = None,
+         champion_version: str | None = None) -> GateDecision:
+    """Decide promotion: CI lower bound above the margin, challenger above the floor, no slice regressed."""
+    y, cls = np.asarray(y_true), np.asarray(classes)
+    metric = config.metric
+    chal_value = classification_metrics(y, challenger, cls)[metric]
+    higher = higher_is_better(metric)
+    above_floor = chal_value >= config.absolute_floor if higher else chal_value <= config.absolute_floor
+    floor_word = "floor" if higher else "ceiling"
+    common = dict(metric=metric, rows=len(y), challenger=chal_value, confidence=config.confidence,
+                  min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
+                  challenger_version=challenger_version, champion_version=champion_version)
+    if champion is None:
+        reason = (f"first model: {metric} {chal_value:.4f} {'meets' if above_floor else 'misses'} the "
+                  f"{floor_word} {config.absolute_floor}")
+        return GateDecision(promote=bool(above_floor), reason=reason, champion=None, **common)
+    champ_value = classification_metrics(y, champion, cls)[metric]
+    diff, lo, hi = paired_bootstrap(y, challenger, champion, cls, metric, config.resamples, config.confidence,
+                                    config.seed)
+    slices = _slices(slice_frame, config.slice_columns, y, challenger, champion, cls, config) if config.slice_columns else []
+    regressed = [s for s in slices if s.regressed]
+    ci = f"{diff:+.4f} ({config.confidence:.0%} CI {lo:+.4f}..{hi:+.4f})"
+    if not above_floor:
+        promote, reason = False, f"challenger {metric} {chal_value:.4f} misses the {floor_word} {config.absolute_floor}"
+    elif not lo > config.min_margin:
+        promote, reason = False, f"not measurably better: improvement {ci}, needs CI low > {config.min_margin}"
+    elif regressed:
+        worst = min(regressed, key=lambda s: s.change)
+        promote, reason = False, (f"improvement {ci} but slice {worst.column}={worst.value} regressed by "
+                                  f"{-worst.change:.4f} (> {config.slice_tolerance})")
+    else:
+        promote, reason = True, f"challenger better: {metric} {chal_value:.4f} vs {champ_value:.4f}, improvement {ci}"
+    return GateDecision(promote=promote, reason=reason, champion=champ_value, difference=diff, ci_low=lo, ci_high=hi,
+                        slices=slices, **common)

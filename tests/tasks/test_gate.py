@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss, roc_auc_score
+
+from tasks.evaluate import GateConfig, gate, paired_bootstrap
+
+RNG = np.random.default_rng(7)
+N = 4_000
+Y = RNG.integers(0, 2, N)
+
+
+def _model(skill: float, seed: int) -> np.ndarray:
+    """Probabilities whose separation of the classes grows with `skill`."""
+    noise = np.random.default_rng(seed).normal(0, 1, N)
+    p = 1 / (1 + np.exp(-(skill * (2 * Y - 1) + noise)))
+    return np.column_stack([1 - p, p])
+
+
+CHAMPION = _model(1.0, 1)
+
+
+def test_bootstrap_point_estimate_matches_scikit_learn() -> None:
+    challenger = _model(1.4, 2)
+    diff, lo, hi = paired_bootstrap(Y, challenger, CHAMPION, [0, 1], "roc_auc", 500, 0.95, 0)
+    assert diff == pytest.approx(roc_auc_score(Y, challenger[:, 1]) - roc_auc_score(Y, CHAMPION[:, 1]))
+    assert lo < diff < hi
+    loss_diff, _, _ = paired_bootstrap(Y, challenger, CHAMPION, [0, 1], "log_loss", 200, 0.95, 0)
+    assert loss_diff == pytest.approx(log_loss(Y, CHAMPION) - log_loss(Y, challenger), rel=1e-6)  # positive = better
+
+
+def test_clear_win_promotes() -> None:
+    decision = gate(Y, _model(1.6, 2), CHAMPION, [0, 1], GateConfig(min_margin=0.005))
+    assert decision.promote and decision.ci_low > 0.005
+    assert decision.reason.startswith("challenger better: roc_auc")
+
+
+def test_tie_does_not_promote() -> None:
+    decision = gate(Y, CHAMPION.copy(), CHAMPION, [0, 1], GateConfig())
+    assert not decision.promote and decision.difference == 0 and decision.ci_low == 0
+    assert "not measurably better" in decision.reason
+
+
+def test_loss_does_not_promote() -> None:
+    decision = gate(Y, _model(0.6, 3), CHAMPION, [0, 1], GateConfig())
+    assert not decision.promote and decision.ci_high < 0
+
+
+def test_small_noisy_win_inside_the_interval_does_not_promote() -> None:
+    decision = gate(Y[:300], _model(1.02, 4)[:300], CHAMPION[:300], [0, 1], GateConfig())
+    assert not decision.promote and decision.ci_low <= 0 < decision.ci_high
+
+
+def test_slice_regression_blocks_promotion() -> None:
+    segment = np.where(np.arange(N) % 4 == 0, "enterprise", "basic")
+    challenger = _model(1.8, 5)
+    bad = segment == "enterprise"
+    challenger[bad] = _model(0.3, 6)[bad]  # much worse on one segment, better overall
+    frame = pd.DataFrame({"plan": segment})
+    config = GateConfig(slice_columns=["plan"], slice_tolerance=0.02)
+    decision = gate(Y, challenger, CHAMPION, [0, 1], config, slice_frame=frame)
+    assert decision.difference > 0 and not decision.promote
+    assert "slice plan=enterprise regressed" in decision.reason
+    assert {s.value: s.regressed for s in decision.slices} == {"basic": False, "enterprise": True}
+
+
+def test_first_model_needs_the_floor() -> None:
+    assert gate(Y, _model(1.5, 8), None, [0, 1], GateConfig(absolute_floor=0.7)).promote
+    weak = gate(Y, _model(0.1, 9), None, [0, 1], GateConfig(absolute_floor=0.7))
+    assert not weak.promote and weak.reason.startswith("first model: roc_auc") and "misses the floor 0.7" in weak.reason
+
+
+def test_challenger_below_floor_never_promotes_even_if_better() -> None:
+    decision = gate(Y, _model(0.5, 10), _model(0.1, 11), [0, 1], GateConfig(absolute_floor=0.9))
+    assert decision.difference > 0 and not decision.promote and "misses the floor" in decision.reason
+
+
+def test_multiclass_accuracy_and_markdown() -> None:
+    y = np.array(list("abc") * 200)
+    truth = (y[:, None] == np.array(list("abc"))).astype(float)
+    good = 0.8 * truth + 0.2 / 3
+    meh = 0.3 * truth + 0.7 / 3
+    meh[::3] = meh[::3][:, ::-1]
+    decision = gate(y, good, meh, list("abc"), GateConfig(metric="accuracy", absolute_floor=0.5),
+                    challenger_version="2", champion_version="1")
+    assert decision.promote and "| challenger v2 |" in decision.markdown()
