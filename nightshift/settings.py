@@ -6,7 +6,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     drift_share_threshold: float = Field(0.2, gt=0, le=1, description="Share of drifted feature columns that counts as dataset drift.")
     max_metric_drop: float = Field(0.05, ge=0, description="Allowed drop of the monitored metric vs the model's test value.")
     range_tolerance: float = Field(0.5, ge=0, description="Contract: tolerated overshoot beyond the training range, as a share of it.")
+    server_url: str | None = Field(None, description="Live model server to redeploy after a promotion (its /reload).")
+    server_token: SecretStr | None = Field(None, description="Bearer token for the model server's /reload.")
     prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
 
     @cached_property

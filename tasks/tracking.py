@@ -333,6 +333,162 @@ def log_outputs(cfg: TrackingConfig, run_id: str, *, metrics: dict[str, float] |
         set_tags(cfg, run_id, tags)
 
 
+# --------------------------------------------------------------------------------------------
+# Aliases (never the deprecated stages) and the audit trail.
+# --------------------------------------------------------------------------------------------
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+GATE_TAG = "nightshift.gate.decision"
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: SIGKILL this process when NIGHTSHIFT_FAULT names this point (tests only)."""
+    import os
+    import signal
+
+    if os.environ.get("NIGHTSHIFT_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def get_alias(cfg: TrackingConfig, name: str, alias: str) -> str | None:
+    """The version an alias points at, or None."""
+    try:
+        return str(client(cfg).get_model_version_by_alias(name, alias).version)
+    except Exception:
+        return None
+
+
+def set_alias(cfg: TrackingConfig, name: str, alias: str, version: str) -> None:
+    """Point an alias at a version."""
+    client(cfg).set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(cfg: TrackingConfig, name: str, alias: str) -> None:
+    """Remove an alias if it exists."""
+    try:
+        client(cfg).delete_registered_model_alias(name, alias)
+    except Exception:
+        pass
+
+
+def tag_version(cfg: TrackingConfig, name: str, version: str, tags: dict[str, Any]) -> None:
+    """Set tags on a model version."""
+    c = client(cfg)
+    for key, value in tags.items():
+        c.set_model_version_tag(name, str(version), key, str(value)[:5000])
+
+
+def version_tags(cfg: TrackingConfig, name: str, version: str) -> dict[str, str]:
+    """A model version's tags."""
+    return dict(client(cfg).get_model_version(name, str(version)).tags or {})
+
+
+def version_run_id(cfg: TrackingConfig, name: str, version: str) -> str:
+    """The MLflow run that produced a model version."""
+    return str(client(cfg).get_model_version(name, str(version)).run_id)
+
+
+def find_version_by_tag(cfg: TrackingConfig, name: str, key: str, value: str) -> str | None:
+    """Newest version of `name` whose tag `key` equals `value`."""
+    for mv in list_versions(cfg, name):
+        if (mv.tags or {}).get(key) == value:
+            return str(mv.version)
+    return None
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """Where champion and previous pointed (None = unset): what a rollback restores."""
+
+    champion: str | None
+    previous: str | None
+
+
+def alias_state(cfg: TrackingConfig, name: str) -> AliasState:
+    """Current champion/previous versions."""
+    return AliasState(champion=get_alias(cfg, name, CHAMPION), previous=get_alias(cfg, name, PREVIOUS))
+
+
+def move_champion(cfg: TrackingConfig, name: str, version: str) -> AliasState:
+    """previous := champion, then champion := version; returns the state before (idempotent for the same version).
+
+    The order matters for crashes: killed between the two writes, champion still points at the old,
+    gated version and previous at that same version.
+    """
+    before = alias_state(cfg, name)
+    if before.champion == str(version):
+        return before
+    if before.champion is not None:
+        set_alias(cfg, name, PREVIOUS, before.champion)
+    fault_point("between-aliases")
+    set_alias(cfg, name, CHAMPION, str(version))
+    fault_point("after-champion")
+    return before
+
+
+def restore_aliases(cfg: TrackingConfig, name: str, state: AliasState) -> None:
+    """Put champion/previous back exactly as in `state`."""
+    for alias, version in ((CHAMPION, state.champion), (PREVIOUS, state.previous)):
+        if version is None:
+            delete_alias(cfg, name, alias)
+        else:
+            set_alias(cfg, name, alias, version)
+
+
+class AuditRecord(BaseModel):
+    """One promotion, refusal or rollback: when, which versions, the numbers, why, and which Prefect run."""
+
+    time: str
+    model_name: str
+    action: Literal["promote", "refuse", "rollback", "rollback-undone"]
+    from_version: str | None = None
+    to_version: str | None = None
+    metric: str | None = None
+    challenger: float | None = None
+    champion: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    reason: str
+    flow_run_id: str | None = None
+    dataset_fingerprint: str | None = None
+
+
+def _audit_experiment(cfg: TrackingConfig) -> str:
+    return ensure_experiment(cfg.model_copy(update={"experiment_name": f"{cfg.experiment_name}-audit"}))
+
+
+def append_audit(cfg: TrackingConfig, record: AuditRecord) -> str:
+    """Append a record: an MLflow run in the '<experiment>-audit' experiment plus tags on the versions involved."""
+    import json
+
+    c = client(cfg)
+    tags = {"nightshift.audit.model": record.model_name, "nightshift.audit.action": record.action,
+            "nightshift.audit.record": record.model_dump_json(), "mlflow.note.content": record.reason}
+    run = c.create_run(_audit_experiment(cfg), run_name=f"{record.action}-{record.model_name}-{record.time}", tags=tags)
+    numbers = {k: getattr(record, k) for k in ("challenger", "champion", "ci_low", "ci_high")}
+    log_metrics(cfg, run.info.run_id, {k: v for k, v in numbers.items() if v is not None})
+    c.set_terminated(run.info.run_id)
+    entry = json.dumps(record.model_dump(exclude_none=True))
+    for version in {record.from_version, record.to_version} - {None}:
+        try:
+            c.set_model_version_tag(record.model_name, str(version), f"nightshift.audit.{record.time}.{record.action}",
+                                    entry[:5000])
+        except Exception:  # the version may have been deleted; the audit run still holds the record
+            pass
+    return run.info.run_id
+
+
+def read_audit(cfg: TrackingConfig, name: str | None = None) -> list[AuditRecord]:
+    """The audit trail, oldest first (optionally for one model)."""
+    c = client(cfg)
+    exp = c.get_experiment_by_name(f"{cfg.experiment_name}-audit")
+    if exp is None:
+        return []
+    filt = f"tags.`nightshift.audit.model` = '{name}'" if name else ""
+    runs = c.search_runs([exp.experiment_id], filter_string=filt, max_results=50_000,
+                         order_by=["attributes.start_time ASC"])
+    return [AuditRecord.model_validate_json(r.data.tags["nightshift.audit.record"]) for r in runs]
+
+
 def finish_run(cfg: TrackingConfig, run_id: str, status: Literal["FINISHED", "FAILED", "KILLED"] = "FINISHED") -> None:
     """Close a run with its final status."""
     client(cfg).set_terminated(run_id, status=status)

@@ -1,0 +1,266 @@
+"""Nightly flow: load → validate → drift/quality → retrain? → train challenger → gate → promote or keep → redeploy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.monitor import MODEL_NAME_PATTERN, MonitorParams, MonitorResult, monitor
+from flows.train import EstimatorParams, TrainParams, train
+from nightshift.settings import get_settings
+from tasks import tracking
+from tasks.data import DatasetParams, fingerprint, load_dataset_task
+from tasks.deploy import (DeployOutcome, DeployRefused, append_audit_task, move_champion_task, promotion_lock,
+                          redeploy_task)
+from tasks.evaluate import GateConfig, GateDecision, gate
+from tasks.tracking import GATE_TAG, AuditRecord, TrackingConfig
+
+WINDOW_TAG = "nightshift.window_fingerprint"
+
+
+class NightlyParams(BaseModel):
+    """Parameters of one night (they become the Prefect UI form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name",
+                                   description="Model to keep honest; default NIGHTSHIFT_MODEL_NAME.")
+    batches: list[DatasetParams] = Field(
+        default_factory=lambda: [DatasetParams(source="demo", day=1, rows=10_000)], min_length=1,
+        title="Labeled batches", description="New labeled data, oldest first; the last one is tonight's batch.")
+    reference: DatasetParams | None = Field(
+        default_factory=lambda: DatasetParams(source="demo", day=0, rows=20_000), title="Reference data",
+        description="Base training data joined to the window (empty = train on the window only).")
+    window: int = Field(3, ge=1, le=365, title="Training window",
+                        description="How many of the newest batches join the challenger's training data.")
+    holdout_fraction: float = Field(0.3, gt=0.05, lt=0.9, title="Holdout share",
+                                    description="Share of tonight's batch held out (fresh, unseen) for the gate.")
+    force_retrain: bool = Field(False, title="Force retrain", description="Retrain even without drift or degradation.")
+    reason: str | None = Field(None, max_length=500, title="Trigger reason",
+                               description="Why this run was started (e.g. 'drift' from an automation).")
+    estimator: EstimatorParams = Field(
+        default_factory=lambda: EstimatorParams(param_grid={"n_estimators": [100], "min_samples_leaf": [3]}),
+        title="Challenger estimator")
+    cv_folds: int = Field(3, ge=2, le=10, title="CV folds")
+    gate: GateConfig = Field(default_factory=GateConfig, title="Promotion gate")
+    seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed")
+
+
+class NightlyResult(BaseModel):
+    """One row of the story: what the night saw, decided and left as champion."""
+
+    model_name: str
+    batch: str
+    rows: int
+    validation: str
+    drift_share: float | None
+    alert_reasons: list[str]
+    retrain_reasons: list[str]
+    challenger_version: str | None
+    decision: GateDecision | None
+    action: Literal["no-retrain", "promoted", "refused", "already-decided", "no-labels"]
+    champion_before: str | None
+    champion_after: str | None
+    deploy: DeployOutcome | None
+    window_fingerprint: str | None
+    report: str | None
+
+
+@task(name="build-training-window", cache_policy=NO_CACHE)
+def build_window(frames: list, newest: object, label: str, holdout_fraction: float, seed: int,
+                 out_dir: Path) -> tuple[str, str, str]:
+    """Write the challenger's training window and tonight's holdout as Parquet; returns their paths + window fingerprint."""
+    import pandas as pd
+
+    newest_frame = newest  # type: ignore[assignment]
+    holdout = newest_frame.sample(frac=holdout_fraction, random_state=seed)
+    rest = newest_frame.drop(index=holdout.index)
+    window = pd.concat([*frames, rest], ignore_index=True)
+    window = window.loc[window[label].notna()].reset_index(drop=True)
+    fp = fingerprint(window)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    window_path, holdout_path = out_dir / f"window-{fp[:16]}.parquet", out_dir / f"holdout-{fp[:16]}.parquet"
+    window.to_parquet(window_path, index=False)
+    holdout.reset_index(drop=True).to_parquet(holdout_path, index=False)
+    return str(window_path), str(holdout_path), fp
+
+
+@task(name="gate-challenger", cache_policy=NO_CACHE)
+def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout_path: str,
+                    config: GateConfig) -> GateDecision:
+    """Score both registry models on the same fresh holdout and decide."""
+    import pandas as pd
+
+    holdout = pd.read_parquet(holdout_path)
+    contract = tracking.load_json_artifact(cfg, tracking.version_run_id(cfg, name, challenger), tracking.CONTRACT_ARTIFACT)
+    y = holdout[contract["label"]].to_numpy()
+    chal_model = tracking.load_sklearn(cfg, name, version=challenger)
+    chal_proba = chal_model.predict_proba(holdout[list(chal_model.feature_names_in_)])
+    champ_proba = None
+    if champion is not None:
+        champ_model = tracking.load_sklearn(cfg, name, version=champion)
+        champ_proba = champ_model.predict_proba(holdout[list(champ_model.feature_names_in_)])
+    return gate(y, chal_proba, champ_proba, chal_model.classes_, config, slice_frame=holdout,
+                challenger_version=challenger, champion_version=champion)
+
+
+def _audit(name: str, action: str, decision: GateDecision | None, reason: str, frm: str | None, to: str | None,
+           fp: str | None) -> AuditRecord:
+    return AuditRecord(
+        time=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"), model_name=name, action=action,
+        from_version=frm, to_version=to, metric=decision.metric if decision else None,
+        challenger=decision.challenger if decision else None, champion=decision.champion if decision else None,
+        ci_low=decision.ci_low if decision else None, ci_high=decision.ci_high if decision else None, reason=reason,
+        flow_run_id=str(flow_run.get_id() or "") or None, dataset_fingerprint=fp)
+
+
+def _summary(result: NightlyResult) -> str:
+    d = result.decision
+    ci = f"{d.difference:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}]" if d and d.difference is not None else "-"
+    rows = [("batch", f"`{result.batch}` ({result.rows} rows)"), ("validation", result.validation),
+            ("drift share", "-" if result.drift_share is None else f"{result.drift_share:.2f}"),
+            ("alerts", "; ".join(result.alert_reasons) or "none"),
+            ("retrain because", "; ".join(result.retrain_reasons) or "no reason: kept the champion"),
+            ("challenger", f"v{result.challenger_version}" if result.challenger_version else "-"),
+            ("gate", d.reason if d else "-"), ("improvement (CI)", ci), ("action", result.action),
+            ("champion", f"{result.champion_before or '-'} → {result.champion_after or '-'}"),
+            ("deploy", result.deploy.detail if result.deploy else "-")]
+    return "\n".join([f"# Night for {result.model_name}: {result.action}", "", "| step | result |", "|---|---|",
+                      *[f"| {k} | {v} |" for k, v in rows]])
+
+
+@flow(name="nightly", log_prints=True)
+def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: B008 - Prefect renders the default
+    """The nightly loop: check tonight's data, retrain when needed, promote only a measurably better challenger."""
+    logger = get_run_logger()
+    settings = get_settings()
+    cfg = TrackingConfig.from_settings(settings)
+    name = params.model_name or settings.model_name
+    champion_before = tracking.get_alias(cfg, name, tracking.CHAMPION)
+
+    # 1. Tonight's batch: validated, drift and quality checked against the champion (errors stop here).
+    tonight = params.batches[-1]
+    checked: MonitorResult | None = None
+    label = tonight.label
+    if champion_before is not None:
+        champion_run = tracking.version_run_id(cfg, name, champion_before)
+        label = label or tracking.load_json_artifact(cfg, champion_run, tracking.CONTRACT_ARTIFACT)["label"]
+        checked = monitor(MonitorParams(batch=tonight.model_copy(update={"label": label}), model_name=name,
+                                        seed=params.seed))
+    batch = load_dataset_task(tonight.model_copy(update={"label": label}), seed=params.seed)
+    label = batch.label
+
+    # 2. Retrain?
+    alerts = checked.reasons if checked else []
+    reasons = [*(["no champion yet"] if champion_before is None else []), *(["forced"] if params.force_retrain else []),
+               *([f"trigger: {params.reason}"] if params.reason else []), *alerts]
+    base = dict(model_name=name, batch=batch.source, rows=len(batch.frame),
+                validation=checked.validation.summary() if checked else "checked by training",
+                drift_share=checked.drift.drift_share if checked else None, alert_reasons=alerts,
+                retrain_reasons=reasons, champion_before=champion_before,
+                report=checked.drift.html_path if checked else None)
+    if not reasons:
+        result = NightlyResult(**base, challenger_version=None, decision=None, action="no-retrain",
+                               champion_after=champion_before, deploy=None, window_fingerprint=None)
+        create_markdown_artifact(key=f"nightly-{name.lower()}"[:60], markdown=_summary(result))
+        print(f"{name}: nothing drifted or degraded; champion v{champion_before} stays.")
+        return result
+    if label not in batch.frame.columns or batch.frame[label].notna().sum() < 50:
+        result = NightlyResult(**base, challenger_version=None, decision=None, action="no-labels",
+                               champion_after=champion_before, deploy=None, window_fingerprint=None)
+        logger.warning("Retrain wanted (%s) but tonight's batch has no labels to gate on.", "; ".join(reasons))
+        return result
+
+    # 3. Challenger trained on the window (reference + newest batches, minus tonight's holdout).
+    history = [load_dataset_task(p, seed=params.seed).frame for p in params.batches[-params.window:-1]]
+    if params.reference is not None:
+        history.insert(0, load_dataset_task(params.reference, seed=params.seed).frame)
+    window_path, holdout_path, window_fp = build_window(history, batch.frame, label, params.holdout_fraction,
+                                                       params.seed, settings.state_dir / "windows" / name)
+    challenger = tracking.find_version_by_tag(cfg, name, WINDOW_TAG, window_fp)
+    if challenger is None:
+        trained = train(TrainParams(dataset=DatasetParams(source=window_path, label=label), model_name=name,
+                                    estimator=params.estimator, cv_folds=params.cv_folds, test_size=0.2,
+                                    stratify=True, seed=params.seed))
+        challenger = trained.model_version
+        tracking.tag_version(cfg, name, challenger, {WINDOW_TAG: window_fp, "nightshift.retrain_reasons": "; ".join(reasons)})
+    else:
+        logger.info("Window %s was already trained as v%s: reusing it (rerun of the same night).", window_fp[:12], challenger)
+    tracking.set_alias(cfg, name, tracking.CHALLENGER, challenger)
+
+    # 4. Gate: the same fresh holdout for both; a decision recorded once per challenger.
+    recorded = tracking.version_tags(cfg, name, challenger).get(GATE_TAG)
+    if recorded:
+        decision = GateDecision.model_validate_json(recorded)
+    else:
+        decision = gate_challenger(cfg, name, challenger, champion_before, holdout_path, params.gate)
+        tracking.tag_version(cfg, name, challenger, {GATE_TAG: decision.model_dump_json()})
+        tracking.log_outputs(cfg, tracking.version_run_id(cfg, name, challenger),
+                             metrics={f"gate_{k}": v for k, v in {"challenger": decision.challenger,
+                                      "champion": decision.champion, "ci_low": decision.ci_low,
+                                      "ci_high": decision.ci_high}.items() if v is not None},
+                             texts={"gate/decision.md": decision.markdown()},
+                             tags={"nightshift.gate.promote": decision.promote, "nightshift.gate.reason": decision.reason})
+    create_markdown_artifact(key=f"gate-{name.lower()}"[:60], markdown=decision.markdown(), description=decision.reason)
+    logger.info("Gate: %s", decision.reason)
+
+    # 5. Promote (locked, undoable) or keep.
+    deploy = None
+    action: str
+    if decision.promote and tracking.get_alias(cfg, name, tracking.CHAMPION) != challenger:
+        with promotion_lock(name):
+            try:
+                with transaction():
+                    move_champion_task(cfg, name, challenger)
+                    deploy = redeploy_task(settings.server_url, settings.server_token.get_secret_value()
+                                           if settings.server_token else None)
+                    append_audit_task(cfg, _audit(name, "promote", decision, decision.reason, champion_before,
+                                                  challenger, window_fp))
+            except DeployRefused as exc:
+                append_audit_task(cfg, _audit(name, "rollback", decision, f"redeploy refused: {exc}", challenger,
+                                              champion_before, window_fp))
+                raise
+        action = "promoted"
+    elif decision.promote:
+        action = "already-decided"
+    else:
+        if not recorded:
+            append_audit_task(cfg, _audit(name, "refuse", decision, decision.reason, champion_before, challenger,
+                                          window_fp))
+        action = "refused" if not recorded else "already-decided"
+
+    result = NightlyResult(**base, challenger_version=challenger, decision=decision, action=action,
+                           champion_after=tracking.get_alias(cfg, name, tracking.CHAMPION), deploy=deploy,
+                           window_fingerprint=window_fp)
+    create_markdown_artifact(key=f"nightly-{name.lower()}"[:60], markdown=_summary(result))
+    print(f"{name}: {action}; champion {champion_before or '-'} -> {result.champion_after or '-'} ({decision.reason})")
+    return result
+
+
+def _parse_args(argv: list[str]) -> NightlyParams:
+    parser = argparse.ArgumentParser(prog="python -m flows.nightly", description=nightly.description)
+    parser.add_argument("--day", type=int, default=1, help="demo: tonight's day")
+    parser.add_argument("--rows", type=int, default=10_000, help="demo: rows per night")
+    parser.add_argument("--force", action="store_true", help="retrain even without drift")
+    parser.add_argument("--model-name")
+    parser.add_argument("--params", help="all parameters as one JSON object")
+    args = parser.parse_args(argv)
+    if args.params:
+        return NightlyParams.model_validate(json.loads(args.params))
+    batches = [DatasetParams(source="demo", day=d, rows=args.rows) for d in range(max(1, args.day - 2), args.day + 1)]
+    return NightlyParams(model_name=args.model_name, batches=batches, force_retrain=args.force)
+
+
+if __name__ == "__main__":
+    print(nightly(_parse_args(sys.argv[1:])).model_dump_json(indent=2))

@@ -1,0 +1,77 @@
+"""Rollback flow: put `champion` back on `previous` (or a named version that passed the gate) and record why."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.transactions import transaction
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.monitor import MODEL_NAME_PATTERN
+from nightshift.errors import TrackingError
+from nightshift.settings import get_settings
+from tasks import tracking
+from tasks.deploy import DeployOutcome, append_audit_task, move_champion_task, promotion_lock, redeploy_task
+from tasks.tracking import AuditRecord, TrackingConfig
+
+
+class RollbackParams(BaseModel):
+    """Parameters of a rollback (a Prefect UI form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(..., min_length=3, max_length=500, title="Reason", description="Why, for the audit trail.")
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name")
+    to_version: str | None = Field(None, pattern=r"^[0-9]+$", title="Target version",
+                                   description="Version to make champion; default the 'previous' alias.")
+
+
+class RollbackResult(BaseModel):
+    """Where champion pointed before and after."""
+
+    model_name: str
+    from_version: str | None
+    to_version: str
+    deploy: DeployOutcome
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(params: RollbackParams) -> RollbackResult:
+    """Move champion back to previous (or to_version), redeploy, and append an audit record."""
+    settings = get_settings()
+    cfg = TrackingConfig.from_settings(settings)
+    name = params.model_name or settings.model_name
+    state = tracking.alias_state(cfg, name)
+    target = params.to_version or state.previous
+    if target is None:
+        raise TrackingError(f"Model '{name}' has no 'previous' alias to roll back to; give to_version.")
+    tags = tracking.version_tags(cfg, name, target)  # raises if the version does not exist
+    if target != state.previous and '"promote":true' not in tags.get(tracking.GATE_TAG, "").replace(" ", ""):
+        raise TrackingError(f"Version {target} of '{name}' never passed the promotion gate; refusing to make it champion.")
+    record = AuditRecord(time=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"), model_name=name,
+                         action="rollback", from_version=state.champion, to_version=target, reason=params.reason,
+                         flow_run_id=str(flow_run.get_id() or "") or None)
+    with promotion_lock(name), transaction():
+        move_champion_task(cfg, name, target)
+        deploy = redeploy_task(settings.server_url,
+                               settings.server_token.get_secret_value() if settings.server_token else None)
+        append_audit_task(cfg, record)
+    create_markdown_artifact(key=f"rollback-{name.lower()}"[:60],
+                             markdown=f"# Rollback of {name}\nchampion v{state.champion} → v{target}: {params.reason}")
+    print(f"{name}: champion v{state.champion} -> v{target} ({params.reason})")
+    return RollbackResult(model_name=name, from_version=state.champion, to_version=target, deploy=deploy)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m flows.rollback", description=rollback.description)
+    parser.add_argument("reason", help="why (recorded in the audit trail)")
+    parser.add_argument("--model-name")
+    parser.add_argument("--to-version")
+    args = parser.parse_args(sys.argv[1:])
+    print(rollback(RollbackParams(reason=args.reason, model_name=args.model_name, to_version=args.to_version))
+          .model_dump_json(indent=2))
