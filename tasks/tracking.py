@@ -78,8 +78,11 @@ class LoggedModel:
 def _mlflow(cfg: TrackingConfig) -> Any:
     import logging
 
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # uv-made venvs have no pip; MLflow's note about it is noise for models with pinned requirements.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
@@ -90,9 +93,11 @@ def _mlflow(cfg: TrackingConfig) -> Any:
 
 @contextmanager
 def _no_int_hint() -> Iterator[None]:
-    """Silence MLflow's nullable-int hint: integer labels are ints by design, features are declared double."""
+    """Silence two MLflow hints that do not apply: integer labels are ints by design (features are declared
+    double), and a local Parquet path is a file source however many source classes claim it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
+        warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
         yield
 
 
@@ -259,6 +264,7 @@ def download_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str, dst:
     """Fetch one run artifact to a local path."""
     import mlflow.artifacts
 
+    _mlflow(cfg)
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
                                                     tracking_uri=cfg.tracking_uri, dst_path=str(dst) if dst else None)
