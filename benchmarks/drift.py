@@ -348,9 +348,11 @@ def print_results(results: dict[str, Any]) -> None:
             )
         console.print(table)
         any_ns = next(iter(size.values()))["nightshift"]
-        console.print(f"  nightshift = compute_drift on {any_ns.get('sampled_reference_rows', '?'):,}-row samples "
-                      f"with HTML+JSON saved; imports (not timed): evidently child "
-                      f"{any_ns['import_seconds']:.1f} s; data generation {any_ns['data_seconds']:.1f} s")
+        sampled = any_ns.get("sampled_reference_rows", n)
+        note = " (no sampling at this size: nightshift = full data)" if sampled >= n else ""
+        console.print(f"  nightshift = compute_drift on {sampled:,}-row samples{note}, HTML+JSON saved; "
+                      f"not timed: imports {any_ns['import_seconds']:.1f} s (evidently child), "
+                      f"data generation {any_ns['data_seconds']:.1f} s")
         for scenario, e in size.items():
             ns, full = e["nightshift"], e["full"]
             step = (f"step peak {ns['peak_step_mb']:.0f} MB (+{ns['peak_step_mb'] - ns['rss_after_data_mb']:.0f} "

@@ -2,7 +2,7 @@
 
 Scale: Evidently's DataDriftPreset costs ~10x bare scipy (it computes each column's drift several
 times and builds Plotly widgets), so both sides are first capped to a uniform random sample of
-`sample_rows` rows (default 100k). Above 1000 reference rows Evidently's tests are distances
+`sample_cap` rows (default 100k). Above 1000 reference rows Evidently's tests are distances
 (normed Wasserstein for numbers, Jensen-Shannon for categories, drift at >= 0.1), and their
 sampling error shrinks like 1/sqrt(n): at 100k rows per side the score of an undrifted column is
 ~0.005, so a sampled score differs from the full-data score by far less than the 0.1 threshold;
@@ -132,8 +132,12 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     elif prediction_kind == "categorical":
         cat.append(PREDICTION_COLUMN)
     cols = num + cat
-    ref = sample_rows(reference[cols], sample_cap, seed)
-    cur = sample_rows(current[cols], sample_cap, seed + 1)
+    if sample_cap is not None and sample_cap < MIN_SAMPLE_ROWS:
+        raise ValueError(f"sample_cap={sample_cap} is below {MIN_SAMPLE_ROWS}: a small sample would switch Evidently "
+                         "from distance tests to p-value tests and change the decisions.")
+    # Sample first, then pick columns: never copies the full table.
+    ref = sample_rows(reference, sample_cap, seed)[cols]
+    cur = sample_rows(current, sample_cap, seed + 1)[cols]
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
     report = Report([DataDriftPreset(columns=cols, drift_share=drift_share)], include_tests=True)
     snapshot = report.run(current_data=Dataset.from_pandas(cur, data_definition=definition),

@@ -1,0 +1,100 @@
+"""The nightly loop end to end on small demo data, in the Prefect test harness, against a real MLflow registry."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from flows.nightly import NightlyParams, nightly
+from flows.rollback import RollbackParams, rollback
+from flows.train import EstimatorParams
+from tasks import tracking as tr
+from tasks.data import DatasetParams, DemoDrift, generate_demo
+from tasks.evaluate import GateConfig
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
+CONCEPT = DemoDrift(concept=1.0)
+
+
+def _night(name: str, day: int, drift: DemoDrift = DemoDrift(), *, reference: bool = False, force: bool = False,
+           source: str | None = None) -> NightlyParams:
+    batch = DatasetParams(source=source or "demo", day=day, rows=2_500, drift=drift) if source is None else \
+        DatasetParams(source=source)
+    return NightlyParams(
+        model_name=name, batches=[batch], window=1, force_retrain=force,
+        reference=DatasetParams(source="demo", day=0, rows=3_000) if reference else None,
+        estimator=EstimatorParams(param_grid={"n_estimators": [25], "min_samples_leaf": [5]}), cv_folds=2,
+        gate=GateConfig(resamples=200, absolute_floor=0.55), seed=7)
+
+
+class _Refuser(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        self.send_response(503)
+        self.end_headers()
+        self.wfile.write(b"smoke test failed: predictions contain NaN")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_week_in_the_life(tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"nightly-{uuid.uuid4().hex[:8]}"
+
+    # Night 1: no champion yet → train, first model promoted above the floor.
+    first = nightly(_night(name, 1, reference=True))
+    assert (first.action, first.champion_after) == ("promoted", "1")
+    assert first.retrain_reasons == ["no champion yet"] and first.decision.champion is None
+
+    # Night 2: quiet → nothing to do.
+    quiet = nightly(_night(name, 2))
+    assert quiet.action == "no-retrain" and quiet.champion_after == "1" and quiet.alert_reasons == []
+
+    # Night 3: the world changed (concept drift) → degradation → a better challenger is promoted.
+    drifted = nightly(_night(name, 3, CONCEPT))
+    assert any(r.startswith("performance degraded") for r in drifted.retrain_reasons)
+    assert drifted.action == "promoted" and drifted.decision.ci_low > 0
+    assert tr.alias_state(tracking, name) == tr.AliasState(drifted.challenger_version, "1")
+    assert drifted.deploy.status == "not-deployed"
+
+    # Rerunning the same night is idempotent: same window fingerprint → no new version, no second promotion.
+    audit_before, versions_before = len(tr.read_audit(tracking, name)), len(tr.list_versions(tracking, name))
+    again = nightly(_night(name, 3, CONCEPT))
+    assert again.action == "already-decided" and again.challenger_version == drifted.challenger_version
+    assert len(tr.read_audit(tracking, name)) == audit_before and len(tr.list_versions(tracking, name)) == versions_before
+
+    # Night 4: forced retrain on the same world → not measurably better → refused, champion kept.
+    forced = nightly(_night(name, 4, CONCEPT, force=True))
+    assert forced.retrain_reasons[0] == "forced"
+    if forced.action == "refused":
+        assert forced.champion_after == drifted.challenger_version and not forced.decision.promote
+
+    # A batch that breaks the contract stops the night before any training; champion untouched.
+    champion = tr.get_alias(tracking, name, tr.CHAMPION)
+    broken = tmp_path / "broken.parquet"
+    generate_demo(500, seed=1, day=5).drop(columns=["plan"]).to_parquet(broken)
+    state = nightly(_night(name, 5, source=str(broken)), return_state=True)
+    assert state.is_failed() and "required column 'plan' is missing" in state.message
+    assert tr.get_alias(tracking, name, tr.CHAMPION) == champion
+
+    # The model server refuses the new champion → aliases rolled back, audit record, flow Failed.
+    server = HTTPServer(("127.0.0.1", 0), _Refuser)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("NIGHTSHIFT_SERVER_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("NIGHTSHIFT_SERVER_TOKEN", "secret")
+    before = tr.alias_state(tracking, name)
+    state = nightly(_night(name, 6), return_state=True)  # back to the old world: the challenger wins
+    server.shutdown()
+    assert state.is_failed() and "refused the new model (503)" in state.message
+    assert tr.alias_state(tracking, name) == before
+    assert tr.read_audit(tracking, name)[-1].action == "rollback"
+    monkeypatch.delenv("NIGHTSHIFT_SERVER_URL")
+
+    # A human rolls back to the previous champion, with a reason on record.
+    result = rollback(RollbackParams(reason="latency regression reported by the app team", model_name=name))
+    assert result.to_version == before.previous and tr.get_alias(tracking, name, tr.CHAMPION) == before.previous
+    last = tr.read_audit(tracking, name)[-1]
+    assert last.action == "rollback" and last.reason.startswith("latency regression")
