@@ -10,11 +10,12 @@ STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test bench lock mlflow-ui server pool deploy worker clean
+.PHONY: help install demo test test-integration bench lock mlflow-ui server pool deploy worker clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
-	@echo "make test       run the test suite"
+	@echo "make test       run the fast test suite (under ~3 minutes)"
+	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks (drift step vs scipy and full-data Evidently), ratios printed"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
@@ -36,7 +37,10 @@ demo: $(STAMP)
 	$(PY) -m nightshift.demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not integration"
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -m integration
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
