@@ -10,13 +10,14 @@ STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-integration bench lock mlflow-ui server pool deploy worker clean
+.PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make test       run the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks (drift step vs scipy and full-data Evidently), ratios printed"
+	@echo "make serve      model server for the champion on http://127.0.0.1:8000 (NIGHTSHIFT_SERVER_PORT)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
 	@echo "make deploy     create the process work pool if missing and deploy prefect.yaml (needs make server)"
@@ -41,6 +42,9 @@ test: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -m integration
+
+serve: $(STAMP)
+	$(PY) -m deployments.server
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

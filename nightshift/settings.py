@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     range_tolerance: float = Field(0.5, ge=0, description="Contract: tolerated overshoot beyond the training range, as a share of it.")
     server_url: str | None = Field(None, description="Live model server to redeploy after a promotion (its /reload).")
     server_token: SecretStr | None = Field(None, description="Bearer token for the model server's /reload.")
+    server_host: str = Field("127.0.0.1", description="Model server bind address (loopback unless you mean otherwise).")
+    server_port: int = Field(8000, ge=1, le=65535, description="Model server port.")
+    server_max_rows: int = Field(10_000, ge=1, description="Largest number of rows one scoring request may carry.")
+    server_max_body_bytes: int = Field(10_000_000, ge=1_000, description="Largest request body the server reads.")
+    server_latency_budget_ms: float = Field(250.0, gt=0, description="Reload smoke test: slowest allowed single-row prediction.")
     prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
 
     @cached_property

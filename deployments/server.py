@@ -1,0 +1,301 @@
+"""Live model server: serves models:/<name>@champion, hot-swaps it on /reload after a smoke test.
+
+Start with `make serve` or `python -m deployments.server [--port 8000]`. Binds 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from nightshift.errors import NightshiftError
+from nightshift.settings import Settings, get_settings
+from tasks import tracking
+from tasks.tracking import TrackingConfig
+from tasks.validate import Contract
+
+
+class ScoringError(NightshiftError):
+    """A request the server cannot score; carries the HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded champion: the fitted pipeline, where it came from, and its request schema."""
+
+    model: Any
+    name: str
+    version: str
+    run_id: str
+    alias: str
+    contract: Contract
+    loaded_at: str
+    request_model: type[BaseModel] = field(repr=False)
+
+    @property
+    def classes(self) -> list[Any]:
+        """Class labels in probability-column order."""
+        return np.asarray(self.model.classes_).tolist()
+
+    def info(self) -> dict[str, Any]:
+        """What /version reports."""
+        return {"model_name": self.name, "model_version": self.version, "run_id": self.run_id, "alias": self.alias,
+                "contract_fingerprint": self.contract.fingerprint(), "loaded_at": self.loaded_at,
+                "features": self.contract.features, "classes": self.classes}
+
+
+def _request_model(contract: Contract) -> type[BaseModel]:
+    """The typed /predict body for a contract: one field per feature (numbers or category strings)."""
+    fields: dict[str, Any] = {}
+    for col in contract.columns:
+        if col.kind == "numeric":
+            desc = f"number (training range {col.min:g} .. {col.max:g}); null = missing"
+            fields[col.name] = (float | None, Field(..., description=desc))
+        else:
+            shown = ", ".join((col.categories or [])[:20])
+            fields[col.name] = (str | None, Field(..., description=f"category, e.g. {shown}; unseen ones are tolerated"))
+    row = create_model("PredictRow", __config__=ConfigDict(extra="ignore"), **fields)
+    return create_model("PredictRequest", rows=(list[row], Field(..., min_length=1)))  # type: ignore[valid-type]
+
+
+def load_champion(cfg: TrackingConfig, name: str, alias: str = tracking.CHAMPION) -> Served:
+    """Load the version behind `alias` from the registry (never from a local file) with its contract."""
+    version = tracking.get_alias(cfg, name, alias)
+    if version is None:
+        raise ScoringError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
+    run_id = tracking.version_run_id(cfg, name, version)
+    contract = Contract.model_validate(tracking.load_json_artifact(cfg, run_id, tracking.CONTRACT_ARTIFACT))
+    model = tracking.load_sklearn(cfg, name, version=version)
+    return Served(model=model, name=name, version=version, run_id=run_id, alias=alias, contract=contract,
+                  loaded_at=datetime.now(timezone.utc).isoformat(), request_model=_request_model(contract))
+
+
+def smoke_test(served: Served, cfg: TrackingConfig, latency_budget_ms: float) -> None:
+    """Contract-valid sample rows must give finite probabilities of the right shape, fast enough; raises otherwise."""
+    reference = tracking.load_frame_artifact(cfg, served.run_id, tracking.REFERENCE_ARTIFACT)
+    rows = reference[served.contract.features].head(32)
+    if rows.empty:
+        raise ScoringError(422, "smoke test: the model's reference sample is empty")
+    proba = np.asarray(served.model.predict_proba(rows))
+    if proba.shape != (len(rows), len(served.classes)):
+        raise ScoringError(422, f"smoke test: probabilities have shape {proba.shape}, expected "
+                                f"({len(rows)}, {len(served.classes)})")
+    if not np.isfinite(proba).all():
+        raise ScoringError(422, f"smoke test: {int((~np.isfinite(proba)).sum())} predicted probabilities are NaN/inf")
+    timings = []
+    for i in range(5):
+        start = time.perf_counter()
+        served.model.predict_proba(rows.iloc[[i % len(rows)]])
+        timings.append((time.perf_counter() - start) * 1000)
+    if sorted(timings)[2] > latency_budget_ms:
+        raise ScoringError(422, f"smoke test: single-row latency {sorted(timings)[2]:.1f} ms exceeds the budget "
+                                f"{latency_budget_ms:g} ms")
+
+
+def frame_from_scoring_json(payload: Any) -> pd.DataFrame:
+    """A DataFrame from MLflow's scoring-server JSON (`dataframe_split` or `dataframe_records`)."""
+    if not isinstance(payload, dict):
+        raise ScoringError(400, "expected a JSON object with 'dataframe_split' or 'dataframe_records'")
+    if "dataframe_split" in payload:
+        split = payload["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
+            raise ScoringError(400, "'dataframe_split' needs 'columns' (list) and 'data' (list of rows)")
+        columns, data = split["columns"], split["data"]
+        bad = next((i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != len(columns)), None)
+        if bad is not None:
+            raise ScoringError(400, f"'dataframe_split' row {bad} does not have {len(columns)} values (one per column)")
+        return pd.DataFrame(data, columns=[str(c) for c in columns])
+    if "dataframe_records" in payload:
+        records = payload["dataframe_records"]
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise ScoringError(400, "'dataframe_records' must be a list of objects (one per row)")
+        return pd.DataFrame.from_records(records)
+    raise ScoringError(400, "expected 'dataframe_split' or 'dataframe_records' (MLflow scoring format)")
+
+
+def prepare(frame: pd.DataFrame, contract: Contract, max_rows: int) -> pd.DataFrame:
+    """Check and coerce request rows to the contract's features; errors name the column and value."""
+    if frame.empty:
+        raise ScoringError(400, "the request has no rows")
+    if len(frame) > max_rows:
+        raise ScoringError(413, f"the request has {len(frame)} rows; at most {max_rows} per request")
+    missing = [c for c in contract.features if c not in frame.columns]
+    if missing:
+        raise ScoringError(400, f"missing column(s): {', '.join(repr(c) for c in missing[:10])}")
+    out = {}
+    for col in contract.columns:
+        s = frame[col.name]
+        if col.kind == "numeric":
+            if s.dtype == object:
+                if s.map(lambda v: isinstance(v, (dict, list, bool))).any():
+                    raise ScoringError(422, f"column '{col.name}' must be numeric; got a non-number")
+                num = pd.to_numeric(s, errors="coerce")
+                bad = s[num.isna() & s.notna()]
+                if len(bad):
+                    raise ScoringError(422, f"column '{col.name}' must be numeric; got {str(bad.iloc[0])[:40]!r}")
+                s = num
+            out[col.name] = s.astype("float64")
+        else:
+            if s.map(lambda v: isinstance(v, (dict, list))).any():
+                raise ScoringError(422, f"column '{col.name}' must be a category string; got an object/list")
+            out[col.name] = s.where(s.isna(), s.astype(str)).astype(object)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app; loads the champion at start-up (stays un-ready if there is none)."""
+    settings = settings or get_settings()
+    cfg = TrackingConfig.from_settings(settings)
+    state: dict[str, Any] = {"served": None, "load_error": None}
+    reload_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            state["served"] = await asyncio.to_thread(load_champion, cfg, settings.model_name)
+        except Exception as exc:  # the server still answers /health and accepts /reload
+            state["load_error"] = str(exc)
+        yield
+
+    app = FastAPI(title="nightshift model server", version="1", description=__doc__, lifespan=lifespan)
+
+    def served_or_503() -> Served:
+        served = state["served"]
+        if served is None:
+            raise ScoringError(503, f"no model loaded: {state['load_error'] or 'start-up in progress'}")
+        return served
+
+    @app.exception_handler(ScoringError)
+    async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
+        return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE" if exc.status < 500 else "UNAVAILABLE",
+                             "message": str(exc)}, status_code=exc.status)
+
+    async def read_json(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.server_max_body_bytes:
+            raise ScoringError(413, f"request body of {length} bytes exceeds {settings.server_max_body_bytes}")
+        body = await request.body()
+        if len(body) > settings.server_max_body_bytes:
+            raise ScoringError(413, f"request body exceeds {settings.server_max_body_bytes} bytes")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
+
+    def score(served: Served, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]]]:
+        proba = served.model.predict_proba(prepare(frame, served.contract, settings.server_max_rows))
+        labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
+        return [v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist()
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: a model is loaded")
+    async def ready() -> dict[str, Any]:
+        served = served_or_503()
+        return {"status": "ready", "model_version": served.version}
+
+    @app.get("/version", summary="The model being served")
+    async def version() -> dict[str, Any]:
+        return served_or_503().info()
+
+    @app.post("/invocations", summary="MLflow scoring-server compatible predictions")
+    async def invocations(request: Request) -> dict[str, Any]:
+        served = served_or_503()
+        labels, proba = score(served, frame_from_scoring_json(await read_json(request)))
+        return {"predictions": labels, "probabilities": proba, "classes": served.classes,
+                "model_version": served.version}
+
+    @app.post("/predict", summary="Typed predictions (request schema from the model's data contract)")
+    async def predict(request: Request) -> dict[str, Any]:
+        served = served_or_503()
+        payload = await read_json(request)
+        try:
+            body = served.request_model.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ScoringError(422, f"{where}: {first['msg']} ({len(exc.errors())} problem(s) in the request)") from None
+        frame = pd.DataFrame([r.model_dump() for r in body.rows])  # type: ignore[attr-defined]
+        labels, proba = score(served, frame)
+        return {"model_version": served.version, "predictions": [
+            {"label": label, "probabilities": dict(zip(map(str, served.classes), p))} for label, p in zip(labels, proba)]}
+
+    @app.post("/reload", summary="Load the current champion, smoke-test it, then swap atomically (bearer token)")
+    async def reload(request: Request) -> JSONResponse:
+        expected = settings.server_token.get_secret_value() if settings.server_token else None
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return JSONResponse({"message": "missing bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        if expected is None or not secrets.compare_digest(header[7:].encode(), expected.encode()):
+            return JSONResponse({"message": "invalid token" if expected else "reload disabled: no token configured"},
+                                status_code=403)
+        async with reload_lock:
+            old = state["served"]
+            try:
+                candidate = await asyncio.to_thread(load_champion, cfg, settings.model_name)
+                await asyncio.to_thread(smoke_test, candidate, cfg, settings.server_latency_budget_ms)
+            except Exception as exc:  # the old model keeps serving whatever went wrong
+                return JSONResponse({"status": "kept", "model_version": old.version if old else None,
+                                     "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
+            state["served"] = candidate  # one reference assignment: requests see old or new, never half
+            state["load_error"] = None
+            app.openapi_schema = None  # /predict's schema follows the new contract
+        return JSONResponse({"status": "swapped", "from_version": old.version if old else None,
+                             "to_version": candidate.version})
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        served = state["served"]
+        if served is not None:
+            body = served.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["PredictRequest"] = body
+            schema["paths"]["/predict"]["post"]["requestBody"] = {
+                "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server with uvicorn."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.server", description=__doc__)
+    settings = get_settings()
+    parser.add_argument("--host", default=settings.server_host)
+    parser.add_argument("--port", type=int, default=settings.server_port)
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
