@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Iterator
 
@@ -165,16 +166,15 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def load_table(uri: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file from a local path or any fsspec URL into a DataFrame."""
+@contextmanager
+def _read_errors(uri: str) -> Iterator[None]:
+    """Turn the many ways a read can fail into one DataLoadError sentence naming the file."""
     import pandas as pd
 
-    lowered = uri.lower().split("?", 1)[0]
     try:
-        if lowered.endswith((".parquet", ".pq")):
-            return pd.read_parquet(uri)
-        if lowered.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip")):
-            return pd.read_csv(uri)
+        yield
+    except DataLoadError:
+        raise
     except FileNotFoundError as exc:
         raise DataLoadError(f"Dataset file not found: {uri}") from exc
     except PermissionError as exc:
@@ -195,7 +195,42 @@ def load_table(uri: str) -> pd.DataFrame:
         if type(exc).__module__.startswith("pyarrow"):
             raise DataLoadError(f"Dataset file {uri} is not valid Parquet: {_first_line(exc)}") from exc
         raise
+
+
+def _format(uri: str) -> str:
+    lowered = uri.lower().split("?", 1)[0]
+    if lowered.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lowered.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip")):
+        return "csv"
     raise DataLoadError(f"Cannot tell the format of {uri}: use one of {', '.join(READABLE_SUFFIXES)}.")
+
+
+def load_table(uri: str) -> pd.DataFrame:
+    """Read a CSV or Parquet file from a local path or any fsspec URL into a DataFrame."""
+    import pandas as pd
+
+    kind = _format(uri)
+    with _read_errors(uri):
+        return pd.read_parquet(uri) if kind == "parquet" else pd.read_csv(uri)
+
+
+def iter_table(uri: str, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+    """Read a CSV/Parquet file or URL in chunks of at most `chunk_rows` rows (memory stays flat)."""
+    import fsspec
+    import pandas as pd
+
+    kind = _format(uri)
+    with _read_errors(uri):
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            with fsspec.open(uri, "rb") as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=chunk_rows):
+                    yield batch.to_pandas()
+        else:
+            with pd.read_csv(uri, chunksize=chunk_rows) as reader:
+                yield from reader
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -84,3 +84,106 @@ def redeploy(server_url: str | None, token: str | None, timeout_seconds: float =
 
 redeploy_task = task(redeploy, name="redeploy-model-server", cache_policy=NO_CACHE)
 append_audit_task = task(tracking.append_audit, name="append-audit-record", cache_policy=NO_CACHE)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch scoring: chunked, validated against the contract, written incrementally as Parquet.
+# --------------------------------------------------------------------------------------------
+class ScoreSummary(BaseModel):
+    """What a batch scoring run produced."""
+
+    source: str
+    output: str
+    rows: int
+    chunks: int
+    classes: list[str]
+    class_counts: dict[str, int]
+    histogram_edges: list[float]
+    histogram_counts: list[int]
+    warnings: list[str]
+    peak_rss_mb: float
+
+    def markdown(self) -> str:
+        """Summary artifact: rows, class mix, score histogram."""
+        total = max(self.rows, 1)
+        lines = [f"# Batch scoring: {self.rows} rows", f"`{self.source}` → `{self.output}` ({self.chunks} chunks)", "",
+                 "| class | rows | share |", "|---|---|---|",
+                 *[f"| {k} | {v} | {v / total:.1%} |" for k, v in self.class_counts.items()], "",
+                 f"## Score histogram (P({self.classes[-1]}))", "| bin | rows | |", "|---|---|---|"]
+        peak = max(self.histogram_counts) or 1
+        for lo, hi, n in zip(self.histogram_edges, self.histogram_edges[1:], self.histogram_counts):
+            lines.append(f"| {lo:.1f}–{hi:.1f} | {n} | {'█' * round(20 * n / peak)} |")
+        if self.warnings:
+            lines += ["", "Validation warnings: " + "; ".join(self.warnings[:10])]
+        return "\n".join(lines)
+
+
+def default_output(source: str) -> str:
+    """`<input without suffix>.predictions.parquet`, next to the input."""
+    base = source.split("?", 1)[0]
+    for suffix in (".parquet", ".pq", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv"):
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return f"{base}.predictions.parquet"
+
+
+def score_file(model: Any, contract: Any, source: str, output: str, chunk_rows: int = 200_000,
+               keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
+    """Score a file chunk by chunk: validate each chunk, predict, append to a Parquet file; nothing partial is left."""
+    import resource
+
+    import fsspec
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nightshift.errors import DataValidationError
+    from tasks.data import iter_table
+    from tasks.validate import validate_batch
+
+    classes = [str(c) for c in np.asarray(model.classes_)]
+    edges = np.linspace(0.0, 1.0, 11)
+    hist = np.zeros(10, dtype=np.int64)
+    counts = dict.fromkeys(classes, 0)
+    warnings: set[str] = set()
+    rows = chunks = 0
+    writer = None
+    tmp = f"{output}.partial"
+    fs, path = fsspec.core.url_to_fs(tmp)
+    try:
+        for chunk in iter_table(source, chunk_rows):
+            report, clean = validate_batch(chunk, contract, f"{source} (rows {rows}..{rows + len(chunk) - 1})")
+            if not report.ok:
+                raise DataValidationError(report.summary())
+            warnings.update(f"{f.column}: {f.check}" for f in report.warnings)
+            proba = model.predict_proba(clean[contract.features])
+            labels = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+            out = {c: clean[c].to_numpy() for c in keep_columns if c in clean.columns}
+            out["prediction"] = labels.astype(str)
+            out.update({f"proba_{c}": proba[:, i] for i, c in enumerate(classes)})
+            table = pa.table(out)
+            if writer is None:
+                writer = pq.ParquetWriter(fs.open(path, "wb"), table.schema)
+            writer.write_table(table)
+            hist += np.histogram(proba[:, -1], bins=edges)[0]
+            for label, n in zip(*np.unique(labels.astype(str), return_counts=True)):
+                counts[label] += int(n)
+            rows += len(chunk)
+            chunks += 1
+        if writer is None:
+            raise DataValidationError(f"batch {source} has no rows")
+        writer.close()
+        writer = None
+        fs.mv(path, fsspec.core.url_to_fs(output)[1])
+    finally:
+        if writer is not None:
+            writer.close()
+        if fs.exists(path):
+            fs.rm(path)
+    return ScoreSummary(source=source, output=output, rows=rows, chunks=chunks, classes=classes, class_counts=counts,
+                        histogram_edges=edges.tolist(), histogram_counts=hist.tolist(), warnings=sorted(warnings),
+                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+score_file_task = task(score_file, name="score-file", cache_policy=NO_CACHE)

@@ -1,0 +1,64 @@
+"""Batch scoring flow: the champion scores a file/URL chunk by chunk, predictions land next to it as Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.monitor import MODEL_NAME_PATTERN
+from nightshift.errors import TrackingError
+from nightshift.settings import get_settings
+from tasks import tracking
+from tasks.deploy import ScoreSummary, default_output, score_file_task
+from tasks.tracking import TrackingConfig, load_json_artifact_task, load_sklearn_task
+from tasks.validate import Contract
+
+
+class BatchPredictParams(BaseModel):
+    """Parameters of a batch scoring run (a Prefect UI form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(..., min_length=1, title="Input", description="Path or fsspec URL of a .csv/.parquet file.")
+    output: str | None = Field(None, title="Output", description="Parquet path/URL; default <input>.predictions.parquet.")
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name")
+    chunk_rows: int = Field(200_000, ge=1_000, le=5_000_000, title="Chunk rows", description="Rows scored at a time.")
+    keep_columns: list[str] = Field(default_factory=list, title="Columns to keep",
+                                    description="Input columns copied into the output (ids, dates).")
+
+
+@flow(name="batch-predict", log_prints=True)
+def batch_predict(params: BatchPredictParams) -> ScoreSummary:
+    """Validate a file against the champion's contract and write its predictions, in chunks."""
+    settings = get_settings()
+    cfg = TrackingConfig.from_settings(settings)
+    name = params.model_name or settings.model_name
+    version = tracking.get_alias(cfg, name, tracking.CHAMPION)
+    if version is None:
+        raise TrackingError(f"Model '{name}' has no champion yet: run the nightly flow (or promote a version) first.")
+    run_id = tracking.version_run_id(cfg, name, version)
+    contract = Contract.model_validate(load_json_artifact_task(cfg, run_id, tracking.CONTRACT_ARTIFACT))
+    model = load_sklearn_task(cfg, name, version=version)
+    output = params.output or default_output(params.source)
+    summary = score_file_task(model, contract, params.source, output, params.chunk_rows, tuple(params.keep_columns))
+    create_markdown_artifact(key=f"batch-predict-{name.lower()}"[:60], markdown=summary.markdown(),
+                             description=f"{summary.rows} rows scored by {name} v{version}")
+    print(f"{name} v{version} scored {summary.rows} rows in {summary.chunks} chunks → {summary.output}")
+    return summary
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m flows.batch_predict", description=batch_predict.description)
+    parser.add_argument("source")
+    parser.add_argument("--output")
+    parser.add_argument("--model-name")
+    parser.add_argument("--chunk-rows", type=int, default=200_000)
+    parser.add_argument("--keep", nargs="*", default=[], help="input columns to copy into the output")
+    a = parser.parse_args(sys.argv[1:])
+    result = batch_predict(BatchPredictParams(source=a.source, output=a.output, model_name=a.model_name,
+                                              chunk_rows=a.chunk_rows, keep_columns=a.keep))
+    print(result.model_dump_json(indent=2))
