@@ -30,6 +30,20 @@ from tasks.tracking import TrackingConfig
 from tasks.validate import Contract
 
 
+MAX_ABS_VALUE = 1e30
+_INVOCATIONS_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"oneOf": [
+        {"type": "object", "required": ["dataframe_split"], "properties": {"dataframe_split": {
+            "type": "object", "required": ["columns", "data"],
+            "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                           "data": {"type": "array", "items": {"type": "array"}}}}}},
+        {"type": "object", "required": ["dataframe_records"], "properties": {"dataframe_records": {
+            "type": "array", "items": {"type": "object"}}}},
+    ]}}},
+}
+
+
 class ScoringError(NightshiftError):
     """A request the server cannot score; carries the HTTP status and a message naming the problem."""
 
@@ -153,7 +167,12 @@ def prepare(frame: pd.DataFrame, contract: Contract, max_rows: int) -> pd.DataFr
                 if len(bad):
                     raise ScoringError(422, f"column '{col.name}' must be numeric; got {str(bad.iloc[0])[:40]!r}")
                 s = num
-            out[col.name] = s.astype("float64")
+            s = s.astype("float64")
+            # Beyond this the model's float32 trees overflow: no real feature is that large.
+            bad = s[s.notna() & ~s.abs().le(MAX_ABS_VALUE)]
+            if len(bad):
+                raise ScoringError(422, f"column '{col.name}' has a value out of range: {bad.iloc[0]!r}")
+            out[col.name] = s
         else:
             if s.map(lambda v: isinstance(v, (dict, list))).any():
                 raise ScoringError(422, f"column '{col.name}' must be a category string; got an object/list")
@@ -202,7 +221,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
 
     def score(served: Served, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]]]:
-        proba = served.model.predict_proba(prepare(frame, served.contract, settings.server_max_rows))
+        rows = prepare(frame, served.contract, settings.server_max_rows)
+        try:
+            proba = served.model.predict_proba(rows)
+        except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
+            raise ScoringError(422, f"could not score these rows: {str(exc).splitlines()[0][:200]}") from None
         labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
         return [v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist()
 
@@ -219,7 +242,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def version() -> dict[str, Any]:
         return served_or_503().info()
 
-    @app.post("/invocations", summary="MLflow scoring-server compatible predictions")
+    @app.post("/invocations", summary="MLflow scoring-server compatible predictions",
+              openapi_extra={"requestBody": _INVOCATIONS_BODY})
     async def invocations(request: Request) -> dict[str, Any]:
         served = served_or_503()
         labels, proba = score(served, frame_from_scoring_json(await read_json(request)))

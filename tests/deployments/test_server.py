@@ -1,0 +1,164 @@
+"""The model server as a real subprocess: scoring parity with MLflow, bad payloads, auth, hot swap under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+
+from tasks import tracking as tr
+from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
+from tests.deployments.conftest import TOKEN
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
+FEATURES = [*DEMO_NUMERIC, *DEMO_CATEGORICAL]
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _rows(n: int, seed: int = 5) -> list[dict]:
+    return json.loads(generate_demo(n, seed=seed, day=2)[FEATURES].to_json(orient="records"))
+
+
+def test_predictions_match_mlflow_pyfunc(server, tracking) -> None:
+    frame = generate_demo(200, seed=5, day=2)[FEATURES]
+    split = json.loads(frame.to_json(orient="split", index=False))
+    response = httpx.post(f"{server.url}/invocations", json={"dataframe_split": split}, timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    version = tr.get_alias(tracking, server.model_name, tr.CHAMPION)
+    expected = tr.load_pyfunc(tracking, server.model_name, version=version).predict(frame)
+    assert body["predictions"] == np.asarray(expected).tolist()
+    assert body["model_version"] == version and np.allclose(np.sum(body["probabilities"], axis=1), 1)
+    records = httpx.post(f"{server.url}/invocations", json={"dataframe_records": _rows(5)}).json()
+    assert records["predictions"] == body["predictions"][:5]
+
+
+def test_typed_predict_and_its_schema(server) -> None:
+    response = httpx.post(f"{server.url}/predict", json={"rows": _rows(3)})
+    assert response.status_code == 200
+    first = response.json()["predictions"][0]
+    assert set(first) == {"label", "probabilities"} and set(first["probabilities"]) == {"0", "1"}
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    row = schema["components"]["schemas"]["PredictRow"]
+    assert set(row["required"]) == set(FEATURES) and "training range" in row["properties"]["age"]["description"]
+    assert schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictRequest"}
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    info = httpx.get(f"{server.url}/version").json()
+    assert info["alias"] == "champion" and len(info["contract_fingerprint"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "fragment"),
+    [
+        ("/invocations", {"dataframe_records": [{"age": 40}]}, 400, "missing column(s): 'tenure_months'"),
+        ("/invocations", {"dataframe_records": [{**_rows(1)[0], "age": "forty"}]}, 422, "column 'age' must be numeric"),
+        ("/invocations", {"dataframe_records": []}, 400, "no rows"),
+        ("/invocations", {"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}, 400, "row 0 does not have 1"),
+        ("/invocations", {"instances": [1]}, 400, "expected 'dataframe_split' or 'dataframe_records'"),
+        ("/invocations", {"dataframe_records": _rows(1) * 501}, 413, "at most 500"),
+        ("/invocations", b"{not json", 400, "not valid JSON"),
+        ("/predict", {"rows": [{**_rows(1)[0], "credit_score": "high"}]}, 422, "rows.0.credit_score"),
+        ("/predict", {"rows": [{k: v for k, v in _rows(1)[0].items() if k != "plan"}]}, 422, "rows.0.plan"),
+        ("/predict", {"rows": []}, 422, "rows"),
+    ],
+    ids=["missing-column", "wrong-type", "empty", "ragged-split", "unknown-format", "too-large", "not-json",
+         "typed-wrong-type", "typed-missing", "typed-empty"],
+)
+def test_bad_payloads_get_a_4xx_naming_the_problem(server, path, content, status, fragment) -> None:
+    kwargs = {"content": content} if isinstance(content, bytes) else {"json": content}
+    response = httpx.post(f"{server.url}{path}", **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["message"]
+
+
+def test_reload_needs_the_token(server) -> None:
+    assert httpx.post(f"{server.url}/reload").status_code == 401
+    assert httpx.post(f"{server.url}/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
+
+
+def _register_variant(tracking, name: str, broken: bool) -> str:
+    """A new version of `name` with contract and reference; `broken` = its probabilities are NaN."""
+    from tasks.data import infer_features
+    from tasks.drift import build_reference
+    from tasks.train import fit_pipeline
+    from tasks.validate import infer_contract
+
+    frame = generate_demo(2_000, seed=11)
+    spec = infer_features(frame, "churned")
+    model = fit_pipeline(frame, spec, "logistic_regression" if broken else "random_forest",
+                         {} if broken else {"n_estimators": 20}, seed=1)
+    if broken:
+        model.named_steps["model"].coef_[:] = np.nan
+    run_id = tr.start_run(tracking, "server-variant")
+    logged = tr.log_training(tracking, run_id, params={}, metrics={}, datasets=[], model=model,
+                             input_example=frame[spec.features].head(3),
+                             artifacts={tr.CONTRACT_ARTIFACT: infer_contract(frame, spec).model_dump(mode="json")},
+                             frames={tr.REFERENCE_ARTIFACT: build_reference(model, frame, spec.features, spec.label,
+                                                                            500, 0)})
+    return tr.register_model_version(tracking, name, logged)
+
+
+def test_hot_swap_under_load_drops_nothing_and_a_broken_candidate_is_refused(server, tracking) -> None:
+    name = server.model_name
+    old = httpx.get(f"{server.url}/version").json()["model_version"]
+    new = _register_variant(tracking, name, broken=False)
+    broken = _register_variant(tracking, name, broken=True)
+    body = {"dataframe_records": _rows(3)}
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(2_000):  # bounded; stops early when the swap is done
+                if stop.is_set():
+                    return
+                try:
+                    r = client.post(f"{server.url}/invocations", json=body)
+                    results.append((r.status_code, r.json().get("model_version", "")))
+                except httpx.HTTPError as exc:
+                    results.append((0, type(exc).__name__))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    tr.move_champion(tracking, name, new)
+    swap = httpx.post(f"{server.url}/reload", headers=AUTH, timeout=120)
+    time.sleep(1.0)
+    stop.set()
+    for w in workers:
+        w.join(timeout=60)
+    assert swap.status_code == 200 and swap.json() == {"status": "swapped", "from_version": old, "to_version": new}
+    failures = [r for r in results if r[0] != 200]
+    served = {v for _, v in results}
+    assert len(results) > 50 and failures == [], failures[:5]
+    assert served == {old, new}  # both models answered, none failed, during the swap
+
+    tr.move_champion(tracking, name, broken)
+    refused = httpx.post(f"{server.url}/reload", headers=AUTH, timeout=120)
+    assert refused.status_code == 422 and refused.json()["status"] == "kept"
+    assert "NaN" in refused.json()["reason"]
+    assert httpx.get(f"{server.url}/version").json()["model_version"] == new
+    assert httpx.post(f"{server.url}/invocations", json=body).status_code == 200
+    tr.move_champion(tracking, name, new)  # leave a servable champion for later tests
+
+
+def test_schemathesis_finds_no_server_errors(server, tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("schemathesis")
+    proc = subprocess.run(
+        [str(exe), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "40", "--exclude-path", "/reload", "--seed", "1", "--no-color"],
+        capture_output=True, text=True, timeout=600)
+    (tmp_path / "schemathesis.txt").write_text(proc.stdout + proc.stderr)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
