@@ -1,0 +1,60 @@
+"""Batch scoring: chunked, validated, identical to the registry model, nothing partial left behind."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.batch_predict import BatchPredictParams, batch_predict
+from flows.train import EstimatorParams, TrainParams, train
+from tasks import tracking as tr
+from tasks.data import DatasetParams, generate_demo
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def champion(prefect_harness, tracking) -> str:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    result = train(TrainParams(dataset=DatasetParams(source="demo", rows=2_000), model_name=name, cv_folds=2,
+                               estimator=EstimatorParams(param_grid={"n_estimators": [20]})))
+    tr.move_champion(tracking, name, result.model_version)
+    return name
+
+
+def test_scores_in_chunks_like_the_registry_model(champion, tracking, tmp_path: Path) -> None:
+    frame = generate_demo(5_500, seed=8, day=3)
+    source = tmp_path / "day3.csv"
+    frame.to_csv(source, index=False)
+    summary = batch_predict(BatchPredictParams(source=str(source), model_name=champion, chunk_rows=1_000,
+                                               keep_columns=["event_date"]))
+    assert (summary.rows, summary.chunks) == (5_500, 6)
+    assert summary.output == str(tmp_path / "day3.predictions.parquet")
+    out = pd.read_parquet(summary.output)
+    model = tr.load_sklearn(tracking, champion, alias="champion")
+    expected = model.predict_proba(frame[list(model.feature_names_in_)])
+    np.testing.assert_allclose(out[["proba_0", "proba_1"]].to_numpy(), expected)
+    assert list(out.columns) == ["event_date", "prediction", "proba_0", "proba_1"]
+    assert sum(summary.class_counts.values()) == 5_500 == sum(summary.histogram_counts)
+
+
+def test_a_bad_chunk_fails_the_run_and_leaves_no_output(champion, tmp_path: Path) -> None:
+    frame = generate_demo(3_000, seed=9)
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[2_500, "age"] = "unknown"  # in the third chunk
+    source = tmp_path / "bad.csv"
+    frame.to_csv(source, index=False)
+    state = batch_predict(BatchPredictParams(source=str(source), model_name=champion, chunk_rows=1_000),
+                          return_state=True)
+    assert state.is_failed() and "column 'age' should be numeric" in state.message and "rows 2000..2999" in state.message
+    assert not list(tmp_path.glob("*.predictions.parquet*"))
+
+
+def test_no_champion(tmp_path: Path) -> None:
+    state = batch_predict(BatchPredictParams(source=str(tmp_path / "x.parquet"), model_name="nobody"),
+                          return_state=True)
+    assert state.is_failed() and "has no champion yet" in state.message
