@@ -9,8 +9,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.monitor import MODEL_NAME_PATTERN
 from nightshift.errors import TrackingError
+from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.deploy import ScoreSummary, default_output, score_file_task
@@ -45,7 +45,7 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     model = load_sklearn_task(cfg, name, version=version)
     output = params.output or default_output(params.source)
     summary = score_file_task(model, contract, params.source, output, params.chunk_rows, tuple(params.keep_columns))
-    create_markdown_artifact(key=f"batch-predict-{name.lower()}"[:60], markdown=summary.markdown(),
+    create_markdown_artifact(key=artifact_key("batch-predict", name), markdown=summary.markdown(),
                              description=f"{summary.rows} rows scored by {name} v{version}")
     print(f"{name} v{version} scored {summary.rows} rows in {summary.chunks} chunks → {summary.output}")
     return summary

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightshift.errors import DataValidationError
+from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
 from tasks.data import DatasetParams, load_dataset_task
 from tasks.drift import PREDICTION_COLUMN, DriftResult, compute_drift_task, sample_rows
@@ -25,7 +25,6 @@ from tasks.validate import Contract, ValidationReport, validate_batch_task
 
 DRIFT_EVENT = "nightshift.drift.detected"
 DEGRADED_EVENT = "nightshift.performance.degraded"
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
 
 class MonitorParams(BaseModel):
@@ -68,9 +67,6 @@ class MonitorResult(BaseModel):
     mlflow_run_id: str
     events: list[str]
 
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:50] or "model"
 
 
 def _alert_reasons(drift: DriftResult, performance: PerformanceCheck | None) -> list[str]:
@@ -135,13 +131,13 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     batch = load_dataset_task(batch_params, seed=params.seed)
     report, clean = validate_batch_task(batch.frame, contract, batch.source)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    report_dir = settings.reports_dir / _slug(name) / f"{stamp}-{_slug(str(flow_run.get_name() or 'local'))}"
+    report_dir = settings.reports_dir / slug(name) / f"{stamp}-{slug(str(flow_run.get_name() or 'local'))}"
     run_id = start_run_task(tracking, run_name=f"monitor-{name}-v{version.version}", tags={
         "nightshift.kind": "monitor", "nightshift.model_name": name, "nightshift.model_version": version.version,
         "nightshift.batch": batch.source, "nightshift.batch_fingerprint": batch.fingerprint,
         "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or ""),
     })
-    create_markdown_artifact(key=f"validation-{_slug(name)}", markdown=report.markdown(),
+    create_markdown_artifact(key=artifact_key("validation", name), markdown=report.markdown(),
                              description=report.summary()[:500])
     log_outputs_task(tracking, run_id, texts={"validation/validation.md": report.markdown()},
                      metrics={"validation_errors": len(report.errors), "validation_warnings": len(report.warnings)})
@@ -188,10 +184,10 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     finish_run_task(tracking, run_id, "FINISHED")
 
     # 5. Tell people (artifacts) and automations (events).
-    create_markdown_artifact(key=f"drift-{_slug(name)}", markdown=drift.markdown(),
+    create_markdown_artifact(key=artifact_key("drift", name), markdown=drift.markdown(),
                              description=f"Drift of {batch.name} vs {name} v{version.version}")
     if drift.html_path:
-        create_link_artifact(key=f"drift-report-{_slug(name)}", link=Path(drift.html_path).resolve().as_uri(),
+        create_link_artifact(key=artifact_key("drift-report", name), link=Path(drift.html_path).resolve().as_uri(),
                              link_text="Evidently drift report (HTML)")
     events = _emit_events(name, version.version, drift, performance, reasons) if reasons else []
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "

@@ -16,8 +16,9 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.monitor import MODEL_NAME_PATTERN, MonitorParams, MonitorResult, monitor
+from flows.monitor import MonitorParams, MonitorResult, monitor
 from flows.train import EstimatorParams, TrainParams, train
+from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
@@ -173,7 +174,7 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     if not reasons:
         result = NightlyResult(**base, challenger_version=None, decision=None, action="no-retrain",
                                champion_after=champion_before, deploy=None, window_fingerprint=None)
-        create_markdown_artifact(key=f"nightly-{name.lower()}"[:60], markdown=_summary(result))
+        create_markdown_artifact(key=artifact_key("nightly", name), markdown=_summary(result))
         print(f"{name}: nothing drifted or degraded; champion v{champion_before} stays.")
         return result
     if label not in batch.frame.columns or batch.frame[label].notna().sum() < 50:
@@ -212,7 +213,7 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
                                       "ci_high": decision.ci_high}.items() if v is not None},
                              texts={"gate/decision.md": decision.markdown()},
                              tags={"nightshift.gate.promote": decision.promote, "nightshift.gate.reason": decision.reason})
-    create_markdown_artifact(key=f"gate-{name.lower()}"[:60], markdown=decision.markdown(), description=decision.reason)
+    create_markdown_artifact(key=artifact_key("gate", name), markdown=decision.markdown(), description=decision.reason)
     logger.info("Gate: %s", decision.reason)
 
     # 5. Promote (locked, undoable) or keep.
@@ -243,7 +244,7 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     result = NightlyResult(**base, challenger_version=challenger, decision=decision, action=action,
                            champion_after=tracking.get_alias(cfg, name, tracking.CHAMPION), deploy=deploy,
                            window_fingerprint=window_fp)
-    create_markdown_artifact(key=f"nightly-{name.lower()}"[:60], markdown=_summary(result))
+    create_markdown_artifact(key=artifact_key("nightly", name), markdown=_summary(result))
     print(f"{name}: {action}; champion {champion_before or '-'} -> {result.champion_after or '-'} ({decision.reason})")
     return result
 

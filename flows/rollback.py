@@ -12,8 +12,8 @@ from prefect.runtime import flow_run
 from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.monitor import MODEL_NAME_PATTERN
 from nightshift.errors import TrackingError
+from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.deploy import DeployOutcome, append_audit_task, move_champion_task, promotion_lock, redeploy_task
@@ -61,7 +61,7 @@ def rollback(params: RollbackParams) -> RollbackResult:
         deploy = redeploy_task(settings.server_url,
                                settings.server_token.get_secret_value() if settings.server_token else None)
         append_audit_task(cfg, record)
-    create_markdown_artifact(key=f"rollback-{name.lower()}"[:60],
+    create_markdown_artifact(key=artifact_key("rollback", name),
                              markdown=f"# Rollback of {name}\nchampion v{state.champion} → v{target}: {params.reason}")
     print(f"{name}: champion v{state.champion} -> v{target} ({params.reason})")
     return RollbackResult(model_name=name, from_version=state.champion, to_version=target, deploy=deploy)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from typing import Any
 
@@ -13,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
 from tasks.drift import build_reference_task
@@ -24,7 +24,6 @@ from tasks.train import (Estimator, ParamValue, candidate_grid, check_param_grid
                          evaluate_task, fit_task, select_best, split_task)
 from tasks.validate import check_training_data_task, infer_contract_task
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 
 
 class EstimatorParams(BaseModel):
@@ -87,9 +86,6 @@ class TrainResult(BaseModel):
     test_metrics: dict[str, float]
     candidates: int
 
-
-def _artifact_key(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:60] or "model"
 
 
 def _summary_markdown(result: TrainResult, scores: list[Any], metric: str, tracking_uri: str) -> str:
@@ -179,7 +175,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
         estimator=params.estimator.kind, best_params=best.params, cv_metrics=best.mean, test_metrics=test_metrics,
         candidates=len(candidates),
     )
-    create_markdown_artifact(key=f"train-{_artifact_key(name)}",
+    create_markdown_artifact(key=artifact_key("train", name),
                              markdown=_summary_markdown(result, scores, params.selection_metric, tracking.tracking_uri),
                              description=f"Training summary for {name} v{version}")
     print(f"Registered {name} v{version}: test accuracy {test_metrics['accuracy']:.2f}, "

@@ -52,7 +52,7 @@ def tracking():
 @pytest.fixture
 def model_name() -> str:
     """A registered-model name no other test uses."""
-    return f"m-{uuid.uuid4().hex[:10]}"
+    return f"m_{uuid.uuid4().hex[:10]}.v1"  # odd characters on purpose: keys and paths must cope
 
 
 @pytest.fixture(scope="session")
