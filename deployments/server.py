@@ -64,6 +64,7 @@ class Served:
     contract: Contract
     loaded_at: str
     request_model: type[BaseModel] = field(repr=False)
+    predict_proba: Predictor = field(repr=False)
 
     @property
     def classes(self) -> list[Any]:
@@ -100,7 +101,8 @@ def load_champion(cfg: TrackingConfig, name: str, alias: str = tracking.CHAMPION
     contract = Contract.model_validate(tracking.load_json_artifact(cfg, run_id, tracking.CONTRACT_ARTIFACT))
     model = tracking.load_sklearn(cfg, name, version=version)
     return Served(model=model, name=name, version=version, run_id=run_id, alias=alias, contract=contract,
-                  loaded_at=datetime.now(timezone.utc).isoformat(), request_model=_request_model(contract))
+                  loaded_at=datetime.now(timezone.utc).isoformat(), request_model=_request_model(contract),
+                  predict_proba=Predictor(model))
 
 
 def smoke_test(served: Served, cfg: TrackingConfig, latency_budget_ms: float) -> None:
@@ -185,16 +187,23 @@ def prepare(frame: pd.DataFrame, contract: Contract, max_rows: int) -> pd.DataFr
     return pd.DataFrame(values, columns=contract.features)
 
 
-def predict_proba(model: Any, rows: pd.DataFrame) -> np.ndarray:
-    """The pipeline's probabilities; forests skip joblib's per-call set-up (same sums, same order as sklearn)."""
-    estimator = model.steps[-1][1]
-    if type(estimator).__name__ == "RandomForestClassifier" and len(rows) <= 64:
-        features = np.asarray(model[:-1].transform(rows), dtype=np.float32)
-        total = estimator.estimators_[0].predict_proba(features, check_input=False)
-        for tree in estimator.estimators_[1:]:
+class Predictor:
+    """A fitted pipeline's predict_proba; forests skip joblib's per-call set-up (same sums, same order as sklearn)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        estimator = model.steps[-1][1]
+        self.trees = estimator.estimators_ if type(estimator).__name__ == "RandomForestClassifier" else None
+        self.preprocess = model[:-1]  # sliced once: slicing builds a new Pipeline object
+
+    def __call__(self, rows: pd.DataFrame) -> np.ndarray:
+        if self.trees is None or len(rows) > 64:
+            return self.model.predict_proba(rows)
+        features = np.asarray(self.preprocess.transform(rows), dtype=np.float32)
+        total = self.trees[0].predict_proba(features, check_input=False)
+        for tree in self.trees[1:]:
             total += tree.predict_proba(features, check_input=False)
-        return total / len(estimator.estimators_)
-    return model.predict_proba(rows)
+        return total / len(self.trees)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -240,7 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def score(served: Served, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]]]:
         rows = prepare(frame, served.contract, settings.server_max_rows)
         try:
-            proba = predict_proba(served.model, rows)
+            proba = served.predict_proba(rows)
         except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
             raise ScoringError(422, f"could not score these rows: {str(exc).splitlines()[0][:200]}") from None
         labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
