@@ -157,7 +157,7 @@ def test_schemathesis_finds_no_server_errors(server, tmp_path) -> None:
     proc = subprocess.run(
         [str(exe), "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
          "--max-examples", "40", "--exclude-path", "/reload", "--seed", "1", "--no-color"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     (tmp_path / "schemathesis.txt").write_text(proc.stdout + proc.stderr)
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
