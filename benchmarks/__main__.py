@@ -1,4 +1,4 @@
-"""`python -m benchmarks` (make bench): run the drift benchmark and print ratios and decision agreement."""
+"""`python -m benchmarks` (make bench): run the drift and serving benchmarks and print ratios and verdicts."""
 
 from __future__ import annotations
 
@@ -7,41 +7,79 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks import serving
 from benchmarks.drift import DEFAULT_ROWS, QUICK_ROWS, SCENARIOS, print_results, run_benchmark, write_results
+
+BENCHMARKS = ("drift", "serving")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options of the benchmark."""
+    """Command-line options of the benchmarks."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Nightly drift step (sampled Evidently) vs bare scipy and full-data Evidently; each measurement "
-                    "runs in a fresh subprocess.",
+        description="drift: nightly drift step (sampled Evidently) vs bare scipy and full-data Evidently. serving: "
+                    "our model server vs `mlflow models serve` on the same model (latency, requests/s). Each "
+                    "measurement runs in a fresh subprocess.",
     )
+    parser.add_argument("--only", choices=BENCHMARKS, help="run just this benchmark (default: both)")
     parser.add_argument("--rows", type=int, nargs="+", default=list(DEFAULT_ROWS), metavar="N",
-                        help="rows per side (default: %(default)s)")
+                        help="drift: rows per side (default: %(default)s)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
-                        help="drift scenarios to run (default: all)")
-    parser.add_argument("--quick", action="store_true", help=f"only {QUICK_ROWS[0]:,} rows (overrides --rows)")
+                        help="drift: scenarios to run (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"drift: only {QUICK_ROWS[0]:,} rows (overrides --rows); serving: only the "
+                             f"{serving.TARGET_MODEL} model (overrides --models)")
     parser.add_argument("--skip-full", action="store_true",
-                        help="skip full-data Evidently (~2 min per scenario at 1M rows); no decision agreement then")
+                        help="drift: skip full-data Evidently (~2 min per scenario at 1M rows); no decision "
+                             "agreement then")
     parser.add_argument("--repeat", type=int, default=1, metavar="K",
-                        help="run the scipy and nightshift measurements K times each, alternating, and keep the "
-                             "best time (default: %(default)s)")
+                        help="drift: run scipy and nightshift K times each, alternating, best time kept; serving: "
+                             "measure each server K times (fresh start, alternating order), medians reported "
+                             "(default: %(default)s)")
+    parser.add_argument("--models", nargs="+", choices=list(serving.MODELS), default=list(serving.MODELS),
+                        help="serving: models to train and serve (default: all)")
+    parser.add_argument("--requests", type=int, default=serving.SINGLE_REQUESTS, metavar="N",
+                        help="serving: sequential one-row requests on one connection (default: %(default)s)")
+    parser.add_argument("--connections", type=int, default=serving.CONCURRENCY, metavar="C",
+                        help="serving: concurrent connections of the throughput phase (default: %(default)s)")
+    parser.add_argument("--concurrent-requests", type=int, default=serving.CONCURRENT_REQUESTS, metavar="N",
+                        help="serving: request budget of the throughput phase (default: %(default)s)")
+    parser.add_argument("--concurrent-seconds", type=float, default=serving.CONCURRENT_SECONDS, metavar="S",
+                        help="serving: time limit of the throughput phase (default: %(default)s)")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="serving: keep the trained models here and reuse them on the next run (default: a "
+                             "temporary directory, deleted afterwards)")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of a saved result file and exit")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
+            or args.concurrent_seconds <= 0:
+        parser.error("--repeat, --requests, --connections, --concurrent-requests and --concurrent-seconds must be "
+                     "positive")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark, print the tables and verdicts, save the JSON results."""
+    """Run the benchmarks, print the tables and verdicts, save the JSON results."""
     args = parse_args(argv)
     if args.show is not None:
-        print_results(json.loads(args.show.read_text()))
+        saved = json.loads(args.show.read_text())
+        (serving.print_results if saved.get("benchmark") == "serving" else print_results)(saved)
         return 0
-    rows = list(QUICK_ROWS) if args.quick else args.rows
-    results = run_benchmark(rows, args.scenarios, skip_full=args.skip_full, repeat=args.repeat)
-    print_results(results)
-    path = write_results(results)
-    print(f"results: {path}", file=sys.stderr)
+    if args.only in (None, "drift"):
+        rows = list(QUICK_ROWS) if args.quick else args.rows
+        results = run_benchmark(rows, args.scenarios, skip_full=args.skip_full, repeat=args.repeat)
+        print_results(results)
+        print(f"results: {write_results(results)}", file=sys.stderr)
+    if args.only in (None, "serving"):
+        if args.only is None:
+            print()
+        models = [serving.TARGET_MODEL] if args.quick else args.models
+        results = serving.run_benchmark(
+            models, state_dir=args.state_dir, repeat=args.repeat, requests=args.requests,
+            connections=args.connections, concurrent_requests=args.concurrent_requests,
+            concurrent_seconds=args.concurrent_seconds)
+        serving.print_results(results)
+        print(f"results: {serving.write_results(results)}", file=sys.stderr)
     return 0
 
 

@@ -7,7 +7,6 @@ import gc
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
