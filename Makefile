@@ -16,7 +16,7 @@ help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make test       run the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
-	@echo "make bench      benchmarks (drift step vs scipy and full-data Evidently), ratios printed"
+	@echo "make bench      benchmarks: drift step vs scipy + full-data Evidently; model server vs mlflow models serve"
 	@echo "make serve      model server for the champion on http://127.0.0.1:8000 (NIGHTSHIFT_SERVER_PORT)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"

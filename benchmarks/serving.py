@@ -115,7 +115,7 @@ def prepare_models(state: Path, keys: list[str], log: Callable[[str], None]) -> 
 
 
 def setup_child(specs: list[str]) -> dict[str, Any]:
-    """Promote each NAME=VERSION to champion; its features, classes and request rows (from its reference sample)."""
+    """Promote each NAME=VERSION to champion; its features and request rows (from its reference sample)."""
     from nightshift.settings import get_settings
     from tasks import tracking
     from tasks.tracking import TrackingConfig, move_champion
@@ -131,9 +131,7 @@ def setup_child(specs: list[str]) -> dict[str, Any]:
         reference = tracking.load_frame_artifact(cfg, run_id, tracking.REFERENCE_ARTIFACT)
         frame = reference[contract.features].head(PAYLOAD_ROWS)
         rows = [[_json_value(v) for v in row] for row in frame.itertuples(index=False, name=None)]
-        model = tracking.load_sklearn(cfg, name, version=version)
         out[name] = {"features": list(contract.features), "rows": rows,
-                     "classes": [_json_value(c) for c in model.classes_],
                      "rows_with_missing": int(frame.isna().any(axis=1).sum())}
     return out
 
