@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from benchmarks import serving
-from benchmarks.drift import DEFAULT_ROWS, QUICK_ROWS, SCENARIOS, print_results, run_benchmark, write_results
+from benchmarks.drift import (
+    DEFAULT_ROWS,
+    QUICK_ROWS,
+    SCENARIOS,
+    print_results,
+    run_benchmark,
+    write_results,
+)
 
 BENCHMARKS = ("drift", "serving")
 

@@ -16,13 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from benchmarks import save_results
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from tasks.data import DemoDrift
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_ROWS = (100_000, 1_000_000)
 QUICK_ROWS = (100_000,)
 SCENARIOS = ("no_drift", "covariate", "category_mix")
@@ -380,11 +381,8 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def write_results(results: dict[str, Any]) -> Path:
-    """Save the full results (every column score of every measurement) as JSON under benchmarks/results/."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"drift-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    return path
+    """Save the full results as JSON under benchmarks/results/."""
+    return save_results("drift", results)
 
 
 def child_main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks import save_results
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HOST = "127.0.0.1"  # every server binds loopback and every request goes there
 SERVERS = ("nightshift", "mlflow")
 MODELS: dict[str, dict[str, Any]] = {  # key -> registered name, train-flow flags, what the table title says
@@ -648,11 +649,8 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def write_results(results: dict[str, Any]) -> Path:
-    """Save the results (every run, both servers) as JSON under benchmarks/results/."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"serving-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    return path
+    """Save the full results as JSON under benchmarks/results/."""
+    return save_results("serving", results)
 
 
 def child_main(argv: list[str] | None = None) -> int:
