@@ -56,6 +56,7 @@ class MonitorResult(BaseModel):
     model_name: str
     model_version: str
     model_alias: str | None
+    label: str
     batch_source: str
     batch_rows: int
     batch_fingerprint: str
@@ -193,7 +194,8 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
           f"{'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
     return MonitorResult(
-        model_name=name, model_version=version.version, model_alias=version.alias, batch_source=batch.source,
+        model_name=name, model_version=version.version, model_alias=version.alias, label=contract.label,
+        batch_source=batch.source,
         batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint, validation=report, drift=drift,
         performance=performance, alert=bool(reasons), reasons=reasons, mlflow_run_id=run_id, events=events,
     )

@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -26,6 +26,9 @@ from tasks.deploy import (DeployOutcome, DeployRefused, append_audit_task, move_
                           redeploy_task)
 from tasks.evaluate import GateConfig, GateDecision, gate
 from tasks.tracking import GATE_TAG, AuditRecord, TrackingConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WINDOW_TAG = "nightshift.window_fingerprint"
 
@@ -79,14 +82,13 @@ class NightlyResult(BaseModel):
 
 
 @task(name="build-training-window", cache_policy=NO_CACHE)
-def build_window(frames: list, newest: object, label: str, holdout_fraction: float, seed: int,
+def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, holdout_fraction: float, seed: int,
                  out_dir: Path) -> tuple[str, str, str]:
     """Write the challenger's training window and tonight's holdout as Parquet; returns their paths + window fingerprint."""
     import pandas as pd
 
-    newest_frame = newest  # type: ignore[assignment]
-    holdout = newest_frame.sample(frac=holdout_fraction, random_state=seed)
-    rest = newest_frame.drop(index=holdout.index)
+    holdout = newest.sample(frac=holdout_fraction, random_state=seed)
+    rest = newest.drop(index=holdout.index)
     window = pd.concat([*frames, rest], ignore_index=True)
     window = window.loc[window[label].notna()].reset_index(drop=True)
     fp = fingerprint(window)
@@ -153,13 +155,11 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     # 1. Tonight's batch: validated, drift and quality checked against the champion (errors stop here).
     tonight = params.batches[-1]
     checked: MonitorResult | None = None
-    label = tonight.label
     if champion_before is not None:
-        champion_run = tracking.version_run_id(cfg, name, champion_before)
-        label = label or tracking.load_json_artifact(cfg, champion_run, tracking.CONTRACT_ARTIFACT)["label"]
-        checked = monitor(MonitorParams(batch=tonight.model_copy(update={"label": label}), model_name=name,
-                                        seed=params.seed))
-    batch = load_dataset_task(tonight.model_copy(update={"label": label}), seed=params.seed)
+        checked = monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed))
+    # The monitor resolved the label from the champion's contract; a first night uses the dataset's default.
+    batch = load_dataset_task(tonight.model_copy(update={"label": tonight.label or (checked and checked.label)}),
+                              seed=params.seed)
     label = batch.label
 
     # 2. Retrain?
