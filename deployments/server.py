@@ -29,8 +29,12 @@ from tasks import tracking
 from tasks.tracking import TrackingConfig
 from tasks.validate import Contract
 
+from deployments.compiled import Batch, CompiledScorer, compile_pipeline
+
 
 MAX_ABS_VALUE = 1e30
+COMPILED_MAX_ROWS = 64  # above this the pipeline's vectorised path is as fast and needs no per-row walk
+SAMPLE_ROWS = 64  # reference rows kept for the compile check and the smoke test
 _INVOCATIONS_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"oneOf": [
@@ -54,7 +58,7 @@ class ScoringError(NightshiftError):
 
 @dataclass(frozen=True)
 class Served:
-    """One loaded champion: the fitted pipeline, where it came from, and its request schema."""
+    """One loaded champion: the fitted pipeline, where it came from, its request schema and its scorers."""
 
     model: Any
     name: str
@@ -64,18 +68,26 @@ class Served:
     contract: Contract
     loaded_at: str
     request_model: type[BaseModel] = field(repr=False)
-    predict_proba: Predictor = field(repr=False)
+    sample: Batch = field(repr=False)
+    compiled: CompiledScorer | None = field(default=None, repr=False)
+    compiled_note: str = ""
 
     @property
     def classes(self) -> list[Any]:
         """Class labels in probability-column order."""
         return np.asarray(self.model.classes_).tolist()
 
+    def predict_proba(self, batch: Batch) -> np.ndarray:
+        """Probabilities: the compiled scorer for small batches (verified equal at load), else the pipeline."""
+        if self.compiled is not None and len(batch) <= COMPILED_MAX_ROWS:
+            return self.compiled(batch)
+        return np.asarray(self.model.predict_proba(batch.frame(self.contract.features)))
+
     def info(self) -> dict[str, Any]:
         """What /version reports."""
         return {"model_name": self.name, "model_version": self.version, "run_id": self.run_id, "alias": self.alias,
                 "contract_fingerprint": self.contract.fingerprint(), "loaded_at": self.loaded_at,
-                "features": self.contract.features, "classes": self.classes}
+                "features": self.contract.features, "classes": self.classes, "scorer": self.compiled_note}
 
 
 def _request_model(contract: Contract) -> type[BaseModel]:
@@ -100,18 +112,25 @@ def load_champion(cfg: TrackingConfig, name: str, alias: str = tracking.CHAMPION
     run_id = tracking.version_run_id(cfg, name, version)
     contract = Contract.model_validate(tracking.load_json_artifact(cfg, run_id, tracking.CONTRACT_ARTIFACT))
     model = tracking.load_sklearn(cfg, name, version=version)
+    reference = tracking.load_frame_artifact(cfg, run_id, tracking.REFERENCE_ARTIFACT)
+    frame = reference[contract.features].head(SAMPLE_ROWS)
+    sample = prepare(_columns_of(frame), len(frame), contract, max(len(frame), 1))
+    categories = {c.name: list(c.categories or []) for c in contract.columns if c.kind != "numeric"}
+    try:
+        compiled, note = compile_pipeline(model, contract.features, contract.numeric, categories, sample)
+    except Exception as exc:  # an unexpected pipeline shape: serve it through sklearn
+        compiled, note = None, f"not compiled: {type(exc).__name__}: {str(exc)[:200]}"
     return Served(model=model, name=name, version=version, run_id=run_id, alias=alias, contract=contract,
                   loaded_at=datetime.now(timezone.utc).isoformat(), request_model=_request_model(contract),
-                  predict_proba=Predictor(model))
+                  sample=sample, compiled=compiled, compiled_note=note if compiled else f"sklearn pipeline ({note})")
 
 
-def smoke_test(served: Served, cfg: TrackingConfig, latency_budget_ms: float) -> None:
+def smoke_test(served: Served, latency_budget_ms: float) -> None:
     """Contract-valid sample rows must give finite probabilities of the right shape, fast enough; raises otherwise."""
-    reference = tracking.load_frame_artifact(cfg, served.run_id, tracking.REFERENCE_ARTIFACT)
-    rows = reference[served.contract.features].head(32)
-    if rows.empty:
+    rows = served.sample
+    if len(rows) == 0:
         raise ScoringError(422, "smoke test: the model's reference sample is empty")
-    proba = np.asarray(served.model.predict_proba(rows))
+    proba = served.predict_proba(rows)
     if proba.shape != (len(rows), len(served.classes)):
         raise ScoringError(422, f"smoke test: probabilities have shape {proba.shape}, expected "
                                 f"({len(rows)}, {len(served.classes)})")
@@ -120,15 +139,20 @@ def smoke_test(served: Served, cfg: TrackingConfig, latency_budget_ms: float) ->
     timings = []
     for i in range(5):
         start = time.perf_counter()
-        served.model.predict_proba(rows.iloc[[i % len(rows)]])
+        served.predict_proba(rows.row(i % len(rows)))
         timings.append((time.perf_counter() - start) * 1000)
     if sorted(timings)[2] > latency_budget_ms:
         raise ScoringError(422, f"smoke test: single-row latency {sorted(timings)[2]:.1f} ms exceeds the budget "
                                 f"{latency_budget_ms:g} ms")
 
 
-def frame_from_scoring_json(payload: Any) -> pd.DataFrame:
-    """A DataFrame from MLflow's scoring-server JSON (`dataframe_split` or `dataframe_records`)."""
+def _columns_of(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """A frame as request columns (missing values as null, the way JSON carries them)."""
+    return {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
+
+
+def columns_from_scoring_json(payload: Any) -> tuple[dict[str, list[Any]], int]:
+    """Columns and row count from MLflow's scoring-server JSON (`dataframe_split` or `dataframe_records`)."""
     if not isinstance(payload, dict):
         raise ScoringError(400, "expected a JSON object with 'dataframe_split' or 'dataframe_records'")
     if "dataframe_split" in payload:
@@ -139,71 +163,60 @@ def frame_from_scoring_json(payload: Any) -> pd.DataFrame:
         bad = next((i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != len(columns)), None)
         if bad is not None:
             raise ScoringError(400, f"'dataframe_split' row {bad} does not have {len(columns)} values (one per column)")
-        return pd.DataFrame(data, columns=[str(c) for c in columns])
+        return {str(c): [row[i] for row in data] for i, c in enumerate(columns)}, len(data)
     if "dataframe_records" in payload:
         records = payload["dataframe_records"]
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise ScoringError(400, "'dataframe_records' must be a list of objects (one per row)")
-        return pd.DataFrame.from_records(records)
+        names = dict.fromkeys(k for r in records for k in r)
+        return {str(c): [r.get(c) for r in records] for c in names}, len(records)
     raise ScoringError(400, "expected 'dataframe_split' or 'dataframe_records' (MLflow scoring format)")
 
 
-def _numeric_column(s: pd.Series, name: str) -> np.ndarray:
-    """One request column as float64, or a 422 naming the column and the first bad value."""
-    if s.dtype != object:
-        return s.to_numpy(dtype="float64")
-    if any(isinstance(v, (dict, list, bool)) for v in s):
-        raise ScoringError(422, f"column '{name}' must be numeric; got a non-number")
-    num = pd.to_numeric(s, errors="coerce")
-    bad = s[num.isna() & s.notna()]
-    if len(bad):
-        raise ScoringError(422, f"column '{name}' must be numeric; got {str(bad.iloc[0])[:40]!r}")
-    return num.to_numpy(dtype="float64")
+def _numeric_column(values: list[Any], name: str) -> np.ndarray:
+    """One request column as float64 (null = NaN), or a 422 naming the column and the first bad value."""
+    if all(v is None or type(v) is float or type(v) is int and abs(v) < 2**63 for v in values):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = np.nan
+            continue
+        if isinstance(v, (bool, dict, list)) or not isinstance(v, (int, float, str, np.number)):
+            raise ScoringError(422, f"column '{name}' must be numeric; got a non-number ({type(v).__name__})")
+        try:
+            out[i] = float(v.strip() if isinstance(v, str) else v)
+        except ValueError:
+            raise ScoringError(422, f"column '{name}' must be numeric; got {str(v)[:40]!r}") from None
+        except OverflowError:
+            raise ScoringError(422, f"column '{name}' has a value out of range: {str(v)[:40]}") from None
+    return out
 
 
-def prepare(frame: pd.DataFrame, contract: Contract, max_rows: int) -> pd.DataFrame:
-    """Check and coerce request rows to the contract's features; errors name the column and value."""
-    if frame.empty:
+def prepare(columns: dict[str, list[Any]], n_rows: int, contract: Contract, max_rows: int) -> Batch:
+    """Check and coerce request columns to the contract's features; errors name the column and value."""
+    if n_rows == 0:
         raise ScoringError(400, "the request has no rows")
-    if len(frame) > max_rows:
-        raise ScoringError(413, f"the request has {len(frame)} rows; at most {max_rows} per request")
-    missing = [c for c in contract.features if c not in frame.columns]
+    if n_rows > max_rows:
+        raise ScoringError(413, f"the request has {n_rows} rows; at most {max_rows} per request")
+    missing = [c for c in contract.features if c not in columns]
     if missing:
         raise ScoringError(400, f"missing column(s): {', '.join(repr(c) for c in missing[:10])}")
-    numeric, categorical = list(contract.numeric), list(contract.categorical)
-    values = {name: _numeric_column(frame[name], name) for name in numeric}
-    if numeric:
-        block = np.column_stack([values[n] for n in numeric])
-        # Beyond MAX_ABS_VALUE the model's float32 trees overflow: no real feature is that large.
-        bad = ~(np.isnan(block) | (np.abs(block) <= MAX_ABS_VALUE))
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise ScoringError(422, f"column '{numeric[col]}' has a value out of range: {block[row, col]!r}")
+    numeric, categorical = contract.numeric, contract.categorical
+    block = (np.column_stack([_numeric_column(columns[n], n) for n in numeric]) if numeric
+             else np.empty((n_rows, 0), dtype=np.float64))
+    # Beyond MAX_ABS_VALUE the model's float32 trees overflow: no real feature is that large.
+    bad = ~(np.isnan(block) | (np.abs(block) <= MAX_ABS_VALUE))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ScoringError(422, f"column '{numeric[col]}' has a value out of range: {block[row, col]!r}")
+    cats: dict[str, np.ndarray] = {}
     for name in categorical:
-        column = frame[name].to_numpy(dtype=object)
-        if any(isinstance(v, (dict, list)) for v in column):
+        values = columns[name]
+        if any(isinstance(v, (dict, list)) for v in values):
             raise ScoringError(422, f"column '{name}' must be a category string; got an object/list")
-        values[name] = np.array([v if v is None or isinstance(v, str) else str(v) for v in column], dtype=object)
-    return pd.DataFrame(values, columns=contract.features)
-
-
-class Predictor:
-    """A fitted pipeline's predict_proba; forests skip joblib's per-call set-up (same sums, same order as sklearn)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        estimator = model.steps[-1][1]
-        self.trees = estimator.estimators_ if type(estimator).__name__ == "RandomForestClassifier" else None
-        self.preprocess = model[:-1]  # sliced once: slicing builds a new Pipeline object
-
-    def __call__(self, rows: pd.DataFrame) -> np.ndarray:
-        if self.trees is None or len(rows) > 64:
-            return self.model.predict_proba(rows)
-        features = np.asarray(self.preprocess.transform(rows), dtype=np.float32)
-        total = self.trees[0].predict_proba(features, check_input=False)
-        for tree in self.trees[1:]:
-            total += tree.predict_proba(features, check_input=False)
-        return total / len(self.trees)
+        cats[name] = np.array([v if v is None or isinstance(v, str) else str(v) for v in values], dtype=object)
+    return Batch(block, tuple(numeric), cats)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -246,8 +259,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
 
-    def score(served: Served, frame: pd.DataFrame) -> tuple[list[Any], list[list[float]]]:
-        rows = prepare(frame, served.contract, settings.server_max_rows)
+    def score(served: Served, columns: dict[str, list[Any]], n_rows: int) -> tuple[list[Any], list[list[float]]]:
+        rows = prepare(columns, n_rows, served.contract, settings.server_max_rows)
         try:
             proba = served.predict_proba(rows)
         except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
@@ -272,7 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               openapi_extra={"requestBody": _INVOCATIONS_BODY})
     async def invocations(request: Request) -> dict[str, Any]:
         served = served_or_503()
-        labels, proba = score(served, frame_from_scoring_json(await read_json(request)))
+        labels, proba = score(served, *columns_from_scoring_json(await read_json(request)))
         return {"predictions": labels, "probabilities": proba, "classes": served.classes,
                 "model_version": served.version}
 
@@ -286,8 +299,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ScoringError(422, f"{where}: {first['msg']} ({len(exc.errors())} problem(s) in the request)") from None
-        frame = pd.DataFrame([r.model_dump() for r in body.rows])  # type: ignore[attr-defined]
-        labels, proba = score(served, frame)
+        rows = [r.model_dump() for r in body.rows]  # type: ignore[attr-defined]
+        labels, proba = score(served, {name: [r[name] for r in rows] for name in served.contract.features}, len(rows))
         return {"model_version": served.version, "predictions": [
             {"label": label, "probabilities": dict(zip(map(str, served.classes), p))} for label, p in zip(labels, proba)]}
 
@@ -305,7 +318,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             old = state["served"]
             try:
                 candidate = await asyncio.to_thread(load_champion, cfg, settings.model_name)
-                await asyncio.to_thread(smoke_test, candidate, cfg, settings.server_latency_budget_ms)
+                await asyncio.to_thread(smoke_test, candidate, settings.server_latency_budget_ms)
             except Exception as exc:  # the old model keeps serving whatever went wrong
                 return JSONResponse({"status": "kept", "model_version": old.version if old else None,
                                      "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
