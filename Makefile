@@ -10,7 +10,7 @@ STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker clean
+.PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
@@ -22,6 +22,7 @@ help:
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
 	@echo "make deploy     create the process work pool if missing and deploy prefect.yaml (needs make server)"
 	@echo "make worker     start a process worker for the pool"
+	@echo "make serve-flows  all deployments served from one process (no pool, no worker; needs make server)"
 	@echo "make lock       re-resolve requirements.lock from pyproject.toml"
 	@echo "make clean      delete .venv and the local state dir .nightshift/"
 
@@ -64,18 +65,22 @@ server: $(STAMP)
 	PREFECT_HOME=$(STATE)/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 		$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
-POOL ?= nightshift-process
+POOL ?= $(or $(NIGHTSHIFT_WORK_POOL),nightshift-process)
 PREFECT_API_URL ?= http://127.0.0.1:4200/api
-PREFECT := PREFECT_HOME=$(STATE)/prefect PREFECT_API_URL=$(PREFECT_API_URL) NIGHTSHIFT_PROJECT_DIR=$(CURDIR) $(VENV)/bin/prefect
+PREFECT_ENV := PREFECT_HOME=$(STATE)/prefect PREFECT_API_URL=$(PREFECT_API_URL) NIGHTSHIFT_WORK_POOL=$(POOL) \
+	NIGHTSHIFT_PROJECT_DIR=$(CURDIR)
 
 pool: $(STAMP)
-	@$(PREFECT) work-pool inspect $(POOL) >/dev/null 2>&1 || $(PREFECT) work-pool create $(POOL) --type process
+	$(PREFECT_ENV) $(PY) -m deployments.deploy --pool-only
 
-deploy: pool
-	$(PREFECT) --no-prompt deploy --all
+deploy: $(STAMP)
+	$(PREFECT_ENV) $(PY) -m deployments.deploy
 
 worker: $(STAMP)
-	$(PREFECT) worker start --pool $(POOL)
+	$(PREFECT_ENV) $(VENV)/bin/prefect worker start --pool $(POOL)
+
+serve-flows: $(STAMP)
+	$(PREFECT_ENV) $(PY) -m deployments.serve
 
 clean:
 	rm -rf $(VENV) $(STATE)

@@ -25,7 +25,8 @@ class BatchPredictParams(BaseModel):
 
     source: str = Field(..., min_length=1, title="Input", description="Path or fsspec URL of a .csv/.parquet file.")
     output: str | None = Field(None, title="Output", description="Parquet path/URL; default <input>.predictions.parquet.")
-    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name")
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name",
+                                   description="Model whose champion scores the file; default NIGHTSHIFT_MODEL_NAME.")
     chunk_rows: int = Field(200_000, ge=1_000, le=5_000_000, title="Chunk rows", description="Rows scored at a time.")
     keep_columns: list[str] = Field(default_factory=list, title="Columns to keep",
                                     description="Input columns copied into the output (ids, dates).")
@@ -33,7 +34,11 @@ class BatchPredictParams(BaseModel):
 
 @flow(name="batch-predict", log_prints=True)
 def batch_predict(params: BatchPredictParams) -> ScoreSummary:
-    """Validate a file against the champion's contract and write its predictions, in chunks."""
+    """Validate a file against the champion's contract and write its predictions, in chunks.
+
+    Args:
+        params: The file to score, where to write predictions and the chunk size.
+    """
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name

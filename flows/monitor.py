@@ -112,7 +112,11 @@ def _emit_events(name: str, version: str, drift: DriftResult, performance: Perfo
 
 @flow(name="monitor", log_prints=True)
 def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: B008 - Prefect renders the default
-    """Validate a new batch against the model's contract, measure drift and quality, alert when they cross limits."""
+    """Validate a new batch against the model's contract, measure drift and quality, alert when they cross limits.
+
+    Args:
+        params: The batch to check, the model and the alert thresholds.
+    """
     logger = get_run_logger()
     settings = get_settings()
     tracking = TrackingConfig.from_settings(settings)

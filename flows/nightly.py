@@ -55,10 +55,11 @@ class NightlyParams(BaseModel):
                                description="Why this run was started (e.g. 'drift' from an automation).")
     estimator: EstimatorParams = Field(
         default_factory=lambda: EstimatorParams(param_grid={"n_estimators": [100], "min_samples_leaf": [3]}),
-        title="Challenger estimator")
-    cv_folds: int = Field(3, ge=2, le=10, title="CV folds")
-    gate: GateConfig = Field(default_factory=GateConfig, title="Promotion gate")
-    seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed")
+        title="Challenger estimator", description="Model family and hyper-parameter grid of the challenger.")
+    cv_folds: int = Field(3, ge=2, le=10, title="CV folds", description="Stratified folds for the challenger's candidate search.")
+    gate: GateConfig = Field(default_factory=GateConfig, title="Promotion gate",
+                            description="How much better the challenger must be, and how sure, to replace the champion.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds the holdout split, the folds and the estimator.")
 
 
 class NightlyResult(BaseModel):
@@ -145,7 +146,11 @@ def _summary(result: NightlyResult) -> str:
 
 @flow(name="nightly", log_prints=True)
 def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: B008 - Prefect renders the default
-    """The nightly loop: check tonight's data, retrain when needed, promote only a measurably better challenger."""
+    """The nightly loop: check tonight's data, retrain when needed, promote only a measurably better challenger.
+
+    Args:
+        params: Tonight's batches, the training window, the challenger and the promotion gate.
+    """
     logger = get_run_logger()
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)

@@ -26,7 +26,8 @@ class RollbackParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(..., min_length=3, max_length=500, title="Reason", description="Why, for the audit trail.")
-    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name")
+    model_name: str | None = Field(None, pattern=MODEL_NAME_PATTERN, title="Registered model name",
+                                   description="Model to roll back; default NIGHTSHIFT_MODEL_NAME.")
     to_version: str | None = Field(None, pattern=r"^[0-9]+$", title="Target version",
                                    description="Version to make champion; default the 'previous' alias.")
 
@@ -42,7 +43,11 @@ class RollbackResult(BaseModel):
 
 @flow(name="rollback", log_prints=True)
 def rollback(params: RollbackParams) -> RollbackResult:
-    """Move champion back to previous (or to_version), redeploy, and append an audit record."""
+    """Move champion back to previous (or to_version), redeploy, and append an audit record.
+
+    Args:
+        params: Why, which model and (optionally) which version to go back to.
+    """
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name

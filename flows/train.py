@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
+from nightshift.runners import task_runner
 from nightshift.settings import get_settings
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
 from tasks.drift import build_reference_task
@@ -49,12 +50,14 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: DatasetParams = Field(default_factory=DatasetParams, title="Dataset")
+    dataset: DatasetParams = Field(default_factory=DatasetParams, title="Dataset",
+                                   description="Training table: bundled iris/demo data or a file/URL.")
     model_name: str | None = Field(
         None, pattern=MODEL_NAME_PATTERN, title="Registered model name",
         description="MLflow registered model to add a version to; default from NIGHTSHIFT_MODEL_NAME.",
     )
-    estimator: EstimatorParams = Field(default_factory=EstimatorParams, title="Estimator")
+    estimator: EstimatorParams = Field(default_factory=EstimatorParams, title="Estimator",
+                                       description="Model family and hyper-parameter grid.")
     test_size: float = Field(0.3, gt=0.0, lt=0.9, title="Test size", description="Share of rows held out for the final test.")
     cv_folds: int = Field(5, ge=2, le=20, title="CV folds", description="Stratified folds for the candidate search.")
     selection_metric: Metric = Field("roc_auc", title="Selection metric", description="CV metric that picks the candidate.")
@@ -107,9 +110,13 @@ def _summary_markdown(result: TrainResult, scores: list[Any], metric: str, track
     return "\n".join(lines)
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", log_prints=True, task_runner=task_runner())
 def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - Prefect renders the default
-    """Train a pipeline on a dataset, record it in MLflow and register a new model version."""
+    """Train a pipeline on a dataset, record it in MLflow and register a new model version.
+
+    Args:
+        params: The training run's dataset, estimator grid, split and model name.
+    """
     logger = get_run_logger()
     settings = get_settings()
     tracking = TrackingConfig.from_settings(settings)

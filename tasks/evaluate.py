@@ -102,7 +102,7 @@ class GateConfig(BaseModel):
     slice_tolerance: float = Field(0.02, ge=0.0, le=1.0, title="Slice tolerance",
                                    description="Largest allowed drop of the metric within any slice.")
     min_slice_rows: int = Field(200, ge=10, title="Minimum slice rows", description="Smaller slices are not judged.")
-    seed: int = Field(0, ge=0, title="Bootstrap seed")
+    seed: int = Field(0, ge=0, le=2**32 - 1, title="Bootstrap seed", description="Seeds the paired bootstrap resampling.")
 
 
 class SliceResult(BaseModel):

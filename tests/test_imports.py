@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("sklearn", "mlflow", "evidently", "pandas", "pandera")
+HEAVY = ("sklearn", "mlflow", "evidently", "pandas", "pandera", "dask", "distributed")
 
 
 def _modules_after(statement: str) -> set[str]:

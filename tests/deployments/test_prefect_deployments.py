@@ -1,0 +1,97 @@
+"""prefect.yaml for real: `prefect server start` (SQLite and PostgreSQL), make-deploy, a process worker, flow runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from deployments import postgres
+from tasks import tracking as tr
+from tests.deployments.conftest import free_port
+from tests.deployments.prefect_stack import PrefectStack, deploy_and_start_worker, start_stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+POOL = "it-process"
+# Tests must never meet a real 02:00 run: a cron that fires once a year, in a non-UTC zone to check both land.
+CRON, TIMEZONE = "0 0 1 1 *", "Europe/Berlin"
+SETTINGS_ENV = {"NIGHTSHIFT_NIGHTLY_CRON": CRON, "NIGHTSHIFT_SCHEDULE_TIMEZONE": TIMEZONE,
+                "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}
+
+
+def small_night(model_name: str, **extra: object) -> dict:
+    """Nightly parameters small enough for a test (one demo batch, a 20-tree forest)."""
+    return {"model_name": model_name, "batches": [{"source": "demo", "day": 1, "rows": 3000}],
+            "reference": {"source": "demo", "day": 0, "rows": 4000}, "window": 1, "cv_folds": 2,
+            "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [20], "max_depth": [6]}},
+            "gate": {"resamples": 200}, **extra}
+
+
+def _start(tmp: Path, database_url: str | None = None) -> PrefectStack:
+    stack = start_stack(tmp, database_url, **SETTINGS_ENV)
+    try:
+        deploy_and_start_worker(stack, POOL)
+    except Exception:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="module")
+def sqlite_stack(tmp_path_factory):
+    stack = _start(tmp_path_factory.mktemp("prefect-sqlite"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_stack(tmp_path_factory):
+    # PostgreSQL refuses root; as root its data dir must be reachable by the 'postgres' user, so not under pytest's
+    # 0700 tmp dirs.
+    data_dir = Path(tempfile.mkdtemp(prefix="nightshift-pg-"))
+    cluster = postgres.start(data_dir, free_port(), databases=("prefect",))
+    try:
+        stack = _start(tmp_path_factory.mktemp("prefect-postgres"), cluster.url("prefect", "postgresql+asyncpg"))
+    except Exception:
+        postgres.stop(cluster.data_dir)
+        raise
+    yield stack
+    stack.stop()
+    postgres.stop(cluster.data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_stack) -> None:
+    from flows.nightly import nightly
+    from prefect.utilities.callables import parameter_schema
+
+    names = ["nightly/nightly", "monitor/monitor", "train/train", "batch-predict/batch-predict", "rollback/rollback"]
+    deployments = {n: sqlite_stack.deployment(n) for n in names}
+    assert all(d["work_pool_name"] == POOL and d["enforce_parameter_schema"] for d in deployments.values())
+    night = deployments["nightly/nightly"]
+    [schedule] = night["schedules"]
+    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == (CRON, TIMEZONE, True)
+    assert night["global_concurrency_limit"]["limit"] == 1
+    assert night["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    # the UI form is the flow's own parameter schema
+    assert night["parameter_openapi_schema"] == json.loads(json.dumps(parameter_schema(nightly).model_dump_for_openapi()))
+
+
+@pytest.mark.parametrize("stack_name", ["sqlite_stack", "postgres_stack"])
+def test_nightly_deployment_run_completes_and_mlflow_has_the_champion(request, stack_name, tracking) -> None:
+    stack: PrefectStack = request.getfixturevalue(stack_name)
+    name = f"it-{stack_name.split('_')[0]}-{uuid.uuid4().hex[:6]}"
+    out = stack.cli("deployment", "run", "nightly/nightly", "--params", json.dumps({"params": small_night(name)}))
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+    run = stack.wait_for_run(run_id, timeout=420)
+    assert run["state_type"] == "COMPLETED", (run["state"], (stack.logs / "worker.log").read_text()[-4000:])
+    assert run["parameters"]["params"]["model_name"] == name
+    assert tr.get_alias(tracking, name, tr.CHAMPION) == "1"
+    mlflow_run = tr.get_run(tracking, tr.version_run_id(tracking, name, "1"))
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["nightshift.model_name"] == name
+    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]
