@@ -36,15 +36,16 @@ def deployment_specs(settings: Settings, project_dir: Path = PROJECT_ROOT) -> li
     return specs
 
 
-def runner_deployment(spec: dict[str, Any], project_dir: Path = PROJECT_ROOT) -> RunnerDeployment:
+def runner_deployment(spec: dict[str, Any]) -> RunnerDeployment:
     """One prefect.yaml deployment as a RunnerDeployment for `prefect.serve`."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.deployments.runner import EntrypointType
     from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
     from prefect.flows import load_flow_from_entrypoint
     from prefect.schedules import Cron
     from pydantic import TypeAdapter
 
-    flow = load_flow_from_entrypoint(str(project_dir / spec["entrypoint"]))
+    flow = load_flow_from_entrypoint(spec["entrypoint"])  # module paths: importable by Dask workers too
     schedules = [Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
                  for s in spec.get("schedules") or []]
     limit = spec.get("concurrency_limit")
@@ -56,13 +57,14 @@ def runner_deployment(spec: dict[str, Any], project_dir: Path = PROJECT_ROOT) ->
         parameters=spec.get("parameters") or {}, enforce_parameter_schema=spec.get("enforce_parameter_schema", True),
         schedules=schedules or None, triggers=triggers or None,
         concurrency_limit=ConcurrencyLimitConfig(**limit) if isinstance(limit, dict) else limit,
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
 
 
 def build(settings: Settings | None = None, project_dir: Path = PROJECT_ROOT) -> list[RunnerDeployment]:
     """Every deployment in prefect.yaml, ready to serve."""
     settings = settings or get_settings()
-    return [runner_deployment(spec, project_dir) for spec in deployment_specs(settings, project_dir)]
+    return [runner_deployment(spec) for spec in deployment_specs(settings, project_dir)]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -137,6 +138,9 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
     })
     try:
         candidates = candidate_grid(params.estimator.param_grid)
+        runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+        logger.info("Cross-validating %d candidate(s) x %d folds on %s", len(candidates), params.cv_folds,
+                    type(runner).__name__)
         scores = cross_validate_task.map(
             frame=unmapped(train_df), spec=unmapped(spec), kind=unmapped(params.estimator.kind),
             params=candidates, folds=unmapped(params.cv_folds), seed=unmapped(params.seed),
@@ -217,5 +221,8 @@ def _parse_args(argv: list[str]) -> TrainParams:
 
 
 if __name__ == "__main__":
-    params = _parse_args(sys.argv[1:])
-    print(train(params).model_dump_json(indent=2))
+    # Run the importable flows.train, not this __main__ copy: a Dask task runner ships tasks to other processes,
+    # which can import flows.train but not __main__.
+    from flows import train as module
+
+    print(module.train(module._parse_args(sys.argv[1:])).model_dump_json(indent=2))

@@ -95,3 +95,18 @@ def test_nightly_deployment_run_completes_and_mlflow_has_the_champion(request, s
     mlflow_run = tr.get_run(tracking, tr.version_run_id(tracking, name, "1"))
     assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["nightshift.model_name"] == name
     assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]
+
+
+def test_train_deployment_on_the_dask_task_runner(sqlite_stack, tracking) -> None:
+    """The scale path by setting: NIGHTSHIFT_TASK_RUNNER=dask as a job variable runs the CV search on Dask."""
+    name = f"it-dask-{uuid.uuid4().hex[:6]}"
+    params = {"params": {"dataset": {"source": "iris"}, "model_name": name, "cv_folds": 3,
+                         "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [10, 20]}}}}
+    out = sqlite_stack.cli("deployment", "run", "train/train", "--params", json.dumps(params),
+                           "--job-variable", 'env={"NIGHTSHIFT_TASK_RUNNER": "dask", "NIGHTSHIFT_TASK_WORKERS": "2"}')
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+    run = sqlite_stack.wait_for_run(run_id, timeout=300)
+    logs = sqlite_stack.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
+    assert run["state_type"] == "COMPLETED", (run["state"], [entry["message"] for entry in logs][-20:])
+    assert any("on DaskTaskRunner" in entry["message"] for entry in logs), [entry["message"] for entry in logs][:20]
+    assert tr.list_versions(tracking, name)
