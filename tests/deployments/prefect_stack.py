@@ -52,6 +52,7 @@ class PrefectStack:
     api_url: str
     env: dict[str, str]
     logs: Path
+    database_url: str | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -113,7 +114,7 @@ def start_stack(base: Path, database_url: str | None = None, **nightshift_env: s
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     stack = PrefectStack(home, api_url, clean_env(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, **nightshift_env),
-                         logs)
+                         logs, database_url)
     log = (logs / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
                              str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT, cwd=base,

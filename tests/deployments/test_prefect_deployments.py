@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -51,19 +52,22 @@ def sqlite_stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def postgres_stack(tmp_path_factory):
-    # PostgreSQL refuses root; as root its data dir must be reachable by the 'postgres' user, so not under pytest's
-    # 0700 tmp dirs.
-    data_dir = Path(tempfile.mkdtemp(prefix="nightshift-pg-"))
-    cluster = postgres.start(data_dir, free_port(), databases=("prefect",))
+    """Prefect server on PostgreSQL: the one .ci/run started (NIGHTSHIFT_TEST_POSTGRES_URL), else our own."""
+    url = os.environ.get("NIGHTSHIFT_TEST_POSTGRES_URL")
+    data_dir = None
+    if not url:
+        # PostgreSQL refuses root; as root its data dir must be reachable by the 'postgres' user, so not under
+        # pytest's 0700 tmp dirs.
+        data_dir = Path(tempfile.mkdtemp(prefix="nightshift-pg-"))
+        url = postgres.start(data_dir, free_port(), databases=("prefect",)).url("prefect", "postgresql+asyncpg")
     try:
-        stack = _start(tmp_path_factory.mktemp("prefect-postgres"), cluster.url("prefect", "postgresql+asyncpg"))
-    except Exception:
-        postgres.stop(cluster.data_dir)
-        raise
-    yield stack
-    stack.stop()
-    postgres.stop(cluster.data_dir)
-    shutil.rmtree(data_dir, ignore_errors=True)
+        stack = _start(tmp_path_factory.mktemp("prefect-postgres"), url)
+        yield stack
+        stack.stop()
+    finally:
+        if data_dir is not None:
+            postgres.stop(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_stack) -> None:
@@ -95,6 +99,23 @@ def test_nightly_deployment_run_completes_and_mlflow_has_the_champion(request, s
     mlflow_run = tr.get_run(tracking, tr.version_run_id(tracking, name, "1"))
     assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["nightshift.model_name"] == name
     assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]
+    if stack.database_url:  # the run is in PostgreSQL, not in some SQLite file
+        assert _pg_flow_run_state(stack.database_url, run_id) == "COMPLETED"
+
+
+def _pg_flow_run_state(url: str, run_id: str) -> str | None:
+    import asyncio
+
+    import asyncpg
+
+    async def query() -> str | None:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return await conn.fetchval("SELECT state_type FROM flow_run WHERE id = $1", uuid.UUID(run_id))
+        finally:
+            await conn.close()
+
+    return asyncio.run(query())
 
 
 def test_train_deployment_on_the_dask_task_runner(sqlite_stack, tracking) -> None:
