@@ -10,7 +10,7 @@ STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows clean
+.PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
@@ -23,6 +23,7 @@ help:
 	@echo "make deploy     create the process work pool if missing and deploy prefect.yaml (needs make server)"
 	@echo "make worker     start a process worker for the pool"
 	@echo "make serve-flows  all deployments served from one process (no pool, no worker; needs make server)"
+	@echo "make postgres   local PostgreSQL 15 for the Prefect server (scale path); make postgres-stop"
 	@echo "make lock       re-resolve requirements.lock from pyproject.toml"
 	@echo "make clean      delete .venv and the local state dir .nightshift/"
 
@@ -78,6 +79,12 @@ deploy: $(STAMP)
 
 worker: $(STAMP)
 	$(PREFECT_ENV) $(VENV)/bin/prefect worker start --pool $(POOL)
+
+postgres: $(STAMP)
+	$(PY) -m deployments.postgres start --data-dir $(STATE)/postgres --port $(or $(PGPORT),5432)
+
+postgres-stop: $(STAMP)
+	$(PY) -m deployments.postgres stop --data-dir $(STATE)/postgres
 
 serve-flows: $(STAMP)
 	$(PREFECT_ENV) $(PY) -m deployments.serve
