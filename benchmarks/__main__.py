@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import serving
+from benchmarks import batch, serving
 from benchmarks.drift import (
     DEFAULT_ROWS,
     QUICK_ROWS,
@@ -17,7 +17,7 @@ from benchmarks.drift import (
     write_results,
 )
 
-BENCHMARKS = ("drift", "serving")
+BENCHMARKS = ("drift", "serving", "batch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, metavar="DIR",
                         help="serving: keep the trained models here and reuse them on the next run (default: a "
                              "temporary directory, deleted afterwards)")
+    parser.add_argument("--batch-rows", type=int, nargs=2, default=list(batch.SIZES), metavar=("SMALL", "LARGE"),
+                        help="batch: rows of the baseline and the large file (default: %(default)s; --quick: "
+                             f"{batch.QUICK_SIZES})")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of a saved result file and exit")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.show is not None:
         saved = json.loads(args.show.read_text())
-        (serving.print_results if saved.get("benchmark") == "serving" else print_results)(saved)
+        show = {"serving": serving.print_results, "batch": batch.print_results}.get(saved.get("benchmark"), print_results)
+        show(saved)
         return 0
     if args.only in (None, "drift"):
         rows = list(QUICK_ROWS) if args.quick else args.rows
@@ -87,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             concurrent_seconds=args.concurrent_seconds)
         serving.print_results(results)
         print(f"results: {serving.write_results(results)}", file=sys.stderr)
+    if args.only in (None, "batch"):
+        import tempfile
+
+        from benchmarks import save_results
+
+        sizes = batch.QUICK_SIZES if args.quick else tuple(args.batch_rows)
+        with tempfile.TemporaryDirectory(prefix="nightshift-batch-") as tmp:
+            results = batch.run_benchmark(sizes, Path(tmp), log=lambda msg: print(msg, file=sys.stderr))
+        batch.print_results(results)
+        print(f"results: {save_results('batch', results)}", file=sys.stderr)
     return 0
 
 

@@ -33,6 +33,27 @@ if TYPE_CHECKING:
 WINDOW_TAG = "nightshift.window_fingerprint"
 
 
+class TriggerEvent(BaseModel):
+    """The event that started a run (the drift automation fills this in from the monitor flow's event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(..., min_length=1, max_length=200, title="Event", description="Event name, e.g. nightshift.drift.detected.")
+    event_id: str | None = Field(None, max_length=100, title="Event id", description="Prefect event id, to find it in the event feed.")
+    occurred: str | None = Field(None, max_length=100, title="Occurred", description="When the event happened (ISO 8601).")
+    model_version: str | None = Field(None, max_length=20, title="Model version", description="Champion version the drift was measured against.")
+    drift_share: float | None = Field(None, ge=0, le=1, title="Drift share", description="Share of feature columns that drifted.")
+    drifted_columns: list[str] = Field(default_factory=list, max_length=1000, title="Drifted columns",
+                                       description="Feature columns whose distribution drifted.")
+
+    def summary(self) -> str:
+        """One line for logs and the audit trail."""
+        details = [f"drift share {self.drift_share:.2f}" if self.drift_share is not None else "",
+                   f"columns {', '.join(self.drifted_columns[:10])}" if self.drifted_columns else "",
+                   f"v{self.model_version}" if self.model_version else "", f"event {self.event_id}" if self.event_id else ""]
+        return f"{self.event} ({'; '.join(d for d in details if d)})"
+
+
 class NightlyParams(BaseModel):
     """Parameters of one night (they become the Prefect UI form)."""
 
@@ -53,6 +74,8 @@ class NightlyParams(BaseModel):
     force_retrain: bool = Field(False, title="Force retrain", description="Retrain even without drift or degradation.")
     reason: str | None = Field(None, max_length=500, title="Trigger reason",
                                description="Why this run was started (e.g. 'drift' from an automation).")
+    trigger: TriggerEvent | None = Field(None, title="Trigger event",
+                                         description="Filled in by the drift automation: the event behind this run.")
     estimator: EstimatorParams = Field(
         default_factory=lambda: EstimatorParams(param_grid={"n_estimators": [100], "min_samples_leaf": [3]}),
         title="Challenger estimator", description="Model family and hyper-parameter grid of the challenger.")
@@ -171,6 +194,8 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     alerts = checked.reasons if checked else []
     reasons = [*(["no champion yet"] if champion_before is None else []), *(["forced"] if params.force_retrain else []),
                *([f"trigger: {params.reason}"] if params.reason else []), *alerts]
+    if params.trigger is not None:
+        logger.info("Started by %s", params.trigger.summary())
     base = dict(model_name=name, batch=batch.source, rows=len(batch.frame),
                 validation=checked.validation.summary() if checked else "checked by training",
                 drift_share=checked.drift.drift_share if checked else None, alert_reasons=alerts,

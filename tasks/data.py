@@ -226,7 +226,8 @@ def iter_table(uri: str, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
             import pyarrow.parquet as pq
 
             with fsspec.open(uri, "rb") as fh:
-                for batch in pq.ParquetFile(fh).iter_batches(batch_size=chunk_rows):
+                # pre_buffer (pyarrow's default) keeps every row group read so far: RSS grew by the file's size.
+                for batch in pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=chunk_rows):
                     yield batch.to_pandas()
         else:
             with pd.read_csv(uri, chunksize=chunk_rows) as reader:

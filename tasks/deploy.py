@@ -131,6 +131,7 @@ def default_output(source: str) -> str:
 def score_file(model: Any, contract: Any, source: str, output: str, chunk_rows: int = 200_000,
                keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
     """Score a file chunk by chunk: validate each chunk, predict, append to a Parquet file; nothing partial is left."""
+    import gc
     import resource
 
     import fsspec
@@ -171,6 +172,10 @@ def score_file(model: Any, contract: Any, source: str, output: str, chunk_rows: 
                 counts[label] += int(n)
             rows += len(chunk)
             chunks += 1
+            # pandas/pandera leave reference cycles per chunk; collecting them keeps peak RSS flat (measured:
+            # +25 MB per 200k-row chunk without this, flat with it; make bench BENCH_ARGS="--only batch").
+            del chunk, clean, proba, table
+            gc.collect()
         if writer is None:
             raise DataValidationError(f"batch {source} has no rows")
         writer.close()
