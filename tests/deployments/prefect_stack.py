@@ -110,7 +110,9 @@ def start_stack(base: Path, database_url: str | None = None, **nightshift_env: s
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    server_env = clean_env(PREFECT_HOME=str(home), **nightshift_env)
+    # The UI calls 127.0.0.1:4200 unless told where its API is.
+    server_env = clean_env(PREFECT_HOME=str(home), PREFECT_SERVER_UI_API_URL=api_url,
+                           PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false", **nightshift_env)
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     stack = PrefectStack(home, api_url, clean_env(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, **nightshift_env),

@@ -19,6 +19,7 @@ from tests.deployments.prefect_stack import PrefectStack, deploy_and_start_worke
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 POOL = "it-process"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # screenshots (git-ignored)
 # Tests must never meet a real 02:00 run: a cron that fires once a year, in a non-UTC zone to check both land.
 CRON, TIMEZONE = "0 0 1 1 *", "Europe/Berlin"
 SETTINGS_ENV = {"NIGHTSHIFT_NIGHTLY_CRON": CRON, "NIGHTSHIFT_SCHEDULE_TIMEZONE": TIMEZONE,
@@ -131,3 +132,31 @@ def test_train_deployment_on_the_dask_task_runner(sqlite_stack, tracking) -> Non
     assert run["state_type"] == "COMPLETED", (run["state"], [entry["message"] for entry in logs][-20:])
     assert any("on DaskTaskRunner" in entry["message"] for entry in logs), [entry["message"] for entry in logs][:20]
     assert tr.list_versions(tracking, name)
+
+
+def test_a_custom_run_from_the_ui_form_completes_with_the_changed_parameters(sqlite_stack, tracking) -> None:
+    """Chromium opens the nightly deployment, Run → Custom run, changes fields, submits; the API sees the run."""
+    from tests.deployments.ui_driver import RunRejected, launch_browser, start_custom_run
+
+    shots = ARTIFACTS / "ui"
+    shots.mkdir(parents=True, exist_ok=True)
+    deployment = sqlite_stack.deployment("nightly/nightly")
+    name, reason = f"it-ui-{uuid.uuid4().hex[:6]}", f"ui-test-{uuid.uuid4().hex[:6]}"
+    changes = {"Registered model name": name, "Trigger reason": reason, "Training window": "2",
+               "Labeled batches > Rows": "3000", "Reference data > Rows": "4000", "CV folds": "2"}
+    with tempfile.TemporaryDirectory(prefix="nightshift-chromium-") as profile, launch_browser(Path(profile)) as browser:
+        page = browser.new_page()
+        try:
+            with pytest.raises(RunRejected) as refused:  # bounds are enforced before any run exists
+                start_custom_run(page, sqlite_stack.ui_url, deployment["id"], {"Training window": "500"})
+            assert refused.value.status == 409 and "365" in refused.value.detail
+            created = start_custom_run(page, sqlite_stack.ui_url, deployment["id"], changes, shots)
+        except Exception:
+            page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            raise
+    run = sqlite_stack.wait_for_run(created["id"], timeout=420)
+    assert run["state_type"] == "COMPLETED", (run["state"], (sqlite_stack.logs / "worker.log").read_text()[-4000:])
+    params = run["parameters"]["params"]
+    assert (params["reason"], params["window"], params["model_name"]) == (reason, 2, name)
+    assert params["batches"][0]["rows"] == 3000 and params["reference"]["rows"] == 4000
+    assert tr.get_alias(tracking, name, tr.CHAMPION) == "1"
