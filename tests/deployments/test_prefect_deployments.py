@@ -6,7 +6,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -83,6 +86,10 @@ def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_s
     assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == (CRON, TIMEZONE, True)
     assert night["global_concurrency_limit"]["limit"] == 1
     assert night["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    automations = sqlite_stack.api("POST", "/automations/filter", json={})
+    [drift] = [a for a in automations if a["name"] == "nightly-on-drift"]
+    assert drift["trigger"]["expect"] == ["nightshift.drift.detected"] and drift["trigger"]["within"] == 600
+    assert [(a["type"], a["deployment_id"]) for a in drift["actions"]] == [("run-deployment", night["id"])]
     # the UI form is the flow's own parameter schema
     assert night["parameter_openapi_schema"] == json.loads(json.dumps(parameter_schema(nightly).model_dump_for_openapi()))
 
@@ -160,3 +167,57 @@ def test_a_custom_run_from_the_ui_form_completes_with_the_changed_parameters(sql
     assert (params["reason"], params["window"], params["model_name"]) == (reason, 2, name)
     assert params["batches"][0]["rows"] == 3000 and params["reference"]["rows"] == 4000
     assert tr.get_alias(tracking, name, tr.CHAMPION) == "1"
+
+
+_EMIT = """
+import sys
+from flows.monitor import _emit_events
+from prefect.events.worker import EventsWorker
+from tasks.drift import ColumnDrift, DriftResult
+
+drift = DriftResult(dataset_drift=True, drift_share=0.24, drift_share_threshold=0.2, drifted_columns=["age", "plan"],
+                    columns=[ColumnDrift(column=c, kind="num", method="wasserstein", score=0.3, threshold=0.1,
+                                         drifted=True) for c in ("age", "plan")],
+                    reference_rows=1000, current_rows=1000, sampled_reference_rows=1000, sampled_current_rows=1000)
+for name in sys.argv[1:]:
+    _emit_events(name, "3", drift, None, ["data drift"])
+EventsWorker.drain_all()
+"""
+
+
+def test_a_burst_of_drift_events_starts_one_nightly_run_per_model(sqlite_stack) -> None:
+    """The monitor's own event emitter, 5 events for one model and 2 for another: one run each, with the details."""
+    deployment = sqlite_stack.deployment("nightly/nightly")
+    first, second = f"it-drift-{uuid.uuid4().hex[:6]}", f"it-drift-{uuid.uuid4().hex[:6]}"
+    # Pause the pool: this test is about which runs the automation creates, not about running two default nights.
+    sqlite_stack.api("PATCH", f"/work_pools/{POOL}", json={"is_paused": True})
+    try:
+        start = time.monotonic()
+        out = subprocess.run([sys.executable, "-c", _EMIT, *[first] * 5, *[second] * 2], env=sqlite_stack.env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs: list[dict] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = [r for r in sqlite_stack.flow_runs(deployment["id"])
+                    if r["parameters"].get("params", {}).get("model_name") in (first, second)]
+            if len(runs) >= 2:
+                time.sleep(3.0)  # would a late duplicate still appear?
+                break
+            time.sleep(0.5)
+        seen = time.monotonic() - start
+        runs = [r for r in sqlite_stack.flow_runs(deployment["id"])
+                if r["parameters"].get("params", {}).get("model_name") in (first, second)]
+        assert sorted(r["parameters"]["params"]["model_name"] for r in runs) == sorted([first, second]), runs
+        params = next(r for r in runs if r["parameters"]["params"]["model_name"] == first)["parameters"]["params"]
+        assert params["reason"] == "drift"
+        trigger = params["trigger"]
+        assert (trigger["event"], trigger["model_version"]) == ("nightshift.drift.detected", "3")
+        assert trigger["drift_share"] == 0.24 and trigger["drifted_columns"] == ["age", "plan"]  # native JSON types
+        assert len(trigger["event_id"]) == 36 and trigger["occurred"].startswith("20")
+        print(f"drift events → {len(runs)} runs, seen after {seen:.1f} s")
+    finally:
+        for run in sqlite_stack.flow_runs(deployment["id"]):
+            if run["parameters"].get("params", {}).get("model_name") in (first, second):
+                sqlite_stack.api("DELETE", f"/flow_runs/{run['id']}")
+        sqlite_stack.api("PATCH", f"/work_pools/{POOL}", json={"is_paused": False})
