@@ -75,7 +75,7 @@ def postgres_stack(tmp_path_factory):
 
 
 def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_stack) -> None:
-    from flows.nightly import nightly
+    from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.callables import parameter_schema
 
     names = ["nightly/nightly", "monitor/monitor", "train/train", "batch-predict/batch-predict", "rollback/rollback"]
@@ -90,8 +90,11 @@ def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_s
     [drift] = [a for a in automations if a["name"] == "nightly-on-drift"]
     assert drift["trigger"]["expect"] == ["nightshift.drift.detected"] and drift["trigger"]["within"] == 600
     assert [(a["type"], a["deployment_id"]) for a in drift["actions"]] == [("run-deployment", night["id"])]
-    # the UI form is the flow's own parameter schema
-    assert night["parameter_openapi_schema"] == json.loads(json.dumps(parameter_schema(nightly).model_dump_for_openapi()))
+    # each UI form is the flow's own parameter schema
+    for full_name, deployment in deployments.items():
+        flow = load_flow_from_entrypoint(deployment["entrypoint"])
+        local = json.loads(json.dumps(parameter_schema(flow).model_dump_for_openapi()))
+        assert deployment["parameter_openapi_schema"] == local, full_name
 
 
 @pytest.mark.parametrize("stack_name", ["sqlite_stack", "postgres_stack"])
@@ -221,3 +224,32 @@ def test_a_burst_of_drift_events_starts_one_nightly_run_per_model(sqlite_stack) 
             if run["parameters"].get("params", {}).get("model_name") in (first, second):
                 sqlite_stack.api("DELETE", f"/flow_runs/{run['id']}")
         sqlite_stack.api("PATCH", f"/work_pools/{POOL}", json={"is_paused": False})
+
+
+def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, tracking) -> None:
+    """make serve-flows: one process, no pool or worker; same schedule and trigger; a run completes."""
+    stack = start_stack(tmp_path, **SETTINGS_ENV)
+    try:
+        stack.spawn("serve", [sys.executable, "-m", "deployments.serve"])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            names = {d["name"] for d in stack.api("POST", "/deployments/filter", json={})}
+            if len(names) == 5:
+                break
+            time.sleep(1.0)
+        assert names == {"nightly", "monitor", "train", "batch-predict", "rollback"}, (stack.logs / "serve.log").read_text()[-3000:]
+        night = stack.deployment("nightly/nightly")
+        assert night["work_pool_name"] is None  # served, not pooled
+        [schedule] = night["schedules"]
+        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (CRON, TIMEZONE)
+        assert [a["name"] for a in stack.api("POST", "/automations/filter", json={})] == ["nightly-on-drift"]
+        name = f"it-serve-{uuid.uuid4().hex[:6]}"
+        params = {"params": {"dataset": {"source": "iris"}, "model_name": name, "cv_folds": 2,
+                             "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [10]}}}}
+        created = stack.api("POST", f"/deployments/{stack.deployment('train/train')['id']}/create_flow_run",
+                            json={"parameters": params})
+        run = stack.wait_for_run(created["id"], timeout=300)
+        assert run["state_type"] == "COMPLETED", (stack.logs / "serve.log").read_text()[-4000:]
+        assert tr.list_versions(tracking, name)
+    finally:
+        stack.stop()

@@ -138,6 +138,9 @@ def test_hot_swap_under_load_drops_nothing_and_a_broken_candidate_is_refused(ser
     served = {v for _, v in results}
     assert len(results) > 50 and failures == [], failures[:5]
     assert served == {old, new}  # both models answered, none failed, during the swap
+    by_version = {v: sum(1 for _, got in results if got == v) for v in (old, new)}
+    print(f"hot swap under load: {len(results)} requests from 4 clients, {len(failures)} failed, "
+          f"v{old}: {by_version[old]}, v{new}: {by_version[new]}")
 
     tr.move_champion(tracking, name, broken)
     refused = httpx.post(f"{server.url}/reload", headers=AUTH, timeout=120)
