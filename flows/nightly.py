@@ -47,7 +47,7 @@ class TriggerEvent(BaseModel):
                                        description="Feature columns whose distribution drifted.")
 
     def summary(self) -> str:
-        """One line for logs and the audit trail."""
+        """One line for the run log."""
         details = [f"drift share {self.drift_share:.2f}" if self.drift_share is not None else "",
                    f"columns {', '.join(self.drifted_columns[:10])}" if self.drifted_columns else "",
                    f"v{self.model_version}" if self.model_version else "", f"event {self.event_id}" if self.event_id else ""]
