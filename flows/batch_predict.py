@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect import flow
+from prefect import flow, unmapped
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightshift.errors import TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
+from nightshift.runners import task_runner
 from nightshift.settings import get_settings
 from tasks import tracking
-from tasks.deploy import ScoreSummary, default_output, score_file_task
+from tasks.deploy import (ScoreSummary, combine_parts_task, default_output, plan_parts, remove_path, score_file_task,
+                          score_part_task)
 from tasks.tracking import TrackingConfig, load_json_artifact_task, load_sklearn_task
 from tasks.validate import Contract
 
@@ -32,7 +34,7 @@ class BatchPredictParams(BaseModel):
                                     description="Input columns copied into the output (ids, dates).")
 
 
-@flow(name="batch-predict", log_prints=True)
+@flow(name="batch-predict", log_prints=True, task_runner=task_runner())
 def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     """Validate a file against the champion's contract and write its predictions, in chunks.
 
@@ -49,7 +51,19 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     contract = Contract.model_validate(load_json_artifact_task(cfg, run_id, tracking.CONTRACT_ARTIFACT))
     model = load_sklearn_task(cfg, name, version=version)
     output = params.output or default_output(params.source)
-    summary = score_file_task(model, contract, params.source, output, params.chunk_rows, tuple(params.keep_columns))
+    keep = tuple(params.keep_columns)
+    # On Dask (NIGHTSHIFT_TASK_RUNNER=dask) a Parquet file's row groups are scored in parallel parts, then joined.
+    parts = plan_parts(params.source, params.chunk_rows) if settings.task_runner == "dask" else []
+    if len(parts) > 1:
+        parts_dir = f"{output}.parts"
+        try:
+            scored = score_part_task.map(unmapped(model), unmapped(contract), unmapped(params.source), parts,
+                                         unmapped(parts_dir), unmapped(params.chunk_rows), unmapped(keep))
+            summary = combine_parts_task(scored.result(), params.source, output)
+        finally:
+            remove_path(parts_dir)  # nothing partial is left, whichever part failed
+    else:
+        summary = score_file_task(model, contract, params.source, output, params.chunk_rows, keep)
     create_markdown_artifact(key=artifact_key("batch-predict", name), markdown=summary.markdown(),
                              description=f"{summary.rows} rows scored by {name} v{version}")
     print(f"{name} v{version} scored {summary.rows} rows in {summary.chunks} chunks → {summary.output}")
@@ -64,6 +78,8 @@ if __name__ == "__main__":
     parser.add_argument("--chunk-rows", type=int, default=200_000)
     parser.add_argument("--keep", nargs="*", default=[], help="input columns to copy into the output")
     a = parser.parse_args(sys.argv[1:])
-    result = batch_predict(BatchPredictParams(source=a.source, output=a.output, model_name=a.model_name,
+    from flows import batch_predict as module  # importable by Dask workers, unlike __main__
+
+    result = module.batch_predict(module.BatchPredictParams(source=a.source, output=a.output, model_name=a.model_name,
                                               chunk_rows=a.chunk_rows, keep_columns=a.keep))
     print(result.model_dump_json(indent=2))

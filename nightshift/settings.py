@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     nightly_cron: str = Field("0 2 * * *", description="Cron schedule of the nightly deployment.")
     schedule_timezone: str = Field("UTC", description="IANA time zone the cron schedule is read in.")
     task_runner: Literal["threads", "dask"] = Field(
-        "threads", description="Where mapped tasks (the CV search) run: a thread pool, or Dask (prefect-dask).")
+        "threads", description="Where mapped tasks (CV search, batch-scoring parts) run: threads, or Dask (prefect-dask).")
     task_workers: int = Field(2, ge=1, le=256, description="Threads, or local Dask worker processes.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler (tcp://host:8786); default a local cluster.")
 

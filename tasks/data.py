@@ -167,7 +167,7 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 
 @contextmanager
-def _read_errors(uri: str) -> Iterator[None]:
+def read_errors(uri: str) -> Iterator[None]:
     """Turn the many ways a read can fail into one DataLoadError sentence naming the file."""
     import pandas as pd
 
@@ -197,7 +197,7 @@ def _read_errors(uri: str) -> Iterator[None]:
         raise
 
 
-def _format(uri: str) -> str:
+def table_format(uri: str) -> str:
     lowered = uri.lower().split("?", 1)[0]
     if lowered.endswith((".parquet", ".pq")):
         return "parquet"
@@ -210,8 +210,8 @@ def load_table(uri: str) -> pd.DataFrame:
     """Read a CSV or Parquet file from a local path or any fsspec URL into a DataFrame."""
     import pandas as pd
 
-    kind = _format(uri)
-    with _read_errors(uri):
+    kind = table_format(uri)
+    with read_errors(uri):
         return pd.read_parquet(uri) if kind == "parquet" else pd.read_csv(uri)
 
 
@@ -220,8 +220,8 @@ def iter_table(uri: str, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     import fsspec
     import pandas as pd
 
-    kind = _format(uri)
-    with _read_errors(uri):
+    kind = table_format(uri)
+    with read_errors(uri):
         if kind == "parquet":
             import pyarrow.parquet as pq
 

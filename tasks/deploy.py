@@ -128,67 +128,201 @@ def default_output(source: str) -> str:
     return f"{base}.predictions.parquet"
 
 
+class _ChunkScorer:
+    """Validates, scores and tallies chunks, appending their predictions to one Parquet file (closed by close())."""
+
+    def __init__(self, model: Any, contract: Any, source: str, path: str, keep_columns: tuple[str, ...]) -> None:
+        import fsspec
+        import numpy as np
+
+        self.model, self.contract, self.source, self.keep_columns = model, contract, source, keep_columns
+        self.classes = [str(c) for c in np.asarray(model.classes_)]
+        self.edges = np.linspace(0.0, 1.0, 11)
+        self.hist = np.zeros(10, dtype=np.int64)
+        self.counts = dict.fromkeys(self.classes, 0)
+        self.warnings: set[str] = set()
+        self.rows = self.chunks = 0
+        self.fs, self.path = fsspec.core.url_to_fs(path)
+        self.handle: Any = None
+        self.writer: Any = None
+
+    def add(self, chunk: Any, first_row: int) -> None:
+        """Validate one chunk (rows first_row.. of the source), predict, write, tally."""
+        import gc
+
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from nightshift.errors import DataValidationError
+        from tasks.validate import validate_batch
+
+        report, clean = validate_batch(chunk, self.contract,
+                                       f"{self.source} (rows {first_row}..{first_row + len(chunk) - 1})")
+        if not report.ok:
+            raise DataValidationError(report.summary())
+        self.warnings.update(f"{f.column}: {f.check}" for f in report.warnings)
+        proba = self.model.predict_proba(clean[self.contract.features])
+        labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
+        out = {c: clean[c].to_numpy() for c in self.keep_columns if c in clean.columns}
+        out["prediction"] = labels.astype(str)
+        out.update({f"proba_{c}": proba[:, i] for i, c in enumerate(self.classes)})
+        table = pa.table(out)
+        if self.writer is None:
+            self.fs.makedirs(self.fs._parent(self.path), exist_ok=True)
+            self.handle = self.fs.open(self.path, "wb")
+            self.writer = pq.ParquetWriter(self.handle, table.schema)
+        self.writer.write_table(table)
+        self.hist += np.histogram(proba[:, -1], bins=self.edges)[0]
+        for label, n in zip(*np.unique(labels.astype(str), return_counts=True)):
+            self.counts[label] += int(n)
+        self.rows += len(chunk)
+        self.chunks += 1
+        # pandas/pandera leave reference cycles per chunk; collecting them keeps peak RSS flat (measured:
+        # +25 MB per 200k-row chunk without this, flat with it; make bench BENCH_ARGS="--only batch").
+        del chunk, clean, proba, table
+        gc.collect()
+
+    def close(self) -> None:
+        """Finish the Parquet file (safe to call twice)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.handle.close()
+            self.writer = self.handle = None
+
+    def summary(self, output: str) -> ScoreSummary:
+        import resource
+
+        return ScoreSummary(source=self.source, output=output, rows=self.rows, chunks=self.chunks,
+                            classes=self.classes, class_counts=self.counts, histogram_edges=self.edges.tolist(),
+                            histogram_counts=self.hist.tolist(), warnings=sorted(self.warnings),
+                            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _publish(tmp: str, output: str) -> None:
+    """Move the finished temporary file onto the output path."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(tmp)
+    fs.mv(path, fsspec.core.url_to_fs(output)[1])
+
+
+def remove_path(path: str) -> None:
+    """Delete a file or directory (local or fsspec URL) if it exists."""
+    import fsspec
+
+    fs, local = fsspec.core.url_to_fs(path)
+    if fs.exists(local):
+        fs.rm(local, recursive=True)
+
+
 def score_file(model: Any, contract: Any, source: str, output: str, chunk_rows: int = 200_000,
                keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
     """Score a file chunk by chunk: validate each chunk, predict, append to a Parquet file; nothing partial is left."""
-    import gc
-    import resource
+    from nightshift.errors import DataValidationError
+    from tasks.data import iter_table
 
+    tmp = f"{output}.partial"
+    scorer = _ChunkScorer(model, contract, source, tmp, keep_columns)
+    try:
+        for chunk in iter_table(source, chunk_rows):
+            scorer.add(chunk, scorer.rows)
+        if scorer.chunks == 0:
+            raise DataValidationError(f"batch {source} has no rows")
+        scorer.close()
+        _publish(tmp, output)
+    finally:
+        scorer.close()
+        remove_path(tmp)
+    return scorer.summary(output)
+
+
+class Part(BaseModel):
+    """A slice of a Parquet file's row groups, scored by one task (on Dask: one worker process)."""
+
+    index: int
+    row_groups: list[int]
+    first_row: int
+
+
+def plan_parts(source: str, chunk_rows: int) -> list[Part]:
+    """Consecutive row groups of a Parquet file grouped into parts of about `chunk_rows` rows (CSV: no parts)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from tasks.data import read_errors, table_format
+
+    if table_format(source) != "parquet":
+        return []
+    with read_errors(source), fsspec.open(source, "rb") as fh:
+        meta = pq.ParquetFile(fh).metadata
+    parts: list[Part] = []
+    groups: list[int] = []
+    first = rows = 0
+    for i in range(meta.num_row_groups):
+        groups.append(i)
+        rows += meta.row_group(i).num_rows
+        if rows - first >= chunk_rows or i == meta.num_row_groups - 1:
+            parts.append(Part(index=len(parts), row_groups=groups, first_row=first))
+            groups, first = [], rows
+    return parts
+
+
+def score_part(model: Any, contract: Any, source: str, part: Part, parts_dir: str, chunk_rows: int,
+               keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
+    """Score one part of a Parquet file into `parts_dir/part-<index>.parquet` (a task of the parallel path)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from tasks.data import read_errors
+
+    path = f"{parts_dir.rstrip('/')}/part-{part.index:06d}.parquet"
+    scorer = _ChunkScorer(model, contract, source, path, keep_columns)
+    try:
+        with read_errors(source), fsspec.open(source, "rb") as fh:
+            batches = pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=chunk_rows,
+                                                                        row_groups=part.row_groups)
+            for batch in batches:
+                scorer.add(batch.to_pandas(), part.first_row + scorer.rows)
+    finally:
+        scorer.close()
+    return scorer.summary(path)
+
+
+def combine_parts(parts: list[ScoreSummary], source: str, output: str) -> ScoreSummary:
+    """Concatenate the parts' Parquet files in order onto `output` (streamed) and add up their summaries."""
     import fsspec
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from nightshift.errors import DataValidationError
-    from tasks.data import iter_table
-    from tasks.validate import validate_batch
 
-    classes = [str(c) for c in np.asarray(model.classes_)]
-    edges = np.linspace(0.0, 1.0, 11)
-    hist = np.zeros(10, dtype=np.int64)
-    counts = dict.fromkeys(classes, 0)
-    warnings: set[str] = set()
-    rows = chunks = 0
-    writer = None
+    if not parts or sum(p.rows for p in parts) == 0:
+        raise DataValidationError(f"batch {source} has no rows")
     tmp = f"{output}.partial"
     fs, path = fsspec.core.url_to_fs(tmp)
     try:
-        for chunk in iter_table(source, chunk_rows):
-            report, clean = validate_batch(chunk, contract, f"{source} (rows {rows}..{rows + len(chunk) - 1})")
-            if not report.ok:
-                raise DataValidationError(report.summary())
-            warnings.update(f"{f.column}: {f.check}" for f in report.warnings)
-            proba = model.predict_proba(clean[contract.features])
-            labels = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
-            out = {c: clean[c].to_numpy() for c in keep_columns if c in clean.columns}
-            out["prediction"] = labels.astype(str)
-            out.update({f"proba_{c}": proba[:, i] for i, c in enumerate(classes)})
-            table = pa.table(out)
-            if writer is None:
-                writer = pq.ParquetWriter(fs.open(path, "wb"), table.schema)
-            writer.write_table(table)
-            hist += np.histogram(proba[:, -1], bins=edges)[0]
-            for label, n in zip(*np.unique(labels.astype(str), return_counts=True)):
-                counts[label] += int(n)
-            rows += len(chunk)
-            chunks += 1
-            # pandas/pandera leave reference cycles per chunk; collecting them keeps peak RSS flat (measured:
-            # +25 MB per 200k-row chunk without this, flat with it; make bench BENCH_ARGS="--only batch").
-            del chunk, clean, proba, table
-            gc.collect()
-        if writer is None:
-            raise DataValidationError(f"batch {source} has no rows")
-        writer.close()
-        writer = None
-        fs.mv(path, fsspec.core.url_to_fs(output)[1])
+        with fs.open(path, "wb") as handle:
+            writer = None
+            for part in parts:
+                with fsspec.open(part.output, "rb") as fh:
+                    for batch in pq.ParquetFile(fh, pre_buffer=False).iter_batches():
+                        writer = writer or pq.ParquetWriter(handle, batch.schema)
+                        writer.write_batch(batch)
+            if writer is not None:
+                writer.close()
+        _publish(tmp, output)
     finally:
-        if writer is not None:
-            writer.close()
-        if fs.exists(path):
-            fs.rm(path)
-    return ScoreSummary(source=source, output=output, rows=rows, chunks=chunks, classes=classes, class_counts=counts,
-                        histogram_edges=edges.tolist(), histogram_counts=hist.tolist(), warnings=sorted(warnings),
-                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        remove_path(tmp)
+    first = parts[0]
+    return first.model_copy(update={
+        "output": output, "rows": sum(p.rows for p in parts), "chunks": sum(p.chunks for p in parts),
+        "class_counts": {c: sum(p.class_counts[c] for p in parts) for c in first.classes},
+        "histogram_counts": np.sum([p.histogram_counts for p in parts], axis=0).tolist(),
+        "warnings": sorted({w for p in parts for w in p.warnings}),
+        "peak_rss_mb": max(p.peak_rss_mb for p in parts)})
 
 
 score_file_task = task(score_file, name="score-file", cache_policy=NO_CACHE)
+score_part_task = task(score_part, name="score-part", cache_policy=NO_CACHE)
+combine_parts_task = task(combine_parts, name="combine-parts", cache_policy=NO_CACHE)

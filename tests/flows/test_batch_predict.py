@@ -58,3 +58,35 @@ def test_no_champion(tmp_path: Path) -> None:
     state = batch_predict(BatchPredictParams(source=str(tmp_path / "x.parquet"), model_name="nobody"),
                           return_state=True)
     assert state.is_failed() and "has no champion yet" in state.message
+
+
+@pytest.mark.parametrize("bad_part", [False, True], ids=["parts-joined", "bad-part-leaves-nothing"])
+def test_dask_scores_parquet_row_groups_in_parallel_parts(champion, tracking, tmp_path: Path, monkeypatch,
+                                                          bad_part: bool) -> None:
+    """NIGHTSHIFT_TASK_RUNNER=dask: row groups scored as parallel parts on a local Dask cluster, joined in order."""
+    from prefect_dask import DaskTaskRunner
+
+    frame = generate_demo(6_000, seed=8, day=3)
+    if bad_part:
+        frame.loc[4_500:4_999, "monthly_spend"] = 1e9  # a broken feed in the third part
+    source = tmp_path / "day3.parquet"
+    frame.to_parquet(source, index=False, row_group_size=1_000)
+    monkeypatch.setenv("NIGHTSHIFT_TASK_RUNNER", "dask")
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                            "dashboard_address": None, "host": "127.0.0.1"})
+    flow = batch_predict.with_options(task_runner=runner)
+    params = BatchPredictParams(source=str(source), model_name=champion, chunk_rows=2_000, keep_columns=["event_date"])
+    if bad_part:
+        state = flow(params, return_state=True)
+        assert state.is_failed() and "rows 4000..5999" in state.message, state.message
+        assert not [p.name for p in tmp_path.iterdir() if "predictions" in p.name]
+        return
+    summary = flow(params)
+    assert (summary.rows, summary.chunks) == (6_000, 3)
+    out = pd.read_parquet(summary.output)
+    model = tr.load_sklearn(tracking, champion, alias="champion")
+    np.testing.assert_allclose(out[["proba_0", "proba_1"]].to_numpy(),
+                               model.predict_proba(frame[list(model.feature_names_in_)]))
+    assert (out["event_date"].to_numpy() == frame["event_date"].to_numpy()).all()  # parts joined in order
+    assert sum(summary.class_counts.values()) == 6_000 == sum(summary.histogram_counts)
+    assert [p.name for p in tmp_path.iterdir() if "predictions" in p.name] == ["day3.predictions.parquet"]
