@@ -38,18 +38,24 @@ def start_server(model_name: str, log: Path, **env: str) -> Server:
     proc = subprocess.Popen([sys.executable, "-m", "deployments.server", "--port", str(port)], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    wait_until_ok(proc, f"{url}/ready", log, 120, "model server")
+    return Server(url, model_name, proc, log)
+
+
+def wait_until_ok(proc: subprocess.Popen, url: str, log: Path, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; kill `proc` and raise with its log's tail if it exits or times out."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"model server exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return Server(url, model_name, proc, log)
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
     proc.kill()
-    raise RuntimeError(f"model server not ready in 120 s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{what} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
 def stop_server(server: Server) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from nightshift.settings import PROJECT_ROOT
-from tests.deployments.conftest import free_port
+from tests.deployments.conftest import free_port, wait_until_ok
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -122,18 +122,12 @@ def start_stack(base: Path, database_url: str | None = None, **nightshift_env: s
                              str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT, cwd=base,
                             start_new_session=True)
     stack.processes.append(proc)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(logs / 'server.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return stack
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stack.stop()
-    raise RuntimeError(f"prefect server not healthy in 180 s: {(logs / 'server.log').read_text()[-3000:]}")
+    try:
+        wait_until_ok(proc, f"{api_url}/health", logs / "server.log", 180, "prefect server")
+    except RuntimeError:
+        stack.stop()
+        raise
+    return stack
 
 
 def deploy_and_start_worker(stack: PrefectStack, pool: str) -> None:
