@@ -42,7 +42,7 @@ def child(path: str, chunk_rows: int) -> dict[str, Any]:
     import resource
 
     from tasks.data import generate_demo, infer_features
-    from tasks.deploy import score_file
+    from tasks.score import score_file
     from tasks.train import fit_pipeline
     from tasks.validate import infer_contract
 

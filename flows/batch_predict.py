@@ -14,7 +14,7 @@ from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.runners import task_runner
 from nightshift.settings import get_settings
 from tasks import tracking
-from tasks.deploy import (ScoreSummary, combine_parts_task, default_output, plan_parts, remove_path, score_file_task,
+from tasks.score import (ScoreSummary, combine_parts_task, default_output, plan_parts, remove_path, score_file_task,
                           score_part_task)
 from tasks.tracking import TrackingConfig, load_json_artifact_task, load_sklearn_task
 from tasks.validate import Contract

@@ -22,7 +22,7 @@ from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
-from tasks.deploy import (DeployOutcome, DeployRefused, append_audit_task, move_champion_task, promotion_lock,
+from tasks.promote import (DeployOutcome, DeployRefused, append_audit_task, move_champion_task, promotion_lock,
                           redeploy_task)
 from tasks.evaluate import GateConfig, GateDecision, gate
 from tasks.tracking import GATE_TAG, AuditRecord, TrackingConfig

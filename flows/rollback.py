@@ -16,7 +16,7 @@ from nightshift.errors import TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks import tracking
-from tasks.deploy import DeployOutcome, append_audit_task, move_champion_task, promotion_lock, redeploy_task
+from tasks.promote import DeployOutcome, append_audit_task, move_champion_task, promotion_lock, redeploy_task
 from tasks.tracking import AuditRecord, TrackingConfig
 
 

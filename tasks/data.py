@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +30,9 @@ DEMO_START = date(2026, 1, 1)
 # Rows are generated in fixed blocks, each from its own seed, so any prefix of the stream is the
 # same whatever size is asked for, and huge sizes can be produced one block at a time.
 DEMO_BLOCK_ROWS = 100_000
-READABLE_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+READABLE_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 
 
 class DemoDrift(BaseModel):
@@ -199,9 +201,9 @@ def read_errors(uri: str) -> Iterator[None]:
 
 def table_format(uri: str) -> str:
     lowered = uri.lower().split("?", 1)[0]
-    if lowered.endswith((".parquet", ".pq")):
+    if lowered.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    if lowered.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zip")):
+    if lowered.endswith(CSV_SUFFIXES):
         return "csv"
     raise DataLoadError(f"Cannot tell the format of {uri}: use one of {', '.join(READABLE_SUFFIXES)}.")
 
@@ -215,23 +217,26 @@ def load_table(uri: str) -> pd.DataFrame:
         return pd.read_parquet(uri) if kind == "parquet" else pd.read_csv(uri)
 
 
+def iter_parquet_batches(uri: str, batch_rows: int = 200_000, row_groups: list[int] | None = None) -> Iterator[Any]:
+    """Stream a Parquet file's record batches (optionally only some row groups) with flat memory."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with read_errors(uri), fsspec.open(uri, "rb") as fh:
+        # pre_buffer (pyarrow's default) keeps every row group read so far: RSS grew by the file's size.
+        yield from pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=batch_rows, row_groups=row_groups)
+
+
 def iter_table(uri: str, chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
     """Read a CSV/Parquet file or URL in chunks of at most `chunk_rows` rows (memory stays flat)."""
-    import fsspec
     import pandas as pd
 
-    kind = table_format(uri)
-    with read_errors(uri):
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            with fsspec.open(uri, "rb") as fh:
-                # pre_buffer (pyarrow's default) keeps every row group read so far: RSS grew by the file's size.
-                for batch in pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=chunk_rows):
-                    yield batch.to_pandas()
-        else:
-            with pd.read_csv(uri, chunksize=chunk_rows) as reader:
-                yield from reader
+    if table_format(uri) == "parquet":
+        for batch in iter_parquet_batches(uri, chunk_rows):
+            yield batch.to_pandas()
+        return
+    with read_errors(uri), pd.read_csv(uri, chunksize=chunk_rows) as reader:
+        yield from reader
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,94 +1,14 @@
-"""Promotion and redeploy: move the champion alias under a lock, inside a transaction that can undo it."""
+"""Batch scoring: chunked, validated against the contract, written incrementally as Parquet (or in parallel parts)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Literal
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel
 
-from nightshift.errors import NightshiftError
-from tasks import tracking
-from tasks.tracking import AliasState, TrackingConfig
 
-
-class DeployRefused(NightshiftError):
-    """The model server would not take the new champion (its smoke test failed or it is unreachable)."""
-
-
-class DeployOutcome(BaseModel):
-    """What the redeploy step did."""
-
-    status: Literal["not-deployed", "deployed"]
-    detail: str
-
-
-@contextmanager
-def promotion_lock(model_name: str, timeout_seconds: float = 600) -> Iterator[None]:
-    """At most one promotion per model at a time (a Prefect global concurrency limit of 1)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectNotFound
-
-    name = f"nightshift-promote-{model_name}"[:120]
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except Exception:  # created concurrently by another promotion: fine
-                client.read_global_concurrency_limit_by_name(name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
-        yield
-
-
-@task(name="move-champion-alias", cache_policy=NO_CACHE)
-def move_champion_task(cfg: TrackingConfig, model_name: str, version: str) -> AliasState:
-    """champion := version (previous := old champion); registers its own undo with the transaction."""
-    before = tracking.move_champion(cfg, model_name, version)
-    txn = get_transaction()
-    if txn is not None:
-        txn.set("undo", {"cfg": cfg.model_dump(), "model_name": model_name,
-                         "champion": before.champion, "previous": before.previous})
-    return before
-
-
-@move_champion_task.on_rollback
-def _restore_aliases(txn: Transaction) -> None:
-    undo = txn.get("undo")
-    tracking.restore_aliases(TrackingConfig(**undo["cfg"]), undo["model_name"],
-                             AliasState(champion=undo["champion"], previous=undo["previous"]))
-
-
-def redeploy(server_url: str | None, token: str | None, timeout_seconds: float = 120) -> DeployOutcome:
-    """Ask the live model server to load the new champion; raises DeployRefused when it will not."""
-    if not server_url:
-        return DeployOutcome(status="not-deployed", detail="no model server configured (NIGHTSHIFT_SERVER_URL)")
-    import httpx
-
-    try:
-        response = httpx.post(f"{server_url.rstrip('/')}/reload", timeout=timeout_seconds,
-                              headers={"Authorization": f"Bearer {token}"} if token else {})
-    except httpx.HTTPError as exc:
-        raise DeployRefused(f"model server {server_url} unreachable: {exc}") from exc
-    if response.status_code >= 300:
-        raise DeployRefused(f"model server {server_url} refused the new model ({response.status_code}): "
-                            f"{response.text[:300]}")
-    return DeployOutcome(status="deployed", detail=response.text[:300])
-
-
-redeploy_task = task(redeploy, name="redeploy-model-server", cache_policy=NO_CACHE)
-append_audit_task = task(tracking.append_audit, name="append-audit-record", cache_policy=NO_CACHE)
-
-
-# --------------------------------------------------------------------------------------------
-# Batch scoring: chunked, validated against the contract, written incrementally as Parquet.
-# --------------------------------------------------------------------------------------------
 class ScoreSummary(BaseModel):
     """What a batch scoring run produced."""
 
@@ -120,8 +40,10 @@ class ScoreSummary(BaseModel):
 
 def default_output(source: str) -> str:
     """`<input without suffix>.predictions.parquet`, next to the input."""
+    from tasks.data import READABLE_SUFFIXES
+
     base = source.split("?", 1)[0]
-    for suffix in (".parquet", ".pq", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv"):
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
         if base.lower().endswith(suffix):
             base = base[: -len(suffix)]
             break
@@ -271,19 +193,13 @@ def plan_parts(source: str, chunk_rows: int) -> list[Part]:
 def score_part(model: Any, contract: Any, source: str, part: Part, parts_dir: str, chunk_rows: int,
                keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
     """Score one part of a Parquet file into `parts_dir/part-<index>.parquet` (a task of the parallel path)."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    from tasks.data import read_errors
+    from tasks.data import iter_parquet_batches
 
     path = f"{parts_dir.rstrip('/')}/part-{part.index:06d}.parquet"
     scorer = _ChunkScorer(model, contract, source, path, keep_columns)
     try:
-        with read_errors(source), fsspec.open(source, "rb") as fh:
-            batches = pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=chunk_rows,
-                                                                        row_groups=part.row_groups)
-            for batch in batches:
-                scorer.add(batch.to_pandas(), part.first_row + scorer.rows)
+        for batch in iter_parquet_batches(source, chunk_rows, part.row_groups):
+            scorer.add(batch.to_pandas(), part.first_row + scorer.rows)
     finally:
         scorer.close()
     return scorer.summary(path)
@@ -296,6 +212,7 @@ def combine_parts(parts: list[ScoreSummary], source: str, output: str) -> ScoreS
     import pyarrow.parquet as pq
 
     from nightshift.errors import DataValidationError
+    from tasks.data import iter_parquet_batches
 
     if not parts or sum(p.rows for p in parts) == 0:
         raise DataValidationError(f"batch {source} has no rows")
@@ -305,10 +222,9 @@ def combine_parts(parts: list[ScoreSummary], source: str, output: str) -> ScoreS
         with fs.open(path, "wb") as handle:
             writer = None
             for part in parts:
-                with fsspec.open(part.output, "rb") as fh:
-                    for batch in pq.ParquetFile(fh, pre_buffer=False).iter_batches():
-                        writer = writer or pq.ParquetWriter(handle, batch.schema)
-                        writer.write_batch(batch)
+                for batch in iter_parquet_batches(part.output):
+                    writer = writer or pq.ParquetWriter(handle, batch.schema)
+                    writer.write_batch(batch)
             if writer is not None:
                 writer.close()
         _publish(tmp, output)

@@ -9,7 +9,7 @@ import pytest
 
 from nightshift.errors import DataValidationError
 from tasks.data import generate_demo, infer_features
-from tasks.deploy import combine_parts, plan_parts, score_file, score_part
+from tasks.score import combine_parts, plan_parts, score_file, score_part
 from tasks.train import fit_pipeline
 from tasks.validate import infer_contract
 

@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.transactions import transaction
 
 from tasks import tracking as tr
-from tasks.deploy import DeployRefused, move_champion_task, promotion_lock, redeploy
+from tasks.promote import DeployRefused, move_champion_task, promotion_lock, redeploy
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
