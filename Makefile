@@ -46,7 +46,7 @@ test-integration: $(STAMP)
 	$(PY) -m pytest -m integration
 
 serve: $(STAMP)
-	$(PY) -m deployments.server
+	$(PY) -m serving.server
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -156,7 +156,7 @@ def free_port() -> int:
 def server_command(server: str, model_name: str, state: Path, port: int) -> tuple[list[str], str]:
     """The command that starts one server on `port`, and the path that answers 200 once it is ready."""
     if server == "nightshift":
-        return [sys.executable, "-m", "deployments.server", "--host", HOST, "--port", str(port)], "/ready"
+        return [sys.executable, "-m", "serving.server", "--host", HOST, "--port", str(port)], "/ready"
     if server == "mlflow":
         mlflow = str(Path(sys.executable).parent / "mlflow")
         return [mlflow, "models", "serve", "-m", f"models:/{model_name}@champion", "--env-manager", "local",

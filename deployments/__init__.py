@@ -1,1 +1,1 @@
-"""Deployment helpers: prefect.yaml support, the serve script and the model server."""
+"""Deployment helpers: prefect.yaml support (make deploy), the serve script and the local PostgreSQL."""

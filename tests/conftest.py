@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 # Must happen before anything imports prefect or mlflow: never touch the user's real state.
@@ -62,3 +66,26 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_ok(proc: subprocess.Popen, url: str, log: Path, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; kill `proc` and raise with its log's tail if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{what} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")

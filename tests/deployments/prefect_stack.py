@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from nightshift.settings import PROJECT_ROOT
-from tests.deployments.conftest import free_port, wait_until_ok
+from tests.conftest import free_port, wait_until_ok
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

@@ -17,7 +17,7 @@ import pytest
 
 from deployments import postgres
 from tasks import tracking as tr
-from tests.deployments.conftest import free_port
+from tests.conftest import free_port
 from tests.deployments.prefect_stack import PrefectStack, deploy_and_start_worker, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -12,7 +12,7 @@ import pytest
 
 from tasks import tracking as tr
 from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
-from tests.deployments.conftest import TOKEN
+from tests.serving.conftest import TOKEN
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 FEATURES = [*DEMO_NUMERIC, *DEMO_CATEGORICAL]

@@ -1,6 +1,6 @@
 """Live model server: serves models:/<name>@champion, hot-swaps it on /reload after a smoke test.
 
-Start with `make serve` or `python -m deployments.server [--port 8000]`. Binds 127.0.0.1 by default.
+Start with `make serve` or `python -m serving.server [--port 8000]`. Binds 127.0.0.1 by default.
 """
 
 from __future__ import annotations
@@ -14,22 +14,24 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from nightshift.errors import NightshiftError
 from nightshift.settings import Settings, get_settings
-from tasks import tracking
-from tasks.tracking import TrackingConfig
-from tasks.validate import Contract
+from serving.compiled import Batch, CompiledScorer, compile_pipeline
 
-from deployments.compiled import Batch, CompiledScorer, compile_pipeline
+if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
+    from tasks.tracking import TrackingConfig
+    from tasks.validate import Contract
 
 
 MAX_ABS_VALUE = 1e30
@@ -46,6 +48,7 @@ _INVOCATIONS_BODY = {
             "type": "array", "items": {"type": "object"}}}},
     ]}}},
 }
+_BEARER = HTTPBearer(auto_error=False, description="NIGHTSHIFT_SERVER_TOKEN; only /reload needs it")
 
 
 class ScoringError(NightshiftError):
@@ -104,8 +107,12 @@ def _request_model(contract: Contract) -> type[BaseModel]:
     return create_model("PredictRequest", rows=(list[row], Field(..., min_length=1)))  # type: ignore[valid-type]
 
 
-def load_champion(cfg: TrackingConfig, name: str, alias: str = tracking.CHAMPION) -> Served:
-    """Load the version behind `alias` from the registry (never from a local file) with its contract."""
+def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> Served:
+    """Load the version behind `alias` (default champion) from the registry, never a local file, with its contract."""
+    from tasks import tracking
+    from tasks.validate import Contract
+
+    alias = alias or tracking.CHAMPION
     version = tracking.get_alias(cfg, name, alias)
     if version is None:
         raise ScoringError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
@@ -219,54 +226,142 @@ def prepare(columns: dict[str, list[Any]], n_rows: int, contract: Contract, max_
     return Batch(block, tuple(numeric), cats)
 
 
+@dataclass
+class ServerState:
+    """What the routes share: settings, the registry config, the served model and the lock that serialises reloads."""
+
+    settings: Settings
+    cfg: TrackingConfig
+    served: Served | None = None
+    load_error: str | None = None
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def load(self) -> None:
+        """Load the champion at start-up; on failure the server still answers /health and accepts /reload."""
+        try:
+            self.served = await asyncio.to_thread(load_champion, self.cfg, self.settings.model_name)
+        except Exception as exc:
+            self.load_error = str(exc)
+
+    def served_or_503(self) -> Served:
+        """The model being served, or a 503 saying why there is none."""
+        if self.served is None:
+            raise ScoringError(503, f"no model loaded: {self.load_error or 'start-up in progress'}")
+        return self.served
+
+    async def reload(self, app: FastAPI) -> JSONResponse:
+        """Load the current champion, smoke-test it, then swap it in; the old model keeps serving if it fails."""
+        async with self.reload_lock:
+            old = self.served
+            try:
+                candidate = await asyncio.to_thread(load_champion, self.cfg, self.settings.model_name)
+                await asyncio.to_thread(smoke_test, candidate, self.settings.server_latency_budget_ms)
+            except Exception as exc:  # the old model keeps serving whatever went wrong
+                return JSONResponse({"status": "kept", "model_version": old.version if old else None,
+                                     "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
+            self.served = candidate  # one reference assignment: requests see old or new, never half
+            self.load_error = None
+            app.openapi_schema = None  # /predict's schema follows the new contract
+        return JSONResponse({"status": "swapped", "from_version": old.version if old else None,
+                             "to_version": candidate.version})
+
+
+async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
+    """ScoringError as MLflow's error JSON with its status."""
+    return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE" if exc.status < 500 else "UNAVAILABLE",
+                         "message": str(exc)}, status_code=exc.status)
+
+
+def _token_refusal(credentials: HTTPAuthorizationCredentials | None, token: SecretStr | None) -> JSONResponse | None:
+    """401 without a bearer token, 403 for a wrong one (or when none is configured), None when it matches."""
+    if credentials is None:
+        return JSONResponse({"message": "missing bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    expected = token.get_secret_value() if token else None
+    if expected is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        return JSONResponse({"message": "invalid token" if expected else "reload disabled: no token configured"},
+                            status_code=403)
+    return None
+
+
+async def _read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as JSON, refusing bodies over `max_bytes` (413) and invalid JSON (400)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise ScoringError(413, f"request body of {length} bytes exceeds {max_bytes}")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise ScoringError(413, f"request body exceeds {max_bytes} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _score(served: Served, columns: dict[str, list[Any]], n_rows: int,
+           max_rows: int) -> tuple[list[Any], list[list[float]]]:
+    """Labels and rounded probabilities for request columns; input errors become 4xx ScoringErrors."""
+    rows = prepare(columns, n_rows, served.contract, max_rows)
+    try:
+        proba = served.predict_proba(rows)
+    except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
+        raise ScoringError(422, f"could not score these rows: {str(exc).splitlines()[0][:200]}") from None
+    labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
+    return [v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist()
+
+
+def _invocations_reply(served: Served, payload: Any, max_rows: int) -> dict[str, Any]:
+    """The /invocations answer for MLflow scoring JSON."""
+    labels, proba = _score(served, *columns_from_scoring_json(payload), max_rows)
+    return {"predictions": labels, "probabilities": proba, "classes": served.classes, "model_version": served.version}
+
+
+def _predict_reply(served: Served, payload: Any, max_rows: int) -> dict[str, Any]:
+    """The /predict answer: the body validated against the contract's request model, one labelled row per input."""
+    try:
+        body = served.request_model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ScoringError(422, f"{where}: {first['msg']} ({len(exc.errors())} problem(s) in the request)") from None
+    rows = [r.model_dump() for r in body.rows]  # type: ignore[attr-defined]
+    labels, proba = _score(served, {name: [r[name] for r in rows] for name in served.contract.features}, len(rows),
+                           max_rows)
+    return {"model_version": served.version, "predictions": [
+        {"label": label, "probabilities": dict(zip(map(str, served.classes), p))} for label, p in zip(labels, proba)]}
+
+
+def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
+    """The OpenAPI schema with /predict's request body generated from the served model's contract."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    served = state.served
+    if served is not None:
+        body = served.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(body.pop("$defs", {}))
+        components["PredictRequest"] = body
+        schema["paths"]["/predict"]["post"]["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}
+    app.openapi_schema = schema
+    return schema
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The FastAPI app; loads the champion at start-up (stays un-ready if there is none)."""
+    from tasks.tracking import TrackingConfig
+
     settings = settings or get_settings()
-    cfg = TrackingConfig.from_settings(settings)
-    state: dict[str, Any] = {"served": None, "load_error": None}
-    reload_lock = asyncio.Lock()
+    state = ServerState(settings, TrackingConfig.from_settings(settings))
+    max_bytes, max_rows = settings.server_max_body_bytes, settings.server_max_rows
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            state["served"] = await asyncio.to_thread(load_champion, cfg, settings.model_name)
-        except Exception as exc:  # the server still answers /health and accepts /reload
-            state["load_error"] = str(exc)
+        await state.load()
         yield
 
     app = FastAPI(title="nightshift model server", version="1", description=__doc__, lifespan=lifespan)
-
-    def served_or_503() -> Served:
-        served = state["served"]
-        if served is None:
-            raise ScoringError(503, f"no model loaded: {state['load_error'] or 'start-up in progress'}")
-        return served
-
-    @app.exception_handler(ScoringError)
-    async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
-        return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE" if exc.status < 500 else "UNAVAILABLE",
-                             "message": str(exc)}, status_code=exc.status)
-
-    async def read_json(request: Request) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.server_max_body_bytes:
-            raise ScoringError(413, f"request body of {length} bytes exceeds {settings.server_max_body_bytes}")
-        body = await request.body()
-        if len(body) > settings.server_max_body_bytes:
-            raise ScoringError(413, f"request body exceeds {settings.server_max_body_bytes} bytes")
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
-
-    def score(served: Served, columns: dict[str, list[Any]], n_rows: int) -> tuple[list[Any], list[list[float]]]:
-        rows = prepare(columns, n_rows, served.contract, settings.server_max_rows)
-        try:
-            proba = served.predict_proba(rows)
-        except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
-            raise ScoringError(422, f"could not score these rows: {str(exc).splitlines()[0][:200]}") from None
-        labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
-        return [v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist()
+    app.add_exception_handler(ScoringError, _scoring_error)  # type: ignore[arg-type]
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:
@@ -274,82 +369,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/ready", summary="Readiness: a model is loaded")
     async def ready() -> dict[str, Any]:
-        served = served_or_503()
-        return {"status": "ready", "model_version": served.version}
+        return {"status": "ready", "model_version": state.served_or_503().version}
 
     @app.get("/version", summary="The model being served")
     async def version() -> dict[str, Any]:
-        return served_or_503().info()
+        return state.served_or_503().info()
 
     @app.post("/invocations", summary="MLflow scoring-server compatible predictions",
               openapi_extra={"requestBody": _INVOCATIONS_BODY})
     async def invocations(request: Request) -> dict[str, Any]:
-        served = served_or_503()
-        labels, proba = score(served, *columns_from_scoring_json(await read_json(request)))
-        return {"predictions": labels, "probabilities": proba, "classes": served.classes,
-                "model_version": served.version}
+        served = state.served_or_503()
+        return _invocations_reply(served, await _read_json(request, max_bytes), max_rows)
 
     @app.post("/predict", summary="Typed predictions (request schema from the model's data contract)")
     async def predict(request: Request) -> dict[str, Any]:
-        served = served_or_503()
-        payload = await read_json(request)
-        try:
-            body = served.request_model.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ScoringError(422, f"{where}: {first['msg']} ({len(exc.errors())} problem(s) in the request)") from None
-        rows = [r.model_dump() for r in body.rows]  # type: ignore[attr-defined]
-        labels, proba = score(served, {name: [r[name] for r in rows] for name in served.contract.features}, len(rows))
-        return {"model_version": served.version, "predictions": [
-            {"label": label, "probabilities": dict(zip(map(str, served.classes), p))} for label, p in zip(labels, proba)]}
+        served = state.served_or_503()
+        return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
 
     @app.post("/reload", summary="Load the current champion, smoke-test it, then swap atomically (bearer token)")
-    async def reload(request: Request) -> JSONResponse:
-        expected = settings.server_token.get_secret_value() if settings.server_token else None
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            return JSONResponse({"message": "missing bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
-        if expected is None or not secrets.compare_digest(header[7:].encode(), expected.encode()):
-            return JSONResponse({"message": "invalid token" if expected else "reload disabled: no token configured"},
-                                status_code=403)
-        async with reload_lock:
-            old = state["served"]
-            try:
-                candidate = await asyncio.to_thread(load_champion, cfg, settings.model_name)
-                await asyncio.to_thread(smoke_test, candidate, settings.server_latency_budget_ms)
-            except Exception as exc:  # the old model keeps serving whatever went wrong
-                return JSONResponse({"status": "kept", "model_version": old.version if old else None,
-                                     "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
-            state["served"] = candidate  # one reference assignment: requests see old or new, never half
-            state["load_error"] = None
-            app.openapi_schema = None  # /predict's schema follows the new contract
-        return JSONResponse({"status": "swapped", "from_version": old.version if old else None,
-                             "to_version": candidate.version})
+    async def reload(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> JSONResponse:
+        if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
+            return refusal
+        return await state.reload(app)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        served = state["served"]
-        if served is not None:
-            body = served.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["PredictRequest"] = body
-            schema["paths"]["/predict"]["post"]["requestBody"] = {
-                "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = partial(_openapi, app, state)  # type: ignore[method-assign]
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server with uvicorn."""
-    parser = argparse.ArgumentParser(prog="python -m deployments.server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__)
     settings = get_settings()
     parser.add_argument("--host", default=settings.server_host)
     parser.add_argument("--port", type=int, default=settings.server_port)

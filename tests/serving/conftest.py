@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.conftest import free_port, wait_until_ok
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
 
@@ -25,37 +24,15 @@ class Server:
     log: Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(model_name: str, log: Path, **env: str) -> Server:
     port = free_port()
     environ = {**os.environ, "NIGHTSHIFT_MODEL_NAME": model_name, "NIGHTSHIFT_SERVER_TOKEN": TOKEN,
                "NIGHTSHIFT_SERVER_MAX_ROWS": "500", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "deployments.server", "--port", str(port)], env=environ,
+    proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--port", str(port)], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until_ok(proc, f"{url}/ready", log, 120, "model server")
     return Server(url, model_name, proc, log)
-
-
-def wait_until_ok(proc: subprocess.Popen, url: str, log: Path, timeout: float, what: str) -> None:
-    """Poll `url` until it answers 200; kill `proc` and raise with its log's tail if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"{what} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
 def stop_server(server: Server) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deployments.compiled import UNSEEN, compile_pipeline
-from deployments.server import ScoringError, _columns_of, columns_from_scoring_json, prepare
+from serving.compiled import UNSEEN, compile_pipeline
+from serving.server import ScoringError, _columns_of, columns_from_scoring_json, prepare
 from tasks.data import generate_demo, infer_features
 from tasks.train import fit_pipeline
 from tasks.validate import infer_contract
