@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
-from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.monitor import MonitorParams, MonitorResult, monitor
@@ -22,15 +20,16 @@ from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
-from tasks.promote import (DeployOutcome, DeployRefused, append_audit_task, move_champion_task, promotion_lock,
-                          redeploy_task)
-from tasks.evaluate import GateConfig, GateDecision, gate
-from tasks.tracking import GATE_TAG, AuditRecord, TrackingConfig
+from tasks.evaluate import GateConfig, GateDecision
+from tasks.promote import (DeployOutcome, alias_state_task, gate_challenger_task, model_lock, promote,
+                           record_refusal_task)
+from tasks.tracking import TrackingConfig, find_version_task, set_alias_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
 WINDOW_TAG = "nightshift.window_fingerprint"
+REASONS_TAG = "nightshift.retrain_reasons"
 
 
 class TriggerEvent(BaseModel):
@@ -95,13 +94,14 @@ class NightlyResult(BaseModel):
     drift_share: float | None
     alert_reasons: list[str]
     retrain_reasons: list[str]
-    challenger_version: str | None
-    decision: GateDecision | None
-    action: Literal["no-retrain", "promoted", "refused", "already-decided", "no-labels"]
+    challenger_version: str | None = None
+    decision: GateDecision | None = None
+    action: Literal["no-retrain", "promoted", "refused", "already-decided", "already-promoted", "superseded",
+                    "no-labels"]
     champion_before: str | None
     champion_after: str | None
-    deploy: DeployOutcome | None
-    window_fingerprint: str | None
+    deploy: DeployOutcome | None = None
+    window_fingerprint: str | None = None
     report: str | None
 
 
@@ -123,39 +123,32 @@ def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, h
     return str(window_path), str(holdout_path), fp
 
 
-@task(name="gate-challenger", cache_policy=NO_CACHE)
-def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout_path: str,
-                    config: GateConfig) -> GateDecision:
-    """Score both registry models on the same fresh holdout and decide."""
-    import pandas as pd
-
-    holdout = pd.read_parquet(holdout_path)
-    contract = tracking.load_json_artifact(cfg, tracking.version_run_id(cfg, name, challenger), tracking.CONTRACT_ARTIFACT)
-    y = holdout[contract["label"]].to_numpy()
-    chal_model = tracking.load_sklearn(cfg, name, version=challenger)
-    chal_proba = chal_model.predict_proba(holdout[list(chal_model.feature_names_in_)])
-    champ_proba = None
-    if champion is not None:
-        champ_model = tracking.load_sklearn(cfg, name, version=champion)
-        champ_proba = champ_model.predict_proba(holdout[list(champ_model.feature_names_in_)])
-    return gate(y, chal_proba, champ_proba, chal_model.classes_, config, slice_frame=holdout,
-                challenger_version=challenger, champion_version=champion)
+def retrain_reasons(params: NightlyParams, champion: str | None, checked: MonitorResult | None) -> list[str]:
+    """Why tonight needs a challenger (empty: keep the champion)."""
+    return [*(["no champion yet"] if champion is None else []), *(["forced"] if params.force_retrain else []),
+            *([f"trigger: {params.reason}"] if params.reason else []), *(checked.reasons if checked else [])]
 
 
-def _audit(name: str, action: str, decision: GateDecision | None, reason: str, frm: str | None, to: str | None,
-           fp: str | None) -> AuditRecord:
-    return AuditRecord(
-        time=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"), model_name=name, action=action,
-        from_version=frm, to_version=to, metric=decision.metric if decision else None,
-        challenger=decision.challenger if decision else None, champion=decision.champion if decision else None,
-        ci_low=decision.ci_low if decision else None, ci_high=decision.ci_high if decision else None, reason=reason,
-        flow_run_id=str(flow_run.get_id() or "") or None, dataset_fingerprint=fp)
+def challenger_for(cfg: TrackingConfig, params: NightlyParams, name: str, label: str, window_path: str,
+                   window_fp: str, reasons: list[str]) -> str:
+    """The version trained on this window: found by its fingerprint tag, else trained once (locked per window)."""
+    with model_lock(cfg, name, f"train-{window_fp[:16]}"):
+        version = find_version_task(cfg, name, WINDOW_TAG, window_fp)
+        if version is None:
+            version = train(TrainParams(
+                dataset=DatasetParams(source=window_path, label=label), model_name=name, estimator=params.estimator,
+                cv_folds=params.cv_folds, test_size=0.2, stratify=True, seed=params.seed,
+                version_tags={WINDOW_TAG: window_fp, REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
+        else:
+            get_run_logger().info("Window %s was already trained as v%s: reusing it.", window_fp[:12], version)
+    set_alias_task(cfg, name, tracking.CHALLENGER, version)
+    return version
 
 
-def _summary(result: NightlyResult) -> str:
+def _summary(result: NightlyResult) -> list[dict[str, str]]:
     d = result.decision
     ci = f"{d.difference:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}]" if d and d.difference is not None else "-"
-    rows = [("batch", f"`{result.batch}` ({result.rows} rows)"), ("validation", result.validation),
+    rows = [("batch", f"{result.batch} ({result.rows} rows)"), ("validation", result.validation),
             ("drift share", "-" if result.drift_share is None else f"{result.drift_share:.2f}"),
             ("alerts", "; ".join(result.alert_reasons) or "none"),
             ("retrain because", "; ".join(result.retrain_reasons) or "no reason: kept the champion"),
@@ -163,8 +156,16 @@ def _summary(result: NightlyResult) -> str:
             ("gate", d.reason if d else "-"), ("improvement (CI)", ci), ("action", result.action),
             ("champion", f"{result.champion_before or '-'} → {result.champion_after or '-'}"),
             ("deploy", result.deploy.detail if result.deploy else "-")]
-    return "\n".join([f"# Night for {result.model_name}: {result.action}", "", "| step | result |", "|---|---|",
-                      *[f"| {k} | {v} |" for k, v in rows]])
+    return [{"step": k, "result": v} for k, v in rows]
+
+
+def finish(result: NightlyResult, note: str) -> NightlyResult:
+    """Publish the night's table artifact and its one-line story."""
+    create_table_artifact(key=artifact_key("nightly", result.model_name), table=_summary(result),
+                          description=f"Night for {result.model_name}: {result.action}")
+    print(f"{result.model_name}: {result.action}; champion {result.champion_before or '-'} -> "
+          f"{result.champion_after or '-'} ({note})")
+    return result
 
 
 @flow(name="nightly", log_prints=True)
@@ -174,109 +175,51 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     Args:
         params: Tonight's batches, the training window, the challenger and the promotion gate.
     """
-    logger = get_run_logger()
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
-    champion_before = tracking.get_alias(cfg, name, tracking.CHAMPION)
+    champion = alias_state_task(cfg, name).champion
+    if params.trigger is not None:
+        get_run_logger().info("Started by %s", params.trigger.summary())
 
     # 1. Tonight's batch: validated, drift and quality checked against the champion (errors stop here).
     tonight = params.batches[-1]
-    checked: MonitorResult | None = None
-    if champion_before is not None:
-        checked = monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed))
+    checked = monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed)) if champion else None
     # The monitor resolved the label from the champion's contract; a first night uses the dataset's default.
     batch = load_dataset_task(tonight.model_copy(update={"label": tonight.label or (checked and checked.label)}),
                               seed=params.seed)
-    label = batch.label
 
-    # 2. Retrain?
-    alerts = checked.reasons if checked else []
-    reasons = [*(["no champion yet"] if champion_before is None else []), *(["forced"] if params.force_retrain else []),
-               *([f"trigger: {params.reason}"] if params.reason else []), *alerts]
-    if params.trigger is not None:
-        logger.info("Started by %s", params.trigger.summary())
-    base = dict(model_name=name, batch=batch.source, rows=len(batch.frame),
-                validation=checked.validation.summary() if checked else "checked by training",
-                drift_share=checked.drift.drift_share if checked else None, alert_reasons=alerts,
-                retrain_reasons=reasons, champion_before=champion_before,
-                report=checked.drift.html_path if checked else None)
+    # 2. Retrain? Only with a reason, and only with labels to gate on.
+    reasons = retrain_reasons(params, champion, checked)
+    night = partial(NightlyResult, model_name=name, batch=batch.source, rows=len(batch.frame),
+                    validation=checked.validation.summary() if checked else "checked by training",
+                    drift_share=checked.drift.drift_share if checked else None,
+                    alert_reasons=checked.reasons if checked else [], retrain_reasons=reasons,
+                    champion_before=champion, report=checked.drift.html_path if checked else None)
     if not reasons:
-        result = NightlyResult(**base, challenger_version=None, decision=None, action="no-retrain",
-                               champion_after=champion_before, deploy=None, window_fingerprint=None)
-        create_markdown_artifact(key=artifact_key("nightly", name), markdown=_summary(result))
-        print(f"{name}: nothing drifted or degraded; champion v{champion_before} stays.")
-        return result
-    if label not in batch.frame.columns or batch.frame[label].notna().sum() < 50:
-        result = NightlyResult(**base, challenger_version=None, decision=None, action="no-labels",
-                               champion_after=champion_before, deploy=None, window_fingerprint=None)
-        logger.warning("Retrain wanted (%s) but tonight's batch has no labels to gate on.", "; ".join(reasons))
-        return result
+        return finish(night(action="no-retrain", champion_after=champion), "nothing drifted or degraded")
+    if batch.label not in batch.frame.columns or batch.frame[batch.label].notna().sum() < 50:
+        return finish(night(action="no-labels", champion_after=champion), "retrain wanted, no labels to gate on")
 
-    # 3. Challenger trained on the window (reference + newest batches, minus tonight's holdout).
-    history = [load_dataset_task(p, seed=params.seed).frame for p in params.batches[-params.window:-1]]
-    if params.reference is not None:
-        history.insert(0, load_dataset_task(params.reference, seed=params.seed).frame)
-    window_path, holdout_path, window_fp = build_window(history, batch.frame, label, params.holdout_fraction,
+    # 3. Challenger trained on the window (reference + newest batches, minus tonight's holdout), once per window.
+    history = [load_dataset_task(p, seed=params.seed).frame
+               for p in ([params.reference] if params.reference else []) + params.batches[-params.window:-1]]
+    window_path, holdout_path, window_fp = build_window(history, batch.frame, batch.label, params.holdout_fraction,
                                                        params.seed, settings.state_dir / "windows" / name)
-    challenger = tracking.find_version_by_tag(cfg, name, WINDOW_TAG, window_fp)
-    if challenger is None:
-        trained = train(TrainParams(dataset=DatasetParams(source=window_path, label=label), model_name=name,
-                                    estimator=params.estimator, cv_folds=params.cv_folds, test_size=0.2,
-                                    stratify=True, seed=params.seed))
-        challenger = trained.model_version
-        tracking.tag_version(cfg, name, challenger, {WINDOW_TAG: window_fp, "nightshift.retrain_reasons": "; ".join(reasons)})
-    else:
-        logger.info("Window %s was already trained as v%s: reusing it (rerun of the same night).", window_fp[:12], challenger)
-    tracking.set_alias(cfg, name, tracking.CHALLENGER, challenger)
+    challenger = challenger_for(cfg, params, name, batch.label, window_path, window_fp, reasons)
 
-    # 4. Gate: the same fresh holdout for both; a decision recorded once per challenger.
-    recorded = tracking.version_tags(cfg, name, challenger).get(GATE_TAG)
-    if recorded:
-        decision = GateDecision.model_validate_json(recorded)
-    else:
-        decision = gate_challenger(cfg, name, challenger, champion_before, holdout_path, params.gate)
-        tracking.tag_version(cfg, name, challenger, {GATE_TAG: decision.model_dump_json()})
-        tracking.log_outputs(cfg, tracking.version_run_id(cfg, name, challenger),
-                             metrics={f"gate_{k}": v for k, v in {"challenger": decision.challenger,
-                                      "champion": decision.champion, "ci_low": decision.ci_low,
-                                      "ci_high": decision.ci_high}.items() if v is not None},
-                             texts={"gate/decision.md": decision.markdown()},
-                             tags={"nightshift.gate.promote": decision.promote, "nightshift.gate.reason": decision.reason})
+    # 4. Gate on the same fresh holdout, then promote (locked, compare-and-swap, undoable) or keep.
+    decision = gate_challenger_task(cfg, name, challenger, champion, holdout_path, params.gate)
     create_markdown_artifact(key=artifact_key("gate", name), markdown=decision.markdown(), description=decision.reason)
-    logger.info("Gate: %s", decision.reason)
-
-    # 5. Promote (locked, undoable) or keep.
-    deploy = None
-    action: str
-    if decision.promote and tracking.get_alias(cfg, name, tracking.CHAMPION) != challenger:
-        with promotion_lock(name):
-            try:
-                with transaction():
-                    move_champion_task(cfg, name, challenger)
-                    deploy = redeploy_task(settings.server_url, settings.server_token.get_secret_value()
-                                           if settings.server_token else None)
-                    append_audit_task(cfg, _audit(name, "promote", decision, decision.reason, champion_before,
-                                                  challenger, window_fp))
-            except DeployRefused as exc:
-                append_audit_task(cfg, _audit(name, "rollback", decision, f"redeploy refused: {exc}", challenger,
-                                              champion_before, window_fp))
-                raise
-        action = "promoted"
-    elif decision.promote:
-        action = "already-decided"
-    else:
-        if not recorded:
-            append_audit_task(cfg, _audit(name, "refuse", decision, decision.reason, champion_before, challenger,
-                                          window_fp))
-        action = "refused" if not recorded else "already-decided"
-
-    result = NightlyResult(**base, challenger_version=challenger, decision=decision, action=action,
-                           champion_after=tracking.get_alias(cfg, name, tracking.CHAMPION), deploy=deploy,
-                           window_fingerprint=window_fp)
-    create_markdown_artifact(key=artifact_key("nightly", name), markdown=_summary(result))
-    print(f"{name}: {action}; champion {champion_before or '-'} -> {result.champion_after or '-'} ({decision.reason})")
-    return result
+    night = partial(night, challenger_version=challenger, decision=decision, window_fingerprint=window_fp)
+    if not decision.promote:
+        refused = record_refusal_task(cfg, name, decision, window_fp)
+        return finish(night(action="refused" if refused else "already-decided", champion_after=champion),
+                      decision.reason)
+    token = settings.server_token.get_secret_value() if settings.server_token else None
+    outcome = promote(cfg, name, decision, server_url=settings.server_url, token=token, fingerprint=window_fp)
+    action = {"promoted": "promoted", "completed": "promoted"}.get(outcome.status, outcome.status)
+    return finish(night(action=action, champion_after=outcome.champion_after, deploy=outcome.deploy), outcome.detail)
 
 
 def _parse_args(argv: list[str]) -> NightlyParams:

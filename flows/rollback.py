@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
-from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict, Field
 
-from nightshift.errors import TrackingError
+from nightshift.errors import PromotionRefused, TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks import tracking
-from tasks.promote import DeployOutcome, append_audit_task, move_champion_task, promotion_lock, redeploy_task
-from tasks.tracking import AuditRecord, TrackingConfig
+from tasks.promote import DeployOutcome, alias_state_task, promote, recorded_decision_task
+from tasks.tracking import TrackingConfig
 
 
 class RollbackParams(BaseModel):
@@ -51,25 +47,24 @@ def rollback(params: RollbackParams) -> RollbackResult:
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
-    state = tracking.alias_state(cfg, name)
+    state = alias_state_task(cfg, name)
     target = params.to_version or state.previous
     if target is None:
         raise TrackingError(f"Model '{name}' has no 'previous' alias to roll back to; give to_version.")
-    tags = tracking.version_tags(cfg, name, target)  # raises if the version does not exist
-    if target != state.previous and '"promote":true' not in tags.get(tracking.GATE_TAG, "").replace(" ", ""):
-        raise TrackingError(f"Version {target} of '{name}' never passed the promotion gate; refusing to make it champion.")
-    record = AuditRecord(time=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"), model_name=name,
-                         action="rollback", from_version=state.champion, to_version=target, reason=params.reason,
-                         flow_run_id=str(flow_run.get_id() or "") or None)
-    with promotion_lock(name), transaction():
-        move_champion_task(cfg, name, target)
-        deploy = redeploy_task(settings.server_url,
-                               settings.server_token.get_secret_value() if settings.server_token else None)
-        append_audit_task(cfg, record)
+    decision = recorded_decision_task(cfg, name, target)
+    if decision is None or not decision.promote:
+        raise PromotionRefused(f"Version {target} of '{name}' never passed the promotion gate; refusing to make it "
+                               f"champion.")
+    token = settings.server_token.get_secret_value() if settings.server_token else None
+    outcome = promote(cfg, name, decision, server_url=settings.server_url, token=token, action="rollback",
+                      expected_champion=state.champion, reason=params.reason)
+    if outcome.status == "superseded":
+        raise PromotionRefused(f"Rollback of '{name}' not done: {outcome.detail}. Check the champion and retry.")
     create_markdown_artifact(key=artifact_key("rollback", name),
                              markdown=f"# Rollback of {name}\nchampion v{state.champion} → v{target}: {params.reason}")
     print(f"{name}: champion v{state.champion} -> v{target} ({params.reason})")
-    return RollbackResult(model_name=name, from_version=state.champion, to_version=target, deploy=deploy)
+    return RollbackResult(model_name=name, from_version=state.champion, to_version=target,
+                          deploy=outcome.deploy or DeployOutcome(status="not-deployed", detail=outcome.detail))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ class TrainParams(BaseModel):
         description="Keep class shares equal in train and test (off by default, like train_test_split).",
     )
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds the split, the folds and the estimator.")
+    version_tags: dict[str, str] = Field(
+        default_factory=dict, title="Version tags",
+        description="Extra tags registered with the version in the same call (the nightly flow sets its window).")
 
     @field_validator("model_name")
     @classmethod
@@ -173,7 +176,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
         version = register_task(tracking, name, logged, tags={
             "nightshift.dataset_fingerprint": dataset.fingerprint, "prefect.flow_run_id": str(flow_run.get_id() or ""),
             "nightshift.contract_fingerprint": contract.fingerprint(),
-            **{f"test_{k}": f"{v:.6f}" for k, v in test_metrics.items()},
+            **{f"test_{k}": f"{v:.6f}" for k, v in test_metrics.items()}, **params.version_tags,
         })
     except BaseException:
         finish_run_task(tracking, run_id, "FAILED")

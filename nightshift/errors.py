@@ -25,3 +25,15 @@ class ConfigError(NightshiftError, ValueError):
 
 class TrackingError(NightshiftError):
     """MLflow state is missing or inconsistent (no such model, version or alias)."""
+
+
+class TrackingUnavailable(TrackingError):
+    """The MLflow tracking/registry store failed or could not be reached; never read as "absent". Worth a retry."""
+
+
+class PromotionRefused(NightshiftError):
+    """A promotion was asked for without a decision that allows it."""
+
+
+class LockTimeout(NightshiftError):
+    """A per-model lock stayed held by another run for longer than the timeout."""

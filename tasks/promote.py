@@ -1,18 +1,38 @@
-"""Promotion and redeploy: move the champion alias under a lock, inside a transaction that can undo it."""
+"""Promotion: the gate step, per-model locks, and the one `promote()` every flow uses to move `champion`.
+
+`promote()` takes the gate's typed decision, takes the model's lock, re-reads `champion` under it and moves the
+aliases only if `champion` is still the version the decision was made against (compare-and-swap); then it
+redeploys the live server and writes the audit record, inside a transaction that undoes the move on failure.
+"""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.transactions import Transaction, get_transaction
+from prefect.transactions import Transaction, get_transaction, transaction
 from pydantic import BaseModel
 
-from nightshift.errors import NightshiftError
+from nightshift.errors import LockTimeout, NightshiftError, PromotionRefused
+from nightshift.faults import fault_point
+from nightshift.naming import slug
 from tasks import tracking
-from tasks.tracking import AliasState, TrackingConfig
+from tasks.evaluate import GateConfig, GateDecision, gate
+from tasks.tracking import AliasState, AuditRecord, TrackingConfig
+
+# How often a waiting run says what it waits for; and the Prefect lease (the server's minimum is 60 s).
+_WAIT_LOG_SECONDS = 10.0
+_LEASE_SECONDS = 60.0
 
 
 class DeployRefused(NightshiftError):
@@ -26,25 +46,171 @@ class DeployOutcome(BaseModel):
     detail: str
 
 
+class PromotionOutcome(BaseModel):
+    """What `promote()` did, and where `champion` points now."""
+
+    status: Literal["promoted", "completed", "already-promoted", "superseded"]
+    champion_before: str | None
+    champion_after: str | None
+    deploy: DeployOutcome | None = None
+    detail: str
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("nightshift.promote")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-model locks whose holder's death frees them.
+# --------------------------------------------------------------------------------------------
+def local_lock_dir(cfg: TrackingConfig) -> Path | None:
+    """Where file locks live when the registry is a local SQLite/file store (every writer is on this machine)."""
+    from urllib.parse import urlparse
+
+    uri = cfg.registry_uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent / "locks"
+    if uri.startswith("file:") or "://" not in uri:
+        return Path(urlparse(uri).path if uri.startswith("file:") else uri) / "locks"
+    return None
+
+
+def _lock_name(model_name: str, purpose: str) -> str:
+    digest = hashlib.sha1(model_name.encode()).hexdigest()[:8]  # slugs of 'a.b' and 'a_b' would collide
+    return f"nightshift-{purpose}-{slug(model_name, 60)}-{digest}"
+
+
 @contextmanager
-def promotion_lock(model_name: str, timeout_seconds: float = 600) -> Iterator[None]:
-    """At most one promotion per model at a time (a Prefect global concurrency limit of 1)."""
+def _file_lock(path: Path, what: str, timeout_seconds: float) -> Iterator[None]:
+    """flock(2) on a file: the kernel releases it the moment its holder exits, SIGKILL included."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = path.with_suffix(".holder")
+    lock = FileLock(str(path), thread_local=False)
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            lock.acquire(timeout=max(0.0, min(_WAIT_LOG_SECONDS, deadline - time.monotonic())))
+            break
+        except Timeout:
+            who = holder.read_text() if holder.exists() else "unknown holder"
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"{what} is still held by {who} after {timeout_seconds:.0f} s ({path}).") from None
+            _logger().info("Waiting for %s, held by %s", what, who)
+    try:
+        holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _prefect_lease(name: str, what: str, timeout_seconds: float) -> Iterator[None]:
+    """A Prefect global concurrency slot with a renewed lease: the server reclaims it when its holder dies."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    name = f"nightshift-promote-{model_name}"[:120]
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except Exception:  # created concurrently by another promotion: fine
-                client.read_global_concurrency_limit_by_name(name)
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+            except ObjectAlreadyExists:  # created concurrently by another run
+                pass
+    deadline = time.monotonic() + timeout_seconds
+    stack = ExitStack()
+    while True:
+        try:
+            stack.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=_LEASE_SECONDS,
+                                            timeout_seconds=max(1.0, min(_WAIT_LOG_SECONDS, deadline - time.monotonic()))))
+            break
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"{what} (Prefect concurrency limit '{name}') is still taken after "
+                                  f"{timeout_seconds:.0f} s; a dead holder's lease expires {_LEASE_SECONDS:.0f} s "
+                                  f"after its last renewal.") from None
+            _logger().info("Waiting for %s (Prefect concurrency limit '%s')", what, name)
+    with stack:
         yield
+
+
+@contextmanager
+def model_lock(cfg: TrackingConfig, model_name: str, purpose: str, timeout_seconds: float = 600) -> Iterator[None]:
+    """At most one `purpose` (promote, train-<window>) per model at a time, across processes.
+
+    A local SQLite/file registry means every writer runs on this machine: a file lock, freed by the kernel when
+    its holder dies. A registry server means writers anywhere: a Prefect concurrency slot held by a lease.
+    """
+    what = f"the {purpose.split('-')[0]} lock of model '{model_name}'"
+    name = _lock_name(model_name, purpose)
+    local = local_lock_dir(cfg)
+    with (_file_lock(local / f"{name}.lock", what, timeout_seconds) if local is not None
+          else _prefect_lease(name[:120], what, timeout_seconds)):
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# The gate step, the alias move with its undo, redeploy and audit.
+# --------------------------------------------------------------------------------------------
+def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout: Any,
+                  config: GateConfig) -> GateDecision:
+    """Score both registry versions on the same fresh holdout and decide."""
+    chal = tracking.load_version(cfg, name, challenger)
+    y = holdout[chal.contract.label].to_numpy()
+    chal_proba = chal.model.predict_proba(holdout[list(chal.model.feature_names_in_)])
+    champ_proba = None
+    if champion is not None:
+        champ = tracking.load_version(cfg, name, champion).model
+        champ_proba = champ.predict_proba(holdout[list(champ.feature_names_in_)])
+    return gate(y, chal_proba, champ_proba, chal.model.classes_, config, slice_frame=holdout,
+                challenger_version=challenger, champion_version=champion)
+
+
+def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout_path: str,
+                    config: GateConfig) -> GateDecision:
+    """The gate's decision for (challenger, champion): decided once and recorded on the version, else reused."""
+    import pandas as pd
+
+    decision = recorded_decision(cfg, name, challenger)
+    if decision is not None and champion in (decision.champion_version, challenger):  # same pair, or promoted since
+        return decision
+    decision = gate_versions(cfg, name, challenger, champion, pd.read_parquet(holdout_path), config)
+    tracking.tag_version(cfg, name, challenger, {tracking.GATE_TAG: decision.model_dump_json()})
+    numbers = decision.model_dump(include={"challenger", "champion", "ci_low", "ci_high"}, exclude_none=True)
+    tracking.log_outputs(cfg, tracking.version_run_id(cfg, name, challenger),
+                         metrics={f"gate_{k}": v for k, v in numbers.items()},
+                         texts={"gate/decision.md": decision.markdown()},
+                         tags={"nightshift.gate.promote": decision.promote, "nightshift.gate.reason": decision.reason})
+    return decision
+
+
+def recorded_decision(cfg: TrackingConfig, name: str, version: str) -> GateDecision | None:
+    """The gate decision recorded on a version (None if it was never gated); fails if the version does not exist."""
+    recorded = tracking.version_tags(cfg, name, version).get(tracking.GATE_TAG)
+    if not recorded:
+        return None
+    return GateDecision.model_validate_json(recorded).model_copy(update={"challenger_version": str(version)})
+
+
+def record_refusal(cfg: TrackingConfig, name: str, decision: GateDecision, fingerprint: str | None) -> bool:
+    """Audit a refused challenger once (a rerun of the night finds the record); True if written now."""
+    target = decision.challenger_version
+    if any(r.action == "refuse" and r.to_version == target for r in tracking.read_audit(cfg, name)):
+        return False
+    tracking.append_audit(cfg, audit_record(name, "refuse", decision.reason, decision.champion_version, target,
+                                            decision, fingerprint))
+    return True
 
 
 @task(name="move-champion-alias", cache_policy=NO_CACHE)
@@ -82,5 +248,73 @@ def redeploy(server_url: str | None, token: str | None, timeout_seconds: float =
     return DeployOutcome(status="deployed", detail=response.text[:300])
 
 
+def audit_record(name: str, action: str, reason: str, from_version: str | None, to_version: str | None,
+                 decision: GateDecision | None = None, fingerprint: str | None = None) -> AuditRecord:
+    """An audit record stamped with the time and the current Prefect flow run."""
+    from prefect.runtime import flow_run
+
+    numbers = decision.model_dump(include={"metric", "challenger", "champion", "ci_low", "ci_high"}) if decision else {}
+    return AuditRecord(time=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"), model_name=name, action=action,
+                       from_version=from_version, to_version=to_version, reason=reason,
+                       flow_run_id=str(flow_run.get_id() or "") or None, dataset_fingerprint=fingerprint, **numbers)
+
+
 redeploy_task = task(redeploy, name="redeploy-model-server", cache_policy=NO_CACHE)
-append_audit_task = task(tracking.append_audit, name="append-audit-record", cache_policy=NO_CACHE)
+append_audit_task = task(tracking.append_audit, name="append-audit-record", **tracking.RETRY)
+read_audit_task = task(tracking.read_audit, name="read-audit-trail", **tracking.RETRY)
+alias_state_task = task(tracking.alias_state, name="read-aliases", **tracking.RETRY)
+gate_challenger_task = task(gate_challenger, name="gate-challenger", **tracking.RETRY)
+record_refusal_task = task(record_refusal, name="audit-refusal", **tracking.RETRY)
+recorded_decision_task = task(recorded_decision, name="read-gate-decision", **tracking.RETRY)
+
+
+def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_url: str | None, token: str | None,
+            expected_champion: str | None = None, action: Literal["promote", "rollback"] = "promote",
+            reason: str | None = None, fingerprint: str | None = None,
+            lock_timeout: float = 600) -> PromotionOutcome:
+    """Make `decision.challenger_version` champion if `champion` is still `expected_champion` (default: the version
+    the decision was made against); redeploy and audit; undo the move if the server refuses it.
+
+    Idempotent: a run killed after the move is completed (redeploy + audit) by its rerun, and a version is
+    promoted at most once (a later rerun of the same night after a rollback leaves it alone).
+    """
+    target = decision.challenger_version
+    if not decision.promote or target is None:
+        raise PromotionRefused(f"v{target} of '{name}' did not pass the gate ({decision.reason}); not promoting it.")
+    expected = decision.champion_version if action == "promote" and expected_champion is None else expected_champion
+    reason = reason or decision.reason
+    numbers = decision if action == "promote" else None
+    with model_lock(cfg, name, "promote", lock_timeout):
+        state = alias_state_task(cfg, name)
+        done = action == "promote" and any(r.action == "promote" and r.to_version == target
+                                           for r in read_audit_task(cfg, name))
+        if done or (state.champion == target and action == "rollback"):
+            return PromotionOutcome(status="already-promoted", champion_before=state.champion,
+                                    champion_after=state.champion, detail=f"v{target} was promoted before")
+        if state.champion == target:  # moved by a run killed before its audit record: finish it once
+            deploy = redeploy_task(server_url, token)
+            append_audit_task(cfg, audit_record(name, action, f"{reason} (completed after an interrupted run)",
+                                                state.previous, target, numbers, fingerprint))
+            return PromotionOutcome(status="completed", champion_before=state.previous, champion_after=target,
+                                    deploy=deploy, detail="finished the promotion an interrupted run had begun")
+        if state.champion != expected:
+            detail = (f"champion moved to v{state.champion} after the decision against v{expected}; "
+                      f"v{target} not promoted")
+            append_audit_task(cfg, audit_record(name, "superseded", detail, state.champion, target, numbers,
+                                                fingerprint))
+            return PromotionOutcome(status="superseded", champion_before=state.champion,
+                                    champion_after=state.champion, detail=detail)
+        try:
+            with transaction():
+                move_champion_task(cfg, name, target)
+                fault_point("after-move")
+                deploy = redeploy_task(server_url, token)
+                append_audit_task(cfg, audit_record(name, action, reason, state.champion, target, numbers,
+                                                    fingerprint))
+        except DeployRefused as exc:
+            append_audit_task(cfg, audit_record(name, "rollback", f"redeploy refused: {exc}", target, state.champion,
+                                                numbers, fingerprint))
+            raise
+    _logger().info("%s: champion v%s -> v%s", name, state.champion, target)
+    return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,
+                            detail=reason)

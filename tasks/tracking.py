@@ -6,6 +6,7 @@ block, around `log_model`, opens and closes the run inside a single function.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from nightshift.errors import TrackingError
+from nightshift.errors import TrackingError, TrackingUnavailable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,18 +109,76 @@ def client(cfg: TrackingConfig) -> MlflowClient:
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
 
 
+# Error codes that mean "the store is there but failed" (a retry may help); other codes are the caller's mistake.
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+_ABSENT = object()
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """MLflow's "no such model/version/alias" answers, and nothing else.
+
+    On the SQL store a missing alias on an existing model is INVALID_PARAMETER_VALUE ("alias ... not found"),
+    a missing model or version RESOURCE_DOES_NOT_EXIST; an HTTP tracking server forwards the same codes.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message.lower())
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A store failure a retry may cure: a 5xx, an unreachable server, a locked SQLite database."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, TrackingUnavailable):
+        return True
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _TRANSIENT_CODES and not is_not_found(exc)
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError)) or type(exc).__module__.startswith(
+        ("requests", "urllib3", "sqlalchemy"))
+
+
+def registry_call(cfg: TrackingConfig, what: str, call: Any, *, absent: Any = _ABSENT) -> Any:
+    """Run one registry call: not-found gives `absent` (or a TrackingError); any other failure names the store."""
+    try:
+        return call()
+    except TrackingError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if is_not_found(exc):
+            if absent is not _ABSENT:
+                return absent
+            raise TrackingError(f"{what}: {first}") from exc
+        kind = TrackingUnavailable if is_transient(exc) else TrackingError
+        raise kind(f"MLflow registry at {cfg.registry_uri} failed while {what}: {first}") from exc
+
+
+def retry_if_unavailable(task: object, task_run: object, state: object) -> bool:
+    """Prefect retry condition: retry a tracking task only when the store failed, never for a real answer."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the state holds the task's exception
+        return is_transient(exc)
+    return False
+
+
 def ensure_experiment(cfg: TrackingConfig) -> str:
     """Id of the configured experiment, created with the configured artifact location if missing."""
+    from mlflow.exceptions import MlflowException
+
     c = client(cfg)
     exp = c.get_experiment_by_name(cfg.experiment_name)
     if exp is not None:
         return exp.experiment_id
     try:
         return c.create_experiment(cfg.experiment_name, artifact_location=cfg.artifact_location)
-    except Exception:  # created by a concurrent run in the meantime
+    except MlflowException as exc:  # created by a concurrent run in the meantime
         exp = c.get_experiment_by_name(cfg.experiment_name)
         if exp is None:
-            raise
+            raise exc from None
         return exp.experiment_id
 
 
@@ -211,17 +270,24 @@ def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_exampl
 
 def register_model_version(cfg: TrackingConfig, name: str, logged: LoggedModel,
                            tags: dict[str, Any] | None = None) -> str:
-    """Register a logged model as a new version of `name` (no alias: promotion is a separate decision)."""
+    """Register a logged model as a new version of `name`, its tags set in the same call (no alias: promotion
+    is a separate decision). A rerun finds a version by its tags, so none is ever left untagged."""
+    from mlflow.exceptions import MlflowException
+
     c = client(cfg)
-    try:
-        c.get_registered_model(name)
-    except Exception:
+
+    def create() -> None:
         try:
             c.create_registered_model(name, description="Managed by nightshift.")
-        except Exception:
-            c.get_registered_model(name)  # raced with another registration; exists now
-    mv = c.create_model_version(name, source=logged.model_uri, run_id=logged.run_id,
-                                tags={k: str(v) for k, v in (tags or {}).items()}, model_id=logged.model_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else: raced with another registration; exists now
+                raise
+
+    if registry_call(cfg, f"reading model '{name}'", lambda: c.get_registered_model(name), absent=None) is None:
+        registry_call(cfg, f"creating model '{name}'", create)
+    mv = registry_call(cfg, f"registering a version of '{name}'", lambda: c.create_model_version(
+        name, source=logged.model_uri, run_id=logged.run_id, tags={k: str(v)[:5000] for k, v in (tags or {}).items()},
+        model_id=logged.model_id))
     return str(mv.version)
 
 
@@ -275,11 +341,13 @@ def download_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str, dst:
 
 def load_json_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str) -> Any:
     """A JSON run artifact, parsed."""
-    import json
-    import tempfile
+    import mlflow.artifacts
 
-    with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(download_artifact(cfg, run_id, artifact_path, tmp).read_text())
+    _mlflow(cfg)
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact_path}")
+    except Exception as exc:
+        raise TrackingError(f"Run {run_id} has no JSON artifact '{artifact_path}': {str(exc).splitlines()[0]}") from exc
 
 
 def load_frame_artifact(cfg: TrackingConfig, run_id: str, artifact_path: str) -> pd.DataFrame:
@@ -306,10 +374,10 @@ class VersionRef:
 def resolve_version(cfg: TrackingConfig, name: str, alias: str = "champion") -> VersionRef:
     """The version behind `alias`, or the newest version when no alias is set; fails clearly if none exists."""
     c = client(cfg)
-    try:
-        mv = c.get_model_version_by_alias(name, alias)
-        chosen: str | None = alias
-    except Exception:
+    mv = registry_call(cfg, f"reading alias '{alias}' of '{name}'", lambda: c.get_model_version_by_alias(name, alias),
+                       absent=None)
+    chosen: str | None = alias
+    if mv is None:
         versions = list_versions(cfg, name)
         if not versions:
             raise TrackingError(
@@ -317,6 +385,31 @@ def resolve_version(cfg: TrackingConfig, name: str, alias: str = "champion") -> 
             ) from None
         mv, chosen = versions[0], None
     return VersionRef(name=name, version=str(mv.version), run_id=str(mv.run_id), alias=chosen, tags=dict(mv.tags or {}))
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A registered version with what every consumer needs: its run, data contract and fitted pipeline."""
+
+    ref: VersionRef
+    contract: Any  # tasks.validate.Contract
+    model: Any  # the fitted sklearn pipeline
+
+
+def load_version(cfg: TrackingConfig, name: str, alias_or_version: str = "champion") -> LoadedVersion:
+    """version → run → contract → model in one call; an alias that is not set fails clearly."""
+    from tasks.validate import Contract
+
+    if alias_or_version.isdigit():
+        ref = get_version(cfg, name, alias_or_version)
+    else:
+        version = get_alias(cfg, name, alias_or_version)
+        if version is None:
+            raise TrackingError(f"Model '{name}' has no '{alias_or_version}' version yet: run the nightly flow "
+                                f"(or train and promote a version) first.")
+        ref = dataclasses.replace(get_version(cfg, name, version), alias=alias_or_version)
+    contract = Contract.model_validate(load_json_artifact(cfg, ref.run_id, CONTRACT_ARTIFACT))
+    return LoadedVersion(ref=ref, contract=contract, model=load_sklearn(cfg, name, version=ref.version))
 
 
 def run_metrics(cfg: TrackingConfig, run_id: str, prefix: str = "") -> dict[str, float]:
@@ -346,51 +439,48 @@ CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 GATE_TAG = "nightshift.gate.decision"
 
 
-def fault_point(name: str) -> None:
-    """Crash-test hook: SIGKILL this process when NIGHTSHIFT_FAULT names this point (tests only)."""
-    import os
-    import signal
-
-    if os.environ.get("NIGHTSHIFT_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def get_alias(cfg: TrackingConfig, name: str, alias: str) -> str | None:
-    """The version an alias points at, or None."""
-    try:
-        return str(client(cfg).get_model_version_by_alias(name, alias).version)
-    except Exception:
-        return None
+    """The version an alias points at, None only when MLflow says it is not set (any other failure raises)."""
+    mv = registry_call(cfg, f"reading alias '{alias}' of '{name}'",
+                       lambda: client(cfg).get_model_version_by_alias(name, alias), absent=None)
+    return None if mv is None else str(mv.version)
 
 
 def set_alias(cfg: TrackingConfig, name: str, alias: str, version: str) -> None:
     """Point an alias at a version."""
-    client(cfg).set_registered_model_alias(name, alias, str(version))
+    registry_call(cfg, f"setting alias '{alias}' of '{name}' to v{version}",
+                  lambda: client(cfg).set_registered_model_alias(name, alias, str(version)))
 
 
 def delete_alias(cfg: TrackingConfig, name: str, alias: str) -> None:
     """Remove an alias if it exists."""
-    try:
-        client(cfg).delete_registered_model_alias(name, alias)
-    except Exception:
-        pass
+    registry_call(cfg, f"deleting alias '{alias}' of '{name}'",
+                  lambda: client(cfg).delete_registered_model_alias(name, alias), absent=None)
 
 
 def tag_version(cfg: TrackingConfig, name: str, version: str, tags: dict[str, Any]) -> None:
     """Set tags on a model version."""
     c = client(cfg)
     for key, value in tags.items():
-        c.set_model_version_tag(name, str(version), key, str(value)[:5000])
+        registry_call(cfg, f"tagging v{version} of '{name}'",
+                      lambda k=key, v=value: c.set_model_version_tag(name, str(version), k, str(v)[:5000]))
+
+
+def get_version(cfg: TrackingConfig, name: str, version: str) -> VersionRef:
+    """One registered version (fails clearly if it does not exist)."""
+    mv = registry_call(cfg, f"Model '{name}' has no version {version}",
+                       lambda: client(cfg).get_model_version(name, str(version)))
+    return VersionRef(name=name, version=str(mv.version), run_id=str(mv.run_id), alias=None, tags=dict(mv.tags or {}))
 
 
 def version_tags(cfg: TrackingConfig, name: str, version: str) -> dict[str, str]:
     """A model version's tags."""
-    return dict(client(cfg).get_model_version(name, str(version)).tags or {})
+    return get_version(cfg, name, version).tags
 
 
 def version_run_id(cfg: TrackingConfig, name: str, version: str) -> str:
     """The MLflow run that produced a model version."""
-    return str(client(cfg).get_model_version(name, str(version)).run_id)
+    return get_version(cfg, name, version).run_id
 
 
 def find_version_by_tag(cfg: TrackingConfig, name: str, key: str, value: str) -> str | None:
@@ -420,6 +510,8 @@ def move_champion(cfg: TrackingConfig, name: str, version: str) -> AliasState:
     The order matters for crashes: killed between the two writes, champion still points at the old,
     gated version and previous at that same version.
     """
+    from nightshift.faults import fault_point
+
     before = alias_state(cfg, name)
     if before.champion == str(version):
         return before
@@ -445,7 +537,7 @@ class AuditRecord(BaseModel):
 
     time: str
     model_name: str
-    action: Literal["promote", "refuse", "rollback", "rollback-undone"]
+    action: Literal["promote", "refuse", "rollback", "rollback-undone", "superseded"]
     from_version: str | None = None
     to_version: str | None = None
     metric: str | None = None
@@ -475,11 +567,11 @@ def append_audit(cfg: TrackingConfig, record: AuditRecord) -> str:
     c.set_terminated(run.info.run_id)
     entry = json.dumps(record.model_dump(exclude_none=True))
     for version in {record.from_version, record.to_version} - {None}:
-        try:
-            c.set_model_version_tag(record.model_name, str(version), f"nightshift.audit.{record.time}.{record.action}",
-                                    entry[:5000])
-        except Exception:  # the version may have been deleted; the audit run still holds the record
-            pass
+        # A deleted version is skipped (absent); the audit run still holds the record.
+        registry_call(cfg, f"tagging v{version} of '{record.model_name}' with its audit record",
+                      lambda v=version: c.set_model_version_tag(record.model_name, str(v),
+                                                                f"nightshift.audit.{record.time}.{record.action}",
+                                                                entry[:5000]), absent=None)
     return run.info.run_id
 
 
@@ -507,7 +599,8 @@ def get_run(cfg: TrackingConfig, run_id: str) -> Any:
 
 def list_versions(cfg: TrackingConfig, name: str) -> list[Any]:
     """All registered versions of `name`, newest first (empty if the model does not exist)."""
-    versions = client(cfg).search_model_versions(f"name = '{name}'")
+    versions = registry_call(cfg, f"listing versions of '{name}'",
+                             lambda: client(cfg).search_model_versions(f"name = '{name}'"))
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
 
 
@@ -534,12 +627,18 @@ def load_sklearn(cfg: TrackingConfig, name: str, version: str | None = None, ali
     return mlflow.sklearn.load_model(model_uri(name, version, alias))
 
 
+# Registry reads/writes whose failure a retry may cure (a locked SQLite file, a 5xx): retried, with backoff.
+RETRY: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+                             retry_condition_fn=retry_if_unavailable)
 start_run_task = task(start_run, name="mlflow-start-run", cache_policy=NO_CACHE)
 log_outputs_task = task(log_outputs, name="mlflow-log-outputs", cache_policy=NO_CACHE)
-resolve_version_task = task(resolve_version, name="resolve-model-version", cache_policy=NO_CACHE)
-load_json_artifact_task = task(load_json_artifact, name="load-json-artifact", cache_policy=NO_CACHE)
-load_frame_artifact_task = task(load_frame_artifact, name="load-reference", cache_policy=NO_CACHE)
-load_sklearn_task = task(load_sklearn, name="load-model-from-registry", cache_policy=NO_CACHE)
+resolve_version_task = task(resolve_version, name="resolve-model-version", **RETRY)
+load_json_artifact_task = task(load_json_artifact, name="load-json-artifact", **RETRY)
+load_frame_artifact_task = task(load_frame_artifact, name="load-reference", **RETRY)
+load_sklearn_task = task(load_sklearn, name="load-model-from-registry", **RETRY)
 log_training_task = task(log_training, name="mlflow-log-training", cache_policy=NO_CACHE)
 register_task = task(register_model_version, name="mlflow-register-version", cache_policy=NO_CACHE)
 finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CACHE)
+find_version_task = task(find_version_by_tag, name="find-version-by-tag", **RETRY)
+set_alias_task = task(set_alias, name="set-alias", **RETRY)
+load_version_task = task(load_version, name="load-model-version", **RETRY)

@@ -63,7 +63,7 @@ def test_a_week_in_the_life(tracking, tmp_path: Path, monkeypatch: pytest.Monkey
     # Rerunning the same night is idempotent: same window fingerprint → no new version, no second promotion.
     audit_before, versions_before = len(tr.read_audit(tracking, name)), len(tr.list_versions(tracking, name))
     again = nightly(_night(name, 3, CONCEPT))
-    assert again.action == "already-decided" and again.challenger_version == drifted.challenger_version
+    assert again.action == "already-promoted" and again.challenger_version == drifted.challenger_version
     assert len(tr.read_audit(tracking, name)) == audit_before and len(tr.list_versions(tracking, name)) == versions_before
 
     # Night 4: forced retrain on the same world → not measurably better → refused, champion kept.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tasks import tracking as tr
-from tasks.data import generate_demo, infer_features
+from tasks.data import infer_features
+from tasks.demo_data import generate_demo
+from tasks.evaluate import GateDecision
 from tasks.train import fit_pipeline
 
 
@@ -25,5 +25,13 @@ def versions(tracking, model_name, logged) -> str:
     """Three versions; v1 and v2 passed the gate, v3 did not."""
     for passed in (True, True, False):
         version = tr.register_model_version(tracking, model_name, logged)
-        tr.tag_version(tracking, model_name, version, {tr.GATE_TAG: json.dumps({"promote": passed})})
+        decision = decision_for(version, passed)
+        tr.tag_version(tracking, model_name, version, {tr.GATE_TAG: decision.model_dump_json()})
     return model_name
+
+
+def decision_for(version: str, promote: bool, champion: str | None = None) -> GateDecision:
+    """A gate decision as the gate records it on a version."""
+    return GateDecision(promote=promote, reason="test decision", metric="roc_auc", rows=100, challenger=0.8,
+                        champion=None if champion is None else 0.7, confidence=0.95, min_margin=0.0,
+                        absolute_floor=0.6, resamples=100, challenger_version=version, champion_version=champion)

@@ -10,7 +10,7 @@ from prefect import flow
 from prefect.transactions import transaction
 
 from tasks import tracking as tr
-from tasks.promote import DeployRefused, move_champion_task, promotion_lock, redeploy
+from tasks.promote import DeployRefused, model_lock, move_champion_task, redeploy
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -43,11 +43,11 @@ def test_successful_transaction_keeps_the_move(tracking, versions) -> None:
     assert tr.alias_state(tracking, name) == tr.AliasState("1", None)
 
 
-def test_two_promotions_cannot_overlap(model_name) -> None:
+def test_two_promotions_cannot_overlap(tracking, model_name) -> None:
     events: list[str] = []
 
     def hold() -> None:
-        with promotion_lock(model_name):
+        with model_lock(tracking, model_name, "promote"):
             events.append("a-in")
             time.sleep(3)
             events.append("a-out")
@@ -56,7 +56,7 @@ def test_two_promotions_cannot_overlap(model_name) -> None:
     first.start()
     while "a-in" not in events:
         time.sleep(0.05)
-    with promotion_lock(model_name, timeout_seconds=60):
+    with model_lock(tracking, model_name, "promote", timeout_seconds=60):
         events.append("b-in")
     first.join()
     assert events == ["a-in", "a-out", "b-in"]
