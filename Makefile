@@ -32,12 +32,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(UV) venv $(VENV) --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" --quiet
 	$(UV) pip sync --python $(PY) --quiet requirements.lock
 	$(UV) pip install --python $(PY) --quiet --no-deps -e .
+	@mkdir -p .nightshift  # parent of the Prefect home in pyproject.toml [tool.prefect]
 	@touch $@
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m nightshift.demo
+	$(PY) -m cli.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not integration"

@@ -21,7 +21,7 @@ from benchmarks import save_results
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.data import DemoDrift
+    from tasks.demo_data import DemoDrift
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = (100_000, 1_000_000)
@@ -39,7 +39,7 @@ TARGET_RSS_MB = 2048.0
 
 def scenario_drift(name: str) -> DemoDrift:
     """The drift injected into the current day for one benchmark scenario."""
-    from tasks.data import DemoDrift
+    from tasks.demo_data import DemoDrift
 
     if name == "no_drift":
         return DemoDrift()
@@ -52,14 +52,14 @@ def scenario_drift(name: str) -> DemoDrift:
 
 def feature_columns() -> tuple[list[str], list[str]]:
     """Numeric and categorical feature columns of the demo table (no label, no date)."""
-    from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC
+    from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC
 
     return list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)
 
 
 def make_data(rows: int, scenario: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference (day 0) and current (day 1, drifted per scenario) demo tables of `rows` rows each."""
-    from tasks.data import generate_demo
+    from tasks.demo_data import generate_demo
 
     reference = generate_demo(rows, seed=1, day=0)
     current = generate_demo(rows, seed=1, day=1, drift=scenario_drift(scenario))

@@ -106,7 +106,9 @@ def get_settings() -> Settings:
 
 
 def apply_prefect_defaults(settings: Settings | None = None) -> None:
-    """Keep Prefect off the user's home state unless they configured it: call before importing prefect."""
+    """Programs only (`make demo`), before importing prefect: Prefect's home in the state dir unless configured."""
+    # Importable modules never call this: runs from the project root get the same defaults from the [tool.prefect]
+    # table in pyproject.toml, without writing os.environ or creating directories at import time.
     settings = settings or get_settings()
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         home = (settings.prefect_home or settings.state_dir / "prefect").resolve()

@@ -1,21 +1,22 @@
-"""Datasets: file/URL loaders, the bundled iris set, and the demo stream generator with drift knobs."""
+"""Datasets: file/URL loaders, content fingerprints and feature inference (bundled data: tasks.demo_data)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from datetime import date, timedelta
 from contextlib import contextmanager
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from nightshift.errors import DataLoadError, TransientLoadError
+from tasks.demo_data import DemoDrift
+# Re-exported until tests/tasks/test_tracking.py, tests/flows/test_nightly.py, tests/serving/test_compiled.py and
+# tests/serving/test_server.py import them from tasks.demo_data (DemoDrift is used here by DatasetParams).
+from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo  # noqa: F401
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,48 +24,9 @@ if TYPE_CHECKING:
 IRIS = "iris"
 DEMO = "demo"
 BUILTIN_DATASETS = (IRIS, DEMO)
-IRIS_LABEL = "species"
-DEMO_LABEL = "churned"
-DEMO_DATE = "event_date"
-DEMO_START = date(2026, 1, 1)
-# Rows are generated in fixed blocks, each from its own seed, so any prefix of the stream is the
-# same whatever size is asked for, and huge sizes can be produced one block at a time.
-DEMO_BLOCK_ROWS = 100_000
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READABLE_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
-
-
-class DemoDrift(BaseModel):
-    """Drift injected into one demo day: covariate (feature) shift, category-mix change, concept change."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    covariate_shift: float = Field(
-        0.0, ge=-5.0, le=5.0, title="Covariate shift",
-        description="Mean shift of the drifted numeric columns, in their standard deviations.",
-    )
-    covariate_scale: float = Field(
-        1.0, gt=0.0, le=10.0, title="Covariate scale",
-        description="Factor applied to the spread of the drifted numeric columns (1 = unchanged).",
-    )
-    drifted_columns: tuple[str, ...] = Field(
-        ("monthly_spend", "sessions_last_30d", "days_since_last_login"), title="Drifted columns",
-        description="Numeric columns that the covariate shift/scale applies to.",
-    )
-    category_mix: float = Field(
-        0.0, ge=0.0, le=1.0, title="Category mix change",
-        description="0 = usual category frequencies, 1 = fully moved to a different mix (including a new, unseen region).",
-    )
-    concept: float = Field(
-        0.0, ge=0.0, le=1.0, title="Concept drift",
-        description="0 = usual label relationship, 1 = a different relationship between features and churn.",
-    )
-
-    @property
-    def is_none(self) -> bool:
-        """True when this spec changes nothing."""
-        return self.covariate_shift == 0 and self.covariate_scale == 1 and self.category_mix == 0 and self.concept == 0
 
 
 class DatasetParams(BaseModel):
@@ -89,58 +51,6 @@ class DatasetParams(BaseModel):
     exclude_columns: list[str] = Field(
         default_factory=list, title="Excluded columns", description="Columns never used as features (ids, timestamps).",
     )
-
-
-@dataclass(frozen=True)
-class _Numeric:
-    name: str
-    kind: str
-    a: float
-    b: float = 0.0
-    missing: float = 0.0
-    clip: tuple[float, float] | None = None
-
-
-# A churn-like customer table: 20 numeric features with realistic shapes, 5 categorical ones.
-_NUMERIC: tuple[_Numeric, ...] = (
-    _Numeric("age", "normal", 41, 12, clip=(18, 90)),
-    _Numeric("tenure_months", "gamma", 2.0, 14.0, clip=(0, 240)),
-    _Numeric("monthly_spend", "lognormal", 4.0, 0.55),
-    _Numeric("sessions_last_30d", "poisson", 18),
-    _Numeric("avg_session_minutes", "gamma", 3.0, 4.0, missing=0.03),
-    _Numeric("support_tickets_90d", "poisson", 0.8),
-    _Numeric("days_since_last_login", "exponential", 6.0),
-    _Numeric("discount_rate", "beta", 2.0, 12.0),
-    _Numeric("payment_delays_12m", "poisson", 0.6),
-    _Numeric("pages_per_session", "gamma", 4.0, 1.5),
-    _Numeric("cart_abandon_rate", "beta", 3.0, 5.0),
-    _Numeric("referrals", "poisson", 0.4),
-    _Numeric("account_balance", "normal", 120, 80),
-    _Numeric("credit_score", "normal", 680, 60, missing=0.02, clip=(300, 850)),
-    _Numeric("device_count", "poisson1", 1.2),
-    _Numeric("email_open_rate", "beta", 2.0, 5.0),
-    _Numeric("avg_order_value", "lognormal", 3.6, 0.45),
-    _Numeric("orders_last_90d", "poisson", 3.0),
-    _Numeric("returns_last_90d", "poisson", 0.3),
-    _Numeric("nps_score", "nps", 7.0),
-)
-_CATEGORICAL: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
-    "plan": (("basic", "standard", "premium", "enterprise"), (0.45, 0.32, 0.17, 0.06)),
-    "region": (("north", "south", "east", "west", "central"), (0.22, 0.24, 0.18, 0.21, 0.15)),
-    "channel": (("web", "app", "store", "partner"), (0.41, 0.35, 0.16, 0.08)),
-    "device_os": (("android", "ios", "windows", "macos", "linux"), (0.38, 0.30, 0.20, 0.09, 0.03)),
-    "payment_method": (("card", "paypal", "bank_transfer", "invoice"), (0.55, 0.22, 0.15, 0.08)),
-}
-# Where category_mix moves the frequencies to; "international" is a region the reference never saw.
-_SHIFTED_MIX: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
-    "plan": (("basic", "standard", "premium", "enterprise"), (0.15, 0.20, 0.35, 0.30)),
-    "region": (("north", "south", "east", "west", "central", "international"), (0.10, 0.10, 0.10, 0.10, 0.10, 0.50)),
-    "channel": (("web", "app", "store", "partner"), (0.20, 0.60, 0.05, 0.15)),
-    "device_os": (("android", "ios", "windows", "macos", "linux"), (0.38, 0.30, 0.20, 0.09, 0.03)),
-    "payment_method": (("card", "paypal", "bank_transfer", "invoice"), (0.55, 0.22, 0.15, 0.08)),
-}
-DEMO_NUMERIC = tuple(n.name for n in _NUMERIC)
-DEMO_CATEGORICAL = tuple(_CATEGORICAL)
 
 
 @dataclass
@@ -244,154 +154,6 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def load_iris() -> pd.DataFrame:
-    """The iris table shipped inside scikit-learn (no download): four measurements and `species`."""
-    import pandas as pd
-
-    from sklearn.datasets import load_iris as sk_load_iris
-
-    bunch = sk_load_iris(as_frame=True)
-    frame = bunch.data.rename(columns=lambda c: c.replace(" (cm)", "_cm").replace(" ", "_"))
-    frame[IRIS_LABEL] = pd.Categorical.from_codes(bunch.target, bunch.target_names).astype(str)
-    return frame
-
-
-def _draw_numeric(spec: _Numeric, rng: np.random.Generator, n: int) -> np.ndarray:
-    if spec.kind == "normal":
-        values = rng.normal(spec.a, spec.b, n)
-    elif spec.kind == "gamma":
-        values = rng.gamma(spec.a, spec.b, n)
-    elif spec.kind == "lognormal":
-        values = rng.lognormal(spec.a, spec.b, n)
-    elif spec.kind == "poisson":
-        values = rng.poisson(spec.a, n).astype(float)
-    elif spec.kind == "poisson1":
-        values = 1.0 + rng.poisson(spec.a, n)
-    elif spec.kind == "exponential":
-        values = rng.exponential(spec.a, n)
-    elif spec.kind == "beta":
-        values = rng.beta(spec.a, spec.b, n)
-    elif spec.kind == "nps":
-        values = np.clip(np.round(rng.normal(spec.a, 2.2, n)), 0, 10)
-    else:  # pragma: no cover - table above is fixed
-        raise ValueError(spec.kind)
-    if spec.clip is not None:
-        values = np.clip(values, *spec.clip)
-    return values.astype(np.float64)
-
-
-def _churn_logit(frame: pd.DataFrame, concept: float) -> np.ndarray:
-    """Log-odds of churn; `concept` blends towards a different relationship."""
-
-    def z(col: str, mean: float, std: float) -> np.ndarray:
-        return (frame[col].fillna(mean).to_numpy() - mean) / std
-
-    plan = frame["plan"].to_numpy()
-    channel = frame["channel"].to_numpy()
-    usual = (
-        -1.35
-        - 0.85 * z("tenure_months", 28, 20)
-        + 0.70 * z("days_since_last_login", 6, 6)
-        + 0.55 * z("support_tickets_90d", 0.8, 0.9)
-        + 0.50 * z("payment_delays_12m", 0.6, 0.8)
-        - 0.45 * z("sessions_last_30d", 18, 4.2)
-        - 0.35 * z("nps_score", 7, 2.2)
-        + 0.30 * z("cart_abandon_rate", 0.375, 0.16)
-        - 0.25 * z("orders_last_90d", 3, 1.7)
-        + 0.40 * (plan == "basic")
-        - 0.50 * (plan == "enterprise")
-        + 0.25 * (channel == "partner")
-        + 0.35 * z("monthly_spend", 63, 38) * z("discount_rate", 0.14, 0.09)
-    )
-    if concept == 0:
-        return usual
-    changed = (
-        -1.35
-        + 0.80 * z("tenure_months", 28, 20)
-        - 0.60 * z("days_since_last_login", 6, 6)
-        + 0.90 * z("monthly_spend", 63, 38)
-        + 0.60 * z("credit_score", 680, 60)
-        - 0.40 * z("email_open_rate", 0.29, 0.16)
-        + 0.60 * (plan == "premium")
-        - 0.30 * (channel == "app")
-    )
-    return (1.0 - concept) * usual + concept * changed
-
-
-@lru_cache(maxsize=1)
-def _reference_stats() -> dict[str, tuple[float, float]]:
-    """Mean and std of each numeric column on undrifted data: fixed units for the covariate shift."""
-    rng = np.random.default_rng(0)
-    return {spec.name: (float(v.mean()), float(v.std() or 1.0))
-            for spec in _NUMERIC for v in [_draw_numeric(spec, rng, 50_000)]}
-
-
-def _demo_block(seed: int, day: int, block: int, n: int, drift: DemoDrift) -> pd.DataFrame:
-    import pandas as pd
-
-    # One stream per column (and for missingness and labels), so the first k rows of a block are
-    # the same whatever n is: any prefix of the stream is stable.
-    streams = iter(np.random.SeedSequence([seed, day, block]).spawn(2 * len(_NUMERIC) + len(_CATEGORICAL) + 1))
-    columns: dict[str, np.ndarray] = {}
-    stats = _reference_stats()
-    for spec in _NUMERIC:
-        values = _draw_numeric(spec, np.random.default_rng(next(streams)), n)
-        missing = np.random.default_rng(next(streams)).random(n)
-        if spec.name in drift.drifted_columns and (drift.covariate_shift or drift.covariate_scale != 1):
-            mean, std = stats[spec.name]
-            values = mean + (values - mean) * drift.covariate_scale + drift.covariate_shift * std
-            if spec.clip is not None:
-                values = np.clip(values, *spec.clip)
-        if spec.missing:
-            values[missing < spec.missing] = np.nan
-        columns[spec.name] = values
-    for name, (levels, probs) in _CATEGORICAL.items():
-        if drift.category_mix:
-            new_levels, new_probs = _SHIFTED_MIX[name]
-            base = dict(zip(levels, probs))
-            moved = dict(zip(new_levels, new_probs))
-            levels = tuple(dict.fromkeys(levels + new_levels))
-            probs = tuple((1 - drift.category_mix) * base.get(lv, 0.0) + drift.category_mix * moved.get(lv, 0.0) for lv in levels)
-        p = np.asarray(probs, dtype=float)
-        codes = np.random.default_rng(next(streams)).choice(len(levels), size=n, p=p / p.sum())
-        columns[name] = np.asarray(levels, dtype=object)[codes]
-    frame = pd.DataFrame(columns)
-    churn_p = 1.0 / (1.0 + np.exp(-_churn_logit(frame, drift.concept)))
-    frame[DEMO_LABEL] = (np.random.default_rng(next(streams)).random(n) < churn_p).astype(np.int64)
-    frame.insert(0, DEMO_DATE, pd.Series(pd.Timestamp(DEMO_START + timedelta(days=day)), index=frame.index,
-                                         dtype="datetime64[ns]"))
-    return frame
-
-
-def iter_demo(rows: int, seed: int = 42, day: int = 0, drift: DemoDrift | None = None,
-              block_rows: int = DEMO_BLOCK_ROWS) -> Iterator[pd.DataFrame]:
-    """Yield the demo stream for one day in blocks (for sizes that should not sit in memory at once)."""
-    if rows < 0:
-        raise ValueError(f"rows must be >= 0, got {rows}")
-    drift = drift or DemoDrift()
-    done, block = 0, 0
-    while done < rows:
-        n = min(DEMO_BLOCK_ROWS, rows - done)
-        yield _demo_block(seed, day, block, n, drift)
-        done += n
-        block += 1
-
-
-def generate_demo(rows: int, seed: int = 42, day: int = 0, drift: DemoDrift | None = None) -> pd.DataFrame:
-    """A realistic churn table for one `day`: 20 numeric + 5 categorical features, `churned`, `event_date`."""
-    import pandas as pd
-
-    blocks = list(iter_demo(rows, seed=seed, day=day, drift=drift))
-    if not blocks:
-        return _demo_block(seed, day, 0, 0, drift or DemoDrift())
-    return pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
-
-
-def is_builtin(source: str) -> bool:
-    """True for the names of bundled datasets."""
-    return source in BUILTIN_DATASETS
-
-
 def looks_like_path(source: str) -> bool:
     """True when `source` is meant as a file path or URL rather than a dataset name."""
     return "/" in source or "\\" in source or "://" in source or source.lower().endswith(READABLE_SUFFIXES)
@@ -406,8 +168,12 @@ def load_dataset(source: str, *, label: str | None = None, rows: int | None = No
                  day: int = 0, drift: DemoDrift | None = None) -> LoadedDataset:
     """Resolve a dataset name ('iris', 'demo') or a path/URL into a table with its label column."""
     if source == IRIS:
+        from tasks.demo_data import IRIS_LABEL, load_iris
+
         frame, name, default_label, where = load_iris(), IRIS, IRIS_LABEL, "sklearn.datasets.load_iris"
     elif source == DEMO:
+        from tasks.demo_data import DEMO_LABEL, generate_demo
+
         n = 20_000 if rows is None else rows
         frame = generate_demo(n, seed=seed, day=day, drift=drift)
         name, default_label, where = DEMO, DEMO_LABEL, f"nightshift-demo://seed={seed}/day={day}/rows={n}"

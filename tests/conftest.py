@@ -21,6 +21,7 @@ for _key in [k for k in os.environ if k.startswith(("NIGHTSHIFT_", "PREFECT_", "
 os.environ.update({
     "NIGHTSHIFT_STATE_DIR": str(_TMP / "state"),
     "PREFECT_HOME": str(_TMP / "prefect"),
+    "PREFECT_PROFILES_PATH": str(_TMP / "prefect" / "profiles.toml"),  # else pyproject.toml's [tool.prefect] one
     "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_TMP / "results"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",

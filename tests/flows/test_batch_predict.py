@@ -12,7 +12,8 @@ import pytest
 from flows.batch_predict import BatchPredictParams, batch_predict
 from flows.train import EstimatorParams, TrainParams, train
 from tasks import tracking as tr
-from tasks.data import DatasetParams, generate_demo
+from tasks.data import DatasetParams
+from tasks.demo_data import generate_demo
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 

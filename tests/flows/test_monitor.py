@@ -10,7 +10,8 @@ import pytest
 from flows.monitor import DEGRADED_EVENT, MonitorParams, monitor
 from flows.train import EstimatorParams, TrainParams, TrainResult, train
 from tasks import tracking as tr
-from tasks.data import DatasetParams, DemoDrift, generate_demo
+from tasks.data import DatasetParams
+from tasks.demo_data import DemoDrift, generate_demo
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

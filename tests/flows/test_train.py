@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from flows.train import EstimatorParams, TrainParams, train
 from tasks import tracking as tr
-from tasks.data import DatasetParams, load_iris
+from tasks.data import DatasetParams
+from tasks.demo_data import load_iris
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, DemoDrift, generate_demo
+from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC, DemoDrift, generate_demo
 from tasks.drift import PREDICTION_COLUMN, compute_drift, sample_rows
 
 NUM, CAT = list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from nightshift.errors import DataValidationError
-from tasks.data import generate_demo, infer_features
+from tasks.data import infer_features
+from tasks.demo_data import generate_demo
 from tasks.score import combine_parts, plan_parts, score_file, score_part
 from tasks.train import fit_pipeline
 from tasks.validate import infer_contract

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nightshift.errors import ConfigError
-from tasks.data import generate_demo, infer_features
+from tasks.data import infer_features
+from tasks.demo_data import generate_demo
 from tasks.train import (CONTROLLED_PARAMS, TUNABLE_PARAMS, CandidateScore, build_pipeline, candidate_grid,
                          check_param_grid, cross_validate_candidate, fit_pipeline, make_estimator, select_best,
                          split_train_test)

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from nightshift.errors import DataValidationError
-from tasks.data import LoadedDataset, generate_demo, load_iris
+from tasks.data import LoadedDataset
+from tasks.demo_data import generate_demo, load_iris
 from tasks.validate import check_training_data
 
 
@@ -66,7 +67,8 @@ def test_no_features() -> None:
 # ----------------------------------------------------------------------------- data contract
 import numpy as np  # noqa: E402
 
-from tasks.data import DemoDrift, infer_features  # noqa: E402
+from tasks.data import infer_features  # noqa: E402
+from tasks.demo_data import DemoDrift  # noqa: E402
 from tasks.validate import Contract, infer_contract, validate_batch  # noqa: E402
 
 

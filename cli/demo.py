@@ -7,10 +7,15 @@ import os
 import sys
 import time
 import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.demo_data import DemoDrift
 
 
-def _nights(rows: int):  # -> list[tuple[int, DemoDrift, bool, str]]
-    from tasks.data import DemoDrift
+def _nights() -> list[tuple[int, DemoDrift, bool, str]]:
+    """The week: (day, drift injected that day, retrain forced, label)."""
+    from tasks.demo_data import DemoDrift
 
     quiet, concept = DemoDrift(), DemoDrift(concept=1.0)
     return [
@@ -26,7 +31,7 @@ def _nights(rows: int):  # -> list[tuple[int, DemoDrift, bool, str]]
 
 def main(argv: list[str] | None = None) -> int:
     """Simulate the nights, print one table row per night and where to look; returns an exit code."""
-    parser = argparse.ArgumentParser(prog="python -m nightshift.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__)
     parser.add_argument("--rows", type=int, default=8_000, help="labeled rows arriving each night")
     parser.add_argument("--reference-rows", type=int, default=20_000, help="rows of the initial reference data")
     parser.add_argument("--model-name", default=None, help="registered model (default: a fresh demo-<id> name)")
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.rule(f"[bold]nightshift demo: a week of nights for model '{name}'")
     console.print(f"State: {settings.state_dir}   MLflow: {settings.tracking_uri}")
-    nights = _nights(args.rows)
+    nights = _nights()
     started = time.perf_counter()
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nights"),
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("Where to look")
     console.print("Prefect UI:  make server      → http://127.0.0.1:4200 (flow runs, task states, gate + drift artifacts)")
     console.print("MLflow UI:   make mlflow-ui   → http://127.0.0.1:5000 (runs, model versions and aliases, audit experiment)")
-    console.print(f"Audit trail: .venv/bin/python -m nightshift.audit --model-name {name}")
+    console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {name}")
     if reports:
         console.print(f"Latest drift report: {reports[-1]}")
     console.print(f"Wall time: {elapsed:.1f} s")

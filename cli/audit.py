@@ -1,4 +1,4 @@
-"""`python -m nightshift.audit`: print the promotion/refusal/rollback trail (also in the MLflow UI, '<experiment>-audit')."""
+"""`python -m cli.audit`: print the promotion/refusal/rollback trail (also in the MLflow UI, '<experiment>-audit')."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Print the audit trail as a table, oldest first."""
-    parser = argparse.ArgumentParser(prog="python -m nightshift.audit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cli.audit", description=__doc__)
     parser.add_argument("--model-name", help="only this registered model")
     parser.add_argument("--json", action="store_true", help="one JSON record per line")
     args = parser.parse_args(argv)
