@@ -120,16 +120,15 @@ def setup_child(specs: list[str]) -> dict[str, Any]:
     from nightshift.settings import get_settings
     from tasks import tracking
     from tasks.tracking import TrackingConfig, move_champion
-    from tasks.validate import Contract
 
     cfg = TrackingConfig.from_settings(get_settings())
     out: dict[str, Any] = {}
     for spec in specs:
         name, version = spec.split("=", 1)
         move_champion(cfg, name, version)
-        run_id = tracking.version_run_id(cfg, name, version)
-        contract = Contract.model_validate(tracking.load_json_artifact(cfg, run_id, tracking.CONTRACT_ARTIFACT))
-        reference = tracking.load_frame_artifact(cfg, run_id, tracking.REFERENCE_ARTIFACT)
+        loaded = tracking.load_version(cfg, name, version)
+        contract = loaded.contract
+        reference = tracking.load_frame_artifact(cfg, loaded.ref.run_id, tracking.REFERENCE_ARTIFACT)
         frame = reference[contract.features].head(PAYLOAD_ROWS)
         rows = [[_json_value(v) for v in row] for row in frame.itertuples(index=False, name=None)]
         out[name] = {"features": list(contract.features), "rows": rows,

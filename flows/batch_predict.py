@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect import flow, unmapped
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, task, unmapped
+from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.runners import SettingsTaskRunner
 from nightshift.errors import TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
-from nightshift.runners import task_runner
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.score import (ScoreSummary, combine_parts_task, default_output, plan_parts, remove_path, score_file_task,
                           score_part_task)
-from tasks.tracking import TrackingConfig, load_json_artifact_task, load_sklearn_task
-from tasks.validate import Contract
+from tasks.tracking import TrackingConfig, load_version_task
+
+# Not (yet) among tasks.tracking's task wrappers: which version an alias points at, read with registry retries.
+get_alias_task = task(tracking.get_alias, name="read-alias", **tracking.RETRY)
 
 
 class BatchPredictParams(BaseModel):
@@ -34,7 +36,7 @@ class BatchPredictParams(BaseModel):
                                     description="Input columns copied into the output (ids, dates).")
 
 
-@flow(name="batch-predict", log_prints=True, task_runner=task_runner())
+@flow(name="batch-predict", log_prints=True, task_runner=SettingsTaskRunner())
 def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     """Validate a file against the champion's contract and write its predictions, in chunks.
 
@@ -44,12 +46,11 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
-    version = tracking.get_alias(cfg, name, tracking.CHAMPION)
+    version = get_alias_task(cfg, name, tracking.CHAMPION)
     if version is None:
         raise TrackingError(f"Model '{name}' has no champion yet: run the nightly flow (or promote a version) first.")
-    run_id = tracking.version_run_id(cfg, name, version)
-    contract = Contract.model_validate(load_json_artifact_task(cfg, run_id, tracking.CONTRACT_ARTIFACT))
-    model = load_sklearn_task(cfg, name, version=version)
+    champion = load_version_task(cfg, name, version)  # by number: the champion read above, even if the alias moves
+    model, contract = champion.model, champion.contract
     output = params.output or default_output(params.source)
     keep = tuple(params.keep_columns)
     # On Dask (NIGHTSHIFT_TASK_RUNNER=dask) a Parquet file's row groups are scored in parallel parts, then joined.
@@ -64,8 +65,10 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
             remove_path(parts_dir)  # nothing partial is left, whichever part failed
     else:
         summary = score_file_task(model, contract, params.source, output, params.chunk_rows, keep)
-    create_markdown_artifact(key=artifact_key("batch-predict", name), markdown=summary.markdown(),
-                             description=f"{summary.rows} rows scored by {name} v{version}")
+    description = f"{summary.describe()} Scored by {name} v{version}."
+    create_table_artifact(key=artifact_key("batch-predict", name), table=summary.class_table(), description=description)
+    create_table_artifact(key=artifact_key("batch-scores", name), table=summary.histogram_table(),
+                          description=f"Histogram of P({summary.classes[-1]}). {description}")
     print(f"{name} v{version} scored {summary.rows} rows in {summary.chunks} chunks → {summary.output}")
     return summary
 

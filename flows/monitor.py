@@ -6,25 +6,32 @@ import argparse
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightshift.errors import DataValidationError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
+from tasks import tracking
 from tasks.data import DatasetParams, load_dataset_task
-from tasks.drift import PREDICTION_COLUMN, DriftResult, compute_drift_task, sample_rows
-from tasks.evaluate import Metric, PerformanceCheck, drift_predictions, performance_check
-from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, TrackingConfig, finish_run_task,
-                            load_frame_artifact_task, load_json_artifact_task, load_sklearn_task, log_outputs_task,
-                            resolve_version_task, run_metrics, start_run_task)
-from tasks.validate import Contract, ValidationReport, validate_batch_task
+from tasks.drift import DriftResult, compute_drift_task, current_sample_task
+from tasks.evaluate import Metric, PerformanceCheck, batch_performance_task
+from tasks.tracking import (REFERENCE_ARTIFACT, TrackingConfig, finish_run_task, load_frame_artifact_task,
+                            load_version_task, log_outputs_task, resolve_version_task, start_run_task)
+from tasks.validate import ValidationReport, validate_batch_task
+
+if TYPE_CHECKING:
+    from nightshift.settings import Settings
+    from tasks.data import LoadedDataset
 
 DRIFT_EVENT = "nightshift.drift.detected"
 DEGRADED_EVENT = "nightshift.performance.degraded"
+# Not (yet) among tasks.tracking's task wrappers: the version's recorded test metrics, read with registry retries.
+run_metrics_task = task(tracking.run_metrics, name="read-test-metrics", **tracking.RETRY)
 
 
 class MonitorParams(BaseModel):
@@ -70,18 +77,17 @@ class MonitorResult(BaseModel):
 
 
 
-def _alert_reasons(drift: DriftResult, performance: PerformanceCheck | None) -> list[str]:
-    reasons = []
-    if drift.dataset_drift:
-        top = ", ".join(drift.drifted_columns[:5])
-        reasons.append(f"data drift: {len(drift.drifted_columns)}/{len(drift.columns)} columns "
-                       f"(share {drift.drift_share:.2f} >= {drift.drift_share_threshold:.2f}): {top}")
-    if drift.prediction is not None and drift.prediction.drifted:
-        reasons.append(f"prediction drift: {drift.prediction.method} {drift.prediction.score:.3f} "
-                       f">= {drift.prediction.threshold}")
-    if performance is not None and performance.degraded:
-        reasons.append(f"performance degraded: {performance.summary()}")
-    return reasons
+def _run_tags(name: str, version: str, batch: LoadedDataset) -> dict[str, str]:
+    """Tags of the monitoring run in MLflow: what it is, which model version, which batch, which flow run."""
+    return {"nightshift.kind": "monitor", "nightshift.model_name": name, "nightshift.model_version": version,
+            "nightshift.batch": batch.source, "nightshift.batch_fingerprint": batch.fingerprint,
+            "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or "")}
+
+
+def _report_dir(settings: Settings, name: str) -> Path:
+    """Where this run's Evidently reports go: one folder per model and run, named by time and flow run."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return settings.reports_dir / slug(name) / f"{stamp}-{slug(str(flow_run.get_name() or 'local'))}"
 
 
 def _emit_events(name: str, version: str, drift: DriftResult, performance: PerformanceCheck | None,
@@ -110,6 +116,36 @@ def _emit_events(name: str, version: str, drift: DriftResult, performance: Perfo
     return ids
 
 
+def _publish_validation(cfg: TrackingConfig, run_id: str, name: str, report: ValidationReport) -> None:
+    """The validation report as a Prefect table artifact and an MLflow artifact; errors raise, warnings are logged."""
+    create_table_artifact(key=artifact_key("validation", name), table=report.table(), description=report.summary()[:500])
+    log_outputs_task(cfg, run_id, texts={"validation/validation.md": report.markdown()}, metrics=report.metrics())
+    if not report.ok:
+        raise DataValidationError(report.summary())
+    for warning in report.warnings[:10]:
+        get_run_logger().warning("%s", warning.message)
+
+
+def _record_results(cfg: TrackingConfig, run_id: str, drift: DriftResult, performance: PerformanceCheck | None,
+                    reasons: list[str]) -> None:
+    """Drift scores, batch metrics, the drift reports and the alert verdict on the monitoring run."""
+    if performance is not None:
+        get_run_logger().info("Performance: %s", performance.summary())
+    log_outputs_task(cfg, run_id, metrics={**drift.metrics(), **(performance.metrics() if performance else {}),
+                                           "alert": float(bool(reasons))},
+                     files=[(p, "drift") for p in (drift.html_path, drift.json_path) if p],
+                     texts={"drift/drift.md": drift.markdown()}, tags={"nightshift.alert": str(bool(reasons))})
+
+
+def _publish_drift(name: str, version: str, batch_name: str, drift: DriftResult) -> None:
+    """The drift table (every column's test, score and verdict) and a link to Evidently's HTML report."""
+    create_table_artifact(key=artifact_key("drift", name), table=drift.table(),
+                          description=f"Drift of {batch_name} vs {name} v{version}: {drift.summary()}")
+    if drift.html_path:
+        create_link_artifact(key=artifact_key("drift-report", name), link=Path(drift.html_path).resolve().as_uri(),
+                             link_text="Evidently drift report (HTML)")
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: B008 - Prefect renders the default
     """Validate a new batch against the model's contract, measure drift and quality, alert when they cross limits.
@@ -117,91 +153,55 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     Args:
         params: The batch to check, the model and the alert thresholds.
     """
-    logger = get_run_logger()
     settings = get_settings()
-    tracking = TrackingConfig.from_settings(settings)
+    cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
     cap = params.sample_rows or settings.drift_sample_rows
-    share_threshold = params.drift_share_threshold or settings.drift_share_threshold
     max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
 
-    # 1. Which model, and what it was trained under.
-    version = resolve_version_task(tracking, name)
-    contract = Contract.model_validate(load_json_artifact_task(tracking, version.run_id, CONTRACT_ARTIFACT))
-    reference = load_frame_artifact_task(tracking, version.run_id, REFERENCE_ARTIFACT)
-    logger.info("Monitoring %s v%s (%s)", name, version.version, version.alias or "latest version, no champion yet")
+    # 1. Which model (the champion, else the newest version), and what it was trained under.
+    version = resolve_version_task(cfg, name)
+    loaded = load_version_task(cfg, name, version.version)
+    contract, model = loaded.contract, loaded.model
+    reference = load_frame_artifact_task(cfg, version.run_id, REFERENCE_ARTIFACT)
+    get_run_logger().info("Monitoring %s v%s (%s)", name, version.version,
+                          version.alias or "latest version, no champion yet")
 
     # 2. The new batch, checked against the contract (all failures at once).
-    batch_params = params.batch.model_copy(update={"label": params.batch.label or contract.label})
-    batch = load_dataset_task(batch_params, seed=params.seed)
+    batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
+                              seed=params.seed)
     report, clean = validate_batch_task(batch.frame, contract, batch.source)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    report_dir = settings.reports_dir / slug(name) / f"{stamp}-{slug(str(flow_run.get_name() or 'local'))}"
-    run_id = start_run_task(tracking, run_name=f"monitor-{name}-v{version.version}", tags={
-        "nightshift.kind": "monitor", "nightshift.model_name": name, "nightshift.model_version": version.version,
-        "nightshift.batch": batch.source, "nightshift.batch_fingerprint": batch.fingerprint,
-        "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or ""),
-    })
-    create_markdown_artifact(key=artifact_key("validation", name), markdown=report.markdown(),
-                             description=report.summary()[:500])
-    log_outputs_task(tracking, run_id, texts={"validation/validation.md": report.markdown()},
-                     metrics={"validation_errors": len(report.errors), "validation_warnings": len(report.warnings)})
-    if not report.ok:
-        finish_run_task(tracking, run_id, "FAILED")
-        raise DataValidationError(report.summary())
-    for warning in report.warnings[:10]:
-        logger.warning("%s", warning.message)
-
-    # 3. Data and prediction drift against the version's held-out reference.
+    run_id = start_run_task(cfg, run_name=f"monitor-{name}-v{version.version}",
+                            tags=_run_tags(name, version.version, batch))
     try:
-        model = load_sklearn_task(tracking, name, version=version.version)
-        current = sample_rows(clean, cap, params.seed).copy()
-        proba = model.predict_proba(current[contract.features])
-        current[PREDICTION_COLUMN], prediction_kind = drift_predictions(proba, model.classes_)
-        drift = compute_drift_task(reference, current, list(contract.numeric), list(contract.categorical),
-                                   prediction_kind=prediction_kind, sample_cap=cap, drift_share=share_threshold,
-                                   seed=params.seed, report_dir=Path(report_dir))
-        drift = drift.model_copy(update={"current_rows": len(clean)})
+        _publish_validation(cfg, run_id, name, report)  # errors stop the flow here, the registry untouched
 
-        # 4. Quality, when the batch carries labels.
-        performance = None
-        if contract.label in current.columns and current[contract.label].notna().any():
-            labeled = current[contract.label].notna().to_numpy()
-            performance = performance_check(current.loc[labeled, contract.label].to_numpy(), proba[labeled],
-                                            model.classes_, run_metrics(tracking, version.run_id, "test_"),
-                                            params.metric, max_drop)
-            logger.info("Performance: %s", performance.summary())
-
-        reasons = _alert_reasons(drift, performance)
-        metrics = {"drift_share": drift.drift_share, "drifted_columns": len(drift.drifted_columns),
-                   "dataset_drift": float(drift.dataset_drift), "alert": float(bool(reasons)),
-                   **{f"drift_score.{c.column}": c.score for c in drift.columns}}
-        if drift.prediction is not None:
-            metrics["prediction_drift_score"] = drift.prediction.score
-        if performance is not None:
-            metrics.update({f"batch_{k}": v for k, v in performance.batch_metrics.items()})
-        log_outputs_task(tracking, run_id, metrics=metrics,
-                         files=[(p, "drift") for p in (drift.html_path, drift.json_path) if p],
-                         texts={"drift/drift.md": drift.markdown()}, tags={"nightshift.alert": str(bool(reasons))})
+        # 3. Data and prediction drift against the version's held-out reference; quality when the batch has labels.
+        current = current_sample_task(model, clean, contract.features, cap, params.seed)
+        drift = compute_drift_task(
+            reference, current.frame, list(contract.numeric), list(contract.categorical),
+            prediction_kind=current.prediction_kind, sample_cap=cap, seed=params.seed,
+            drift_share=params.drift_share_threshold or settings.drift_share_threshold,
+            report_dir=_report_dir(settings, name)).model_copy(update={"current_rows": len(clean)})
+        performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_,
+                                             run_metrics_task(cfg, version.run_id, "test_"), params.metric, max_drop)
+        reasons = drift.alert_reasons() + (performance.alert_reasons() if performance else [])
+        _record_results(cfg, run_id, drift, performance, reasons)
     except BaseException:
-        finish_run_task(tracking, run_id, "FAILED")
+        finish_run_task(cfg, run_id, "FAILED")
         raise
-    finish_run_task(tracking, run_id, "FINISHED")
+    finish_run_task(cfg, run_id, "FINISHED")
 
-    # 5. Tell people (artifacts) and automations (events).
-    create_markdown_artifact(key=artifact_key("drift", name), markdown=drift.markdown(),
-                             description=f"Drift of {batch.name} vs {name} v{version.version}")
-    if drift.html_path:
-        create_link_artifact(key=artifact_key("drift-report", name), link=Path(drift.html_path).resolve().as_uri(),
-                             link_text="Evidently drift report (HTML)")
+    # 4. Tell people (artifacts) and automations (events).
+    _publish_drift(name, version.version, batch.name, drift)
     events = _emit_events(name, version.version, drift, performance, reasons) if reasons else []
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
           f"{'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
     return MonitorResult(
         model_name=name, model_version=version.version, model_alias=version.alias, label=contract.label,
-        batch_source=batch.source,
-        batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint, validation=report, drift=drift,
-        performance=performance, alert=bool(reasons), reasons=reasons, mlflow_run_id=run_id, events=events,
+        batch_source=batch.source, batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint,
+        validation=report, drift=drift, performance=performance, alert=bool(reasons), reasons=reasons,
+        mlflow_run_id=run_id, events=events,
     )
 
 

@@ -5,27 +5,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flows.runners import SettingsTaskRunner
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
-from nightshift.runners import task_runner
 from nightshift.settings import get_settings
 from tasks.data import DatasetParams, fingerprint, load_dataset_task
 from tasks.drift import build_reference_task
 from tasks.evaluate import Metric
 from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, DatasetRef, TrackingConfig, finish_run_task,
-                            log_training_task, model_uri,
-                            register_task, start_run_task)
-from tasks.train import (Estimator, ParamValue, candidate_grid, check_param_grid, cross_validate_task,
-                         evaluate_task, fit_task, select_best, split_task)
+                            log_training_task, model_uri, register_task, start_run_task)
+from tasks.train import (CandidateScore, Estimator, ParamValue, candidate_grid, candidates_table, check_param_grid,
+                         cross_validate_task, evaluate_task, fit_task, select_best, split_task, training_metrics)
 from tasks.validate import check_training_data_task, infer_contract_task
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.data import FeatureSpec, LoadedDataset
+    from tasks.validate import Contract
 
 
 class EstimatorParams(BaseModel):
@@ -94,104 +98,105 @@ class TrainResult(BaseModel):
     candidates: int
 
 
-
-def _summary_markdown(result: TrainResult, scores: list[Any], metric: str, tracking_uri: str) -> str:
-    lines = [
-        f"# Trained {result.model_name} v{result.model_version}",
-        f"MLflow run `{result.run_id}` in `{tracking_uri}` · model `{result.model_uri}`",
-        f"Data fingerprint `{result.dataset_fingerprint[:16]}` · {result.rows_train} train rows, {result.rows_test} test rows",
-        "",
-        "| metric | test |",
-        "|---|---|",
-        *[f"| {k} | {v:.4f} |" for k, v in result.test_metrics.items()],
-        "",
-        f"## Candidates (CV {metric}, mean ± std)",
-        "| # | params | score | seconds |",
-        "|---|---|---|---|",
-        *[f"| {s.index} | `{json.dumps(s.params)}` | {s.mean[metric]:.4f} ± {s.std[metric]:.4f} | {s.seconds:.1f} |"
-          for s in scores],
-    ]
-    return "\n".join(lines)
+def _run_tags(name: str, dataset: LoadedDataset) -> dict[str, str]:
+    """Tags of the training run in MLflow: what it is, for which model, from which flow run and data."""
+    return {"nightshift.kind": "train", "nightshift.model_name": name,
+            "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or ""),
+            "nightshift.dataset": dataset.name, "nightshift.dataset_fingerprint": dataset.fingerprint}
 
 
-@flow(name="train", log_prints=True, task_runner=task_runner())
+def _version_tags(dataset: LoadedDataset, contract: Contract, test_metrics: dict[str, float]) -> dict[str, str]:
+    """Tags registered with the version: its data and contract fingerprints, flow run and test metrics."""
+    return {"nightshift.dataset_fingerprint": dataset.fingerprint, "prefect.flow_run_id": str(flow_run.get_id() or ""),
+            "nightshift.contract_fingerprint": contract.fingerprint(),
+            **{f"test_{k}": f"{v:.6f}" for k, v in test_metrics.items()}}
+
+
+def _run_params(params: TrainParams, label: str, rows: int, best: CandidateScore) -> dict[str, Any]:
+    """The MLflow run's parameters: the run's settings plus the chosen candidate's (as model.<name>)."""
+    return {"estimator": params.estimator.kind, "test_size": params.test_size, "cv_folds": params.cv_folds,
+            "selection_metric": params.selection_metric, "seed": params.seed, "stratify": params.stratify,
+            "dataset": params.dataset.source, "label": label, "rows": rows,
+            **{f"model.{k}": v for k, v in best.params.items()}}
+
+
+def _lineage(dataset: LoadedDataset, train_df: pd.DataFrame, test_df: pd.DataFrame, label: str) -> list[DatasetRef]:
+    """The train and test splits as the MLflow run's inputs, each with its content fingerprint."""
+    return [DatasetRef(frame, f"{dataset.name}-{part}", dataset.source, fingerprint(frame), context, label)
+            for frame, part, context in ((train_df, "train", "training"), (test_df, "test", "evaluation"))]
+
+
+def _cross_validate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainParams) -> list[CandidateScore]:
+    """Every candidate of the grid cross-validated as its own task, side by side on the flow run's task runner."""
+    candidates = candidate_grid(params.estimator.param_grid)
+    runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+    get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %s", len(candidates), params.cv_folds,
+                          type(runner).__name__)
+    return cross_validate_task.map(
+        frame=unmapped(frame), spec=unmapped(spec), kind=unmapped(params.estimator.kind), params=candidates,
+        folds=unmapped(params.cv_folds), seed=unmapped(params.seed), index=list(range(len(candidates))),
+    ).result()
+
+
+def _summary(result: TrainResult, tracking_uri: str) -> str:
+    """The prose above the candidates table: the version, its run, its data and its test metrics."""
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+    return (f"Trained {result.model_name} v{result.model_version}: test {metrics}. MLflow run `{result.run_id}` in "
+            f"`{tracking_uri}`, model `{result.model_uri}`; data `{result.dataset_fingerprint[:16]}`, "
+            f"{result.rows_train} train / {result.rows_test} test rows.")
+
+
+@flow(name="train", log_prints=True, task_runner=SettingsTaskRunner())
 def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - Prefect renders the default
     """Train a pipeline on a dataset, record it in MLflow and register a new model version.
 
     Args:
         params: The training run's dataset, estimator grid, split and model name.
     """
-    logger = get_run_logger()
     settings = get_settings()
-    tracking = TrackingConfig.from_settings(settings)
-    name = params.model_name or settings.model_name
+    cfg = TrackingConfig.from_settings(settings)
+    name, kind, seed = params.model_name or settings.model_name, params.estimator.kind, params.seed
 
-    dataset = load_dataset_task(params.dataset, seed=params.seed)
+    dataset = load_dataset_task(params.dataset, seed=seed)
     data = check_training_data_task(dataset, test_size=params.test_size, cv_folds=params.cv_folds,
                                     exclude=tuple(params.dataset.exclude_columns))
     spec = data.spec
-    train_df, test_df = split_task(data.frame, spec.label, params.test_size, params.seed, params.stratify)
-    logger.info("%s: %d train / %d test rows, %d numeric + %d categorical features",
-                dataset.name, len(train_df), len(test_df), len(spec.numeric), len(spec.categorical))
+    train_df, test_df = split_task(data.frame, spec.label, params.test_size, seed, params.stratify)
+    get_run_logger().info("%s: %d train / %d test rows, %d numeric + %d categorical features", dataset.name,
+                          len(train_df), len(test_df), len(spec.numeric), len(spec.categorical))
 
-    run_id = start_run_task(tracking, run_name=f"train-{flow_run.get_name() or name}", tags={
-        "nightshift.kind": "train", "nightshift.model_name": name,
-        "prefect.flow_run_id": str(flow_run.get_id() or ""), "prefect.flow_run_name": str(flow_run.get_name() or ""),
-        "nightshift.dataset": dataset.name, "nightshift.dataset_fingerprint": dataset.fingerprint,
-    })
+    run_id = start_run_task(cfg, run_name=f"train-{flow_run.get_name() or name}", tags=_run_tags(name, dataset))
     try:
-        candidates = candidate_grid(params.estimator.param_grid)
-        runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
-        logger.info("Cross-validating %d candidate(s) x %d folds on %s", len(candidates), params.cv_folds,
-                    type(runner).__name__)
-        scores = cross_validate_task.map(
-            frame=unmapped(train_df), spec=unmapped(spec), kind=unmapped(params.estimator.kind),
-            params=candidates, folds=unmapped(params.cv_folds), seed=unmapped(params.seed),
-            index=list(range(len(candidates))),
-        ).result()
+        scores = _cross_validate(train_df, spec, params)
         best = select_best(scores, params.selection_metric)
-        model = fit_task(train_df, spec, params.estimator.kind, best.params, params.seed)
+        model = fit_task(train_df, spec, kind, best.params, seed)
         test_metrics = evaluate_task(model, test_df, spec)
         # What later batches are checked against: the data contract and a held-out drift reference.
         contract = infer_contract_task(data.frame, spec, range_tolerance=settings.range_tolerance)
-        reference = build_reference_task(model, test_df, spec.features, spec.label, settings.reference_rows, params.seed)
-
+        reference = build_reference_task(model, test_df, spec.features, spec.label, settings.reference_rows, seed)
         logged = log_training_task(
-            tracking, run_id,
-            params={"estimator": params.estimator.kind, "test_size": params.test_size, "cv_folds": params.cv_folds,
-                    "selection_metric": params.selection_metric, "seed": params.seed, "stratify": params.stratify,
-                    "dataset": params.dataset.source, "label": spec.label, "rows": len(data.frame),
-                    **{f"model.{k}": v for k, v in best.params.items()}},
-            metrics={**{f"cv_{k}": v for k, v in best.mean.items()}, **{f"test_{k}": v for k, v in test_metrics.items()},
-                     "rows_train": len(train_df), "rows_test": len(test_df)},
-            datasets=[
-                DatasetRef(train_df, f"{dataset.name}-train", dataset.source, fingerprint(train_df), "training", spec.label),
-                DatasetRef(test_df, f"{dataset.name}-test", dataset.source, fingerprint(test_df), "evaluation", spec.label),
-            ],
+            cfg, run_id, params=_run_params(params, spec.label, len(data.frame), best),
+            metrics=training_metrics(best, test_metrics, len(train_df), len(test_df)),
+            datasets=_lineage(dataset, train_df, test_df, spec.label),
             model=model, input_example=train_df[spec.features].head(5),
             artifacts={CONTRACT_ARTIFACT: contract.model_dump(mode="json"),
                        "cv_results.json": [s.__dict__ for s in scores]},
             frames={REFERENCE_ARTIFACT: reference},
         )
-        version = register_task(tracking, name, logged, tags={
-            "nightshift.dataset_fingerprint": dataset.fingerprint, "prefect.flow_run_id": str(flow_run.get_id() or ""),
-            "nightshift.contract_fingerprint": contract.fingerprint(),
-            **{f"test_{k}": f"{v:.6f}" for k, v in test_metrics.items()}, **params.version_tags,
-        })
+        version = register_task(cfg, name, logged, tags={
+            **_version_tags(dataset, contract, test_metrics), **params.version_tags})
     except BaseException:
-        finish_run_task(tracking, run_id, "FAILED")
+        finish_run_task(cfg, run_id, "FAILED")
         raise
-    finish_run_task(tracking, run_id, "FINISHED")
+    finish_run_task(cfg, run_id, "FINISHED")
 
     result = TrainResult(
         model_name=name, model_version=version, model_uri=model_uri(name, version=version), run_id=run_id,
-        dataset_fingerprint=dataset.fingerprint, rows_train=len(train_df), rows_test=len(test_df),
-        estimator=params.estimator.kind, best_params=best.params, cv_metrics=best.mean, test_metrics=test_metrics,
-        candidates=len(candidates),
+        dataset_fingerprint=dataset.fingerprint, rows_train=len(train_df), rows_test=len(test_df), estimator=kind,
+        best_params=best.params, cv_metrics=best.mean, test_metrics=test_metrics, candidates=len(scores),
     )
-    create_markdown_artifact(key=artifact_key("train", name),
-                             markdown=_summary_markdown(result, scores, params.selection_metric, tracking.tracking_uri),
-                             description=f"Training summary for {name} v{version}")
+    table = candidates_table(scores, params.selection_metric, best.index)
+    create_table_artifact(key=artifact_key("train", name), table=table, description=_summary(result, cfg.tracking_uri))
     print(f"Registered {name} v{version}: test accuracy {test_metrics['accuracy']:.2f}, "
           f"ROC AUC {test_metrics['roc_auc']:.3f} (MLflow run {run_id})")
     return result

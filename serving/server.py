@@ -110,15 +110,13 @@ def _request_model(contract: Contract) -> type[BaseModel]:
 def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> Served:
     """Load the version behind `alias` (default champion) from the registry, never a local file, with its contract."""
     from tasks import tracking
-    from tasks.validate import Contract
 
     alias = alias or tracking.CHAMPION
     version = tracking.get_alias(cfg, name, alias)
     if version is None:
         raise ScoringError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
-    run_id = tracking.version_run_id(cfg, name, version)
-    contract = Contract.model_validate(tracking.load_json_artifact(cfg, run_id, tracking.CONTRACT_ARTIFACT))
-    model = tracking.load_sklearn(cfg, name, version=version)
+    loaded = tracking.load_version(cfg, name, version)  # by number: exactly the version the alias named just now
+    model, contract, run_id = loaded.model, loaded.contract, loaded.ref.run_id
     reference = tracking.load_frame_artifact(cfg, run_id, tracking.REFERENCE_ARTIFACT)
     frame = reference[contract.features].head(SAMPLE_ROWS)
     sample = prepare(_columns_of(frame), len(frame), contract, max(len(frame), 1))

@@ -13,6 +13,7 @@ only columns whose full-data score lies within that error of the threshold could
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 DEFAULT_SAMPLE_ROWS = 100_000
@@ -60,16 +62,47 @@ class DriftResult(BaseModel):
         """The n columns furthest over (or closest to) their thresholds."""
         return sorted(self.columns, key=lambda c: c.score / c.threshold if c.threshold else c.score, reverse=True)[:n]
 
-    def markdown(self) -> str:
-        """Summary for a Prefect artifact: verdict, share, top drifted columns, report location."""
-        verdict = "DRIFT" if self.dataset_drift else "no dataset drift"
-        lines = [f"# Data drift: {verdict}",
-                 f"{len(self.drifted_columns)}/{len(self.columns)} columns drifted (share {self.drift_share:.2f}, "
+    def summary(self) -> str:
+        """The verdict in one line: share of drifted columns, sample sizes, prediction drift."""
+        return " · ".join(self._summary_lines())
+
+    def _summary_lines(self) -> list[str]:
+        lines = [f"{len(self.drifted_columns)}/{len(self.columns)} columns drifted (share {self.drift_share:.2f}, "
                  f"dataset drift at >= {self.drift_share_threshold:.2f}) · reference {self.sampled_reference_rows}"
                  f"/{self.reference_rows} rows, current {self.sampled_current_rows}/{self.current_rows} rows"]
         if self.prediction is not None:
             p = self.prediction
             lines.append(f"Prediction drift: {'yes' if p.drifted else 'no'} ({p.method} {p.score:.3f}, threshold {p.threshold})")
+        return lines
+
+    def table(self) -> list[dict[str, Any]]:
+        """Every column's test, score and verdict (the prediction first, then furthest over threshold): a table artifact."""
+        return [{"column": c.column, "kind": c.kind, "test": c.method, "score": round(c.score, 4),
+                 "threshold": c.threshold, "drifted": c.drifted}
+                for c in [*([self.prediction] if self.prediction else []), *self.top(len(self.columns))]]
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for the monitoring run: drift share, drifted count, dataset verdict, every column's score."""
+        return {"drift_share": self.drift_share, "drifted_columns": len(self.drifted_columns),
+                "dataset_drift": float(self.dataset_drift), **{f"drift_score.{c.column}": c.score for c in self.columns},
+                **({"prediction_drift_score": self.prediction.score} if self.prediction is not None else {})}
+
+    def alert_reasons(self) -> list[str]:
+        """Why this drift should raise an alert (data drift, prediction drift); empty when it should not."""
+        reasons = []
+        if self.dataset_drift:
+            top = ", ".join(self.drifted_columns[:5])
+            reasons.append(f"data drift: {len(self.drifted_columns)}/{len(self.columns)} columns "
+                           f"(share {self.drift_share:.2f} >= {self.drift_share_threshold:.2f}): {top}")
+        if self.prediction is not None and self.prediction.drifted:
+            reasons.append(f"prediction drift: {self.prediction.method} {self.prediction.score:.3f} "
+                           f">= {self.prediction.threshold}")
+        return reasons
+
+    def markdown(self) -> str:
+        """Report for the monitoring run's MLflow artifacts: verdict, share, top drifted columns, report location."""
+        verdict = "DRIFT" if self.dataset_drift else "no dataset drift"
+        lines = [f"# Data drift: {verdict}", *self._summary_lines()]
         lines += ["", "| column | kind | test | score | threshold | drifted |", "|---|---|---|---|---|---|"]
         lines += [f"| {c.column} | {c.kind} | {c.method} | {c.score:.4f} | {c.threshold} | {'**yes**' if c.drifted else 'no'} |"
                   for c in self.top(10)]
@@ -92,6 +125,25 @@ def build_reference(model: Any, frame: pd.DataFrame, features: list[str], label:
     ref = sample_rows(frame[[*features, label]], cap, seed).reset_index(drop=True)
     ref[PREDICTION_COLUMN], _ = drift_predictions(model.predict_proba(ref[features]), model.classes_)
     return ref
+
+
+@dataclass(frozen=True)
+class CurrentSample:
+    """The batch side of a drift comparison: up to `cap` rows with the model's predictions added, and its probabilities."""
+
+    frame: pd.DataFrame
+    proba: np.ndarray
+    prediction_kind: str
+
+
+def current_sample(model: Any, frame: pd.DataFrame, features: list[str], cap: int | None, seed: int) -> CurrentSample:
+    """A uniform sample of the batch scored by the model, its predictions in PREDICTION_COLUMN (like the reference)."""
+    from tasks.evaluate import drift_predictions
+
+    current = sample_rows(frame, cap, seed).copy()
+    proba = model.predict_proba(current[features])
+    current[PREDICTION_COLUMN], kind = drift_predictions(proba, model.classes_)
+    return CurrentSample(frame=current, proba=proba, prediction_kind=kind)
 
 
 def _parse_snapshot(snapshot: dict[str, Any], kinds: dict[str, str]) -> tuple[list[ColumnDrift], float]:
@@ -163,4 +215,5 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
 
 
 build_reference_task = task(build_reference, name="build-drift-reference", cache_policy=NO_CACHE)
+current_sample_task = task(current_sample, name="score-drift-sample", cache_policy=NO_CACHE)
 compute_drift_task = task(compute_drift, name="compute-drift", cache_policy=NO_CACHE)

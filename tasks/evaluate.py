@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Metric = Literal["roc_auc", "accuracy", "f1", "log_loss"]
 METRICS: tuple[Metric, ...] = ("accuracy", "f1", "roc_auc", "log_loss")
@@ -66,6 +71,14 @@ class PerformanceCheck(BaseModel):
         return (f"{self.metric} {self.batch_metrics[self.metric]:.4f} on {self.rows} labeled rows vs {ref:.4f} at test time "
                 f"({self.change:+.4f}, allowed drop {self.max_drop}): {state}")
 
+    def metrics(self) -> dict[str, float]:
+        """The batch's metrics for the monitoring run, as batch_<metric>."""
+        return {f"batch_{k}": v for k, v in self.batch_metrics.items()}
+
+    def alert_reasons(self) -> list[str]:
+        """Why this check should raise an alert (degradation); empty when it should not."""
+        return [f"performance degraded: {self.summary()}"] if self.degraded else []
+
 
 def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, reference_metrics: dict[str, float],
                       metric: str = "roc_auc", max_drop: float = 0.05) -> PerformanceCheck:
@@ -78,6 +91,17 @@ def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, re
     return PerformanceCheck(metric=metric, rows=len(np.asarray(y_true)), batch_metrics=batch,
                             reference_metrics=reference_metrics, change=float(change), max_drop=max_drop,
                             degraded=degraded)
+
+
+def batch_performance(frame: pd.DataFrame, proba: np.ndarray, label: str, classes: Sequence,
+                      reference_metrics: dict[str, float], metric: str = "roc_auc",
+                      max_drop: float = 0.05) -> PerformanceCheck | None:
+    """performance_check on the rows of a scored batch that carry a label; None when none does."""
+    if label not in frame.columns or not frame[label].notna().any():
+        return None
+    labeled = frame[label].notna().to_numpy()
+    return performance_check(frame.loc[labeled, label].to_numpy(), np.asarray(proba)[labeled], classes,
+                             reference_metrics, metric, max_drop)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,3 +276,6 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
         promote, reason = True, f"challenger better: {metric} {chal_value:.4f} vs {champ_value:.4f}, improvement {ci}"
     return GateDecision(promote=promote, reason=reason, champion=champ_value, difference=diff, ci_low=lo, ci_high=hi,
                         slices=slices, **common)
+
+
+batch_performance_task = task(batch_performance, name="check-performance", cache_policy=NO_CACHE)

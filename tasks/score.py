@@ -23,19 +23,21 @@ class ScoreSummary(BaseModel):
     warnings: list[str]
     peak_rss_mb: float
 
-    def markdown(self) -> str:
-        """Summary artifact: rows, class mix, score histogram."""
+    def describe(self) -> str:
+        """One paragraph: rows, input and output, chunks, validation warnings."""
+        warned = f" Validation warnings: {'; '.join(self.warnings[:10])}." if self.warnings else ""
+        return f"{self.rows} rows of `{self.source}` → `{self.output}` in {self.chunks} chunks.{warned}"
+
+    def class_table(self) -> list[dict[str, Any]]:
+        """Predicted class mix, one row per class (a table artifact)."""
         total = max(self.rows, 1)
-        lines = [f"# Batch scoring: {self.rows} rows", f"`{self.source}` → `{self.output}` ({self.chunks} chunks)", "",
-                 "| class | rows | share |", "|---|---|---|",
-                 *[f"| {k} | {v} | {v / total:.1%} |" for k, v in self.class_counts.items()], "",
-                 f"## Score histogram (P({self.classes[-1]}))", "| bin | rows | |", "|---|---|---|"]
-        peak = max(self.histogram_counts) or 1
-        for lo, hi, n in zip(self.histogram_edges, self.histogram_edges[1:], self.histogram_counts):
-            lines.append(f"| {lo:.1f}–{hi:.1f} | {n} | {'█' * round(20 * n / peak)} |")
-        if self.warnings:
-            lines += ["", "Validation warnings: " + "; ".join(self.warnings[:10])]
-        return "\n".join(lines)
+        return [{"class": k, "rows": v, "share": f"{v / total:.1%}"} for k, v in self.class_counts.items()]
+
+    def histogram_table(self) -> list[dict[str, Any]]:
+        """Histogram of the last class's probability in tenths, with a text bar per bin (a table artifact)."""
+        peak = max(self.histogram_counts, default=0) or 1
+        return [{"bin": f"{lo:.1f}–{hi:.1f}", "rows": n, "bar": "█" * round(20 * n / peak)}
+                for lo, hi, n in zip(self.histogram_edges, self.histogram_edges[1:], self.histogram_counts)]
 
 
 def default_output(source: str) -> str:

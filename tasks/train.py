@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -77,9 +76,10 @@ def check_param_grid(kind: Estimator, grid: dict[str, list[ParamValue]]) -> None
 
 
 def candidate_grid(grid: dict[str, list[ParamValue]]) -> list[dict[str, ParamValue]]:
-    """Every combination of the grid's values (one empty candidate = the estimator's defaults)."""
-    keys = sorted(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+    """Every combination of the grid's values, in scikit-learn's ParameterGrid order ({} = the estimator's defaults)."""
+    from sklearn.model_selection import ParameterGrid
+
+    return list(ParameterGrid(grid))
 
 
 def build_pipeline(spec: FeatureSpec, kind: Estimator, params: dict[str, Any], seed: int) -> Pipeline:
@@ -162,6 +162,21 @@ def select_best(scores: list[CandidateScore], metric: str) -> CandidateScore:
         raise ConfigError("No hyper-parameter candidates were evaluated.")
     sign = 1.0 if higher_is_better(metric) else -1.0
     return max(scores, key=lambda s: (sign * np.nan_to_num(s.mean[metric], nan=-np.inf), -s.index))
+
+
+def candidates_table(scores: list[CandidateScore], metric: str, selected: int) -> list[dict[str, Any]]:
+    """One row per CV candidate (a table artifact): its parameters, mean and std of `metric`, time, and the pick."""
+    import json
+
+    return [{"candidate": s.index, "params": json.dumps(s.params), f"cv {metric} mean": round(s.mean[metric], 4),
+             f"cv {metric} std": round(s.std[metric], 4), "seconds": round(s.seconds, 1), "selected": s.index == selected}
+            for s in scores]
+
+
+def training_metrics(best: CandidateScore, test: dict[str, float], rows_train: int, rows_test: int) -> dict[str, float]:
+    """What a training run records as metrics: the chosen candidate's CV means, the test metrics, the split sizes."""
+    return {**{f"cv_{k}": v for k, v in best.mean.items()}, **{f"test_{k}": v for k, v in test.items()},
+            "rows_train": rows_train, "rows_test": rows_test}
 
 
 def fit_pipeline(frame: pd.DataFrame, spec: FeatureSpec, kind: Estimator, params: dict[str, ParamValue],

@@ -206,8 +206,17 @@ class ValidationReport(BaseModel):
         more = f" (+{len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
         return f"{self.source} breaks the data contract: {head}{more}"
 
+    def table(self) -> list[dict[str, Any]]:
+        """One row per failure, errors and warnings alike (a table artifact)."""
+        return [{"severity": f.severity, "column": f.column or "-", "check": f.check, "rows": f.rows,
+                 "examples": ", ".join(f.examples), "message": f.message} for f in self.failures]
+
+    def metrics(self) -> dict[str, float]:
+        """Error and warning counts for the monitoring run."""
+        return {"validation_errors": len(self.errors), "validation_warnings": len(self.warnings)}
+
     def markdown(self) -> str:
-        """The report as a markdown table (Prefect artifact, MLflow artifact)."""
+        """The report as a markdown file (the monitoring run's MLflow artifact)."""
         lines = [f"# Data validation: {'passed' if self.ok else 'FAILED'}",
                  f"`{self.source}` · {self.rows} rows · {self.columns} columns · contract `{self.contract_fingerprint[:12]}`",
                  f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)", ""]

@@ -67,3 +67,60 @@ def test_sampling_caps_both_sides_and_small_data_uses_p_value_tests() -> None:
     assert "K-S" in methods["age"] or "p_value" in methods["age"]
     assert set(result.drifted_columns) >= {"monthly_spend", "sessions_last_30d", "days_since_last_login"}
     assert "age" not in result.drifted_columns
+
+
+# ----------------------------------------------------------------------------- what the monitor reads off a result
+from tasks.drift import ColumnDrift, DriftResult, current_sample  # noqa: E402
+
+
+def _column(name: str, score: float, kind: str = "numeric") -> ColumnDrift:
+    return ColumnDrift(column=name, kind=kind, method="Wasserstein distance (normed)", score=score, threshold=0.1,
+                       drifted=score >= 0.1)
+
+
+def _result(scores: dict[str, float], prediction: float | None, share_threshold: float = 0.5) -> DriftResult:
+    columns = [_column(name, score) for name, score in scores.items()]
+    drifted = [c.column for c in columns if c.drifted]
+    return DriftResult(dataset_drift=len(drifted) / len(columns) >= share_threshold,
+                       drift_share=len(drifted) / len(columns), drift_share_threshold=share_threshold,
+                       drifted_columns=drifted, columns=columns,
+                       prediction=None if prediction is None else _column(PREDICTION_COLUMN, prediction),
+                       reference_rows=100, current_rows=80, sampled_reference_rows=100, sampled_current_rows=80)
+
+
+def test_drift_table_lists_the_prediction_then_columns_furthest_over_threshold() -> None:
+    result = _result({"age": 0.02, "spend": 0.4, "tenure": 0.15}, prediction=0.05)
+    rows = result.table()
+    assert [r["column"] for r in rows] == [PREDICTION_COLUMN, "spend", "tenure", "age"]
+    assert rows[1] == {"column": "spend", "kind": "numeric", "test": "Wasserstein distance (normed)", "score": 0.4,
+                       "threshold": 0.1, "drifted": True}
+    assert "2/3 columns drifted" in result.summary() and "Prediction drift: no" in result.summary()
+
+
+def test_drift_metrics_and_alert_reasons() -> None:
+    quiet = _result({"age": 0.02, "spend": 0.03}, prediction=0.01)
+    assert quiet.alert_reasons() == []
+    assert quiet.metrics() == {"drift_share": 0.0, "drifted_columns": 0, "dataset_drift": 0.0,
+                               "drift_score.age": 0.02, "drift_score.spend": 0.03, "prediction_drift_score": 0.01}
+    loud = _result({"age": 0.3, "spend": 0.03}, prediction=0.2)
+    assert loud.alert_reasons() == ["data drift: 1/2 columns (share 0.50 >= 0.50): age",
+                                    "prediction drift: Wasserstein distance (normed) 0.200 >= 0.1"]
+    assert "prediction_drift_score" not in _result({"age": 0.3}, prediction=None).metrics()
+
+
+def test_current_sample_scores_a_capped_sample_like_the_reference() -> None:
+    from tasks.data import infer_features
+    from tasks.drift import build_reference
+    from tasks.train import fit_pipeline
+
+    frame = generate_demo(8_000, seed=3)
+    spec = infer_features(frame, "churned")
+    model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 10}, seed=0)
+    sample = current_sample(model, frame, spec.features, cap=5_000, seed=1)
+    assert len(sample.frame) == 5_000 and sample.proba.shape == (5_000, 2) and sample.prediction_kind == "numeric"
+    np.testing.assert_array_equal(sample.frame[PREDICTION_COLUMN].to_numpy(), sample.proba[:, 1])
+    reference = build_reference(model, frame, spec.features, spec.label, 5_000, seed=1)
+    np.testing.assert_array_equal(np.sort(reference[PREDICTION_COLUMN].to_numpy()),
+                                  np.sort(sample.frame[PREDICTION_COLUMN].to_numpy()))  # same rows, same scores
+    assert current_sample(model, frame.head(100), spec.features, cap=5_000, seed=1).frame.index.equals(
+        frame.head(100).index)  # below the cap: every row

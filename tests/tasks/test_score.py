@@ -46,3 +46,19 @@ def test_csv_has_no_parts_and_an_empty_input_is_an_error(fitted, tmp_path: Path)
     assert plan_parts(str(source), 5) == []
     with pytest.raises(DataValidationError, match="has no rows"):
         combine_parts([], str(source), str(tmp_path / "out.parquet"))
+
+
+def test_summary_tables_for_the_artifacts() -> None:
+    from tasks.score import ScoreSummary
+
+    summary = ScoreSummary(source="in.csv", output="out.parquet", rows=200, chunks=2, classes=["0", "1"],
+                           class_counts={"0": 150, "1": 50}, histogram_edges=[i / 10 for i in range(11)],
+                           histogram_counts=[100, 50, 0, 0, 0, 0, 0, 0, 25, 25], warnings=["age: out_of_range"],
+                           peak_rss_mb=1.0)
+    assert summary.class_table() == [{"class": "0", "rows": 150, "share": "75.0%"},
+                                     {"class": "1", "rows": 50, "share": "25.0%"}]
+    histogram = summary.histogram_table()
+    assert [r["rows"] for r in histogram] == summary.histogram_counts and histogram[0]["bin"] == "0.0–0.1"
+    assert [len(r["bar"]) for r in histogram][:3] == [20, 10, 0]
+    assert summary.describe() == ("200 rows of `in.csv` → `out.parquet` in 2 chunks. "
+                                  "Validation warnings: age: out_of_range.")

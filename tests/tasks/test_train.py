@@ -77,3 +77,27 @@ def test_build_pipeline_uses_declared_columns_only() -> None:
     pipe = build_pipeline(spec, "logistic_regression", {"C": 0.5}, seed=0)
     assert [name for name, _, _ in pipe.named_steps["pre"].transformers] == ["num", "cat"]
     assert pipe.named_steps["model"].C == 0.5
+
+
+def test_candidate_grid_follows_parameter_grid_order() -> None:
+    from sklearn.model_selection import ParameterGrid
+
+    grid = {"max_depth": [None, 12], "min_samples_leaf": [1, 4], "bootstrap": [True]}
+    assert candidate_grid(grid) == list(ParameterGrid(grid))
+    assert candidate_grid(grid)[:2] == [{"bootstrap": True, "max_depth": None, "min_samples_leaf": 1},
+                                        {"bootstrap": True, "max_depth": None, "min_samples_leaf": 4}]
+
+
+def test_candidates_table_and_training_metrics() -> None:
+    from tasks.train import candidates_table, training_metrics
+
+    scores = [CandidateScore(index=i, params={"max_depth": d}, mean={"roc_auc": m, "accuracy": 0.9},
+                             std={"roc_auc": 0.01, "accuracy": 0.02}, folds=3, seconds=1.234)
+              for i, (d, m) in enumerate([(None, 0.81234), (8, 0.85)])]
+    assert candidates_table(scores, "roc_auc", selected=1) == [
+        {"candidate": 0, "params": '{"max_depth": null}', "cv roc_auc mean": 0.8123, "cv roc_auc std": 0.01,
+         "seconds": 1.2, "selected": False},
+        {"candidate": 1, "params": '{"max_depth": 8}', "cv roc_auc mean": 0.85, "cv roc_auc std": 0.01,
+         "seconds": 1.2, "selected": True}]
+    assert training_metrics(scores[1], {"roc_auc": 0.8}, 70, 30) == {
+        "cv_roc_auc": 0.85, "cv_accuracy": 0.9, "test_roc_auc": 0.8, "rows_train": 70, "rows_test": 30}

@@ -158,3 +158,20 @@ def test_new_missing_values_in_a_column_that_had_none_are_a_warning(contract: Co
     frame.loc[:9, "age"] = np.nan
     report, _ = validate_batch(frame, contract, "b.csv")
     assert report.ok and _checks(report)[("age", "not_nullable")] == "warning"
+
+
+def test_report_table_and_counts(contract: Contract) -> None:
+    frame = generate_demo(500, seed=4, day=1).drop(columns=["plan"])
+    frame["debug_id"] = range(len(frame))
+    report, _ = validate_batch(frame, contract, "night.csv")
+    rows = {(r["column"], r["check"]): r for r in report.table()}
+    assert len(rows) == len(report.failures)
+    assert rows[("plan", "column_present")]["severity"] == "error"
+    extra = next(f for f in report.failures if f.check == "unexpected_column")
+    assert rows[("debug_id", "unexpected_column")] == {"severity": "warning", "column": "debug_id",
+                                                        "check": "unexpected_column", "rows": extra.rows,
+                                                        "examples": ", ".join(extra.examples), "message": extra.message}
+    assert report.metrics() == {"validation_errors": len(report.errors), "validation_warnings": len(report.warnings)}
+    assert report.metrics()["validation_errors"] >= 1
+    clean, _ = validate_batch(generate_demo(500, seed=4, day=1), contract, "day1.csv")
+    assert all(r["severity"] == "warning" for r in clean.table()) and clean.metrics()["validation_errors"] == 0

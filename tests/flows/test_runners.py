@@ -1,0 +1,39 @@
+"""The flows' task runner is chosen from the settings when a run starts, not when the module is imported."""
+
+from __future__ import annotations
+
+import pytest
+from prefect import flow
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.runners import SettingsTaskRunner
+
+
+def test_duplicate_follows_the_settings_of_the_moment(monkeypatch) -> None:
+    from prefect_dask import DaskTaskRunner
+
+    runner = SettingsTaskRunner()
+    monkeypatch.setenv("NIGHTSHIFT_TASK_WORKERS", "3")
+    threads = runner.duplicate()
+    assert type(threads) is ThreadPoolTaskRunner and threads._max_workers == 3
+    monkeypatch.setenv("NIGHTSHIFT_TASK_RUNNER", "dask")
+    monkeypatch.setenv("NIGHTSHIFT_DASK_ADDRESS", "tcp://127.0.0.1:8786")
+    dask = runner.duplicate()  # a runner object only: no cluster until a flow run enters it
+    assert type(dask) is DaskTaskRunner and dask.address == "tcp://127.0.0.1:8786"
+    with pytest.raises(RuntimeError, match="only chooses"):
+        runner.submit(None, {})
+
+
+@flow(task_runner=SettingsTaskRunner())
+def _which_runner() -> str:
+    return f"{type(FlowRunContext.get().task_runner).__name__}/{FlowRunContext.get().task_runner._max_workers}"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_run_gets_the_runner_chosen_at_call_time_and_with_options_still_wins(monkeypatch) -> None:
+    monkeypatch.setenv("NIGHTSHIFT_TASK_WORKERS", "3")
+    assert _which_runner() == "ThreadPoolTaskRunner/3"
+    monkeypatch.setenv("NIGHTSHIFT_TASK_WORKERS", "5")  # same imported flow, new settings
+    assert _which_runner() == "ThreadPoolTaskRunner/5"
+    assert _which_runner.with_options(task_runner=ThreadPoolTaskRunner(max_workers=7))() == "ThreadPoolTaskRunner/7"
