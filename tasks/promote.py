@@ -70,15 +70,23 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 # Per-model locks whose holder's death frees them.
 # --------------------------------------------------------------------------------------------
 def local_lock_dir(cfg: TrackingConfig) -> Path | None:
-    """Where file locks live when the registry is a local SQLite/file store (every writer is on this machine)."""
+    """Where file locks live when every writer is on this machine, or None when writers may be anywhere.
+
+    That is the case for a local SQLite/file registry (locks beside it), and for embedded Prefect with a remote
+    registry (locks in PREFECT_HOME: a Prefect limit there would only reach this machine anyway, and the
+    embedded server never reclaims a dead holder's slot).
+    """
     from urllib.parse import urlparse
+
+    from prefect.settings import get_current_settings
 
     uri = cfg.registry_uri
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent / "locks"
     if uri.startswith("file:") or "://" not in uri:
         return Path(urlparse(uri).path if uri.startswith("file:") else uri) / "locks"
-    return None
+    settings = get_current_settings()
+    return Path(settings.home).expanduser() / "nightshift-locks" if settings.api.url is None else None
 
 
 def _lock_name(model_name: str, purpose: str) -> str:

@@ -9,6 +9,7 @@ from tasks.data import infer_features
 from tasks.demo_data import generate_demo
 from tasks.evaluate import GateDecision
 from tasks.train import fit_pipeline
+from tasks.validate import infer_contract
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +18,7 @@ def logged(tracking):
     spec = infer_features(frame, "churned")
     model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 5}, seed=0)
     run_id = tr.start_run(tracking, "promotion-tests")
+    tr.log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), tr.CONTRACT_ARTIFACT)
     return tr.log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3))
 
 

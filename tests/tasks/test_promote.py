@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,8 +12,11 @@ import pytest
 from prefect import flow
 from prefect.transactions import transaction
 
+from nightshift.errors import LockTimeout, PromotionRefused
+from tasks import promote as promote_module
 from tasks import tracking as tr
-from tasks.promote import DeployRefused, model_lock, move_champion_task, redeploy
+from tasks.promote import DeployRefused, model_lock, move_champion_task, promote, redeploy
+from tests.tasks.conftest import decision_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -67,3 +73,53 @@ def test_redeploy_without_a_server_records_not_deployed() -> None:
     assert outcome.status == "not-deployed" and "NIGHTSHIFT_SERVER_URL" in outcome.detail
     with pytest.raises(DeployRefused, match="unreachable"):
         redeploy("http://127.0.0.1:9", "t", timeout_seconds=2)
+
+
+def test_promote_refuses_a_decision_that_says_keep(tracking, versions) -> None:
+    with pytest.raises(PromotionRefused, match="did not pass the gate"):
+        promote(tracking, versions, decision_for("3", False), server_url=None, token=None)
+    assert tr.alias_state(tracking, versions) == tr.AliasState(None, None)
+
+
+def test_promote_is_compare_and_swap_on_the_champion(tracking, versions) -> None:
+    name = versions
+    assert promote(tracking, name, decision_for("1", True), server_url=None, token=None).status == "promoted"
+    # A decision made against "no champion" is stale once v1 is champion: refused, recorded, nothing moves.
+    outcome = promote(tracking, name, decision_for("2", True), server_url=None, token=None)
+    assert (outcome.status, outcome.champion_after) == ("superseded", "1")
+    assert tr.alias_state(tracking, name) == tr.AliasState("1", None)
+    assert [(r.action, r.from_version, r.to_version) for r in tr.read_audit(tracking, name)] == [
+        ("promote", None, "1"), ("superseded", "1", "2")]
+    # Against the right champion it goes through, once.
+    assert promote(tracking, name, decision_for("2", True, "1"), server_url=None, token=None).status == "promoted"
+    again = promote(tracking, name, decision_for("2", True, "1"), server_url=None, token=None)
+    assert again.status == "already-promoted" and tr.alias_state(tracking, name) == tr.AliasState("2", "1")
+
+
+def test_promote_completes_a_move_whose_run_died_before_the_audit(tracking, versions) -> None:
+    name = versions
+    tr.move_champion(tracking, name, "1")  # what a run killed right after the alias move leaves behind
+    outcome = promote(tracking, name, decision_for("1", True), server_url=None, token=None)
+    assert outcome.status == "completed"
+    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]
+    assert promote(tracking, name, decision_for("1", True), server_url=None, token=None).status == "already-promoted"
+    assert len(tr.read_audit(tracking, name)) == 1
+
+
+def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, monkeypatch, caplog) -> None:
+    code = (f"import sys, time\nfrom tasks.promote import model_lock\nfrom tasks.tracking import TrackingConfig\n"
+            f"cfg = TrackingConfig.model_validate_json({tracking.model_dump_json()!r})\n"
+            f"with model_lock(cfg, {model_name!r}, 'promote'):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    monkeypatch.setattr(promote_module, "_WAIT_LOG_SECONDS", 0.5)
+    with caplog.at_level("INFO", logger="nightshift.promote"):
+        with pytest.raises(LockTimeout, match=f"held by .*{holder.pid}"):
+            with model_lock(tracking, model_name, "promote", timeout_seconds=1.2):
+                pass
+        assert f'"pid": {holder.pid}' in caplog.text  # a waiting run says what it waits for
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    started = time.monotonic()
+    with model_lock(tracking, model_name, "promote", timeout_seconds=30):
+        assert time.monotonic() - started < 2

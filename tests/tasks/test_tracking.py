@@ -1,11 +1,19 @@
+"""MLflow tracking against a real registry: models, aliases, the audit trail, errors that are not "absent", crashes."""
+
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from nightshift.errors import TrackingError
+from nightshift.errors import TrackingError, TrackingUnavailable
 from tasks import tracking as tr
-from tasks.data import fingerprint, generate_demo, infer_features
+from tasks.data import fingerprint, infer_features
+from tasks.demo_data import generate_demo
 from tasks.train import fit_pipeline
 
 
@@ -55,3 +63,74 @@ def test_model_uri_needs_exactly_one_selector() -> None:
     assert tr.model_uri("m", alias="champion") == "models:/m@champion"
     with pytest.raises(TrackingError):
         tr.model_uri("m")
+
+
+def test_move_champion_keeps_previous_and_is_idempotent(tracking, versions) -> None:
+    name = versions
+    assert tr.move_champion(tracking, name, "1") == tr.AliasState(None, None)
+    before = tr.move_champion(tracking, name, "2")
+    assert before == tr.AliasState("1", None)
+    assert tr.alias_state(tracking, name) == tr.AliasState("2", "1")
+    assert tr.move_champion(tracking, name, "2") == tr.AliasState("2", "1")  # same version: nothing moves
+    assert tr.alias_state(tracking, name) == tr.AliasState("2", "1")
+    tr.restore_aliases(tracking, name, before)
+    assert tr.alias_state(tracking, name) == tr.AliasState("1", None)
+
+
+def test_audit_trail_round_trips_and_tags_versions(tracking, versions) -> None:
+    name = versions
+    record = tr.AuditRecord(time="20261125T010203.000000Z", model_name=name, action="promote", from_version="1",
+                            to_version="2", metric="roc_auc", challenger=0.81, champion=0.79, ci_low=0.005,
+                            ci_high=0.03, reason="challenger better", flow_run_id="abc")
+    tr.append_audit(tracking, record)
+    tr.append_audit(tracking, record.model_copy(update={"time": "20261125T020000.000000Z", "action": "rollback",
+                                                       "reason": "bad latency"}))
+    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote", "rollback"]
+    assert tr.read_audit(tracking, name)[0] == record
+    tags = tr.version_tags(tracking, name, "2")
+    assert json.loads(tags["nightshift.audit.20261125T010203.000000Z.promote"])["ci_low"] == 0.005
+
+
+@pytest.mark.parametrize("fault", ["between-aliases", pytest.param("after-champion", marks=pytest.mark.integration)])
+def test_kill_9_during_promotion_leaves_champion_on_a_gated_version(tracking, versions, fault: str) -> None:
+    name = versions
+    tr.move_champion(tracking, name, "1")
+    code = (f"from tasks.tracking import TrackingConfig, move_champion\n"
+            f"cfg = TrackingConfig.model_validate_json({tracking.model_dump_json()!r})\n"
+            f"move_champion(cfg, {name!r}, '2')\n")
+    env = {**os.environ, "NIGHTSHIFT_FAULT": fault}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr  # really killed mid-promotion
+    state = tr.alias_state(tracking, name)
+    assert state.champion in ("1", "2")
+    assert json.loads(tr.version_tags(tracking, name, state.champion)[tr.GATE_TAG])["promote"] is True
+    # a rerun completes the promotion exactly once
+    tr.move_champion(tracking, name, "2")
+    assert tr.alias_state(tracking, name) == tr.AliasState("2", "1")
+
+
+def test_not_found_is_absent_and_everything_else_raises(tracking, versions, monkeypatch) -> None:
+    assert tr.get_alias(tracking, versions, "no-such-alias") is None  # INVALID_PARAMETER_VALUE on SQLite
+    assert tr.get_alias(tracking, "no-such-model", tr.CHAMPION) is None  # RESOURCE_DOES_NOT_EXIST
+    with pytest.raises(TrackingError, match="has no version 99"):
+        tr.version_tags(tracking, versions, "99")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = tr.TrackingConfig(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9", experiment_name="x")
+    for call in (lambda: tr.get_alias(down, versions, tr.CHAMPION), lambda: tr.alias_state(down, versions),
+                 lambda: tr.list_versions(down, versions), lambda: tr.delete_alias(down, versions, tr.PREVIOUS)):
+        with pytest.raises(TrackingUnavailable, match="MLflow registry at http://127.0.0.1:9 failed"):
+            call()
+
+
+def test_register_sets_tags_in_the_same_call(tracking, model_name, logged) -> None:
+    version = tr.register_model_version(tracking, model_name, logged, tags={"nightshift.window_fingerprint": "abc"})
+    assert tr.find_version_by_tag(tracking, model_name, "nightshift.window_fingerprint", "abc") == version
+
+
+def test_load_version_by_alias_or_number(tracking, versions) -> None:
+    with pytest.raises(TrackingError, match="has no 'champion' version yet"):
+        tr.load_version(tracking, versions)
+    tr.move_champion(tracking, versions, "2")
+    loaded = tr.load_version(tracking, versions)
+    assert (loaded.ref.version, loaded.ref.alias, loaded.contract.label) == ("2", "champion", "churned")
+    assert tr.load_version(tracking, versions, "1").ref.version == "1" and hasattr(loaded.model, "predict_proba")
