@@ -1,25 +1,47 @@
 """`make deploy`: create the process work pool if missing, then `prefect --no-prompt deploy --all` from prefect.yaml.
 
-The {{ $NIGHTSHIFT_* }} placeholders in prefect.yaml (pool, cron, time zone, project dir) are filled from the
-settings, so the schedule has one source: NIGHTSHIFT_NIGHTLY_CRON / NIGHTSHIFT_SCHEDULE_TIMEZONE.
+prefect.yaml holds the settings' defaults as literal values (pool nightshift-process, nightly at 0 2 * * * UTC), so a
+bare `prefect deploy --all` works; this script deploys a copy of it with the current settings written in
+(NIGHTSHIFT_WORK_POOL, NIGHTSHIFT_NIGHTLY_CRON, NIGHTSHIFT_SCHEDULE_TIMEZONE) through `--prefect-file`.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from nightshift.settings import PROJECT_ROOT, Settings, get_settings
 
+PREFECT_FILE = "prefect.yaml"
+SCHEDULED = "nightly"  # the deployment whose schedule NIGHTSHIFT_NIGHTLY_CRON / _SCHEDULE_TIMEZONE set
 
-def deploy_env(settings: Settings, project_dir: Path = PROJECT_ROOT) -> dict[str, str]:
-    """The environment prefect.yaml's placeholders are read from (on top of the current one)."""
-    return {**os.environ, "NIGHTSHIFT_PROJECT_DIR": str(project_dir.resolve()),
-            "NIGHTSHIFT_WORK_POOL": settings.work_pool, "NIGHTSHIFT_NIGHTLY_CRON": settings.nightly_cron,
-            "NIGHTSHIFT_SCHEDULE_TIMEZONE": settings.schedule_timezone}
+
+def load_config(project_dir: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """prefect.yaml as written."""
+    import yaml
+
+    return yaml.safe_load((project_dir / PREFECT_FILE).read_text())
+
+
+def render(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A copy of prefect.yaml's contents with the settings' work pool (every deployment) and the nightly schedule.
+
+    Rendering with the default settings gives back the file unchanged (tests/deployments check it).
+    """
+    config = copy.deepcopy(config)
+    for deployment in config["deployments"]:
+        if isinstance(deployment.get("work_pool"), dict):
+            deployment["work_pool"]["name"] = settings.work_pool
+        if deployment["name"] == SCHEDULED:
+            for schedule in deployment.get("schedules") or []:
+                schedule.update(cron=settings.nightly_cron, timezone=settings.schedule_timezone)
+    return config
 
 
 def ensure_work_pool(name: str) -> bool:
@@ -40,13 +62,25 @@ def ensure_work_pool(name: str) -> bool:
             return True
 
 
+def write_prefect_file(settings: Settings, directory: Path, project_dir: Path = PROJECT_ROOT) -> Path:
+    """prefect.yaml rendered with `settings`, written to `directory`; the file `prefect deploy --prefect-file` reads."""
+    import yaml
+
+    path = directory / PREFECT_FILE
+    path.write_text(yaml.safe_dump(render(load_config(project_dir), settings), sort_keys=False))
+    return path
+
+
 def deploy_all(settings: Settings | None = None, project_dir: Path = PROJECT_ROOT) -> None:
     """Pool, then every deployment in prefect.yaml; raises CalledProcessError with Prefect's output on failure."""
     settings = settings or get_settings()
     if ensure_work_pool(settings.work_pool):
         print(f"created work pool '{settings.work_pool}' (type process)")
-    subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=project_dir,
-                   env=deploy_env(settings, project_dir), check=True)
+    with tempfile.TemporaryDirectory(prefix="nightshift-deploy-") as tmp:
+        prefect_file = write_prefect_file(settings, Path(tmp), project_dir)
+        # From the project root: entrypoints and the pull step's directory are where `prefect deploy` runs.
+        subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file",
+                        str(prefect_file)], cwd=project_dir, check=True)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ concurrency limits, parameters and triggers come from the same prefect.yaml that
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest.mock import patch
 
 from nightshift.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -20,20 +18,10 @@ if TYPE_CHECKING:
 
 
 def deployment_specs(settings: Settings, project_dir: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
-    """prefect.yaml's deployments with the {{ $NIGHTSHIFT_* }} placeholders filled (triggers keep their templates)."""
-    import yaml
-    from prefect.utilities.templating import apply_values
+    """prefect.yaml's deployments with the settings' pool and nightly schedule, as `make deploy` deploys them."""
+    from deployments.deploy import load_config, render
 
-    from deployments.deploy import deploy_env
-
-    document = yaml.safe_load((project_dir / "prefect.yaml").read_text())
-    specs = []
-    with patch.dict(os.environ, deploy_env(settings, project_dir)):  # Prefect reads {{ $VAR }} from os.environ
-        for raw in document["deployments"]:
-            spec = apply_values({k: v for k, v in raw.items() if k != "triggers"}, {}, remove_notset=False)
-            spec["triggers"] = raw.get("triggers") or []
-            specs.append(spec)
-    return specs
+    return render(load_config(project_dir), settings)["deployments"]
 
 
 def runner_deployment(spec: dict[str, Any]) -> RunnerDeployment:
@@ -51,7 +39,7 @@ def runner_deployment(spec: dict[str, Any]) -> RunnerDeployment:
     limit = spec.get("concurrency_limit")
     adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
     triggers = [adapter.validate_python({"name": f"{spec['name']}__automation_{i}", **t})
-                for i, t in enumerate(spec["triggers"], start=1)]
+                for i, t in enumerate(spec.get("triggers") or [], start=1)]
     return flow.to_deployment(
         name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
         parameters=spec.get("parameters") or {}, enforce_parameter_schema=spec.get("enforce_parameter_schema", True),

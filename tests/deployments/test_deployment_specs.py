@@ -1,4 +1,4 @@
-"""prefect.yaml and the UI forms it produces: every deployment's parameter schema is a usable, bounded form."""
+"""prefect.yaml, its rendering with the settings (make deploy, serve-flows) and the UI forms it produces."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from deployments.deploy import load_config, render, write_prefect_file
 from deployments.serve import build, deployment_specs
-from nightshift.settings import Settings
+from nightshift.settings import PROJECT_ROOT, Settings
 
 DEPLOYMENTS = {"nightly": "flows.nightly:nightly", "monitor": "flows.monitor:monitor", "train": "flows.train:train",
                "batch-predict": "flows.batch_predict:batch_predict", "rollback": "flows.rollback:rollback"}
@@ -63,6 +64,57 @@ def test_prefect_yaml_deployments_and_their_schedule(tmp_path) -> None:
     assert night["schedules"] == [{"cron": "30 3 * * 1-5", "timezone": "America/New_York", "active": True}]
     assert night["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
     assert [s["name"] for s in specs.values() if s.get("schedules")] == ["nightly"]
+
+
+def _default(field: str) -> Any:
+    return Settings.model_fields[field].default
+
+
+def test_prefect_yaml_holds_the_settings_defaults_so_a_bare_prefect_deploy_works() -> None:
+    """`prefect deploy --all` reads prefect.yaml as written, so its literal values are the settings' defaults."""
+    assert "{{ $" not in (PROJECT_ROOT / "prefect.yaml").read_text()  # Prefect keeps an unset {{ $VAR }} literally
+    config = load_config()
+    assert {d["work_pool"]["name"] for d in config["deployments"]} == {_default("work_pool")}
+    [night] = [d for d in config["deployments"] if d["name"] == "nightly"]
+    assert night["schedules"] == [{"cron": _default("nightly_cron"), "timezone": _default("schedule_timezone"),
+                                   "active": True}]
+    # make deploy with no NIGHTSHIFT_* set deploys exactly the file
+    defaults = Settings(**{f: _default(f) for f in ("work_pool", "nightly_cron", "schedule_timezone")})
+    assert render(config, defaults) == config
+
+
+def test_make_deploy_writes_the_overrides_into_a_file_prefect_accepts(tmp_path) -> None:
+    """The rendered copy differs from prefect.yaml only in pool, cron and time zone, and Prefect's loader takes it."""
+    from prefect.cli.deploy._config import _load_deploy_configs_and_actions
+    from rich.console import Console
+
+    settings = Settings(work_pool="other", nightly_cron="30 3 * * *", schedule_timezone="Europe/Berlin")
+    console = Console(record=True, width=200)
+    configs, actions = _load_deploy_configs_and_actions(write_prefect_file(settings, tmp_path), console=console)
+    assert not console.export_text().strip()  # Prefect skips a file it cannot validate, with only a warning
+    rendered = {c["name"]: c for c in configs}
+    original = {d["name"]: d for d in load_config()["deployments"]}
+    assert set(rendered) == set(original) == set(DEPLOYMENTS)
+    assert {c["work_pool"]["name"] for c in configs} == {"other"}
+    assert [(s["cron"], s["timezone"]) for s in rendered["nightly"]["schedules"]] == [("30 3 * * *", "Europe/Berlin")]
+    def rest(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in ("work_pool", "schedules")}
+
+    assert all(rest(rendered[name]) == rest(original[name]) for name in original)  # trigger templates untouched too
+    assert actions["pull"] == load_config()["pull"] and actions["build"] == load_config()["build"]
+
+
+def test_the_pull_step_changes_into_the_directory_prefect_deploy_ran_in(monkeypatch) -> None:
+    """Prefect's step runner on prefect.yaml's build step, then the pull step templated as `prefect deploy` does."""
+    import anyio
+    from prefect.deployments.steps.core import run_steps
+    from prefect.utilities.templating import apply_values
+
+    config = load_config()
+    monkeypatch.chdir(PROJECT_ROOT)
+    outputs = anyio.run(run_steps, config["build"])
+    assert apply_values(config["pull"], outputs, remove_notset=False) == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
 
 
 def test_serve_builds_the_same_deployments(tmp_path) -> None:

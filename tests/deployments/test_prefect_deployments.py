@@ -1,4 +1,5 @@
-"""prefect.yaml for real: `prefect server start` (SQLite and PostgreSQL), make-deploy, a process worker, flow runs."""
+"""prefect.yaml for real: `prefect server start` (SQLite and PostgreSQL), a bare `prefect deploy --all`, make-deploy,
+a process worker, flow runs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from deployments import postgres
+from nightshift.settings import PROJECT_ROOT
 from tasks import tracking as tr
 from tests.conftest import free_port
 from tests.deployments.prefect_stack import PrefectStack, deploy_and_start_worker, start_stack
@@ -95,6 +97,43 @@ def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_s
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
         local = json.loads(json.dumps(parameter_schema(flow).model_dump_for_openapi()))
         assert deployment["parameter_openapi_schema"] == local, full_name
+
+
+def test_bare_prefect_deploy_takes_the_defaults_and_make_deploy_the_settings(tmp_path) -> None:
+    """`prefect deploy --all` from the project root with no NIGHTSHIFT_* set, then make deploy with overrides."""
+    stack = start_stack(tmp_path)
+    try:
+        bare = {k: v for k, v in stack.env.items() if not k.startswith("NIGHTSHIFT_")}
+
+        def deployments() -> dict[str, dict]:
+            return {d["name"]: d for d in stack.api("POST", "/deployments/filter", json={})}
+
+        def run(cmd: list[str], env: dict[str, str]) -> None:
+            out = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, f"{cmd}: {out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+
+        prefect = [sys.executable, "-m", "prefect"]
+        run([*prefect, "work-pool", "create", "nightshift-process", "--type", "process"], bare)
+        run([*prefect, "--no-prompt", "deploy", "--all"], bare)
+        pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
+        created = deployments()
+        assert set(created) == {"nightly", "monitor", "train", "batch-predict", "rollback"}
+        assert all(d["work_pool_name"] == "nightshift-process" and d["pull_steps"] == pull for d in created.values())
+        [schedule] = created["nightly"]["schedules"]
+        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 * * *", "UTC")
+        assert not any(d["schedules"] for name, d in created.items() if name != "nightly")
+
+        run([sys.executable, "-m", "deployments.deploy"], {**bare, "NIGHTSHIFT_WORK_POOL": "other",
+                                                           "NIGHTSHIFT_NIGHTLY_CRON": CRON,
+                                                           "NIGHTSHIFT_SCHEDULE_TIMEZONE": TIMEZONE})
+        updated = deployments()
+        assert {name: d["id"] for name, d in updated.items()} == {name: d["id"] for name, d in created.items()}
+        assert all(d["work_pool_name"] == "other" and d["pull_steps"] == pull for d in updated.values())
+        [schedule] = updated["nightly"]["schedules"]
+        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (CRON, TIMEZONE)
+        assert [a["name"] for a in stack.api("POST", "/automations/filter", json={})] == ["nightly-on-drift"]
+    finally:
+        stack.stop()
 
 
 @pytest.mark.parametrize("stack_name", ["sqlite_stack", "postgres_stack"])
