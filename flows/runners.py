@@ -1,4 +1,4 @@
-"""The task runner flows declare: a placeholder that picks the settings' runner when each run starts, not at import."""
+"""Task runners: threads on a laptop, Dask (local cluster or a scheduler) to scale out, chosen when each run starts."""
 
 from __future__ import annotations
 
@@ -6,12 +6,27 @@ from typing import Any
 
 from prefect.task_runners import TaskRunner
 
-from nightshift.runners import task_runner
-from nightshift.settings import get_settings
+from nightshift.settings import Settings, get_settings
+
+
+def task_runner(settings: Settings | None = None) -> TaskRunner:
+    """ThreadPoolTaskRunner, or prefect-dask's DaskTaskRunner when NIGHTSHIFT_TASK_RUNNER=dask."""
+    settings = settings or get_settings()
+    if settings.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if settings.dask_address:
+            return DaskTaskRunner(address=settings.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": settings.task_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None,
+                                              "host": "127.0.0.1"})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=settings.task_workers)
 
 
 class SettingsTaskRunner(TaskRunner[Any]):
-    """Resolves to `nightshift.runners.task_runner(get_settings())` (threads or Dask) when a flow run starts.
+    """Resolves to `task_runner(get_settings())` (threads or Dask) when a flow run starts.
 
     Prefect gives every flow run its own copy of the flow's runner through `duplicate()`, for direct calls, subflows
     and deployment runs alike, so the choice follows NIGHTSHIFT_TASK_RUNNER at run time (a deployment's job
