@@ -28,27 +28,36 @@ with model_lock(cfg, "leased.model", "promote", timeout_seconds=float(sys.argv[1
 """
 
 
-def _lock(env: dict[str, str], timeout: float, hold: float) -> subprocess.Popen:
+def _lock(env: dict[str, str], log: Path, timeout: float, hold: float) -> subprocess.Popen:
+    """A process that takes the lock (waiting up to `timeout` s), says "held after N", and keeps it `hold` s."""
     return subprocess.Popen([sys.executable, "-c", _HOLD, str(timeout), str(hold)], env=env, cwd=PROJECT_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(log: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
 
 
 def test_a_killed_holders_lease_is_reclaimed(tmp_path: Path) -> None:
     stack = start_stack(tmp_path)
     try:
-        holder = _lock(stack.env, 60, 3600)
-        assert holder.stdout.readline().startswith("held"), holder.stdout.read()
-        blocked = _lock(stack.env, 3, 0)  # the slot is taken: a second run waits, says so, and times out
-        out = blocked.communicate(timeout=120)[0]
+        holder = _lock(stack.env, tmp_path / "holder.log", 60, 3600)
+        _wait_for(tmp_path / "holder.log", "held after", 120)
+        blocked = _lock(stack.env, tmp_path / "blocked.log", 3, 0)  # the slot is taken: a second run times out
+        blocked.wait(timeout=120)
+        out = (tmp_path / "blocked.log").read_text()
         assert blocked.returncode != 0 and "LockTimeout" in out and "leased.model" in out, out
 
         holder.send_signal(signal.SIGKILL)  # dies holding the slot, its lease no longer renewed
         holder.wait(timeout=30)
         started = time.monotonic()
-        waiter = _lock(stack.env, 300, 0)
-        out = waiter.communicate(timeout=360)[0]
-        waited = time.monotonic() - started
-        assert waiter.returncode == 0 and out.startswith("held"), out
+        waiter = _lock(stack.env, tmp_path / "waiter.log", 300, 0)
+        waiter.wait(timeout=360)
+        waited, out = time.monotonic() - started, (tmp_path / "waiter.log").read_text()
+        assert waiter.returncode == 0 and "held after" in out, out
         print(f"lease reclaimed {waited:.0f} s after the holder was killed")
         assert waited < 150  # 60 s lease + the repossessor's 15 s loop, with slack for a busy machine
     finally:
