@@ -104,6 +104,7 @@ def test_make_deploy_writes_the_overrides_into_a_file_prefect_accepts(tmp_path) 
     assert actions["pull"] == load_config()["pull"] and actions["build"] == load_config()["build"]
 
 
+@pytest.mark.usefixtures("prefect_harness")  # step inputs are resolved through the Prefect API
 def test_the_pull_step_changes_into_the_directory_prefect_deploy_ran_in(monkeypatch) -> None:
     """Prefect's step runner on prefect.yaml's build step, then the pull step templated as `prefect deploy` does."""
     import anyio
