@@ -312,6 +312,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
                                                 fingerprint))
             return PromotionOutcome(status="superseded", champion_before=state.champion,
                                     champion_after=state.champion, detail=detail)
+        deploy = None
         try:
             with transaction():
                 move_champion_task(cfg, name, target)
@@ -322,6 +323,10 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
         except DeployRefused as exc:
             append_audit_task(cfg, audit_record(name, "rollback", f"redeploy refused: {exc}", target, state.champion,
                                                 numbers, fingerprint))
+            raise
+        except Exception:
+            if deploy is not None and deploy.status == "deployed":  # the server took v{target}: back to the old one
+                redeploy_task(server_url, token)
             raise
     _logger().info("%s: champion v%s -> v%s", name, state.champion, target)
     return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,

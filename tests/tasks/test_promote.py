@@ -12,7 +12,7 @@ import pytest
 from prefect import flow
 from prefect.transactions import transaction
 
-from nightshift.errors import LockTimeout, PromotionRefused
+from nightshift.errors import LockTimeout, PromotionRefused, TrackingUnavailable
 from tasks import promote as promote_module
 from tasks import tracking as tr
 from tasks.promote import DeployRefused, model_lock, move_champion_task, promote, redeploy
@@ -123,3 +123,36 @@ def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, mon
     started = time.monotonic()
     with model_lock(tracking, model_name, "promote", timeout_seconds=30):
         assert time.monotonic() - started < 2
+
+
+def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, versions, monkeypatch) -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from prefect import task
+
+    reloads: list[str] = []
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            reloads.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "swapped"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def registry_down(cfg, record) -> None:
+        raise TrackingUnavailable("MLflow registry at test failed while appending an audit record")
+
+    monkeypatch.setattr(promote_module, "append_audit_task", task(registry_down, name="append-audit-record"))
+    tr.move_champion(tracking, versions, "1")
+    with pytest.raises(TrackingUnavailable):
+        promote(tracking, versions, decision_for("2", True, "1"), server_url=f"http://127.0.0.1:{server.server_port}",
+                token="t")
+    server.shutdown()
+    assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
+    assert reloads == ["/reload", "/reload"]  # v2 loaded, then the restored v1 again
