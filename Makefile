@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 STATE := $(or $(NIGHTSHIFT_STATE_DIR),$(CURDIR)/.nightshift)
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
 

@@ -76,14 +76,21 @@ class LoggedModel:
     run_id: str
 
 
+def _offline() -> None:
+    """Before MLflow is imported: no telemetry (MLflow 3 fetches a config URL and reports usage; nightshift runs
+    offline) and no artifact progress bars in flow logs. The user's own MLFLOW_* settings win."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def _mlflow(cfg: TrackingConfig) -> Any:
     import logging
 
-    import os
-
+    _offline()
     import mlflow
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # uv-made venvs have no pip; MLflow's note about it is noise for models with pinned requirements.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
@@ -104,6 +111,7 @@ def _no_int_hint() -> Iterator[None]:
 
 def client(cfg: TrackingConfig) -> MlflowClient:
     """An MlflowClient bound to `cfg`'s URIs (no global state)."""
+    _offline()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
