@@ -45,7 +45,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not integration"
 
 test-integration: $(STAMP)
-	$(PY) -m pytest -m integration
+	$(PY) -m pytest -m integration --durations=10
 
 serve: $(STAMP)
 	$(PY) -m serving.server
