@@ -76,15 +76,11 @@ def local_lock_dir(cfg: TrackingConfig) -> Path | None:
     registry (locks in PREFECT_HOME: a Prefect limit there would only reach this machine anyway, and the
     embedded server never reclaims a dead holder's slot).
     """
-    from urllib.parse import urlparse
-
     from prefect.settings import get_current_settings
 
-    uri = cfg.registry_uri
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent / "locks"
-    if uri.startswith("file:") or "://" not in uri:
-        return Path(urlparse(uri).path if uri.startswith("file:") else uri) / "locks"
+    store = tracking.local_store_dir(cfg)
+    if store is not None:
+        return store / "locks"
     settings = get_current_settings()
     return Path(settings.home).expanduser() / "nightshift-locks" if settings.api.url is None else None
 

@@ -173,6 +173,20 @@ def retry_if_unavailable(task: object, task_run: object, state: object) -> bool:
     return False
 
 
+def local_store_dir(cfg: TrackingConfig) -> Path | None:
+    """The folder of a local registry (SQLite file or file store), None for a registry server."""
+    from urllib.parse import urlparse
+
+    from mlflow.utils.uri import is_local_uri
+
+    uri = cfg.registry_uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0]).parent
+    if is_local_uri(uri):
+        return Path(urlparse(uri).path if uri.startswith("file:") else uri)
+    return None
+
+
 def ensure_experiment(cfg: TrackingConfig) -> str:
     """Id of the configured experiment, created with the configured artifact location if missing."""
     from mlflow.exceptions import MlflowException
@@ -476,8 +490,10 @@ def tag_version(cfg: TrackingConfig, name: str, version: str, tags: dict[str, An
 
 def get_version(cfg: TrackingConfig, name: str, version: str) -> VersionRef:
     """One registered version (fails clearly if it does not exist)."""
-    mv = registry_call(cfg, f"Model '{name}' has no version {version}",
-                       lambda: client(cfg).get_model_version(name, str(version)))
+    mv = registry_call(cfg, f"reading version {version} of '{name}'",
+                       lambda: client(cfg).get_model_version(name, str(version)), absent=None)
+    if mv is None:
+        raise TrackingError(f"Model '{name}' has no version {version}.")
     return VersionRef(name=name, version=str(mv.version), run_id=str(mv.run_id), alias=None, tags=dict(mv.tags or {}))
 
 
