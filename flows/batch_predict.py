@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from prefect import flow, task, unmapped
+from prefect.futures import wait
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,11 +58,12 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     parts = plan_parts(params.source, params.chunk_rows) if settings.task_runner == "dask" else []
     if len(parts) > 1:
         parts_dir = f"{output}.parts"
+        scored = score_part_task.map(unmapped(model), unmapped(contract), unmapped(params.source), parts,
+                                     unmapped(parts_dir), unmapped(params.chunk_rows), unmapped(keep))
         try:
-            scored = score_part_task.map(unmapped(model), unmapped(contract), unmapped(params.source), parts,
-                                         unmapped(parts_dir), unmapped(params.chunk_rows), unmapped(keep))
             summary = combine_parts_task(scored.result(), params.source, output)
         finally:
+            wait(scored)  # .result() raises at the first failed part while others may still be writing
             remove_path(parts_dir)  # nothing partial is left, whichever part failed
     else:
         summary = score_file_task(model, contract, params.source, output, params.chunk_rows, keep)
