@@ -163,6 +163,71 @@ def infer_contract(frame: pd.DataFrame, spec: FeatureSpec, range_tolerance: floa
                     range_tolerance=range_tolerance, max_far_share=max_far_share, reference_rows=len(frame))
 
 
+def label_key(value: object) -> str | None:
+    """A label's identity whatever a reader typed it as: 1, 1.0, "1", " 1.0" and True are one class; None if missing."""
+    import pandas as pd
+
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            return "1" if text.lower() == "true" else "0"
+        try:
+            number = float(text)
+        except ValueError:
+            return text or None
+    else:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return str(value).strip() or None
+    if math.isnan(number):
+        return None
+    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
+
+
+def align_labels(values: pd.Series, classes: Any) -> tuple[pd.Series, pd.Series]:
+    """Labels mapped onto the model's classes (missing stay missing), plus the values that match no class."""
+    import numpy as np
+    import pandas as pd
+
+    by_key = {label_key(c): c for c in np.asarray(classes, dtype=object).tolist()}
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    keys = [label_key(u) for u in uniques]
+    mapped = np.array([by_key.get(k) for k in keys] + [None], dtype=object)  # code -1 (missing) -> None
+    aligned = pd.Series(mapped[codes], index=values.index, dtype=object)
+    known = np.array([k is None or k in by_key for k in keys] + [True])
+    return aligned, values[~known[codes]]
+
+
+def canonical_labels(values: pd.Series) -> pd.Series:
+    """A label column as its natural type: whole floats from a column with blanks (0.0, 1.0) become integers."""
+    import pandas as pd
+
+    present = values.dropna()
+    if pd.api.types.is_float_dtype(values) and len(present) and (present % 1 == 0).all():
+        return values.astype("Int64").astype(object).where(values.notna(), None)
+    if values.dtype == object:
+        return values.where(values.notna(), None)
+    return values
+
+
+def schema_changes(live: Contract, candidate: Contract) -> list[str]:
+    """How a candidate model would break callers of the live one: new required columns, changed kinds or classes."""
+    old = {c.name: c for c in live.columns}
+    changes = []
+    added = [c.name for c in candidate.columns if c.name not in old]
+    if added:
+        changes.append(f"requires column(s) the live model does not: {', '.join(map(repr, added[:10]))}"
+                       + (f" (+{len(added) - 10} more)" if len(added) > 10 else ""))
+    changes += [f"column '{c.name}' is {c.kind}, was {old[c.name].kind}" for c in candidate.columns
+                if c.name in old and old[c.name].kind != c.kind]
+    if sorted(map(label_key, live.label_classes)) != sorted(map(label_key, candidate.label_classes)):
+        changes.append(f"predicts classes {candidate.label_classes}, the live model {live.label_classes}")
+    return changes
+
+
 class Failure(BaseModel):
     """One broken promise: which column, which check, how bad, how many rows, a few example values."""
 
