@@ -195,8 +195,9 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     # 4. Tell people (artifacts) and automations (events).
     _publish_drift(name, version.version, batch.name, drift)
     events = _emit_events(name, version.version, drift, performance, reasons) if reasons else []
+    quality = performance.summary() if performance else "quality not checked (no labels)"
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
-          f"{'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
+          f"{quality}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
     return MonitorResult(
         model_name=name, model_version=version.version, model_alias=version.alias, label=contract.label,
         batch_source=batch.source, batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint,

@@ -109,12 +109,16 @@ class NightlyResult(BaseModel):
 def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, holdout_fraction: float, seed: int,
                  out_dir: Path) -> tuple[str, str, str]:
     """Write the challenger's training window and tonight's holdout as Parquet; returns their paths + window fingerprint."""
+    import numpy as np
     import pandas as pd
 
     holdout = newest.sample(frac=holdout_fraction, random_state=seed)
     rest = newest.drop(index=holdout.index)
     window = pd.concat([*frames, rest], ignore_index=True)
     window = window.loc[window[label].notna()].reset_index(drop=True)
+    # A row repeated in the feed must not be both trained on and judged (hashed together: same dtypes).
+    hashes = pd.util.hash_pandas_object(pd.concat([window, holdout], ignore_index=True), index=False).to_numpy()
+    holdout = holdout.loc[~np.isin(hashes[len(window):], hashes[:len(window)])]
     fp = fingerprint(window)
     out_dir.mkdir(parents=True, exist_ok=True)
     window_path, holdout_path = out_dir / f"window-{fp[:16]}.parquet", out_dir / f"holdout-{fp[:16]}.parquet"

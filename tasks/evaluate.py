@@ -96,12 +96,17 @@ def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, re
 def batch_performance(frame: pd.DataFrame, proba: np.ndarray, label: str, classes: Sequence,
                       reference_metrics: dict[str, float], metric: str = "roc_auc",
                       max_drop: float = 0.05) -> PerformanceCheck | None:
-    """performance_check on the rows of a scored batch that carry a label; None when none does."""
-    if label not in frame.columns or not frame[label].notna().any():
+    """performance_check on the rows of a scored batch whose label is one of `classes`; None when none is."""
+    from tasks.validate import align_labels
+
+    if label not in frame.columns:
         return None
-    labeled = frame[label].notna().to_numpy()
-    return performance_check(frame.loc[labeled, label].to_numpy(), np.asarray(proba)[labeled], classes,
-                             reference_metrics, metric, max_drop)
+    aligned, _ = align_labels(frame[label], classes)  # 1.0, "1" and 1 are the same class
+    labeled = aligned.notna().to_numpy()
+    if not labeled.any():
+        return None
+    y = aligned[labeled].to_numpy().astype(np.asarray(classes).dtype)
+    return performance_check(y, np.asarray(proba)[labeled], classes, reference_metrics, metric, max_drop)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +132,10 @@ class GateConfig(BaseModel):
                                    description="Largest allowed drop of the metric within any slice.")
     min_slice_rows: int = Field(200, ge=10, title="Minimum slice rows", description="Smaller slices are not judged.")
     seed: int = Field(0, ge=0, le=2**32 - 1, title="Bootstrap seed", description="Seeds the paired bootstrap resampling.")
+    allow_schema_change: bool = Field(
+        False, title="Allow a schema change",
+        description="Promote a challenger whose input columns, column kinds or classes differ from the champion's "
+                    "(every caller of the model server must change with it). Off: such a challenger is refused.")
 
 
 class SliceResult(BaseModel):
@@ -160,6 +169,8 @@ class GateDecision(BaseModel):
     slices: list[SliceResult] = Field(default_factory=list)
     challenger_version: str | None = None
     champion_version: str | None = None
+    schema_changes: list[str] = Field(default_factory=list,
+                                      description="How the challenger's input schema differs from the champion's.")
 
     def markdown(self) -> str:
         """The decision as a small markdown report."""
@@ -173,6 +184,8 @@ class GateDecision(BaseModel):
                       f"| improvement | {self.difference:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} .. {self.ci_high:+.4f}) |",
                       f"| required | CI low > {self.min_margin} |"]
         lines.append(f"| floor | {self.absolute_floor} |")
+        if self.schema_changes:
+            lines += ["", "Input schema changes vs the champion:", *(f"- {c}" for c in self.schema_changes)]
         if self.slices:
             lines += ["", "| slice | rows | champion | challenger | change | regressed |", "|---|---|---|---|---|---|"]
             lines += [f"| {s.column}={s.value} | {s.rows} | {s.champion:.4f} | {s.challenger:.4f} | {s.change:+.4f} | "
@@ -243,8 +256,9 @@ def _slices(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarra
 
 def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, classes: Sequence,
          config: GateConfig, slice_frame: Any = None, challenger_version: str | None = None,
-         champion_version: str | None = None) -> GateDecision:
-    """Decide promotion: CI lower bound above the margin, challenger above the floor, no slice regressed."""
+         champion_version: str | None = None, schema_changes: Sequence[str] = ()) -> GateDecision:
+    """Decide promotion: same input schema (or allowed), CI lower bound above the margin, challenger above the
+    floor, no slice regressed. A champion given without probabilities (other classes) is not compared."""
     y, cls = np.asarray(y_true), np.asarray(classes)
     metric = config.metric
     chal_value = classification_metrics(y, challenger, cls)[metric]
@@ -253,9 +267,15 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
     floor_word = "floor" if higher else "ceiling"
     common = dict(metric=metric, rows=len(y), challenger=chal_value, confidence=config.confidence,
                   min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
-                  challenger_version=challenger_version, champion_version=champion_version)
+                  challenger_version=challenger_version, champion_version=champion_version,
+                  schema_changes=list(schema_changes))
+    if schema_changes and not config.allow_schema_change:
+        reason = (f"input schema differs from champion v{champion_version}: {'; '.join(schema_changes)} "
+                  "(set the gate's allow_schema_change to promote it anyway)")
+        return GateDecision(promote=False, reason=reason, champion=None, **common)
     if champion is None:
-        reason = (f"first model: {metric} {chal_value:.4f} {'meets' if above_floor else 'misses'} the "
+        first = "first model" if champion_version is None else f"champion v{champion_version} not comparable"
+        reason = (f"{first}: {metric} {chal_value:.4f} {'meets' if above_floor else 'misses'} the "
                   f"{floor_word} {config.absolute_floor}")
         return GateDecision(promote=bool(above_floor), reason=reason, champion=None, **common)
     champ_value = classification_metrics(y, champion, cls)[metric]

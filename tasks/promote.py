@@ -169,16 +169,27 @@ def model_lock(cfg: TrackingConfig, model_name: str, purpose: str, timeout_secon
 # --------------------------------------------------------------------------------------------
 def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout: Any,
                   config: GateConfig) -> GateDecision:
-    """Score both registry versions on the same fresh holdout and decide."""
+    """Score both registry versions on the same fresh holdout's labeled rows and decide."""
+    import numpy as np
+
+    from tasks.validate import align_labels, label_key, schema_changes
+
     chal = tracking.load_version(cfg, name, challenger)
-    y = holdout[chal.contract.label].to_numpy()
+    classes = np.asarray(chal.model.classes_)
+    labels, _ = align_labels(holdout[chal.contract.label], classes)  # blank or unknown labels are not judged
+    holdout = holdout.loc[labels.notna().to_numpy()]
+    y = labels.dropna().to_numpy().astype(classes.dtype)
     chal_proba = chal.model.predict_proba(holdout[list(chal.model.feature_names_in_)])
-    champ_proba = None
+    champ_proba, changes = None, []
     if champion is not None:
-        champ = tracking.load_version(cfg, name, champion).model
-        champ_proba = champ.predict_proba(holdout[list(champ.feature_names_in_)])
-    return gate(y, chal_proba, champ_proba, chal.model.classes_, config, slice_frame=holdout,
-                challenger_version=challenger, champion_version=champion)
+        champ = tracking.load_version(cfg, name, champion)
+        changes = schema_changes(champ.contract, chal.contract)
+        column = {label_key(c): i for i, c in enumerate(np.asarray(champ.model.classes_).tolist())}
+        if set(column) == {label_key(c) for c in classes.tolist()}:  # same classes: columns in the challenger's order
+            proba = champ.model.predict_proba(holdout[list(champ.model.feature_names_in_)])
+            champ_proba = proba[:, [column[label_key(c)] for c in classes.tolist()]]
+    return gate(y, chal_proba, champ_proba, classes, config, slice_frame=holdout, challenger_version=challenger,
+                champion_version=champion, schema_changes=changes)
 
 
 def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout_path: str,
@@ -235,14 +246,20 @@ def _restore_aliases(txn: Transaction) -> None:
                              AliasState(champion=undo["champion"], previous=undo["previous"]))
 
 
-def redeploy(server_url: str | None, token: str | None, timeout_seconds: float = 120) -> DeployOutcome:
-    """Ask the live model server to load the new champion; raises DeployRefused when it will not."""
+def redeploy(server_url: str | None, token: str | None, allow_schema_change: bool = False,
+             timeout_seconds: float = 120) -> DeployOutcome:
+    """Ask the live model server to load the new champion; raises DeployRefused when it will not.
+
+    The server refuses a model whose input schema differs from the live one unless `allow_schema_change`
+    (a gate decision that allowed it, a rollback, or putting the old champion back).
+    """
     if not server_url:
         return DeployOutcome(status="not-deployed", detail="no model server configured (NIGHTSHIFT_SERVER_URL)")
     import httpx
 
     try:
         response = httpx.post(f"{server_url.rstrip('/')}/reload", timeout=timeout_seconds,
+                              params={"allow_schema_change": "true"} if allow_schema_change else None,
                               headers={"Authorization": f"Bearer {token}"} if token else {})
     except httpx.HTTPError as exc:
         raise DeployRefused(f"model server {server_url} unreachable: {exc}") from exc
@@ -286,6 +303,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
     if not decision.promote or target is None:
         raise PromotionRefused(f"v{target} of '{name}' did not pass the gate ({decision.reason}); not promoting it.")
     expected = decision.champion_version if action == "promote" and expected_champion is None else expected_champion
+    allow = action == "rollback" or bool(decision.schema_changes)  # the gate allowed it, or the operator asks
     reason = reason or decision.reason
     numbers = decision if action == "promote" else None
     with model_lock(cfg, name, "promote", lock_timeout):
@@ -296,7 +314,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             return PromotionOutcome(status="already-promoted", champion_before=state.champion,
                                     champion_after=state.champion, detail=f"v{target} was promoted before")
         if state.champion == target:  # moved by a run killed before its audit record: finish it once
-            deploy = redeploy_task(server_url, token)
+            deploy = redeploy_task(server_url, token, allow)
             append_audit_task(cfg, audit_record(name, action, f"{reason} (completed after an interrupted run)",
                                                 state.previous, target, numbers, fingerprint))
             return PromotionOutcome(status="completed", champion_before=state.previous, champion_after=target,
@@ -313,7 +331,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             with transaction():
                 move_champion_task(cfg, name, target)
                 fault_point("after-move")
-                deploy = redeploy_task(server_url, token)
+                deploy = redeploy_task(server_url, token, allow)
                 append_audit_task(cfg, audit_record(name, action, reason, state.champion, target, numbers,
                                                     fingerprint))
         except DeployRefused as exc:
@@ -322,7 +340,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             raise
         except Exception:
             if deploy is not None and deploy.status == "deployed":  # the server took v{target}: back to the old one
-                redeploy_task(server_url, token)
+                redeploy_task(server_url, token, allow_schema_change=True)
             raise
     _logger().info("%s: champion v%s -> v%s", name, state.champion, target)
     return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,

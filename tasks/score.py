@@ -82,7 +82,7 @@ class _ChunkScorer:
         from tasks.validate import validate_batch
 
         report, clean = validate_batch(chunk, self.contract,
-                                       f"{self.source} (rows {first_row}..{first_row + len(chunk) - 1})")
+                                       f"{self.source} (rows {first_row}..{first_row + len(chunk) - 1})", check_label=False)
         if not report.ok:
             raise DataValidationError(report.summary())
         self.warnings.update(f"{f.column}: {f.check}" for f in report.warnings)

@@ -38,11 +38,17 @@ def check_training_data(dataset: LoadedDataset, *, test_size: float, cv_folds: i
         )
     if frame.empty:
         raise DataValidationError(f"Dataset {where} has no rows.")
+    original = frame[label]
+    labels = canonical_labels(original)  # a blank cell must not turn classes 0/1 into 0.0/1.0
+    if labels is not original:
+        frame = frame.assign(**{label: labels})
     unlabeled = int(frame[label].isna().sum())
     if unlabeled == len(frame):
         raise DataValidationError(f"Label column '{label}' in {where} is empty in all {len(frame)} rows.")
     if unlabeled:
         frame = frame.loc[frame[label].notna()].reset_index(drop=True)
+    if labels is not original:  # integers held as objects beside the blanks: int64 again (sklearn needs a type)
+        frame[label] = frame[label].infer_objects()
     spec = infer_features(frame, label, exclude=exclude)
     if not spec.features:
         raise DataValidationError(f"Dataset {where} has no usable feature columns besides label '{label}'.")
@@ -202,15 +208,21 @@ def align_labels(values: pd.Series, classes: Any) -> tuple[pd.Series, pd.Series]
 
 
 def canonical_labels(values: pd.Series) -> pd.Series:
-    """A label column as its natural type: whole floats from a column with blanks (0.0, 1.0) become integers."""
+    """A label column with one type: whole floats from a column with blanks (0.0, 1.0) become integers, and a
+    column mixing types (1, "1", True) becomes integers or strings by class identity. Others are left alone."""
+    import numpy as np
     import pandas as pd
 
     present = values.dropna()
     if pd.api.types.is_float_dtype(values) and len(present) and (present % 1 == 0).all():
         return values.astype("Int64").astype(object).where(values.notna(), None)
-    if values.dtype == object:
-        return values.where(values.notna(), None)
-    return values
+    if values.dtype != object or all(isinstance(v, str) for v in present.unique()):
+        return values
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    keys = [label_key(u) for u in uniques]
+    whole = all(k is not None and k.lstrip("-").isdigit() for k in keys)
+    mapped = np.array([int(k) if whole else k for k in keys] + [None], dtype=object)  # type: ignore[arg-type]
+    return pd.Series(mapped[codes], index=values.index, dtype=object, name=values.name)
 
 
 def schema_changes(live: Contract, candidate: Contract) -> list[str]:
@@ -329,17 +341,12 @@ def _contract_schemas(contract: Contract, present: set[str]) -> tuple[Any, Any]:
             seen = pa.Check(lambda s, allowed=allowed: s.isna() | s.isin(allowed), name="unseen_category")
             err_cols[col.name] = pa.Column(object, nullable=True, checks=[not_all_null])
             warn_cols[col.name] = pa.Column(object, nullable=col.nullable, checks=[seen])
-    if contract.label in present:
-        classes = {str(c) for c in contract.label_classes}
-        err_cols[contract.label] = pa.Column(
-            nullable=True, checks=[pa.Check(lambda s: s.isna() | s.astype(str).isin(classes), name="label_classes")])
     return pa.DataFrameSchema(err_cols, strict=False), pa.DataFrameSchema(warn_cols, strict=False)
 
 
 _MESSAGES: dict[str, tuple[Severity, str]] = {
     "all_null": ("error", "required column '{col}' is empty in every row"),
     "far_out_of_range": ("warning", "column '{col}' has {n} value(s) beyond the training range widened by the tolerance"),
-    "label_classes": ("error", "label '{col}' has {n} value(s) that are not classes of the model"),
     "out_of_range": ("warning", "column '{col}' has {n} value(s) outside the training range, within tolerance"),
     "unseen_category": ("warning", "column '{col}' has {n} value(s) of categories never seen in training"),
     "not_nullable": ("warning", "column '{col}' has {n} missing value(s); training had none (they will be imputed)"),
@@ -371,8 +378,49 @@ def _pandera_failures(schema: Any, frame: pd.DataFrame, max_far_share: float) ->
     return failures
 
 
-def validate_batch(frame: pd.DataFrame, contract: Contract, source: str) -> tuple[ValidationReport, pd.DataFrame]:
-    """Check a batch against a contract, collecting every failure; returns the report and the coerced batch."""
+def _label_failures(batch: pd.DataFrame, contract: Contract, source: str) -> list[Failure]:
+    """The label checked by class identity (not by how a reader typed it), aligned onto the model's classes in place."""
+    label = contract.label
+    if label not in batch.columns:
+        return [Failure(column=label, check="label_missing", severity="warning", rows=len(batch),
+                        message=f"label column '{label}' is not in {source}: model quality was not checked")]
+    batch[label], unknown = align_labels(batch[label], contract.label_classes)
+    failures = []
+    if len(unknown):
+        failures.append(Failure(
+            column=label, check="label_classes", severity="error", rows=len(unknown), examples=_examples(unknown),
+            message=f"label '{label}' has {len(unknown)} value(s) that are not classes of the model "
+                    f"{contract.label_classes}, like {_examples(unknown)[0]!r}"))
+    missing = int(batch[label].isna().sum()) - len(unknown)
+    if missing:
+        failures.append(Failure(
+            column=label, check="label_blank", severity="warning", rows=missing,
+            message=f"label '{label}' is blank in {missing} of {len(batch)} row(s): they are left out of quality "
+                    "checks and training"))
+    return failures
+
+
+def _duplicate_failure(frame: pd.DataFrame) -> list[Failure]:
+    """A warning when rows repeat exactly (a feed sent twice, a bad join)."""
+    import pandas as pd
+
+    try:
+        dupes = int(pd.util.hash_pandas_object(frame, index=False).duplicated().sum())
+    except TypeError:  # unhashable cells (lists): not a tabular feed, other checks will say so
+        return []
+    if not dupes:
+        return []
+    return [Failure(column=None, check="duplicate_rows", severity="warning", rows=dupes,
+                    message=f"{dupes} row(s) ({dupes / len(frame):.1%}) repeat an earlier row exactly")]
+
+
+def validate_batch(frame: pd.DataFrame, contract: Contract, source: str,
+                   check_label: bool = True) -> tuple[ValidationReport, pd.DataFrame]:
+    """Check a batch against a contract, collecting every failure; returns the report and the coerced batch.
+
+    With `check_label` the label is matched to the model's classes (blank cells counted, the column's absence a
+    warning); scoring passes False and the label column, if any, is ignored.
+    """
     failures: list[Failure] = []
     fp = contract.fingerprint()
 
@@ -396,6 +444,9 @@ def validate_batch(frame: pd.DataFrame, contract: Contract, source: str) -> tupl
         return report(), frame
 
     batch = frame.copy()
+    failures += _duplicate_failure(frame)
+    if check_label:
+        failures += _label_failures(batch, contract, source)
     for col in contract.columns:
         if col.name not in batch.columns:
             continue
@@ -410,7 +461,9 @@ def validate_batch(frame: pd.DataFrame, contract: Contract, source: str) -> tupl
             s = batch[col.name]
             batch[col.name] = s.where(s.isna(), s.astype(str)).astype(object)
     errors_schema, warnings_schema = _contract_schemas(contract, set(batch.columns))
-    failures += _pandera_failures(errors_schema, batch, contract.max_far_share)
+    mistyped = {f.column for f in failures if f.check == "dtype"}  # "empty in every row" would only repeat it
+    failures += [f for f in _pandera_failures(errors_schema, batch, contract.max_far_share)
+                 if not (f.check == "all_null" and f.column in mistyped)]
     failures += _pandera_failures(warnings_schema, batch, contract.max_far_share)
     return report(), batch
 

@@ -29,6 +29,8 @@ def champion(prefect_harness, tracking) -> str:
 
 def test_scores_in_chunks_like_the_registry_model(champion, tracking, tmp_path: Path) -> None:
     frame = generate_demo(5_500, seed=8, day=3)
+    frame["churned"] = frame["churned"].astype(object)
+    frame.loc[4_321, "churned"] = None  # one blank label cell: the chunk reads 0.0/1.0; scoring ignores labels
     source = tmp_path / "day3.csv"
     frame.to_csv(source, index=False)
     summary = batch_predict(BatchPredictParams(source=str(source), model_name=champion, chunk_rows=1_000,

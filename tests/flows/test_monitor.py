@@ -122,3 +122,26 @@ def test_no_trained_model_yet(tracking) -> None:
     state = monitor(MonitorParams(model_name="never-trained"), return_state=True)
     assert state.is_failed() and "No trained model 'never-trained' yet: run the train flow first" in state.message
     assert tr.list_versions(tracking, "never-trained") == []
+
+
+def test_a_blank_label_cell_is_missing_not_a_new_class(trained, tracking, tmp_path: Path) -> None:
+    """3,000-row CSV, one empty label cell: pandas reads 0/1 as 0.0/1.0; the batch passed neither monitor nor the
+    night before (issue 12). Now: valid, the blank counted, quality measured on the 2,999 labeled rows."""
+    frame = generate_demo(3_000, seed=21, day=1)
+    frame["churned"] = frame["churned"].astype(object)
+    frame.loc[1_234, "churned"] = None
+    source = tmp_path / "night.csv"
+    frame.to_csv(source, index=False)
+    result = monitor(MonitorParams(batch=DatasetParams(source=str(source)), model_name=trained.model_name))
+    assert result.validation.ok, result.validation.summary()
+    blank = next(f for f in result.validation.warnings if f.check == "label_blank")
+    assert blank.rows == 1 and result.performance is not None and result.performance.rows == 2_999
+
+
+def test_a_batch_without_labels_says_quality_was_not_checked(trained, tracking, tmp_path: Path) -> None:
+    source = tmp_path / "unlabeled.parquet"
+    generate_demo(2_000, seed=22, day=1).drop(columns=["churned"]).to_parquet(source)
+    result = monitor(MonitorParams(batch=DatasetParams(source=str(source)), model_name=trained.model_name))
+    assert result.performance is None and result.validation.ok
+    missing = next(f for f in result.validation.warnings if f.check == "label_missing")
+    assert "model quality was not checked" in missing.message

@@ -72,6 +72,15 @@ def test_a_week_in_the_life(tracking, tmp_path: Path, monkeypatch: pytest.Monkey
     if forced.action == "refused":
         assert forced.champion_after == drifted.challenger_version and not forced.decision.promote
 
+    # A CSV with one blank label cell (read as 0.0/1.0/NaN) is a normal night: validated, retrained, gated.
+    blank = tmp_path / "blank-label.csv"
+    frame = generate_demo(2_500, seed=3, day=4, drift=CONCEPT)
+    frame["churned"] = frame["churned"].astype(object)
+    frame.loc[100, "churned"] = None
+    frame.to_csv(blank, index=False)
+    csv_night = nightly(_night(name, 4, source=str(blank), force=True))
+    assert csv_night.action in ("promoted", "refused") and csv_night.decision.rows < 2_500
+
     # A batch that breaks the contract stops the night before any training; champion untouched.
     champion = tr.get_alias(tracking, name, tr.CHAMPION)
     broken = tmp_path / "broken.parquet"

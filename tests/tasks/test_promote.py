@@ -155,4 +155,61 @@ def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, ve
                 token="t")
     server.shutdown()
     assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
-    assert reloads == ["/reload", "/reload"]  # v2 loaded, then the restored v1 again
+    assert reloads == ["/reload", "/reload?allow_schema_change=true"]  # v2 loaded, then the restored v1 again
+
+
+def _register(tracking, name: str, frame, label: str, gate_passed: bool | None = None) -> str:
+    """Fit a small forest on `frame`, log it with its contract and register it under `name`."""
+    from tasks.data import infer_features
+    from tasks.train import fit_pipeline
+    from tasks.validate import infer_contract
+
+    spec = infer_features(frame, label)
+    model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 20}, seed=0)
+    run_id = tr.start_run(tracking, "schema-tests")
+    tr.log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), tr.CONTRACT_ARTIFACT)
+    return tr.register_model_version(tracking, name, tr.log_sklearn_model(tracking, run_id, model,
+                                                                          frame[spec.features].head(3)))
+
+
+def test_gate_refuses_a_challenger_with_another_input_schema_unless_allowed(tracking, model_name) -> None:
+    """A challenger needing a column the live callers do not send, or predicting other classes (issue 12)."""
+    from tasks.demo_data import generate_demo, load_iris
+    from tasks.evaluate import GateConfig
+    from tasks.promote import gate_versions
+
+    frame = generate_demo(3_000, seed=11)
+    champion = _register(tracking, model_name, frame, "churned")
+    wider = frame.assign(new_signal=frame["churned"] * 2.0 + 1.0)  # a new feed column, strongly predictive
+    challenger = _register(tracking, model_name, wider, "churned")
+    iris = _register(tracking, model_name, load_iris(), "species")
+    holdout = generate_demo(1_500, seed=12).pipe(lambda f: f.assign(new_signal=f["churned"] * 2.0 + 1.0))
+
+    refused = gate_versions(tracking, model_name, challenger, champion, holdout, GateConfig())
+    assert not refused.promote and refused.schema_changes == [
+        "requires column(s) the live model does not: 'new_signal'"]
+    assert refused.reason.startswith(f"input schema differs from champion v{champion}: requires column(s)")
+    assert "allow_schema_change" in refused.reason and "new_signal" in refused.markdown()
+    allowed = gate_versions(tracking, model_name, challenger, champion, holdout, GateConfig(allow_schema_change=True))
+    assert allowed.promote and allowed.champion is not None and allowed.schema_changes == refused.schema_changes
+
+    other = gate_versions(tracking, model_name, iris, champion, load_iris(), GateConfig())
+    assert not other.promote and any("predicts classes" in c for c in other.schema_changes)
+    assert any("'sepal_length_cm'" in c for c in other.schema_changes)
+
+
+def test_gate_judges_only_labeled_rows_however_typed(tracking, model_name) -> None:
+    """A holdout read from a CSV with blank label cells (labels 0.0/1.0 and NaN) is gated on its labeled rows."""
+    import numpy as np
+
+    from tasks.demo_data import generate_demo
+    from tasks.evaluate import GateConfig
+    from tasks.promote import gate_versions
+
+    v1 = _register(tracking, model_name, generate_demo(2_000, seed=13), "churned")
+    v2 = _register(tracking, model_name, generate_demo(2_000, seed=14), "churned")
+    holdout = generate_demo(1_000, seed=15)
+    holdout["churned"] = holdout["churned"].astype(float)
+    holdout.loc[[3, 30, 300], "churned"] = np.nan
+    decision = gate_versions(tracking, model_name, v2, v1, holdout, GateConfig(resamples=200))
+    assert decision.rows == 997 and decision.champion is not None and decision.schema_changes == []

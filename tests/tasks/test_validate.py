@@ -175,3 +175,62 @@ def test_report_table_and_counts(contract: Contract) -> None:
     assert report.metrics()["validation_errors"] >= 1
     clean, _ = validate_batch(generate_demo(500, seed=4, day=1), contract, "day1.csv")
     assert all(r["severity"] == "warning" for r in clean.table()) and clean.metrics()["validation_errors"] == 0
+
+
+@pytest.mark.parametrize("typed", ["csv-with-a-blank", "floats", "strings", "padded-strings", "booleans"])
+def test_classes_match_however_a_reader_typed_the_label(contract: Contract, tmp_path, typed: str) -> None:
+    """One blank label cell made pandas read 0/1 as 0.0/1.0 and rejected the whole batch (issue 12)."""
+    frame = generate_demo(3_000, seed=5, day=1)
+    if typed == "csv-with-a-blank":
+        frame["churned"] = frame["churned"].astype(object)
+        frame.loc[17, "churned"] = None
+        frame.to_csv(tmp_path / "night.csv", index=False)
+        frame = pd.read_csv(tmp_path / "night.csv")
+        assert frame["churned"].dtype == float  # what a CSV reader makes of it
+    else:
+        as_bool = frame["churned"].astype(bool)
+        frame["churned"] = {"floats": frame["churned"].astype(float), "strings": frame["churned"].astype(str),
+                            "padded-strings": " " + frame["churned"].astype(str) + ".0",
+                            "booleans": as_bool}[typed]
+    report, batch = validate_batch(frame, contract, "night.csv")
+    assert report.ok, report.summary()
+    assert set(batch["churned"].dropna()) == {0, 1}
+    blank = [f for f in report.failures if f.check == "label_blank"]
+    assert [f.rows for f in blank] == ([1] if typed == "csv-with-a-blank" else [])
+    if blank:
+        assert "blank in 1 of 3000 row(s)" in blank[0].message and batch["churned"].isna().sum() == 1
+
+
+def test_unknown_classes_are_named_and_blank_labels_are_not_unknown(contract: Contract) -> None:
+    frame = generate_demo(1_000, seed=6, day=1)
+    frame["churned"] = frame["churned"].astype(object)
+    frame.loc[:2, "churned"] = ["yes", 2, None]
+    report, _ = validate_batch(frame, contract, "night.csv")
+    unknown = next(f for f in report.errors if f.check == "label_classes")
+    assert unknown.rows == 2 and unknown.examples == ["yes", "2"] and "[0, 1]" in unknown.message
+    assert next(f for f in report.warnings if f.check == "label_blank").rows == 1
+
+
+def test_silent_gaps_are_reported(contract: Contract) -> None:
+    """No label column, repeated rows and a wrong-typed column each say what they are, once (issue 12)."""
+    frame = generate_demo(1_000, seed=7, day=1).drop(columns=["churned"])
+    frame = pd.concat([frame, frame.iloc[:30]], ignore_index=True)
+    frame["age"] = "forty"
+    report, _ = validate_batch(frame, contract, "night.parquet")
+    checks = _checks(report)
+    assert checks[("churned", "label_missing")] == "warning"
+    assert "model quality was not checked" in next(f.message for f in report.failures if f.check == "label_missing")
+    duplicates = next(f for f in report.failures if f.check == "duplicate_rows")
+    assert duplicates.severity == "warning" and duplicates.rows == 30 and "(2.9%)" in duplicates.message
+    assert checks[("age", "dtype")] == "error" and ("age", "all_null") not in checks
+    scoring, _ = validate_batch(frame, contract, "night.parquet", check_label=False)
+    assert ("churned", "label_missing") not in _checks(scoring)
+
+
+def test_training_labels_keep_their_type_despite_blank_cells() -> None:
+    frame = generate_demo(600, seed=8)
+    frame["churned"] = frame["churned"].astype(float)
+    frame.loc[5, "churned"] = float("nan")
+    data = check_training_data(_ds(frame, "churned"), test_size=0.2, cv_folds=3)
+    assert data.dropped_unlabeled == 1 and set(data.frame["churned"]) == {0, 1}
+    assert data.frame["churned"].dtype == "int64"
