@@ -461,10 +461,11 @@ def validate_batch(frame: pd.DataFrame, contract: Contract, source: str,
             s = batch[col.name]
             batch[col.name] = s.where(s.isna(), s.astype(str)).astype(object)
     errors_schema, warnings_schema = _contract_schemas(contract, set(batch.columns))
-    mistyped = {f.column for f in failures if f.check == "dtype"}  # "empty in every row" would only repeat it
-    failures += [f for f in _pandera_failures(errors_schema, batch, contract.max_far_share)
-                 if not (f.check == "all_null" and f.column in mistyped)]
-    failures += _pandera_failures(warnings_schema, batch, contract.max_far_share)
+    # Values that are not numbers became NaN above: "empty"/"missing" would only repeat the dtype error, wrongly.
+    mistyped = {f.column for f in failures if f.check == "dtype"}
+    found = (_pandera_failures(errors_schema, batch, contract.max_far_share)
+             + _pandera_failures(warnings_schema, batch, contract.max_far_share))
+    failures += [f for f in found if not (f.column in mistyped and f.check in ("all_null", "not_nullable"))]
     return report(), batch
 
 

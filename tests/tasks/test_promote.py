@@ -125,10 +125,10 @@ def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, mon
         assert time.monotonic() - started < 2
 
 
-def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, versions, monkeypatch) -> None:
+@pytest.fixture
+def reload_server():
+    """A stand-in model server that accepts every /reload and records the paths it was asked for."""
     from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    from prefect import task
 
     reloads: list[str] = []
 
@@ -144,6 +144,15 @@ def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, ve
 
     server = HTTPServer(("127.0.0.1", 0), Server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", reloads
+    server.shutdown()
+
+
+def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, versions, monkeypatch,
+                                                                   reload_server) -> None:
+    from prefect import task
+
+    url, reloads = reload_server
 
     def registry_down(cfg, record) -> None:
         raise TrackingUnavailable("MLflow registry at test failed while appending an audit record")
@@ -151,11 +160,21 @@ def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, ve
     monkeypatch.setattr(promote_module, "append_audit_task", task(registry_down, name="append-audit-record"))
     tr.move_champion(tracking, versions, "1")
     with pytest.raises(TrackingUnavailable):
-        promote(tracking, versions, decision_for("2", True, "1"), server_url=f"http://127.0.0.1:{server.server_port}",
-                token="t")
-    server.shutdown()
+        promote(tracking, versions, decision_for("2", True, "1"), server_url=url, token="t")
     assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
     assert reloads == ["/reload", "/reload?allow_schema_change=true"]  # v2 loaded, then the restored v1 again
+
+
+def test_only_an_allowed_schema_change_or_a_rollback_overrides_the_servers_schema_check(tracking, versions,
+                                                                                        reload_server) -> None:
+    url, reloads = reload_server
+    tr.move_champion(tracking, versions, "1")
+    promote(tracking, versions, decision_for("2", True, "1"), server_url=url, token="t")
+    changed = decision_for("1", True, "2").model_copy(update={"schema_changes": ["column 'age' is categorical"]})
+    promote(tracking, versions, changed, server_url=url, token="t")
+    promote(tracking, versions, decision_for("2", True), server_url=url, token="t", action="rollback",
+            expected_champion="1", reason="operator")
+    assert reloads == ["/reload", "/reload?allow_schema_change=true", "/reload?allow_schema_change=true"]
 
 
 def _register(tracking, name: str, frame, label: str, gate_passed: bool | None = None) -> str:
