@@ -11,6 +11,7 @@ import json
 import secrets
 import sys
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,6 +38,15 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
 MAX_ABS_VALUE = 1e30
 COMPILED_MAX_ROWS = 64  # above this the pipeline's vectorised path is as fast and needs no per-row walk
 SAMPLE_ROWS = 64  # reference rows kept for the compile check and the smoke test
+MAX_NESTING = 64  # MLflow's scoring JSON nests 4 deep; far deeper bodies only make the parser and validators recurse
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)  # per byte: +1 opens an array/object, -1 closes one
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+_SCORING_BODY_RULES = (
+    "The body must be JSON sent with `Content-Type: application/json` (or `application/*+json`; a charset "
+    "parameter is fine): any other or a missing content type gets 415, as in MLflow's scoring server. "
+    "Bodies over NIGHTSHIFT_SERVER_MAX_BODY_BYTES get 413 (chunked uploads are cut off as they pass the limit), "
+    f"JSON nesting deeper than {MAX_NESTING} levels gets 400.")
 _INVOCATIONS_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {"oneOf": [
@@ -48,6 +58,7 @@ _INVOCATIONS_BODY = {
             "type": "array", "items": {"type": "object"}}}},
     ]}}},
 }
+_ALLOW_CHANGE = "swap in a champion whose input schema or classes differ from the live model's (callers must change)"
 _BEARER = HTTPBearer(auto_error=False, description="NIGHTSHIFT_SERVER_TOKEN; only /reload needs it")
 
 
@@ -156,19 +167,26 @@ def _columns_of(frame: pd.DataFrame) -> dict[str, list[Any]]:
     return {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
 
 
+def _split_columns(split: Any) -> tuple[dict[str, list[Any]], int]:
+    """Columns and row count from `dataframe_split`; each column named once, each row one value per column."""
+    if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
+        raise ScoringError(400, "'dataframe_split' needs 'columns' (list) and 'data' (list of rows)")
+    names, data = [str(c) for c in split["columns"]], split["data"]
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise ScoringError(400, f"duplicate column(s) in 'dataframe_split': {', '.join(map(repr, repeated[:10]))}")
+    bad = next((i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != len(names)), None)
+    if bad is not None:
+        raise ScoringError(400, f"'dataframe_split' row {bad} does not have {len(names)} values (one per column)")
+    return {name: [row[i] for row in data] for i, name in enumerate(names)}, len(data)
+
+
 def columns_from_scoring_json(payload: Any) -> tuple[dict[str, list[Any]], int]:
     """Columns and row count from MLflow's scoring-server JSON (`dataframe_split` or `dataframe_records`)."""
     if not isinstance(payload, dict):
         raise ScoringError(400, "expected a JSON object with 'dataframe_split' or 'dataframe_records'")
     if "dataframe_split" in payload:
-        split = payload["dataframe_split"]
-        if not isinstance(split, dict) or not isinstance(split.get("columns"), list) or not isinstance(split.get("data"), list):
-            raise ScoringError(400, "'dataframe_split' needs 'columns' (list) and 'data' (list of rows)")
-        columns, data = split["columns"], split["data"]
-        bad = next((i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != len(columns)), None)
-        if bad is not None:
-            raise ScoringError(400, f"'dataframe_split' row {bad} does not have {len(columns)} values (one per column)")
-        return {str(c): [row[i] for row in data] for i, c in enumerate(columns)}, len(data)
+        return _split_columns(payload["dataframe_split"])
     if "dataframe_records" in payload:
         records = payload["dataframe_records"]
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -224,6 +242,19 @@ def prepare(columns: dict[str, list[Any]], n_rows: int, contract: Contract, max_
     return Batch(block, tuple(numeric), cats)
 
 
+def check_schema(live: Served | None, candidate: Served, allow_change: bool) -> list[str]:
+    """How the candidate's inputs or classes differ from the live model's; a 422 unless the caller allows a change."""
+    from tasks.validate import schema_changes
+
+    if live is None:  # nothing served yet: no caller to break
+        return []
+    changes = schema_changes(live.contract, candidate.contract)
+    if changes and not allow_change:
+        raise ScoringError(422, f"input schema differs from the live v{live.version}: {'; '.join(changes)}; "
+                                "pass allow_schema_change=true to swap anyway")
+    return changes
+
+
 @dataclass
 class ServerState:
     """What the routes share: settings, the registry config, the served model and the lock that serialises reloads."""
@@ -247,12 +278,13 @@ class ServerState:
             raise ScoringError(503, f"no model loaded: {self.load_error or 'start-up in progress'}")
         return self.served
 
-    async def reload(self, app: FastAPI) -> JSONResponse:
-        """Load the current champion, smoke-test it, then swap it in; the old model keeps serving if it fails."""
+    async def reload(self, app: FastAPI, allow_schema_change: bool = False) -> JSONResponse:
+        """Load the current champion, check its schema, smoke-test it, swap it in; else the old model keeps serving."""
         async with self.reload_lock:
             old = self.served
             try:
                 candidate = await asyncio.to_thread(load_champion, self.cfg, self.settings.model_name)
+                changes = check_schema(old, candidate, allow_schema_change)
                 await asyncio.to_thread(smoke_test, candidate, self.settings.server_latency_budget_ms)
             except Exception as exc:  # the old model keeps serving whatever went wrong
                 return JSONResponse({"status": "kept", "model_version": old.version if old else None,
@@ -261,7 +293,7 @@ class ServerState:
             self.load_error = None
             app.openapi_schema = None  # /predict's schema follows the new contract
         return JSONResponse({"status": "swapped", "from_version": old.version if old else None,
-                             "to_version": candidate.version})
+                             "to_version": candidate.version, "schema_changes": changes})
 
 
 async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
@@ -281,18 +313,61 @@ def _token_refusal(credentials: HTTPAuthorizationCredentials | None, token: Secr
     return None
 
 
-async def _read_json(request: Request, max_bytes: int) -> Any:
-    """The request body as JSON, refusing bodies over `max_bytes` (413) and invalid JSON (400)."""
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a Content-Type header names JSON: application/json or application/*+json, any parameters."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `max_bytes` while streaming in, chunked or not."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes:
         raise ScoringError(413, f"request body of {length} bytes exceeds {max_bytes}")
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise ScoringError(413, f"request body exceeds {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:  # stop here: uvicorn sends the 413, then reads and drops the rest of the upload
+            raise ScoringError(413, f"request body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON text, brackets inside strings not counted; no parsing, no recursion."""
+    # Drop escaped backslashes, then escaped quotes: every quote left opens or closes a string. UTF-8 keeps
+    # non-ASCII characters out of the ASCII byte range, so the bytes below are exactly the JSON punctuation.
+    raw = text.encode("utf-8", "surrogatepass").replace(b"\\\\", b"").replace(b'\\"', b"")
+    codes = np.frombuffer(raw, dtype=np.uint8)
+    outside = np.cumsum(codes == ord('"'), dtype=np.uint8) % 2 == 0  # an even number of quotes so far
+    steps = _BRACKET_STEP[codes]
+    return int(np.cumsum(steps[outside & (steps != 0)], dtype=np.int32).max(initial=0))
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON (UTF-8/16/32 as json.loads detects it); 400 for invalid JSON or nesting past MAX_NESTING."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as exc:
         raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
+    brackets = text.count("[") + text.count("{")  # an upper bound on the depth, and cheap
+    if brackets > MAX_NESTING and (depth := nesting_depth(text)) > MAX_NESTING:
+        raise ScoringError(400, f"request body nests deeper than {MAX_NESTING} levels ({depth}); "
+                                "MLflow's scoring JSON needs 4")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ScoringError(400, f"request body is not valid JSON: {exc}") from None
+
+
+async def _read_json(request: Request, max_bytes: int) -> Any:
+    """The request body as JSON: 415 unless it is declared JSON, 413 past `max_bytes`, 400 if invalid or too deep."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        got = f"got {content_type!r}" if content_type else "no Content-Type was sent"
+        raise ScoringError(415, f"the request body must be JSON: send Content-Type: application/json ({got})")
+    return parse_json(await read_body(request, max_bytes))
 
 
 def _score(served: Served, columns: dict[str, list[Any]], n_rows: int,
@@ -374,21 +449,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return state.served_or_503().info()
 
     @app.post("/invocations", summary="MLflow scoring-server compatible predictions",
-              openapi_extra={"requestBody": _INVOCATIONS_BODY})
+              description=_SCORING_BODY_RULES, openapi_extra={"requestBody": _INVOCATIONS_BODY})
     async def invocations(request: Request) -> dict[str, Any]:
         served = state.served_or_503()
         return _invocations_reply(served, await _read_json(request, max_bytes), max_rows)
 
-    @app.post("/predict", summary="Typed predictions (request schema from the model's data contract)")
+    @app.post("/predict", summary="Typed predictions (request schema from the model's data contract)",
+              description=_SCORING_BODY_RULES)
     async def predict(request: Request) -> dict[str, Any]:
         served = state.served_or_503()
         return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
 
-    @app.post("/reload", summary="Load the current champion, smoke-test it, then swap atomically (bearer token)")
-    async def reload(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> JSONResponse:
+    @app.post("/reload", summary="Load the current champion, smoke-test it, then swap atomically (bearer token)",
+              description="Refused (422, old model kept) when the champion's input schema or classes differ from "
+                          "the live model's, unless `allow_schema_change=true`.")
+    async def reload(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+                     allow_schema_change: Annotated[bool, Query(description=_ALLOW_CHANGE)] = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
             return refusal
-        return await state.reload(app)
+        return await state.reload(app, allow_schema_change)
 
     app.openapi = partial(_openapi, app, state)  # type: ignore[method-assign]
     return app
