@@ -172,7 +172,7 @@ def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str
     """Score both registry versions on the same fresh holdout's labeled rows and decide."""
     import numpy as np
 
-    from tasks.validate import align_labels, label_key, schema_changes
+    from tasks.validate import align_labels, class_order, schema_changes
 
     chal = tracking.load_version(cfg, name, challenger)
     classes = np.asarray(chal.model.classes_)
@@ -184,10 +184,9 @@ def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str
     if champion is not None:
         champ = tracking.load_version(cfg, name, champion)
         changes = schema_changes(champ.contract, chal.contract)
-        column = {label_key(c): i for i, c in enumerate(np.asarray(champ.model.classes_).tolist())}
-        if set(column) == {label_key(c) for c in classes.tolist()}:  # same classes: columns in the challenger's order
-            proba = champ.model.predict_proba(holdout[list(champ.model.feature_names_in_)])
-            champ_proba = proba[:, [column[label_key(c)] for c in classes.tolist()]]
+        order = class_order(champ.model.classes_, classes)
+        if order is not None:  # the same classes: the champion's columns in the challenger's order
+            champ_proba = champ.model.predict_proba(holdout[list(champ.model.feature_names_in_)])[:, order]
     return gate(y, chal_proba, champ_proba, classes, config, slice_frame=holdout, challenger_version=challenger,
                 champion_version=champion, schema_changes=changes)
 
@@ -198,8 +197,9 @@ def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: s
     import pandas as pd
 
     decision = recorded_decision(cfg, name, challenger)
-    if decision is not None and champion in (decision.champion_version, challenger):  # same pair, or promoted since
-        return decision
+    overridden = decision is not None and bool(decision.schema_changes) and config.allow_schema_change
+    if decision is not None and champion in (decision.champion_version, challenger) and not overridden:
+        return decision  # the same pair (or promoted since); a schema refusal is decided again when now allowed
     decision = gate_versions(cfg, name, challenger, champion, pd.read_parquet(holdout_path), config)
     tracking.tag_version(cfg, name, challenger, {tracking.GATE_TAG: decision.model_dump_json()})
     numbers = decision.model_dump(include={"challenger", "champion", "ci_low", "ci_high"}, exclude_none=True)

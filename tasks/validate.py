@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
@@ -169,60 +170,92 @@ def infer_contract(frame: pd.DataFrame, spec: FeatureSpec, range_tolerance: floa
                     range_tolerance=range_tolerance, max_far_share=max_far_share, reference_rows=len(frame))
 
 
-def label_key(value: object) -> str | None:
-    """A label's identity whatever a reader typed it as: 1, 1.0, "1", " 1.0" and True are one class; None if missing."""
+def _number_key(number: float) -> str | None:
+    if math.isnan(number):
+        return None
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+
+
+def label_key(value: object, string_classes: bool = False) -> str | None:
+    """A label's identity whatever a reader typed it as; None if missing.
+
+    Against numeric or boolean classes 1, 1.0, "1", " 1.0 " and True are one class; against string classes a
+    string matches only itself (stripped: "01" is not "1"), and a number its plain spelling (1.0 is "1").
+    """
     import pandas as pd
 
     if value is None or value is pd.NA:
         return None
     if isinstance(value, str):
         text = value.strip()
+        if string_classes or not text:
+            return text or None
         if text.lower() in ("true", "false"):
             return "1" if text.lower() == "true" else "0"
         try:
-            number = float(text)
+            return str(int(text))
         except ValueError:
-            return text or None
-    else:
+            pass
         try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return str(value).strip() or None
-    if math.isnan(number):
-        return None
-    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
+            return _number_key(float(text))
+        except ValueError:
+            return text
+    if isinstance(value, (bool, np.bool_)):
+        return str(value) if string_classes else str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    try:
+        return _number_key(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value).strip() or None
+
+
+def _class_kind(classes: Any) -> str:
+    """'string', 'boolean' or 'number': what a model's predicted labels look like to its callers."""
+    values = np.asarray(classes, dtype=object).tolist()
+    if all(isinstance(c, str) for c in values):
+        return "string"
+    return "boolean" if all(isinstance(c, (bool, np.bool_)) for c in values) else "number"
 
 
 def align_labels(values: pd.Series, classes: Any) -> tuple[pd.Series, pd.Series]:
     """Labels mapped onto the model's classes (missing stay missing), plus the values that match no class."""
-    import numpy as np
     import pandas as pd
 
-    by_key = {label_key(c): c for c in np.asarray(classes, dtype=object).tolist()}
+    strings = _class_kind(classes) == "string"
+    by_key = {label_key(c, strings): c for c in np.asarray(classes, dtype=object).tolist()}
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    keys = [label_key(u) for u in uniques]
+    keys = [label_key(u, strings) for u in uniques]
     mapped = np.array([by_key.get(k) for k in keys] + [None], dtype=object)  # code -1 (missing) -> None
     aligned = pd.Series(mapped[codes], index=values.index, dtype=object)
     known = np.array([k is None or k in by_key for k in keys] + [True])
     return aligned, values[~known[codes]]
 
 
+def class_order(source: Any, target: Any) -> list[int] | None:
+    """Where each of `target`'s classes sits among `source`'s (for reordering probability columns); None if the
+    two models do not predict the same classes."""
+    import pandas as pd
+
+    source_list = np.asarray(source, dtype=object).tolist()
+    aligned, unknown = align_labels(pd.Series(np.asarray(target, dtype=object)), source_list)
+    if len(unknown) or len(source_list) != len(aligned) or aligned.isna().any():
+        return None
+    order = [source_list.index(c) for c in aligned]
+    return order if len(set(order)) == len(order) else None
+
+
 def canonical_labels(values: pd.Series) -> pd.Series:
-    """A label column with one type: whole floats from a column with blanks (0.0, 1.0) become integers, and a
-    column mixing types (1, "1", True) becomes integers or strings by class identity. Others are left alone."""
-    import numpy as np
+    """A label column with one type: whole floats (0.0, 1.0; from a column with blanks) become integers, and an
+    object column of booleans stays boolean. Other columns are left alone."""
     import pandas as pd
 
     present = values.dropna()
     if pd.api.types.is_float_dtype(values) and len(present) and (present % 1 == 0).all():
         return values.astype("Int64").astype(object).where(values.notna(), None)
-    if values.dtype != object or all(isinstance(v, str) for v in present.unique()):
-        return values
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    keys = [label_key(u) for u in uniques]
-    whole = all(k is not None and k.lstrip("-").isdigit() for k in keys)
-    mapped = np.array([int(k) if whole else k for k in keys] + [None], dtype=object)  # type: ignore[arg-type]
-    return pd.Series(mapped[codes], index=values.index, dtype=object, name=values.name)
+    if values.dtype == object and len(present) and all(isinstance(v, (bool, np.bool_)) for v in present.unique()):
+        return values.where(values.notna(), None)
+    return values
 
 
 def schema_changes(live: Contract, candidate: Contract) -> list[str]:
@@ -235,8 +268,10 @@ def schema_changes(live: Contract, candidate: Contract) -> list[str]:
                        + (f" (+{len(added) - 10} more)" if len(added) > 10 else ""))
     changes += [f"column '{c.name}' is {c.kind}, was {old[c.name].kind}" for c in candidate.columns
                 if c.name in old and old[c.name].kind != c.kind]
-    if sorted(map(label_key, live.label_classes)) != sorted(map(label_key, candidate.label_classes)):
-        changes.append(f"predicts classes {candidate.label_classes}, the live model {live.label_classes}")
+    live_kind, kind = _class_kind(live.label_classes), _class_kind(candidate.label_classes)
+    if kind != live_kind or class_order(live.label_classes, candidate.label_classes) is None:
+        changes.append(f"predicts classes {candidate.label_classes} ({kind}), the live model "
+                       f"{live.label_classes} ({live_kind})")
     return changes
 
 

@@ -191,7 +191,7 @@ def _register(tracking, name: str, frame, label: str, gate_passed: bool | None =
                                                                           frame[spec.features].head(3)))
 
 
-def test_gate_refuses_a_challenger_with_another_input_schema_unless_allowed(tracking, model_name) -> None:
+def test_gate_refuses_a_challenger_with_another_input_schema_unless_allowed(tracking, model_name, tmp_path) -> None:
     """A challenger needing a column the live callers do not send, or predicting other classes (issue 12)."""
     from tasks.demo_data import generate_demo, load_iris
     from tasks.evaluate import GateConfig
@@ -211,6 +211,15 @@ def test_gate_refuses_a_challenger_with_another_input_schema_unless_allowed(trac
     assert "allow_schema_change" in refused.reason and "new_signal" in refused.markdown()
     allowed = gate_versions(tracking, model_name, challenger, champion, holdout, GateConfig(allow_schema_change=True))
     assert allowed.promote and allowed.champion is not None and allowed.schema_changes == refused.schema_changes
+
+    # The decision is recorded on the version; a rerun with the override decides again instead of reusing it.
+    from tasks.promote import gate_challenger
+
+    holdout_path = str(tmp_path / "holdout.parquet")
+    holdout.to_parquet(holdout_path)
+    assert not gate_challenger(tracking, model_name, challenger, champion, holdout_path, GateConfig()).promote
+    assert gate_challenger(tracking, model_name, challenger, champion, holdout_path,
+                           GateConfig(allow_schema_change=True)).promote
 
     other = gate_versions(tracking, model_name, iris, champion, load_iris(), GateConfig())
     assert not other.promote and any("predicts classes" in c for c in other.schema_changes)

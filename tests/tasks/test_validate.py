@@ -194,7 +194,7 @@ def test_classes_match_however_a_reader_typed_the_label(contract: Contract, tmp_
                             "booleans": as_bool}[typed]
     report, batch = validate_batch(frame, contract, "night.csv")
     assert report.ok, report.summary()
-    assert set(batch["churned"].dropna()) == {0, 1}
+    assert set(batch["churned"].dropna()) == {0, 1} and {type(v) for v in batch["churned"].dropna()} == {int}
     blank = [f for f in report.failures if f.check == "label_blank"]
     assert [f.rows for f in blank] == ([1] if typed == "csv-with-a-blank" else [])
     if blank:
@@ -235,3 +235,32 @@ def test_training_labels_keep_their_type_despite_blank_cells() -> None:
     data = check_training_data(_ds(frame, "churned"), test_size=0.2, cv_folds=3)
     assert data.dropped_unlabeled == 1 and set(data.frame["churned"]) == {0, 1}
     assert data.frame["churned"].dtype == "int64"
+
+
+def test_string_classes_match_exactly_and_numbers_by_value() -> None:
+    from tasks.validate import align_labels, canonical_labels, class_order
+
+    aligned, unknown = align_labels(pd.Series(["01", " 1 ", "007", 7, 1.0, None, ""]), ["01", "007", "1", "7"])
+    assert aligned.tolist() == ["01", "1", "007", "7", "1", None, None] and unknown.empty
+    aligned, unknown = align_labels(pd.Series(["1", 1.0, True, " 0.0 ", 2**53 + 1, "yes"]), np.array([0, 1]))
+    assert aligned.tolist()[:4] == [1, 1, 1, 0] and unknown.tolist() == [2**53 + 1, "yes"]
+    assert class_order([0, 1], [1, 0]) == [1, 0] and class_order(["a", "b"], ["a", "c"]) is None
+    blanks = pd.Series([True, None, False], dtype=object)
+    assert canonical_labels(blanks).tolist() == [True, None, False]  # booleans stay booleans beside a blank
+
+
+def test_schema_changes_name_what_would_break_callers(contract: Contract) -> None:
+    from tasks.validate import schema_changes
+
+    assert schema_changes(contract, contract) == []
+    narrower = contract.model_copy(update={"columns": contract.columns[1:]})
+    assert schema_changes(contract, narrower) == []  # callers send a column the new model ignores: fine
+    assert schema_changes(narrower, contract) == [f"requires column(s) the live model does not: "
+                                                  f"'{contract.columns[0].name}'"]
+    booleans = contract.model_copy(update={"label_classes": [False, True]})
+    assert schema_changes(contract, booleans) == ["predicts classes [False, True] (boolean), the live model [0, 1] "
+                                                  "(number)"]
+    region = next(c for c in contract.columns if c.name == "region")
+    numeric_region = contract.model_copy(update={"columns": [
+        c.model_copy(update={"kind": "numeric"}) if c is region else c for c in contract.columns]})
+    assert schema_changes(contract, numeric_region) == ["column 'region' is numeric, was categorical"]
