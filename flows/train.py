@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.runners import SettingsTaskRunner
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
@@ -21,8 +21,8 @@ from tasks.drift import build_reference_task
 from tasks.evaluate import Metric
 from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, DatasetRef, TrackingConfig, finish_run_task,
                             log_training_task, model_uri, register_task, start_run_task)
-from tasks.train import (CandidateScore, Estimator, ParamValue, candidate_grid, candidates_table, check_param_grid,
-                         cross_validate_task, evaluate_task, fit_task, select_best, split_task, training_metrics)
+from tasks.train import (CandidateScore, EstimatorParams, candidate_grid, candidates_table, cross_validate_task,
+                         evaluate_task, fit_task, select_best, split_task, training_metrics)
 from tasks.validate import check_training_data_task, infer_contract_task
 
 if TYPE_CHECKING:
@@ -30,24 +30,6 @@ if TYPE_CHECKING:
 
     from tasks.data import FeatureSpec, LoadedDataset
     from tasks.validate import Contract
-
-
-class EstimatorParams(BaseModel):
-    """The model family and the hyper-parameter grid searched by cross-validation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Estimator = Field("random_forest", title="Estimator", description="Model family inside the pipeline.")
-    param_grid: dict[str, list[ParamValue]] = Field(
-        default_factory=lambda: {"max_depth": [None, 12], "min_samples_leaf": [1, 4]},
-        title="Hyper-parameter grid",
-        description="Estimator parameter → candidate values; every combination is cross-validated. {} = defaults.",
-    )
-
-    @model_validator(mode="after")
-    def _known_params(self) -> EstimatorParams:
-        check_param_grid(self.kind, self.param_grid)
-        return self
 
 
 class TrainParams(BaseModel):

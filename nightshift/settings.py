@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     mlflow_artifact_location: str | None = Field(None, description="Artifact root for new experiments; default state_dir/mlartifacts.")
     experiment_name: str = Field("nightshift", description="MLflow experiment that holds the runs.")
     model_name: str = Field("nightshift-model", description="Registered model name used when a flow is not given one.")
+    catalogue_path: Path = Field(PROJECT_ROOT / "models.yaml",
+                                 description="The model catalogue: every model, its data templates and schedule.")
     seed: int = Field(42, description="Default random seed.")
     reference_rows: int = Field(100_000, ge=1_000, description="Rows of held-out data stored with each model version as its drift reference.")
     drift_sample_rows: int = Field(100_000, ge=5_000, description="Cap per side for the Evidently drift report (uniform sample).")

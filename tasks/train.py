@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nightshift.errors import ConfigError
 from tasks.data import FeatureSpec
@@ -38,6 +39,24 @@ TUNABLE_PARAMS: dict[str, frozenset[str]] = {
         "min_samples_leaf", "monotonic_cst", "n_iter_no_change", "scoring", "tol", "validation_fraction",
     }),
 }
+
+
+class EstimatorParams(BaseModel):
+    """The model family and the hyper-parameter grid searched by cross-validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Estimator = Field("random_forest", title="Estimator", description="Model family inside the pipeline.")
+    param_grid: dict[str, list[ParamValue]] = Field(
+        default_factory=lambda: {"max_depth": [None, 12], "min_samples_leaf": [1, 4]},
+        title="Hyper-parameter grid",
+        description="Estimator parameter → candidate values; every combination is cross-validated. {} = defaults.",
+    )
+
+    @model_validator(mode="after")
+    def _known_params(self) -> EstimatorParams:
+        check_param_grid(self.kind, self.param_grid)
+        return self
 
 
 def make_estimator(kind: Estimator, params: dict[str, Any], seed: int) -> Any:

@@ -1,0 +1,256 @@
+"""The model catalogue (`models.yaml`): which models nightshift looks after and where each night's data lands."""
+
+from __future__ import annotations
+
+import string
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nightshift.errors import ConfigError
+from nightshift.naming import MODEL_NAME_PATTERN
+from tasks.evaluate import GateConfig, Metric
+from tasks.train import EstimatorParams
+
+PLACEHOLDERS = ("date", "state_dir")
+SAMPLE_NIGHT = date(2026, 11, 25)
+GLOB_CHARS = frozenset("*?[")
+
+
+def check_template(template: str, *, needs_date: bool = True) -> str:
+    """A source template may use only {date[:strftime]} and {state_dir}; raises ValueError saying what is wrong."""
+    try:
+        fields = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"template {template!r} is malformed ({exc}); write a brace as {{{{ or }}}}") from None
+    unknown = sorted({name for name, _ in fields if name not in PLACEHOLDERS})
+    if unknown:
+        raise ValueError(f"template {template!r} has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}"
+                         "; use {date:%Y-%m-%d} (any strftime format) and {state_dir}")
+    if needs_date and not any(name == "date" for name, _ in fields):
+        raise ValueError(f"template {template!r} has no {{date}} placeholder: every night would read the same data")
+    try:
+        render(template, SAMPLE_NIGHT, Path("."))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"template {template!r} cannot be filled in: {exc}") from None
+    return template
+
+
+def render(template: str, night: date, state_dir: Path) -> str:
+    """The template filled in for one night."""
+    return template.format(date=night, state_dir=state_dir)
+
+
+class Schedule(BaseModel):
+    """When a model's night runs: a cron expression read in an IANA time zone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str = Field("0 2 * * *", title="Cron", description="Five fields: minute hour day month weekday.")
+    timezone: str = Field("UTC", title="Time zone", description="IANA name the cron is read in (the night's date too).")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        from prefect.client.schemas.schedules import CronSchedule  # what the deployment's schedule will be
+
+        try:
+            CronSchedule(cron=value)
+        except ValidationError:
+            valid = False
+        else:
+            valid = len(value.split()) == 5
+        if not valid:
+            raise ValueError(f"cron {value!r} is not a valid 5-field expression (minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'UTC' or 'Europe/Berlin')") from None
+        return value
+
+
+class LabelSource(BaseModel):
+    """Labels that land apart from the features: a file per night, joined to the features by key, days later."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(..., title="Labels source", description="Path/URL template of night D's labels.")
+    key: list[str] = Field(..., min_length=1, title="Join key", description="Column(s) that match labels to rows.")
+    lag_days: int = Field(1, ge=0, le=365, title="Label lag (days)", description="Night D's labels land on D + lag.")
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("source")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value)
+
+
+class MonitorSettings(BaseModel):
+    """When a night raises an alert: drift share, and the allowed drop of the monitored metric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drift_share: float = Field(0.2, gt=0, le=1, title="Dataset drift share",
+                               description="Share of drifted feature columns that raises an alert.")
+    drift_sample_rows: int = Field(100_000, ge=5_000, le=10_000_000, title="Drift sample cap",
+                                   description="Rows per side for the drift report.")
+    metric: Metric = Field("roc_auc", title="Monitored metric", description="Metric compared once labels land.")
+    max_metric_drop: float = Field(0.05, ge=0, le=1, title="Allowed metric drop",
+                                   description="Drop vs the model's test value that counts as degradation.")
+
+
+class CatalogueModel(BaseModel):
+    """One model: its data, how it is trained and gated, when its night runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., pattern=MODEL_NAME_PATTERN, title="Registered model name")
+    features: str = Field(..., title="Features source",
+                          description="Path/URL template of night D's rows, e.g. data/churn/{date:%Y-%m-%d}.parquet "
+                                      "(globs allowed: s3://bucket/dt={date:%Y-%m-%d}/*.parquet).")
+    label: str = Field(..., min_length=1, title="Label column")
+    labels: LabelSource | None = Field(None, title="Labels source",
+                                       description="Set when labels land apart from the features; else they come "
+                                                   "with them.")
+    id_columns: list[str] = Field(default_factory=list, title="Id columns", description="Never features.")
+    time_column: str | None = Field(None, title="Time column", description="Never a feature.")
+    exclude_columns: list[str] = Field(default_factory=list, title="Excluded columns", description="Never features.")
+    estimator: EstimatorParams = Field(default_factory=EstimatorParams, title="Estimator")
+    cv_folds: int = Field(3, ge=2, le=20, title="CV folds")
+    gate: GateConfig = Field(default_factory=GateConfig, title="Promotion gate")
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings, title="Alert thresholds")
+    window_days: int = Field(7, ge=1, le=365, title="Training window (days)",
+                             description="The newest labeled days the challenger trains on.")
+    schedule: Schedule = Field(default_factory=Schedule, title="Schedule")
+    enabled: bool = Field(True, title="Enabled", description="Disabled models are listed but never run.")
+
+    @field_validator("features")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value)
+
+    @model_validator(mode="after")
+    def _columns_agree(self) -> CatalogueModel:
+        never = {*self.id_columns, *self.exclude_columns, *([self.time_column] if self.time_column else [])}
+        if self.label in never:
+            raise ValueError(f"label '{self.label}' is also listed as an id, time or excluded column")
+        return self
+
+    @property
+    def non_features(self) -> tuple[str, ...]:
+        """Columns that are never features: ids, time, excluded, and the labels' join key."""
+        keys = self.labels.key if self.labels else []
+        return tuple(dict.fromkeys([*self.id_columns, *keys, *([self.time_column] if self.time_column else []),
+                                    *self.exclude_columns]))
+
+
+class Catalogue(BaseModel):
+    """Every model nightshift looks after; names are unique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[CatalogueModel] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Catalogue:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"model name '{model.name}' is listed twice")
+            seen.add(model.name)
+        return self
+
+    def get(self, name: str) -> CatalogueModel:
+        """The entry called `name`; ConfigError naming the known ones otherwise."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise ConfigError(f"model '{name}' is not in the catalogue (known: {', '.join(m.name for m in self.models)})")
+
+    @property
+    def enabled(self) -> list[CatalogueModel]:
+        """The models whose nights run."""
+        return [m for m in self.models if m.enabled]
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> str:
+    """'model 'churn' field labels.lag_days' for a pydantic error location inside the raw YAML."""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        entries = raw.get("models") if isinstance(raw, dict) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        who = f"model '{name}' (#{loc[1] + 1})" if name else f"model #{loc[1] + 1}"
+        field = ".".join(str(p) for p in loc[2:])
+        return f"{who}, field '{field}'" if field else who
+    return f"field '{'.'.join(map(str, loc))}'" if loc else "the catalogue"
+
+
+def parse_catalogue(raw: Any, where: str) -> Catalogue:
+    """Validate a parsed YAML document; one ConfigError listing every problem by model and field."""
+    entries = raw.get("models") if isinstance(raw, dict) else None
+    names = [e.get("name") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    twice = sorted({str(n) for n in names if n is not None and names.count(n) > 1})
+    lines = [f"  model '{n}': the name is listed {names.count(n)} times; names must be unique" for n in twice]
+    try:
+        catalogue = Catalogue.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            if "is listed twice" not in message:
+                lines.append(f"  {_where(tuple(error['loc']), raw)}: {message}")
+    if not lines:
+        return catalogue
+    raise ConfigError(f"{where} is not a valid model catalogue ({len(lines)} problem(s)):\n" + "\n".join(lines))
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """Read and validate `models.yaml`; relative paths in templates are read from the file's folder."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"No model catalogue at {path}: create one (see models.yaml in the project) or set "
+                          "NIGHTSHIFT_CATALOGUE_PATH.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    catalogue = parse_catalogue(raw, str(path))
+    return catalogue.model_copy(update={"models": [_anchored(m, path.parent.resolve()) for m in catalogue.models]})
+
+
+def _anchored(model: CatalogueModel, base: Path) -> CatalogueModel:
+    """Relative local templates made absolute against the catalogue's folder."""
+    def absolute(template: str) -> str:
+        if "://" in template or template.startswith(("/", "{state_dir}")):
+            return template
+        return str(base / template)
+
+    labels = model.labels.model_copy(update={"source": absolute(model.labels.source)}) if model.labels else None
+    return model.model_copy(update={"features": absolute(model.features), "labels": labels})
+
+
+def resolve_files(template: str, night: date, state_dir: Path) -> tuple[str, list[str]]:
+    """The night's resolved path/URL and the files it names (a glob may name many; none if nothing landed)."""
+    import fsspec
+
+    resolved = render(template, night, state_dir)
+    fs, path = fsspec.core.url_to_fs(resolved)
+    if GLOB_CHARS & set(path):
+        matches = sorted(fs.glob(path))
+    else:
+        matches = [path] if fs.isfile(path) else []
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return resolved, [m if protocol == "file" else f"{protocol}://{m}" for m in matches]
