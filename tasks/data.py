@@ -228,10 +228,10 @@ def infer_features(frame: pd.DataFrame, label: str, exclude: tuple[str, ...] = (
     return FeatureSpec(label=label, numeric=tuple(numeric), categorical=tuple(categorical), ignored=tuple(ignored))
 
 
-def _retry_if_transient(task: object, task_run: object, state: object) -> bool:
+def retry_if_transient(task: object, task_run: object, state: object) -> bool:
     """Retry a load only when a remote read failed in a way that may pass (network), never for bad files."""
     return isinstance(getattr(state, "data", None), TransientLoadError)
 
 
 load_dataset_task = task(load_dataset_params, name="load-dataset", retries=2, retry_delay_seconds=[2, 10],
-                         retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE)
+                         retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from tasks.catalogue import CatalogueModel
 
 IRIS_LABEL = "species"
 DEMO_LABEL = "churned"
@@ -243,3 +246,101 @@ def generate_demo(rows: int, seed: int = 42, day: int = 0, drift: DemoDrift | No
     if not blocks:
         return _demo_block(seed, day, 0, 0, drift or DemoDrift())
     return pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0]
+
+
+# --------------------------------------------------------------------------------------------
+# A second stream for the catalogue demo: card transactions with a rare fraud label.
+# --------------------------------------------------------------------------------------------
+FRAUD_LABEL = "is_fraud"
+FRAUD_TIME = "event_time"
+_MERCHANTS = (("grocery", "fuel", "online_retail", "travel", "electronics", "restaurants", "gaming"),
+              (0.26, 0.14, 0.22, 0.07, 0.09, 0.17, 0.05))
+_COUNTRIES = (("domestic", "eu", "us", "other"), (0.78, 0.12, 0.06, 0.04))
+
+
+def generate_fraud(rows: int, seed: int = 42, day: int = 0, shift: float = 0.0) -> pd.DataFrame:
+    """Card transactions for one `day`: amount, hour, distance, velocity, merchant, country, `is_fraud` (~4%).
+
+    `shift` (0..1) moves spending online and abroad and makes fraud look different (drift and concept change).
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, day, 7]))
+    merchants, m_probs = _MERCHANTS
+    m_probs = np.asarray(m_probs) * (1 - shift) + shift * np.asarray([0.1, 0.05, 0.4, 0.15, 0.15, 0.05, 0.1])
+    countries, c_probs = _COUNTRIES
+    c_probs = np.asarray(c_probs) * (1 - shift) + shift * np.asarray([0.5, 0.2, 0.15, 0.15])
+    frame = pd.DataFrame({
+        "amount": np.round(rng.lognormal(3.3 + 0.4 * shift, 1.0, rows), 2),
+        "hour": rng.integers(0, 24, rows).astype(float),
+        "distance_km": rng.exponential(12.0 * (1 + 2 * shift), rows),
+        "txn_last_24h": rng.poisson(2.5, rows).astype(float),
+        "account_age_days": rng.gamma(2.0, 400.0, rows),
+        "card_present": (rng.random(rows) < 0.55 - 0.3 * shift).astype(float),
+        "merchant": np.asarray(merchants, dtype=object)[rng.choice(len(merchants), rows, p=m_probs / m_probs.sum())],
+        "country": np.asarray(countries, dtype=object)[rng.choice(len(countries), rows, p=c_probs / c_probs.sum())],
+    })
+    night = frame["hour"].between(0, 5)
+    usual = (-6.0 + 0.7 * np.log1p(frame["amount"]) + 1.4 * night + 0.03 * np.minimum(frame["distance_km"], 100)
+             + 0.35 * frame["txn_last_24h"] - 1.4 * frame["card_present"] - 0.001 * frame["account_age_days"]
+             + 1.5 * (frame["country"] == "other") + 1.0 * (frame["merchant"] == "electronics"))
+    changed = (-4.5 + 1.8 * (frame["merchant"] == "gaming") + 1.6 * (frame["country"] == "us")
+               + 0.45 * frame["txn_last_24h"] - 0.8 * night - 0.0008 * frame["account_age_days"])
+    logit = ((1 - shift) * usual + shift * changed).to_numpy()
+    frame[FRAUD_LABEL] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    start = pd.Timestamp(DEMO_START + timedelta(days=day))
+    frame.insert(0, FRAUD_TIME, start + pd.to_timedelta(np.sort(rng.random(rows)) * 86_400, unit="s"))
+    frame.insert(0, "transaction_id", [f"t{day:05d}-{i:07d}" for i in range(rows)])
+    return frame
+
+
+def _landing_path(template: str, day: date, state_dir: Path, part: int) -> Path:
+    """A concrete file for a (possibly globbing) catalogue template: '*' becomes part-<n>."""
+    from tasks.catalogue import render
+
+    return Path(render(template, day, state_dir).replace("*", f"part-{part}"))
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)  # a reader never sees half a file
+
+
+def demo_day(label: str, day: date, rows: int, seed: int, drift: DemoDrift | None = None) -> pd.DataFrame:
+    """One calendar day of the demo stream a catalogue model's label names (churn or fraud), with ids."""
+    index = (day - DEMO_START).days
+    if label == FRAUD_LABEL:
+        shift = drift.concept if drift else 0.0
+        return generate_fraud(rows, seed=seed, day=index, shift=shift)
+    if label != DEMO_LABEL:
+        raise ValueError(f"no demo stream has label {label!r} (demo labels: {DEMO_LABEL}, {FRAUD_LABEL})")
+    frame = generate_demo(rows, seed=seed, day=index, drift=drift)
+    frame.insert(0, "customer_id", [f"c{index:05d}-{i:07d}" for i in range(len(frame))])
+    return frame
+
+
+def land_demo_night(model: CatalogueModel, night: date, state_dir: Path, rows: int, seed: int = 42,
+                    drift_for: Callable[[date], DemoDrift | None] = lambda day: None, files: int = 2) -> list[Path]:
+    """Write what lands for `model` on `night`, where its catalogue entry looks: tonight's rows (split over
+    `files` files when its template globs) and, for labels that land apart, the labels of night - lag.
+
+    `drift_for(day)` is the world a day was drawn from, so labels landing days later match their rows.
+    """
+    frame = demo_day(model.label, night, rows, seed, drift_for(night))
+    written = []
+    features = frame.drop(columns=[model.label]) if model.labels else frame
+    parts = files if "*" in model.features else 1
+    for part, chunk in enumerate(np.array_split(np.arange(len(features)), parts)):
+        path = _landing_path(model.features, night, state_dir, part)
+        _write(features.iloc[chunk], path)
+        written.append(path)
+    if model.labels is not None:
+        day = night - timedelta(days=model.labels.lag_days)
+        if day >= DEMO_START:  # the labels of an earlier night, regenerated exactly (same seed, day and drift)
+            earlier = demo_day(model.label, day, rows, seed, drift_for(day))
+            path = _landing_path(model.labels.source, day, state_dir, 0)
+            _write(earlier[[*model.labels.key, model.label]], path)
+            written.append(path)
+    return written

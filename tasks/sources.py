@@ -1,0 +1,187 @@
+"""A catalogue model's nights: its features staged as one file, labels joined by key once they land, and the
+labeled days a challenger trains and is judged on. Missing data is an outcome with the path it was looked for at."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from nightshift.errors import DataValidationError
+from nightshift.naming import slug
+from tasks.catalogue import CatalogueModel, resolve_files
+from tasks.data import retry_if_transient
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# How far back a night looks for its newest labeled day, beyond the labels' lag.
+LABEL_LOOKBACK_DAYS = 14
+
+
+class StagedDay(BaseModel):
+    """One day's rows written as one Parquet file (from one file or a glob of many)."""
+
+    day: date
+    resolved: str = Field(description="The source template filled in for this day (what was looked for).")
+    files: list[str] = Field(default_factory=list, description="The files it named; empty = no data that day.")
+    path: str | None = Field(None, description="The staged Parquet file; None when there was no data.")
+    rows: int = 0
+    fingerprint: str | None = None
+
+    @property
+    def missing(self) -> bool:
+        """Nothing landed for this day."""
+        return not self.files
+
+    def describe(self) -> str:
+        """One line: rows and files, or where nothing was found."""
+        if self.missing:
+            return f"no data for {self.day.isoformat()} at {self.resolved}"
+        return f"{self.rows} rows for {self.day.isoformat()} from {len(self.files)} file(s)"
+
+
+class LabelJoin(BaseModel):
+    """How one day's labels matched its rows."""
+
+    day: date
+    labels_resolved: str
+    label_rows: int = 0
+    rows: int = 0
+    labeled: int = 0
+    unknown_keys: int = Field(0, description="Label rows whose key matches no feature row (dropped).")
+    duplicate_keys: int = Field(0, description="Keys labeled more than once (every copy dropped: ambiguous).")
+
+    def warnings(self) -> list[str]:
+        """What a person should hear about this join."""
+        out = []
+        if self.unknown_keys:
+            out.append(f"{self.unknown_keys} label row(s) for {self.day} match no row by key (dropped)")
+        if self.duplicate_keys:
+            out.append(f"{self.duplicate_keys} key(s) labeled more than once for {self.day} (all copies dropped)")
+        if self.rows - self.labeled:
+            out.append(f"{self.rows - self.labeled} of {self.rows} row(s) for {self.day} have no label")
+        return out
+
+
+def night_dir(state_dir: Path, model: CatalogueModel, day: date) -> Path:
+    """Where a model's staged files for one day live."""
+    return state_dir / "nights" / slug(model.name, 100) / day.isoformat()
+
+
+def _read_all(files: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    from tasks.data import load_table
+
+    frames = [load_table(f) for f in files]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _write_once(frame: pd.DataFrame, path: Path) -> str:
+    """Write `frame` as Parquet unless an identical file is there already; returns the content fingerprint."""
+    from tasks.data import fingerprint
+
+    fp = fingerprint(frame)
+    marker = path.with_suffix(".fingerprint")
+    if path.exists() and marker.exists() and marker.read_text() == fp:
+        return fp  # a rerun of the night: same input, same file, nothing rewritten
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    marker.write_text(fp)
+    return fp
+
+
+def stage_features(model: CatalogueModel, day: date, state_dir: Path) -> StagedDay:
+    """The day's feature rows (every file its template names) as one Parquet file; `missing` if none landed."""
+    resolved, files = resolve_files(model.features, day, state_dir)
+    if not files:
+        return StagedDay(day=day, resolved=resolved)
+    frame = _read_all(files)
+    path = night_dir(state_dir, model, day) / "features.parquet"
+    fp = _write_once(frame, path)
+    return StagedDay(day=day, resolved=resolved, files=files, path=str(path), rows=len(frame), fingerprint=fp)
+
+
+def join_labels(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.DataFrame, LabelJoin] | None:
+    """Day `day`'s rows with their labels joined by key; None while its labels (or its rows) have not landed."""
+    assert model.labels is not None, "join_labels is for models whose labels land apart"
+    labels_resolved, label_files = resolve_files(model.labels.source, day, state_dir)
+    features_resolved, feature_files = resolve_files(model.features, day, state_dir)
+    if not label_files or not feature_files:
+        return None
+    key, label = model.labels.key, model.label
+    labels = _read_all(label_files)
+    absent = [c for c in (*key, label) if c not in labels.columns]
+    if absent:
+        raise DataValidationError(f"labels for {day} at {labels_resolved} lack column(s) "
+                                  f"{', '.join(map(repr, absent))} (model '{model.name}' joins on {key})")
+    rows = _read_all(feature_files).drop(columns=[label], errors="ignore")
+    absent = [c for c in key if c not in rows.columns]
+    if absent:
+        raise DataValidationError(f"rows for {day} at {features_resolved} lack the join key column(s) "
+                                  f"{', '.join(map(repr, absent))} (model '{model.name}')")
+    labels = labels[[*key, label]].dropna(subset=key)
+    repeated = labels.duplicated(subset=key, keep=False)
+    duplicate_keys = int(labels.loc[repeated, key].drop_duplicates().shape[0])
+    labels = labels.loc[~repeated]
+    found = labels[key].merge(rows[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"]
+    joined = rows.merge(labels, on=key, how="left", validate="many_to_one")
+    report = LabelJoin(day=day, labels_resolved=labels_resolved, label_rows=len(labels) + int(repeated.sum()),
+                       rows=len(rows), labeled=int(joined[label].notna().sum()),
+                       unknown_keys=int((found != "both").sum()), duplicate_keys=duplicate_keys)
+    return joined, report
+
+
+class LabeledWindow(BaseModel):
+    """The days a night trains and judges on: the holdout is the newest labeled day, the window the days before."""
+
+    night: date
+    holdout_day: date | None
+    window: list[date] = Field(default_factory=list, description="Labeled days the challenger trains on.")
+    missing: list[date] = Field(default_factory=list, description="Days inside the window with no labeled data.")
+
+    def describe(self) -> str:
+        """One line for logs and artifacts."""
+        if self.holdout_day is None:
+            return f"no labeled day yet as of {self.night}"
+        gaps = f"; missing, skipped: {', '.join(d.isoformat() for d in self.missing)}" if self.missing else ""
+        return (f"train on {len(self.window)} labeled day(s) {self.window[0] if self.window else '-'}.."
+                f"{self.window[-1] if self.window else '-'}, judge on {self.holdout_day}{gaps}")
+
+
+def labels_landed(model: CatalogueModel, day: date, night: date, state_dir: Path) -> bool:
+    """Whether day `day` has labels as of `night`: inline labels come with its rows; separate ones `lag` days later."""
+    if day > night:
+        return False
+    if model.labels is None:
+        return bool(resolve_files(model.features, day, state_dir)[1])
+    if day > night - timedelta(days=model.labels.lag_days):
+        return False  # not landed yet as of this night (a backfill sees files from its future: ignored)
+    return bool(resolve_files(model.labels.source, day, state_dir)[1]) and \
+        bool(resolve_files(model.features, day, state_dir)[1])
+
+
+def labeled_window(model: CatalogueModel, night: date, state_dir: Path) -> LabeledWindow:
+    """Holdout = the newest labeled day as of `night`; window = the `window_days` calendar days before it, minus
+    days with nothing labeled (reported)."""
+    lag = model.labels.lag_days if model.labels else 0
+    newest = next((night - timedelta(days=back) for back in range(lag, lag + LABEL_LOOKBACK_DAYS + 1)
+                   if labels_landed(model, night - timedelta(days=back), night, state_dir)), None)
+    if newest is None:
+        return LabeledWindow(night=night, holdout_day=None)
+    days = [newest - timedelta(days=back) for back in range(model.window_days, 0, -1)]
+    landed = [d for d in days if labels_landed(model, d, night, state_dir)]
+    return LabeledWindow(night=night, holdout_day=newest, window=landed, missing=[d for d in days if d not in landed])
+
+
+stage_features_task = task(stage_features, name="stage-features", retries=2, retry_delay_seconds=[2, 10],
+                           retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+join_labels_task = task(join_labels, name="join-labels", cache_policy=NO_CACHE)
+labeled_window_task = task(labeled_window, name="find-labeled-days", cache_policy=NO_CACHE)
