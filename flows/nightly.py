@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -97,7 +98,9 @@ class NightlyResult(BaseModel):
     challenger_version: str | None = None
     decision: GateDecision | None = None
     action: Literal["no-retrain", "promoted", "refused", "already-decided", "already-promoted", "superseded",
-                    "no-labels"]
+                    "no-labels", "no-data"]
+    night: date | None = Field(None, description="The calendar night (catalogue runs; batch runs have none).")
+    events: list[str] = Field(default_factory=list, description="Prefect events this night emitted itself.")
     champion_before: str | None
     champion_after: str | None
     deploy: DeployOutcome | None = None
@@ -127,22 +130,22 @@ def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, h
     return str(window_path), str(holdout_path), fp
 
 
-def retrain_reasons(params: NightlyParams, champion: str | None, checked: MonitorResult | None) -> list[str]:
+def retrain_reasons(force: bool, reason: str | None, champion: str | None, checked: MonitorResult | None,
+                    more: list[str] | None = None) -> list[str]:
     """Why tonight needs a challenger (empty: keep the champion)."""
-    return [*(["no champion yet"] if champion is None else []), *(["forced"] if params.force_retrain else []),
-            *([f"trigger: {params.reason}"] if params.reason else []), *(checked.reasons if checked else [])]
+    return [*(["no champion yet"] if champion is None else []), *(["forced"] if force else []),
+            *([f"trigger: {reason}"] if reason else []), *(checked.reasons if checked else []), *(more or [])]
 
 
-def challenger_for(cfg: TrackingConfig, params: NightlyParams, name: str, label: str, window_path: str,
-                   window_fp: str, reasons: list[str]) -> str:
+def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, window_fp: str, reasons: list[str],
+                   estimator: EstimatorParams, cv_folds: int, seed: int) -> str:
     """The version trained on this window: found by its fingerprint tag, else trained once (locked per window)."""
     with model_lock(cfg, name, f"train-{window_fp[:16]}"):
         version = find_version_task(cfg, name, WINDOW_TAG, window_fp)
         if version is None:
             version = train(TrainParams(
-                dataset=DatasetParams(source=window_path, label=label), model_name=name, estimator=params.estimator,
-                cv_folds=params.cv_folds, test_size=0.2, stratify=True, seed=params.seed,
-                version_tags={WINDOW_TAG: window_fp, REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
+                dataset=dataset, model_name=name, estimator=estimator, cv_folds=cv_folds, test_size=0.2, stratify=True,
+                seed=seed, version_tags={WINDOW_TAG: window_fp, REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
         else:
             get_run_logger().info("Window %s was already trained as v%s: reusing it.", window_fp[:12], version)
     set_alias_task(cfg, name, tracking.CHALLENGER, version)
@@ -152,7 +155,8 @@ def challenger_for(cfg: TrackingConfig, params: NightlyParams, name: str, label:
 def _summary(result: NightlyResult) -> list[dict[str, str]]:
     d = result.decision
     ci = f"{d.difference:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}]" if d and d.difference is not None else "-"
-    rows = [("batch", f"{result.batch} ({result.rows} rows)"), ("validation", result.validation),
+    rows = [*([("night", result.night.isoformat())] if result.night else []),
+            ("batch", f"{result.batch} ({result.rows} rows)"), ("validation", result.validation),
             ("drift share", "-" if result.drift_share is None else f"{result.drift_share:.2f}"),
             ("alerts", "; ".join(result.alert_reasons) or "none"),
             ("retrain because", "; ".join(result.retrain_reasons) or "no reason: kept the champion"),
@@ -194,7 +198,7 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
                               seed=params.seed)
 
     # 2. Retrain? Only with a reason, and only with labels to gate on.
-    reasons = retrain_reasons(params, champion, checked)
+    reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked)
     night = partial(NightlyResult, model_name=name, batch=batch.source, rows=len(batch.frame),
                     validation=checked.validation.summary() if checked else "checked by training",
                     drift_share=checked.drift.drift_share if checked else None,
@@ -210,10 +214,18 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
                for p in ([params.reference] if params.reference else []) + params.batches[-params.window:-1]]
     window_path, holdout_path, window_fp = build_window(history, batch.frame, batch.label, params.holdout_fraction,
                                                        params.seed, settings.state_dir / "windows" / name)
-    challenger = challenger_for(cfg, params, name, batch.label, window_path, window_fp, reasons)
+    challenger = challenger_for(cfg, name, DatasetParams(source=window_path, label=batch.label), window_fp, reasons,
+                                params.estimator, params.cv_folds, params.seed)
 
     # 4. Gate on the same fresh holdout, then promote (locked, compare-and-swap, undoable) or keep.
-    decision = gate_challenger_task(cfg, name, challenger, champion, holdout_path, params.gate)
+    return gate_and_promote(cfg, name, challenger, champion, holdout_path, params.gate, window_fp, night)
+
+
+def gate_and_promote(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout_path: str,
+                     gate: GateConfig, window_fp: str, night: partial[NightlyResult]) -> NightlyResult:
+    """Gate the challenger on the fresh holdout, then promote it (locked, compare-and-swap, undoable) or record why not."""
+    settings = get_settings()
+    decision = gate_challenger_task(cfg, name, challenger, champion, holdout_path, gate)
     create_markdown_artifact(key=artifact_key("gate", name), markdown=decision.markdown(), description=decision.reason)
     night = partial(night, challenger_version=challenger, decision=decision, window_fingerprint=window_fp)
     if not decision.promote:

@@ -241,6 +241,12 @@ def combine_parts(parts: list[ScoreSummary], source: str, output: str) -> ScoreS
         "peak_rss_mb": max(p.peak_rss_mb for p in parts)})
 
 
+def predict_proba(model: Any, frame: Any, features: list[str]) -> Any:
+    """Class probabilities of a fitted pipeline for a frame's feature columns (in the model's class order)."""
+    return model.predict_proba(frame[features])
+
+
+predict_proba_task = task(predict_proba, name="predict-proba", cache_policy=NO_CACHE)
 score_file_task = task(score_file, name="score-file", cache_policy=NO_CACHE)
 score_part_task = task(score_part, name="score-part", cache_policy=NO_CACHE)
 combine_parts_task = task(combine_parts, name="combine-parts", cache_policy=NO_CACHE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -13,11 +13,14 @@ from pydantic import BaseModel, Field
 
 from nightshift.errors import DataValidationError
 from nightshift.naming import slug
+from tasks import tracking
 from tasks.catalogue import CatalogueModel, resolve_files
 from tasks.data import retry_if_transient
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from tasks.evaluate import PerformanceCheck
 
 # How far back a night looks for its newest labeled day, beyond the labels' lag.
 LABEL_LOOKBACK_DAYS = 14
@@ -181,7 +184,135 @@ def labeled_window(model: CatalogueModel, night: date, state_dir: Path) -> Label
     return LabeledWindow(night=night, holdout_day=newest, window=landed, missing=[d for d in days if d not in landed])
 
 
+def resolve_night(explicit: date | None, timezone: str) -> date:
+    """The night a run is for: an explicit date, else its scheduled start (or now) in the schedule's time zone."""
+    from datetime import datetime
+    from datetime import timezone as tz
+    from zoneinfo import ZoneInfo
+
+    if explicit is not None:
+        return explicit
+    from prefect.runtime import flow_run
+
+    start = flow_run.scheduled_start_time if flow_run.get_id() else None
+    return (start or datetime.now(tz.utc)).astimezone(ZoneInfo(timezone)).date()
+
+
+def labeled_day(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One day's rows that carry a label (inline, or joined once landed), and what to warn about."""
+    if model.labels is None:
+        staged = stage_features(model, day, state_dir)
+        frame = _read_all(staged.files) if staged.files else None
+        warnings: list[str] = []
+    else:
+        joined = join_labels(model, day, state_dir)
+        frame, warnings = (joined[0], joined[1].warnings()) if joined else (None, [])
+    if frame is None:
+        return _empty(), [f"no labeled data for {day}"]
+    if model.label not in frame.columns:
+        raise DataValidationError(f"rows for {day} of model '{model.name}' have no label column '{model.label}'")
+    return frame.loc[frame[model.label].notna()].reset_index(drop=True), warnings
+
+
+def _empty() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
+
+
+class WindowFiles(BaseModel):
+    """The challenger's training rows and the gate's holdout, written as Parquet, and what was noticed on the way."""
+
+    window_path: str
+    holdout_path: str
+    fingerprint: str
+    window_rows: int
+    holdout_rows: int
+    warnings: list[str] = Field(default_factory=list)
+
+
+def build_labeled_window(model: CatalogueModel, window: LabeledWindow, state_dir: Path) -> WindowFiles:
+    """Write the window's labeled days (training) and the holdout day (judging) as Parquet; a row repeated in
+    both is judged never."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks.data import fingerprint
+
+    assert window.holdout_day is not None, "no labeled day to judge on"
+    days = [labeled_day(model, d, state_dir) for d in window.window]
+    holdout, holdout_warnings = labeled_day(model, window.holdout_day, state_dir)
+    warnings = [w for _, ws in days for w in ws] + holdout_warnings
+    frames = [f for f, _ in days if len(f)]
+    train = pd.concat(frames, ignore_index=True) if frames else holdout.iloc[:0]
+    if len(train):
+        hashes = pd.util.hash_pandas_object(pd.concat([train, holdout], ignore_index=True), index=False).to_numpy()
+        holdout = holdout.loc[~np.isin(hashes[len(train):], hashes[:len(train)])].reset_index(drop=True)
+    fp = fingerprint(train)
+    out = state_dir / "windows" / slug(model.name, 100)
+    out.mkdir(parents=True, exist_ok=True)
+    window_path, holdout_path = out / f"window-{fp[:16]}.parquet", out / f"holdout-{fp[:16]}.parquet"
+    train.to_parquet(window_path, index=False)
+    holdout.to_parquet(holdout_path, index=False)
+    return WindowFiles(window_path=str(window_path), holdout_path=str(holdout_path), fingerprint=fp,
+                       window_rows=len(train), holdout_rows=len(holdout), warnings=warnings)
+
+
+MISSING_DATA_EVENT = "nightshift.data.missing"
+
+
+def emit_missing_data(model: CatalogueModel, staged: StagedDay) -> str:
+    """A Prefect event an automation can alert on: nothing landed for this model tonight; returns its id."""
+    from prefect.events import emit_event
+
+    get_logger().warning("%s: %s", model.name, staged.describe())
+    event = emit_event(MISSING_DATA_EVENT, resource={"prefect.resource.id": f"nightshift.model.{model.name}",
+                                                     "prefect.resource.name": model.name},
+                       payload={"night": staged.day.isoformat(), "looked_at": staged.resolved})
+    return str(event.id) if event else MISSING_DATA_EVENT
+
+
+def get_logger() -> Any:
+    """The run logger inside a flow or task, else this module's logger."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: LabeledWindow, night: date,
+                   state_dir: Path) -> PerformanceCheck | None:
+    """The champion's quality on the day whose labels landed tonight (labels that come with the rows are checked
+    by the monitor on tonight's batch); None when nothing landed tonight."""
+    from tasks.evaluate import batch_performance
+
+    if model.labels is None or window.holdout_day != night - timedelta(days=model.labels.lag_days):
+        return None
+    frame, warnings = labeled_day(model, window.holdout_day, state_dir)
+    for warning in warnings:
+        get_logger().warning("%s: %s", model.name, warning)
+    if frame.empty:
+        return None
+    loaded = tracking.load_version(cfg, model.name, champion)
+    proba = loaded.model.predict_proba(frame[loaded.contract.features])
+    check = batch_performance(frame, proba, model.label, loaded.model.classes_,
+                              tracking.run_metrics(cfg, loaded.ref.run_id, "test_"), model.monitor.metric,
+                              model.monitor.max_metric_drop)
+    if check is not None:
+        get_logger().info("%s v%s on %s (labels landed tonight): %s", model.name, champion, window.holdout_day,
+                          check.summary())
+    return check
+
+
 stage_features_task = task(stage_features, name="stage-features", retries=2, retry_delay_seconds=[2, 10],
                            retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 join_labels_task = task(join_labels, name="join-labels", cache_policy=NO_CACHE)
 labeled_window_task = task(labeled_window, name="find-labeled-days", cache_policy=NO_CACHE)
+build_labeled_window_task = task(build_labeled_window, name="build-labeled-window", cache_policy=NO_CACHE)
+labeled_day_task = task(labeled_day, name="labeled-day", cache_policy=NO_CACHE)
+landed_quality_task = task(landed_quality, name="quality-of-landed-labels", **tracking.RETRY)

@@ -94,3 +94,14 @@ def test_the_window_is_the_newest_labeled_days_and_a_missing_day_is_skipped(demo
     inline = labeled_window(fraud, NIGHT, tmp_path)
     assert inline.holdout_day == NIGHT and inline.window == [day(7), day(8)] and inline.missing == [day(6)]
     assert labeled_window(fraud, day(3), tmp_path).holdout_day is None
+
+
+def test_the_night_is_explicit_or_today_in_the_schedules_time_zone() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from tasks.sources import resolve_night
+
+    assert resolve_night(date(2026, 11, 25), "UTC") == date(2026, 11, 25)
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14 and UTC-11: often different dates
+        assert resolve_night(None, zone) == datetime.now(ZoneInfo(zone)).date()

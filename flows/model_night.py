@@ -1,0 +1,108 @@
+"""One catalogue model's night, resolved from time: tonight's rows → monitor → labels that landed → retrain?
+→ challenger on the newest labeled days → gate on the newest one → promote or keep. Rerunning a night changes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from functools import partial
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.monitor import MonitorParams, monitor
+from flows.nightly import (NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons)
+from nightshift.naming import MODEL_NAME_PATTERN
+from nightshift.settings import get_settings
+from tasks.catalogue import load_catalogue
+from tasks.data import DatasetParams
+from tasks.promote import alias_state_task
+from tasks.sources import (build_labeled_window_task, emit_missing_data, labeled_window_task, landed_quality_task,
+                           resolve_night, stage_features_task)
+from tasks.tracking import TrackingConfig
+
+MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
+load_catalogue_task = task(load_catalogue, name="read-catalogue", cache_policy=NO_CACHE)
+
+
+class ModelNightParams(BaseModel):
+    """One model's night (a Prefect UI form): which model, which night; the rest comes from the catalogue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field(..., pattern=MODEL_NAME_PATTERN, title="Model",
+                            description="A model of the catalogue (models.yaml).")
+    night: date | None = Field(None, title="Night", description="Empty: the scheduled start's date in the model's "
+                                                                "time zone (today for a manual run).")
+    force_retrain: bool = Field(False, title="Force retrain", description="Retrain even without drift or degradation.")
+    reason: str | None = Field(None, max_length=500, title="Trigger reason", description="Why this run was started.")
+    trigger: TriggerEvent | None = Field(None, title="Trigger event", description="Filled in by an automation.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling, folds and the estimator.")
+
+
+@flow(name="model-night", log_prints=True)
+def model_night(params: ModelNightParams) -> NightlyResult:
+    """Run one catalogue model's night on the data that has landed for it; missing data is an outcome, not a crash.
+
+    Args:
+        params: The model and the night (default: resolved from the scheduled start time).
+    """
+    settings = get_settings()
+    cfg = TrackingConfig.from_settings(settings)
+    model = load_catalogue_task(settings.catalogue_path).get(params.model_name)
+    night = resolve_night(params.night, model.schedule.timezone)
+    champion = alias_state_task(cfg, model.name).champion
+
+    # 1. Tonight's rows (every file its template names), validated and drift-checked against the champion.
+    tonight = stage_features_task(model, night, settings.state_dir)
+    result = partial(NightlyResult, model_name=model.name, night=night, batch=tonight.resolved, rows=tonight.rows,
+                     champion_before=champion, report=None, drift_share=None, alert_reasons=[])
+    if tonight.missing:
+        event = emit_missing_data(model, tonight)
+        return finish(result(action="no-data", validation=tonight.describe(), retrain_reasons=[],
+                             champion_after=champion, events=[event]), tonight.describe())
+    m = model.monitor
+    checked = monitor(MonitorParams(
+        batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=params.seed,
+        drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
+        sample_rows=m.drift_sample_rows)) if champion else None
+
+    # 2. Labels that landed tonight: the champion's quality on their day; the days a challenger would learn from.
+    window = labeled_window_task(model, night, settings.state_dir)
+    quality = landed_quality_task(cfg, model, champion, window, night, settings.state_dir) if champion else None
+    reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked,
+                              quality.alert_reasons() if quality else [])
+    result = partial(result, validation=checked.validation.summary() if checked else "checked by training",
+                     drift_share=checked.drift.drift_share if checked else None,
+                     alert_reasons=(checked.reasons if checked else []) + (quality.alert_reasons() if quality else []),
+                     retrain_reasons=reasons, report=checked.drift.html_path if checked else None)
+    if not reasons:
+        return finish(result(action="no-retrain", champion_after=champion), "nothing drifted or degraded")
+    if window.holdout_day is None or not window.window:
+        return finish(result(action="no-labels", champion_after=champion), f"retrain wanted: {window.describe()}")
+    files = build_labeled_window_task(model, window, settings.state_dir)
+    for warning in files.warnings:
+        get_run_logger().warning("%s", warning)
+    if min(files.window_rows, files.holdout_rows) < MIN_LABELED_ROWS:
+        return finish(result(action="no-labels", champion_after=champion),
+                      f"retrain wanted, too few labeled rows ({files.window_rows} to train, {files.holdout_rows} to "
+                      f"judge): {window.describe()}")
+
+    # 3. A challenger trained once per window, gated on the newest labeled day, promoted or refused.
+    dataset = DatasetParams(source=files.window_path, label=model.label, exclude_columns=list(model.non_features))
+    challenger = challenger_for(cfg, model.name, dataset, files.fingerprint, reasons, model.estimator,
+                                model.cv_folds, params.seed)
+    return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
+                            files.fingerprint, result)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m flows.model_night", description=model_night.description)
+    parser.add_argument("model_name")
+    parser.add_argument("--night", type=date.fromisoformat, help="YYYY-MM-DD (default: today in the model's zone)")
+    parser.add_argument("--force", action="store_true", help="retrain even without drift")
+    a = parser.parse_args(sys.argv[1:])
+    print(model_night(ModelNightParams(model_name=a.model_name, night=a.night, force_retrain=a.force))
+          .model_dump_json(indent=2))

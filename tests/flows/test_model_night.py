@@ -1,0 +1,77 @@
+"""A catalogue model's nights from landed files: delayed labels, a missing night, reruns that change nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.model_night import ModelNightParams, model_night
+from tasks import tracking as tr
+from tasks.catalogue import load_catalogue
+from tasks.demo_data import DEMO_START, DemoDrift, land_demo_night
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
+
+
+def _day(n: int):
+    return DEMO_START + timedelta(days=n)
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The demo churn entry (labels 2 days late) under a fresh name, in a catalogue of its own."""
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    entry = {"name": name, "features": "{state_dir}/landing/churn/features/{date:%Y-%m-%d}.parquet",
+             "label": "churned", "labels": {"source": "{state_dir}/landing/churn/labels/{date:%Y-%m-%d}.parquet",
+                                            "key": "customer_id", "lag_days": 2},
+             "id_columns": ["customer_id"], "time_column": "event_date", "window_days": 3, "cv_folds": 2,
+             "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [25], "min_samples_leaf": [5]}},
+             "gate": {"resamples": 200, "absolute_floor": 0.55}}
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": [entry]}))
+    monkeypatch.setenv("NIGHTSHIFT_CATALOGUE_PATH", str(path))
+    monkeypatch.setenv("NIGHTSHIFT_STATE_DIR", str(tmp_path / "state"))
+    return load_catalogue(path).models[0], tmp_path / "state"
+
+
+def test_a_week_of_nights_with_delayed_labels(catalogue, tracking) -> None:
+    model, state = catalogue
+    # 6,000 rows a night: the first champion (trained on one day) keeps a 1,200-row drift reference; below 1,000
+    # rows Evidently switches to p-value tests, which flagged 6 of 25 undrifted columns on a 300-row reference.
+    world = {n: (DemoDrift(concept=1.0) if n >= 5 else None) for n in range(8)}
+    for n in (0, 1, 2, 3, 4, 5, 7):  # night 6 lands nothing
+        land_demo_night(model, _day(n), state, rows=6_000, drift_for=lambda d: world[(d - DEMO_START).days])
+
+    def run(n: int):
+        return model_night(ModelNightParams(model_name=model.name, night=_day(n)))
+
+    early = [run(n) for n in (0, 1, 2)]  # no champion, and no labeled day before the newest one yet
+    assert [r.action for r in early] == ["no-labels"] * 3 and all(r.night == _day(i) for i, r in enumerate(early))
+    first = run(3)  # day 1's labels landed: train on day 0, judge on day 1
+    assert (first.action, first.champion_after) == ("promoted", "1") and first.decision.champion is None
+    versions = len(tr.list_versions(tracking, model.name))
+    rerun = run(3)  # the champion exists now, so the rerun finds nothing to do: no new version, no move
+    assert rerun.action == "no-retrain" and rerun.champion_after == "1"
+    assert len(tr.list_versions(tracking, model.name)) == versions and len(tr.read_audit(tracking, model.name)) == 1
+
+    quiet = run(4)
+    assert quiet.action == "no-retrain" and quiet.champion_after == "1" and quiet.rows == 6_000, quiet.retrain_reasons
+
+    missing = run(6)
+    assert missing.action == "no-data" and missing.champion_after == "1" and missing.rows == 0
+    assert len(missing.events) == 1 and missing.events[0] != "nightshift.data.missing"  # a real event id
+    assert missing.validation == f"no data for {_day(6)} at {state}/landing/churn/features/{_day(6)}.parquet"
+
+    changed = run(7)  # day 5's labels (a changed world) landed tonight: the champion's quality dropped on them
+    assert any(r.startswith("performance degraded") for r in changed.retrain_reasons), changed.retrain_reasons
+    assert changed.action in ("promoted", "refused") and changed.decision is not None
+    assert tr.get_alias(tracking, model.name, tr.CHAMPION) == changed.champion_after
+
+
+def test_an_unknown_model_fails_before_any_work(catalogue) -> None:
+    state = model_night(ModelNightParams(model_name="not-in-the-catalogue"), return_state=True)
+    assert state.is_failed() and "model 'not-in-the-catalogue' is not in the catalogue" in state.message
