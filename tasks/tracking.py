@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
     from nightshift.settings import Settings
 
-# skops refuses to load types nobody vouched for. These were reviewed for the pipelines
-# tasks.train builds (numpy dtypes and fitted decision trees); anything else fails loudly.
-SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+# skops refuses to load types nobody vouched for. These were reviewed for the pipelines tasks.train builds (numpy
+# dtypes, fitted decision trees, histogram gradient boosting's tree predictors: node arrays sklearn indexes without
+# bounds checks, safe because models load only from our own registry); anything else fails loudly.
+SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree",
+                       "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 # Pinning these skips MLflow's 4-5 s requirement inference on every log_model.
 _MODEL_REQUIREMENTS = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
 MODEL_ARTIFACT = "model"

@@ -134,3 +134,16 @@ def test_load_version_by_alias_or_number(tracking, versions) -> None:
     loaded = tr.load_version(tracking, versions)
     assert (loaded.ref.version, loaded.ref.alias, loaded.contract.label) == ("2", "champion", "churned")
     assert tr.load_version(tracking, versions, "1").ref.version == "1" and hasattr(loaded.model, "predict_proba")
+
+
+@pytest.mark.parametrize("kind", ["logistic_regression", "hist_gradient_boosting"])
+def test_every_estimator_round_trips_through_the_registry(tracking, model_name, kind) -> None:
+    """Every estimator tasks.train offers can be logged and loaded (skops refused HistGradientBoosting before)."""
+    frame = generate_demo(600, seed=12)
+    spec = infer_features(frame, "churned")
+    model = fit_pipeline(frame, spec, kind, {}, seed=0)
+    run_id = tr.start_run(tracking, "unit")
+    version = tr.register_model_version(tracking, model_name,
+                                        tr.log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3)))
+    loaded = tr.load_sklearn(tracking, model_name, version=version)
+    np.testing.assert_allclose(loaded.predict_proba(frame[spec.features]), model.predict_proba(frame[spec.features]))
