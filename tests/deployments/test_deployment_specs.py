@@ -12,7 +12,8 @@ from deployments.serve import build, deployment_specs
 from nightshift.settings import PROJECT_ROOT, Settings
 
 DEPLOYMENTS = {"nightly": "flows.nightly:nightly", "monitor": "flows.monitor:monitor", "train": "flows.train:train",
-               "batch-predict": "flows.batch_predict:batch_predict", "rollback": "flows.rollback:rollback"}
+               "batch-predict": "flows.batch_predict:batch_predict", "rollback": "flows.rollback:rollback",
+               "model-night": "flows.model_night:model_night", "fleet": "flows.fleet:fleet"}
 
 
 def _schema(target: str) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def test_bare_prefect_deploy_takes_the_defaults_and_make_deploy_the_settings(tmp
         run([*prefect, "--no-prompt", "deploy", "--all"], bare)
         pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
         created = deployments()
-        assert set(created) == {"nightly", "monitor", "train", "batch-predict", "rollback"}
+        assert set(created) == {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet"}
         assert all(d["work_pool_name"] == "nightshift-process" and d["pull_steps"] == pull for d in created.values())
         [schedule] = created["nightly"]["schedules"]
         assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 * * *", "UTC")
@@ -276,7 +276,7 @@ def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, trac
             if len(names) == 5:
                 break
             time.sleep(1.0)
-        assert names == {"nightly", "monitor", "train", "batch-predict", "rollback"}, (stack.logs / "serve.log").read_text()[-3000:]
+        assert names == {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet"}, (stack.logs / "serve.log").read_text()[-3000:]
         night = stack.deployment("nightly/nightly")
         assert night["work_pool_name"] is None  # served, not pooled
         [schedule] = night["schedules"]
