@@ -19,6 +19,17 @@ def _default_state_dir() -> Path:
     return root / ".nightshift"
 
 
+def known_timezone(value: str) -> str:
+    """An IANA time zone name, or ValueError saying what to use (settings and the model catalogue)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'UTC' or 'Europe/Berlin')") from None
+    return value
+
+
 class Settings(BaseSettings):
     """Everything nightshift needs to know about its surroundings; tasks get values, never this object's globals."""
 
@@ -38,7 +49,8 @@ class Settings(BaseSettings):
     drift_share_threshold: float = Field(0.2, gt=0, le=1, description="Share of drifted feature columns that counts as dataset drift.")
     max_metric_drop: float = Field(0.05, ge=0, description="Allowed drop of the monitored metric vs the model's test value.")
     range_tolerance: float = Field(0.5, ge=0, description="Contract: tolerated overshoot beyond the training range, as a share of it.")
-    server_url: str | None = Field(None, description="Live model server to redeploy after a promotion (its /reload).")
+    server_url: str | None = Field(None, description="Live model server(s) to redeploy after a promotion: one URL, or "
+                                                     "several replicas separated by commas (all swap or none).")
     server_token: SecretStr | None = Field(None, description="Bearer token for the model server's /reload.")
     server_host: str = Field("127.0.0.1", description="Model server bind address (loopback unless you mean otherwise).")
     server_port: int = Field(8000, ge=1, le=65535, description="Model server port.")
@@ -57,13 +69,7 @@ class Settings(BaseSettings):
     @field_validator("schedule_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'UTC' or 'Europe/Berlin')") from None
-        return value
+        return known_timezone(value)
 
     @field_validator("nightly_cron")
     @classmethod

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN
+from nightshift.settings import known_timezone
 from tasks.evaluate import GateConfig, Metric
 from tasks.train import EstimatorParams
 
@@ -69,13 +70,7 @@ class Schedule(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'UTC' or 'Europe/Berlin')") from None
-        return value
+        return known_timezone(value)
 
 
 class LabelSource(BaseModel):
