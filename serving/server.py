@@ -1,6 +1,8 @@
-"""Live model server: serves models:/<name>@champion, hot-swaps it on /reload after a smoke test.
+"""Live model server: every catalogued model's champion, each hot-swapped on its own reload after a smoke test.
 
 Start with `make serve` or `python -m serving.server [--port 8000]`. Binds 127.0.0.1 by default.
+Every served model answers under `/models/{name}/...`; the top-level routes are the default model's
+(NIGHTSHIFT_MODEL_NAME).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -59,7 +61,10 @@ _INVOCATIONS_BODY = {
     ]}}},
 }
 _ALLOW_CHANGE = "swap in a champion whose input schema or classes differ from the live model's (callers must change)"
-_BEARER = HTTPBearer(auto_error=False, description="NIGHTSHIFT_SERVER_TOKEN; only /reload needs it")
+_BEARER = HTTPBearer(auto_error=False, description="NIGHTSHIFT_SERVER_TOKEN; only the reload routes need it")
+ModelName = Annotated[str, Path(description="A served model's registered name (see GET /models)")]
+AllowChange = Annotated[bool, Query(description=_ALLOW_CHANGE)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
 class ScoringError(NightshiftError):
@@ -68,6 +73,10 @@ class ScoringError(NightshiftError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NoChampionError(ScoringError):
+    """The model has no champion alias yet: nothing to serve until one is promoted and reloaded."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> S
     alias = alias or tracking.CHAMPION
     version = tracking.get_alias(cfg, name, alias)
     if version is None:
-        raise ScoringError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
+        raise NoChampionError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
     loaded = tracking.load_version(cfg, name, version)  # by number: exactly the version the alias named just now
     model, contract, run_id = loaded.model, loaded.contract, loaded.ref.run_id
     reference = tracking.load_frame_artifact(cfg, run_id, tracking.REFERENCE_ARTIFACT)
@@ -255,22 +264,25 @@ def check_schema(live: Served | None, candidate: Served, allow_change: bool) -> 
     return changes
 
 
-@dataclass
-class ServerState:
-    """What the routes share: settings, the registry config, the served model and the lock that serialises reloads."""
+def served_model_names(settings: Settings) -> list[str]:
+    """The default model, then the catalogue's enabled ones (if it exists); ConfigError if the catalogue is invalid."""
+    from tasks.catalogue import load_catalogue
 
-    settings: Settings
-    cfg: TrackingConfig
+    path = settings.catalogue_path
+    if not path.exists():  # no catalogue: the single default model, as before catalogues existed
+        return [settings.model_name]
+    return list(dict.fromkeys([settings.model_name, *(m.name for m in load_catalogue(path).enabled)]))
+
+
+@dataclass
+class ModelSlot:
+    """One served model name: its loaded champion (or why there is none) and the lock that serialises its reloads."""
+
+    name: str
     served: Served | None = None
     load_error: str | None = None
+    no_champion: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def load(self) -> None:
-        """Load the champion at start-up; on failure the server still answers /health and accepts /reload."""
-        try:
-            self.served = await asyncio.to_thread(load_champion, self.cfg, self.settings.model_name)
-        except Exception as exc:
-            self.load_error = str(exc)
 
     def served_or_503(self) -> Served:
         """The model being served, or a 503 saying why there is none."""
@@ -278,22 +290,82 @@ class ServerState:
             raise ScoringError(503, f"no model loaded: {self.load_error or 'start-up in progress'}")
         return self.served
 
-    async def reload(self, app: FastAPI, allow_schema_change: bool = False) -> JSONResponse:
-        """Load the current champion, check its schema, smoke-test it, swap it in; else the old model keeps serving."""
-        async with self.reload_lock:
-            old = self.served
+    def summary(self) -> dict[str, Any]:
+        """What /models and /version's `models` say about this model: its version and load time, or why none."""
+        if self.served is None:
+            why = "no champion yet" if self.no_champion else "not loaded"
+            return {"status": f"{why}: {self.load_error or 'start-up in progress'}"}
+        info = self.served.info()
+        return {"status": "loaded", **{k: info[k] for k in ("model_version", "run_id", "alias", "loaded_at",
+                                                              "contract_fingerprint", "scorer")}}
+
+
+@dataclass
+class ServerState:
+    """What the routes share: settings, the registry config and one slot per served model (the default first)."""
+
+    settings: Settings
+    cfg: TrackingConfig
+    names: list[str] | None = None
+    slots: dict[str, ModelSlot] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = {name: ModelSlot(name) for name in (self.names or [self.settings.model_name])}
+
+    @property
+    def default(self) -> ModelSlot:
+        """The default model's slot (NIGHTSHIFT_MODEL_NAME): what the top-level routes serve."""
+        return self.slots[self.settings.model_name]
+
+    @property
+    def served(self) -> Served | None:
+        """The default model being served, if any."""
+        return self.default.served
+
+    def slot(self, name: str) -> ModelSlot:
+        """The slot called `name`, or a 404 naming the served models."""
+        if name not in self.slots:
+            raise ScoringError(404, f"model '{name}' is not served here (served: {', '.join(self.slots)})")
+        return self.slots[name]
+
+    async def load(self, concurrency: int = 4) -> None:
+        """Load every champion at start-up, a few at a time; one failing leaves the others serving (503 for it)."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def load_one(slot: ModelSlot) -> None:
+            async with gate:
+                try:
+                    slot.served = await asyncio.to_thread(load_champion, self.cfg, slot.name)
+                except Exception as exc:  # recorded and answered as a 503 on this model's routes
+                    slot.load_error, slot.no_champion = str(exc), isinstance(exc, NoChampionError)
+
+        await asyncio.gather(*(load_one(slot) for slot in self.slots.values()))
+
+    def served_or_503(self) -> Served:
+        """The default model being served, or a 503 saying why there is none."""
+        return self.default.served_or_503()
+
+    async def reload(self, app: FastAPI, allow_schema_change: bool = False, name: str | None = None) -> JSONResponse:
+        """Load one model's current champion, check its schema, smoke-test it, swap it in; else its old one stays."""
+        slot = self.slot(name or self.settings.model_name)
+        async with slot.reload_lock:
+            old = slot.served
             try:
-                candidate = await asyncio.to_thread(load_champion, self.cfg, self.settings.model_name)
+                candidate = await asyncio.to_thread(load_champion, self.cfg, slot.name)
                 changes = check_schema(old, candidate, allow_schema_change)
                 await asyncio.to_thread(smoke_test, candidate, self.settings.server_latency_budget_ms)
             except Exception as exc:  # the old model keeps serving whatever went wrong
                 return JSONResponse({"status": "kept", "model_version": old.version if old else None,
                                      "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
-            self.served = candidate  # one reference assignment: requests see old or new, never half
-            self.load_error = None
+            slot.served = candidate  # one reference assignment: requests see old or new, never half
+            slot.load_error, slot.no_champion = None, False
             app.openapi_schema = None  # /predict's schema follows the new contract
         return JSONResponse({"status": "swapped", "from_version": old.version if old else None,
                              "to_version": candidate.version, "schema_changes": changes})
+
+    def listing(self) -> dict[str, dict[str, Any]]:
+        """Every served model's summary, the default first."""
+        return {name: slot.summary() for name, slot in self.slots.items()}
 
 
 async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
@@ -403,29 +475,47 @@ def _predict_reply(served: Served, payload: Any, max_rows: int) -> dict[str, Any
         {"label": label, "probabilities": dict(zip(map(str, served.classes), p))} for label, p in zip(labels, proba)]}
 
 
+def _request_schema(served: Served, components: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A $ref to the served model's typed request body, its schemas added to `components` under `prefix`."""
+    body = served.request_model.model_json_schema(ref_template="#/components/schemas/" + prefix + "{model}")
+    components.update({prefix + key: value for key, value in body.pop("$defs", {}).items()})
+    components[prefix + "PredictRequest"] = body
+    return {"$ref": f"#/components/schemas/{prefix}PredictRequest"}
+
+
 def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
-    """The OpenAPI schema with /predict's request body generated from the served model's contract."""
+    """The OpenAPI schema with each typed request body generated from its served model's contract."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    served = state.served
-    if served is not None:
-        body = served.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(body.pop("$defs", {}))
-        components["PredictRequest"] = body
-        schema["paths"]["/predict"]["post"]["requestBody"] = {
-            "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    paths = schema["paths"]
+    if state.served is not None:
+        paths["/predict"]["post"]["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": _request_schema(state.served, components)}}}
+    per_model = [_request_schema(slot.served, components, f"{slot.name}.") for slot in state.slots.values()
+                 if slot.served is not None]
+    if per_model:
+        paths["/models/{name}/predict"]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": per_model[0] if len(per_model) == 1 else {"anyOf": per_model}}}}
+    for path, item in paths.items():
+        for parameter in item.get("post", item.get("get", {})).get("parameters", []):
+            if path.startswith("/models/{name}") and parameter["name"] == "name":
+                parameter["schema"]["enum"] = list(state.slots)  # the served models (503 while one has no champion)
     app.openapi_schema = schema
     return schema
 
 
+_MODEL_PREDICT = (" The body follows model `name`'s own data contract: its `<name>.PredictRequest` schema "
+                  "(listed under components; one `anyOf` branch per loaded model).")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The FastAPI app; loads the champion at start-up (stays un-ready if there is none)."""
+    """The FastAPI app; loads every served model's champion at start-up (a model without one answers 503)."""
     from tasks.tracking import TrackingConfig
 
     settings = settings or get_settings()
-    state = ServerState(settings, TrackingConfig.from_settings(settings))
+    state = ServerState(settings, TrackingConfig.from_settings(settings), served_model_names(settings))
     max_bytes, max_rows = settings.server_max_body_bytes, settings.server_max_rows
 
     @asynccontextmanager
@@ -440,34 +530,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: a model is loaded")
+    @app.get("/ready", summary="Readiness: the default model is loaded")
     async def ready() -> dict[str, Any]:
         return {"status": "ready", "model_version": state.served_or_503().version}
 
-    @app.get("/version", summary="The model being served")
+    @app.get("/version", summary="The default model being served, and every served model under `models`")
     async def version() -> dict[str, Any]:
-        return state.served_or_503().info()
+        return {**state.served_or_503().info(), "models": state.listing()}
 
-    @app.post("/invocations", summary="MLflow scoring-server compatible predictions",
+    @app.post("/invocations", summary="MLflow scoring-server compatible predictions (default model)",
               description=_SCORING_BODY_RULES, openapi_extra={"requestBody": _INVOCATIONS_BODY})
     async def invocations(request: Request) -> dict[str, Any]:
         served = state.served_or_503()
         return _invocations_reply(served, await _read_json(request, max_bytes), max_rows)
 
-    @app.post("/predict", summary="Typed predictions (request schema from the model's data contract)",
+    @app.post("/predict", summary="Typed predictions (request schema from the default model's data contract)",
               description=_SCORING_BODY_RULES)
     async def predict(request: Request) -> dict[str, Any]:
         served = state.served_or_503()
         return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
 
-    @app.post("/reload", summary="Load the current champion, smoke-test it, then swap atomically (bearer token)",
+    @app.post("/reload", summary="Load the default model's champion, smoke-test it, swap atomically (bearer token)",
               description="Refused (422, old model kept) when the champion's input schema or classes differ from "
                           "the live model's, unless `allow_schema_change=true`.")
-    async def reload(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-                     allow_schema_change: Annotated[bool, Query(description=_ALLOW_CHANGE)] = False) -> JSONResponse:
+    async def reload(credentials: Credentials, allow_schema_change: AllowChange = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
             return refusal
         return await state.reload(app, allow_schema_change)
+
+    @app.get("/models", summary="Every served model: its loaded version, or why none is loaded")
+    async def models() -> dict[str, Any]:
+        return {"default_model": settings.model_name, "models": state.listing()}
+
+    @app.get("/models/{name}/ready", summary="Readiness of one model: its champion is loaded")
+    async def model_ready(name: ModelName) -> dict[str, Any]:
+        return {"status": "ready", "model_version": state.slot(name).served_or_503().version}
+
+    @app.get("/models/{name}/version", summary="The version of one model being served")
+    async def model_version(name: ModelName) -> dict[str, Any]:
+        return state.slot(name).served_or_503().info()
+
+    @app.post("/models/{name}/invocations", summary="MLflow scoring-server compatible predictions of one model",
+              description=_SCORING_BODY_RULES, openapi_extra={"requestBody": _INVOCATIONS_BODY})
+    async def model_invocations(name: ModelName, request: Request) -> dict[str, Any]:
+        served = state.slot(name).served_or_503()
+        return _invocations_reply(served, await _read_json(request, max_bytes), max_rows)
+
+    @app.post("/models/{name}/predict", summary="Typed predictions of one model (request schema from its contract)",
+              description=_SCORING_BODY_RULES + _MODEL_PREDICT)
+    async def model_predict(name: ModelName, request: Request) -> dict[str, Any]:
+        served = state.slot(name).served_or_503()
+        return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
+
+    @app.post("/models/{name}/reload", summary="Reload one model's champion only, smoke-tested, swapped atomically "
+                                               "(bearer token)",
+              description="As `/reload`, for model `name` alone (its own lock; the other models are untouched).")
+    async def model_reload(name: ModelName, credentials: Credentials,
+                           allow_schema_change: AllowChange = False) -> JSONResponse:
+        if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
+            return refusal
+        return await state.reload(app, allow_schema_change, name)
 
     app.openapi = partial(_openapi, app, state)  # type: ignore[method-assign]
     return app
@@ -482,7 +604,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    try:
+        app = create_app(settings)
+    except NightshiftError as exc:  # e.g. an invalid catalogue: never start serving fewer models than configured
+        print(f"model server not started: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

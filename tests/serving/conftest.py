@@ -25,9 +25,11 @@ class Server:
 
 
 def start_server(model_name: str, log: Path, **env: str) -> Server:
+    """The server on a free port, serving `model_name` alone unless `env` names a catalogue (never the project's)."""
     port = free_port()
     environ = {**os.environ, "NIGHTSHIFT_MODEL_NAME": model_name, "NIGHTSHIFT_SERVER_TOKEN": TOKEN,
-               "NIGHTSHIFT_SERVER_MAX_ROWS": "500", **env}
+               "NIGHTSHIFT_SERVER_MAX_ROWS": "500", "NIGHTSHIFT_CATALOGUE_PATH": str(log.with_name("no-models.yaml")),
+               **env}
     proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--port", str(port)], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
