@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingResult
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -68,17 +69,18 @@ def run_model_night(params: ModelNightParams, via_deployments: bool) -> FleetRow
     if via_deployments:
         from prefect.deployments import run_deployment
 
-        run = run_deployment(MODEL_NIGHT_DEPLOYMENT, parameters=params.model_dump(mode="json"), timeout=None,
-                             as_subflow=True)
+        run = run_deployment(MODEL_NIGHT_DEPLOYMENT, parameters={"params": params.model_dump(mode="json")},
+                             timeout=None, as_subflow=True)
         state: State[Any] = run.state  # type: ignore[assignment]
     else:
         state = model_night(params, return_state=True)
     row = FleetRow(model_name=params.model_name, night=str(params.night or "scheduled"), state=state.name or "?")
     if not state.is_completed():
         return row.model_copy(update={"note": (state.message or "")[:500]})
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, dict):  # a deployment run's result comes back as JSON
-        result = type("R", (), result)
+    try:
+        result = state.result(raise_on_failure=False)
+    except MissingResult:  # another machine's worker ran it and its result storage is not shared with this one
+        return row.model_copy(update={"note": "outcome in the model-night run (its result is not readable here)"})
     return row.model_copy(update={"night": str(getattr(result, "night", row.night)),
                                   "action": getattr(result, "action", None),
                                   "champion": getattr(result, "champion_after", None)})

@@ -1,5 +1,5 @@
 """One catalogue model's night, resolved from time: tonight's rows → monitor → labels that landed → retrain?
-→ challenger on the newest labeled days → gate on the newest one → promote or keep. Rerunning a night changes nothing."""
+→ challenger on the newest labeled days → gate on the newest one → promote or keep. A rerun changes nothing."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class ModelNightParams(BaseModel):
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling, folds and the estimator.")
 
 
-@flow(name="model-night", log_prints=True)
+@flow(name="model-night", log_prints=True, persist_result=True)  # the fleet reads it back from deployment runs
 def model_night(params: ModelNightParams) -> NightlyResult:
     """Run one catalogue model's night on the data that has landed for it; missing data is an outcome, not a crash.
 

@@ -203,7 +203,8 @@ def parse_catalogue(raw: Any, where: str) -> Catalogue:
         catalogue = Catalogue.model_validate(raw)
     except ValidationError as exc:
         for error in exc.errors():
-            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            message = error["msg"].removeprefix("Value error, ")
+            message = "unknown key" if error["type"] == "extra_forbidden" else message
             if "is listed twice" not in message:
                 lines.append(f"  {_where(tuple(error['loc']), raw)}: {message}")
     if not lines:

@@ -36,7 +36,11 @@ _LEASE_SECONDS = 60.0
 
 
 class DeployRefused(NightshiftError):
-    """The model server would not take the new champion (its smoke test failed or it is unreachable)."""
+    """A model server would not take the new champion (its smoke test failed or it is unreachable)."""
+
+    def __init__(self, message: str, swapped: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.swapped = swapped or []  # replicas that had already loaded it: they must load the old one again
 
 
 class DeployOutcome(BaseModel):
@@ -44,6 +48,7 @@ class DeployOutcome(BaseModel):
 
     status: Literal["not-deployed", "deployed"]
     detail: str
+    servers: list[str] = []
 
 
 class PromotionOutcome(BaseModel):
@@ -246,27 +251,43 @@ def _restore_aliases(txn: Transaction) -> None:
                              AliasState(champion=undo["champion"], previous=undo["previous"]))
 
 
-def redeploy(server_url: str | None, token: str | None, allow_schema_change: bool = False,
-             timeout_seconds: float = 120) -> DeployOutcome:
-    """Ask the live model server to load the new champion; raises DeployRefused when it will not.
+def server_urls(server_url: str | list[str] | None) -> list[str]:
+    """NIGHTSHIFT_SERVER_URL as a list: one URL, or several replicas separated by commas."""
+    urls = server_url if isinstance(server_url, list) else (server_url or "").split(",")
+    return [u.strip().rstrip("/") for u in urls if u and u.strip()]
 
-    The server refuses a model whose input schema differs from the live one unless `allow_schema_change`
+
+def redeploy(server_url: str | list[str] | None, token: str | None, model_name: str,
+             allow_schema_change: bool = False, timeout_seconds: float = 120) -> DeployOutcome:
+    """Ask every model server replica to load `model_name`'s champion, in order; all swap or DeployRefused names
+    the replicas that already did (the caller reloads those once the aliases are back).
+
+    A server refuses a model whose input schema differs from the live one unless `allow_schema_change`
     (a gate decision that allowed it, a rollback, or putting the old champion back).
     """
-    if not server_url:
+    from urllib.parse import quote
+
+    urls = server_urls(server_url)
+    if not urls:
         return DeployOutcome(status="not-deployed", detail="no model server configured (NIGHTSHIFT_SERVER_URL)")
     import httpx
 
-    try:
-        response = httpx.post(f"{server_url.rstrip('/')}/reload", timeout=timeout_seconds,
-                              params={"allow_schema_change": "true"} if allow_schema_change else None,
-                              headers={"Authorization": f"Bearer {token}"} if token else {})
-    except httpx.HTTPError as exc:
-        raise DeployRefused(f"model server {server_url} unreachable: {exc}") from exc
-    if response.status_code >= 300:
-        raise DeployRefused(f"model server {server_url} refused the new model ({response.status_code}): "
-                            f"{response.text[:300]}")
-    return DeployOutcome(status="deployed", detail=response.text[:300])
+    swapped: list[str] = []
+    replies = []
+    for url in urls:
+        try:
+            response = httpx.post(f"{url}/models/{quote(model_name, safe='')}/reload", timeout=timeout_seconds,
+                                  params={"allow_schema_change": "true"} if allow_schema_change else None,
+                                  headers={"Authorization": f"Bearer {token}"} if token else {})
+        except httpx.HTTPError as exc:
+            raise DeployRefused(f"model server {url} unreachable: {exc}", swapped) from exc
+        if response.status_code >= 300:
+            raise DeployRefused(f"model server {url} refused the new model ({response.status_code}): "
+                                f"{response.text[:300]}", swapped)
+        swapped.append(url)
+        replies.append(response.text[:300])
+    detail = replies[0] if len(urls) == 1 else f"{len(urls)} replicas swapped: {replies[0]}"
+    return DeployOutcome(status="deployed", detail=detail, servers=swapped)
 
 
 def audit_record(name: str, action: str, reason: str, from_version: str | None, to_version: str | None,
@@ -289,8 +310,8 @@ record_refusal_task = task(record_refusal, name="audit-refusal", **tracking.RETR
 recorded_decision_task = task(recorded_decision, name="read-gate-decision", **tracking.RETRY)
 
 
-def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_url: str | None, token: str | None,
-            expected_champion: str | None = None, action: Literal["promote", "rollback"] = "promote",
+def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_url: str | list[str] | None,
+            token: str | None, expected_champion: str | None = None, action: Literal["promote", "rollback"] = "promote",
             reason: str | None = None, fingerprint: str | None = None,
             lock_timeout: float = 600) -> PromotionOutcome:
     """Make `decision.challenger_version` champion if `champion` is still `expected_champion` (default: the version
@@ -314,7 +335,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             return PromotionOutcome(status="already-promoted", champion_before=state.champion,
                                     champion_after=state.champion, detail=f"v{target} was promoted before")
         if state.champion == target:  # moved by a run killed before its audit record: finish it once
-            deploy = redeploy_task(server_url, token, allow)
+            deploy = redeploy_task(server_url, token, name, allow)
             append_audit_task(cfg, audit_record(name, action, f"{reason} (completed after an interrupted run)",
                                                 state.previous, target, numbers, fingerprint))
             return PromotionOutcome(status="completed", champion_before=state.previous, champion_after=target,
@@ -331,16 +352,18 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             with transaction():
                 move_champion_task(cfg, name, target)
                 fault_point("after-move")
-                deploy = redeploy_task(server_url, token, allow)
+                deploy = redeploy_task(server_url, token, name, allow)
                 append_audit_task(cfg, audit_record(name, action, reason, state.champion, target, numbers,
                                                     fingerprint))
         except DeployRefused as exc:
+            if exc.swapped:  # the aliases are back: the replicas that took v{target} load the old champion again
+                redeploy_task(exc.swapped, token, name, allow_schema_change=True)
             append_audit_task(cfg, audit_record(name, "rollback", f"redeploy refused: {exc}", target, state.champion,
                                                 numbers, fingerprint))
             raise
         except Exception:
-            if deploy is not None and deploy.status == "deployed":  # the server took v{target}: back to the old one
-                redeploy_task(server_url, token, allow_schema_change=True)
+            if deploy is not None and deploy.status == "deployed":  # the servers took v{target}: back to the old one
+                redeploy_task(deploy.servers, token, name, allow_schema_change=True)
             raise
     _logger().info("%s: champion v%s -> v%s", name, state.champion, target)
     return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,

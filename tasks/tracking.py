@@ -87,10 +87,33 @@ def _offline() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+_INITIALIZED: set[str] = set()  # SQLite stores this process has created or checked (MLflow caches them per process)
+
+
+def _init_sqlite_store(cfg: TrackingConfig) -> None:
+    """Create (or migrate) a local SQLite store under a file lock, once per process: two processes opening a new
+    database at once both ran MLflow's migrations and one failed ("table _alembic_tmp_tags already exists")."""
+    uris = sorted({u for u in (cfg.tracking_uri, cfg.registry_uri) if u.startswith("sqlite:///")} - _INITIALIZED)
+    if not uris:
+        return
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    for uri in uris:
+        path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.init.lock"):
+            store = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            store.search_experiments(max_results=1)  # creates the tracking tables
+            store.search_registered_models(max_results=1)  # and the registry's, on the same file
+        _INITIALIZED.add(uri)
+
+
 def _mlflow(cfg: TrackingConfig) -> Any:
     import logging
 
     _offline()
+    _init_sqlite_store(cfg)
     import mlflow
 
     # uv-made venvs have no pip; MLflow's note about it is noise for models with pinned requirements.
@@ -114,6 +137,7 @@ def _no_int_hint() -> Iterator[None]:
 def client(cfg: TrackingConfig) -> MlflowClient:
     """An MlflowClient bound to `cfg`'s URIs (no global state)."""
     _offline()
+    _init_sqlite_store(cfg)
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)

@@ -130,7 +130,7 @@ def start_stack(base: Path, database_url: str | None = None, **nightshift_env: s
     return stack
 
 
-def deploy_and_start_worker(stack: PrefectStack, pool: str) -> None:
+def deploy_and_start_worker(stack: PrefectStack, pool: str, *worker_args: str) -> None:
     """`python -m deployments.deploy` (= make deploy: pool + `prefect deploy --all`), then a process worker."""
     out = subprocess.run([sys.executable, "-m", "deployments.deploy"], env={**stack.env, "NIGHTSHIFT_WORK_POOL": pool},
                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
@@ -138,4 +138,4 @@ def deploy_and_start_worker(stack: PrefectStack, pool: str) -> None:
     if out.returncode != 0:
         raise RuntimeError(f"deploy failed: {out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     stack.spawn("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                           "--prefetch-seconds", "5"])
+                           "--prefetch-seconds", "5", *worker_args])

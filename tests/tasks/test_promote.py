@@ -69,10 +69,11 @@ def test_two_promotions_cannot_overlap(tracking, model_name) -> None:
 
 
 def test_redeploy_without_a_server_records_not_deployed() -> None:
-    outcome = redeploy(None, None)
+    outcome = redeploy(None, None, "m")
     assert outcome.status == "not-deployed" and "NIGHTSHIFT_SERVER_URL" in outcome.detail
+    assert redeploy(" , ", None, "m").status == "not-deployed"
     with pytest.raises(DeployRefused, match="unreachable"):
-        redeploy("http://127.0.0.1:9", "t", timeout_seconds=2)
+        redeploy("http://127.0.0.1:9", "t", "m", timeout_seconds=2)
 
 
 def test_promote_refuses_a_decision_that_says_keep(tracking, versions) -> None:
@@ -125,9 +126,8 @@ def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, mon
         assert time.monotonic() - started < 2
 
 
-@pytest.fixture
-def reload_server():
-    """A stand-in model server that accepts every /reload and records the paths it was asked for."""
+def _replica(status: int = 200) -> tuple[str, list[str], object]:
+    """A stand-in model server answering every reload with `status`, recording the paths it was asked for."""
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     reloads: list[str] = []
@@ -135,16 +135,23 @@ def reload_server():
     class Server(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server API
             reloads.append(self.path)
-            self.send_response(200)
+            self.send_response(status)
             self.end_headers()
-            self.wfile.write(b'{"status": "swapped"}')
+            self.wfile.write(b'{"status": "swapped"}' if status == 200 else b'{"status": "kept"}')
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", reloads
+    return f"http://127.0.0.1:{server.server_port}", reloads, server
+
+
+@pytest.fixture
+def reload_server():
+    """A stand-in model server that accepts every reload and records the paths it was asked for."""
+    url, reloads, server = _replica()
+    yield url, reloads
     server.shutdown()
 
 
@@ -162,7 +169,8 @@ def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, ve
     with pytest.raises(TrackingUnavailable):
         promote(tracking, versions, decision_for("2", True, "1"), server_url=url, token="t")
     assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
-    assert reloads == ["/reload", "/reload?allow_schema_change=true"]  # v2 loaded, then the restored v1 again
+    path = f"/models/{versions}/reload"
+    assert reloads == [path, f"{path}?allow_schema_change=true"]  # v2 loaded, then the restored v1 again
 
 
 def test_only_an_allowed_schema_change_or_a_rollback_overrides_the_servers_schema_check(tracking, versions,
@@ -174,7 +182,28 @@ def test_only_an_allowed_schema_change_or_a_rollback_overrides_the_servers_schem
     promote(tracking, versions, changed, server_url=url, token="t")
     promote(tracking, versions, decision_for("2", True), server_url=url, token="t", action="rollback",
             expected_champion="1", reason="operator")
-    assert reloads == ["/reload", "/reload?allow_schema_change=true", "/reload?allow_schema_change=true"]
+    path = f"/models/{versions}/reload"
+    assert reloads == [path, f"{path}?allow_schema_change=true", f"{path}?allow_schema_change=true"]
+
+
+def test_replicas_all_swap_or_none(tracking, versions) -> None:
+    """Three replicas, the third refuses: the first two load the old champion again, aliases back, audited."""
+    replicas = [_replica(), _replica(), _replica(status=422)]
+    tr.move_champion(tracking, versions, "1")
+    urls = ", ".join(url for url, _, _ in replicas)
+    with pytest.raises(DeployRefused, match=r"refused the new model \(422\)"):
+        promote(tracking, versions, decision_for("2", True, "1"), server_url=urls, token="t")
+    path = f"/models/{versions}/reload"
+    assert [r for _, r, _ in replicas] == [[path, f"{path}?allow_schema_change=true"]] * 2 + [[path]]
+    assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
+    assert tr.read_audit(tracking, versions)[-1].action == "rollback"
+    for _, _, server in replicas:
+        server.shutdown()
+    ok = [_replica(), _replica()]
+    outcome = promote(tracking, versions, decision_for("2", True, "1"), server_url=[u for u, _, _ in ok], token="t")
+    assert outcome.deploy.servers == [u for u, _, _ in ok] and outcome.deploy.detail.startswith("2 replicas swapped")
+    for _, _, server in ok:
+        server.shutdown()
 
 
 def _register(tracking, name: str, frame, label: str, gate_passed: bool | None = None) -> str:

@@ -147,3 +147,15 @@ def test_every_estimator_round_trips_through_the_registry(tracking, model_name, 
                                         tr.log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3)))
     loaded = tr.load_sklearn(tracking, model_name, version=version)
     np.testing.assert_allclose(loaded.predict_proba(frame[spec.features]), model.predict_proba(frame[spec.features]))
+
+
+def test_processes_opening_a_new_sqlite_registry_at_once_all_succeed(tmp_path) -> None:
+    """The first night of a fleet spread over workers: every process found no database and ran the migrations."""
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    code = ("import sys; from tasks import tracking as tr\n"
+            f"cfg = tr.TrackingConfig(tracking_uri='{uri}', registry_uri='{uri}', experiment_name='race')\n"
+            "print(tr.alias_state(cfg, 'model-' + sys.argv[1]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}) for i in range(4)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outputs]
