@@ -66,6 +66,15 @@ class FleetRow(BaseModel):
 @task(name="run-model-night", cache_policy=NO_CACHE)
 def run_model_night(params: ModelNightParams, via_deployments: bool) -> FleetRow:
     """One model's night, in this process or as a deployment run on any worker; its failure becomes a row."""
+    try:
+        return _model_night_row(params, via_deployments)
+    except Exception as exc:  # e.g. the model-night deployment missing, the API down: this row fails, not the fleet
+        return FleetRow(model_name=params.model_name, night=str(params.night or "scheduled"), state="Failed",
+                        note=f"{type(exc).__name__}: {str(exc)[:400]}")
+
+
+def _model_night_row(params: ModelNightParams, via_deployments: bool) -> FleetRow:
+    """Run the night and read its outcome (a result another machine stored may be unreadable here)."""
     if via_deployments:
         from prefect.deployments import run_deployment
 
@@ -79,7 +88,7 @@ def run_model_night(params: ModelNightParams, via_deployments: bool) -> FleetRow
         return row.model_copy(update={"note": (state.message or "")[:500]})
     try:
         result = state.result(raise_on_failure=False)
-    except MissingResult:  # another machine's worker ran it and its result storage is not shared with this one
+    except (MissingResult, OSError, ValueError):  # stored by another machine's worker, in storage not shared here
         return row.model_copy(update={"note": "outcome in the model-night run (its result is not readable here)"})
     return row.model_copy(update={"night": str(getattr(result, "night", row.night)),
                                   "action": getattr(result, "action", None),

@@ -67,7 +67,7 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     checked = monitor(MonitorParams(
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=params.seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
-        sample_rows=m.drift_sample_rows)) if champion else None
+        sample_rows=m.drift_sample_rows, emit_events=False)) if champion else None  # this flow retrains itself
 
     # 2. Labels that landed tonight: the champion's quality on their day; the days a challenger would learn from.
     window = labeled_window_task(model, night, settings.state_dir)

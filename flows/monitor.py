@@ -55,6 +55,9 @@ class MonitorParams(BaseModel):
     sample_rows: int | None = Field(None, ge=5_000, le=10_000_000, title="Drift sample cap",
                                     description="Rows per side for the drift report; default NIGHTSHIFT_DRIFT_SAMPLE_ROWS.")
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling (and demo data).")
+    emit_events: bool = Field(True, title="Emit alert events",
+                              description="Send nightshift.drift.detected / .performance.degraded (they start the "
+                                          "nightly deployment). Off when the caller retrains on the result itself.")
 
 
 class MonitorResult(BaseModel):
@@ -194,7 +197,8 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
 
     # 4. Tell people (artifacts) and automations (events).
     _publish_drift(name, version.version, batch.name, drift)
-    events = _emit_events(name, version.version, drift, performance, reasons) if reasons else []
+    alerting = bool(reasons) and params.emit_events
+    events = _emit_events(name, version.version, drift, performance, reasons) if alerting else []
     quality = performance.summary() if performance else "quality not checked (no labels)"
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
           f"{quality}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")

@@ -93,12 +93,23 @@ def _write_once(frame: pd.DataFrame, path: Path) -> str:
     marker = path.with_suffix(".fingerprint")
     if path.exists() and marker.exists() and marker.read_text() == fp:
         return fp  # a rerun of the night: same input, same file, nothing rewritten
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    _atomic_parquet(frame, path)
     marker.write_text(fp)
     return fp
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write Parquet through a temporary file of this writer's own, then rename: a concurrent run of the same night
+    never sees (or truncates) half a file."""
+    import uuid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def stage_features(model: CatalogueModel, day: date, state_dir: Path) -> StagedDay:
@@ -250,10 +261,9 @@ def build_labeled_window(model: CatalogueModel, window: LabeledWindow, state_dir
         holdout = holdout.loc[~np.isin(hashes[len(train):], hashes[:len(train)])].reset_index(drop=True)
     fp = fingerprint(train)
     out = state_dir / "windows" / slug(model.name, 100)
-    out.mkdir(parents=True, exist_ok=True)
     window_path, holdout_path = out / f"window-{fp[:16]}.parquet", out / f"holdout-{fp[:16]}.parquet"
-    train.to_parquet(window_path, index=False)
-    holdout.to_parquet(holdout_path, index=False)
+    _atomic_parquet(train, window_path)
+    _atomic_parquet(holdout, holdout_path)
     return WindowFiles(window_path=str(window_path), holdout_path=str(holdout_path), fingerprint=fp,
                        window_rows=len(train), holdout_rows=len(holdout), warnings=warnings)
 

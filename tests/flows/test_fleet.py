@@ -61,3 +61,12 @@ def test_an_unknown_model_or_a_reversed_range_fails_before_any_night() -> None:
         FleetParams(night=DEMO_START + timedelta(days=2), until=DEMO_START)
     state = fleet(FleetParams(models=["no-such-model"]), return_state=True)
     assert state.is_failed() and "model 'no-such-model' is not in the catalogue" in state.message
+
+
+def test_a_night_that_cannot_even_start_is_a_failed_row_not_a_failed_fleet() -> None:
+    """No model-night deployment on this server: each start raises, yet every model gets its row."""
+    state = fleet(FleetParams(via_deployments=True), return_state=True)  # the bundled catalogue's two models
+    rows = state.result(raise_on_failure=False)
+    assert state.is_failed() and state.message.startswith("2 of 2 model-nights failed")
+    assert [(r.model_name, r.state) for r in rows] == [("demo-churn", "Failed"), ("demo-fraud", "Failed")]
+    assert all(r.note.startswith("ObjectNotFound") for r in rows), rows

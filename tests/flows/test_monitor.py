@@ -145,3 +145,12 @@ def test_a_batch_without_labels_says_quality_was_not_checked(trained, tracking, 
     assert result.performance is None and result.validation.ok
     missing = next(f for f in result.validation.warnings if f.check == "label_missing")
     assert "model quality was not checked" in missing.message
+
+
+@pytest.mark.integration
+def test_a_caller_that_retrains_itself_can_keep_the_alert_events_quiet(trained) -> None:
+    """The catalogue's model night retrains on drift itself: its monitor must not also start the nightly deployment."""
+    drift = DemoDrift(covariate_shift=1.5, category_mix=0.8)
+    result = monitor(MonitorParams(batch=DatasetParams(source="demo", day=2, rows=3_000, drift=drift),
+                                   model_name=trained.model_name, drift_share_threshold=0.2, emit_events=False))
+    assert result.alert and result.drift.dataset_drift and result.events == []

@@ -149,6 +149,7 @@ def test_every_estimator_round_trips_through_the_registry(tracking, model_name, 
     np.testing.assert_allclose(loaded.predict_proba(frame[spec.features]), model.predict_proba(frame[spec.features]))
 
 
+@pytest.mark.integration  # four real processes importing MLflow: ~25 s
 def test_processes_opening_a_new_sqlite_registry_at_once_all_succeed(tmp_path) -> None:
     """The first night of a fleet spread over workers: every process found no database and ran the migrations."""
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
