@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import re
 import sys
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tasks import tracking as tr
 from tasks.catalogue import load_catalogue
 from tasks.demo_data import DEMO_START, land_demo_night
+from tests.catalogues import two_demo_models, write_catalogue
 from tests.deployments.prefect_stack import deploy_and_start_worker, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -22,18 +21,7 @@ POOL = "it-fleet"
 
 
 def test_fleet_nights_run_as_model_night_runs_shared_by_workers(tmp_path: Path, tracking) -> None:
-    tag = uuid.uuid4().hex[:6]
-    small = {"gate": {"resamples": 200, "absolute_floor": 0.55}, "cv_folds": 2, "window_days": 2}
-    models = [
-        {"name": f"fleet-churn-{tag}", "features": "{state_dir}/churn/{date:%Y-%m-%d}.parquet", "label": "churned",
-         "labels": {"source": "{state_dir}/churn-labels/{date:%Y-%m-%d}.parquet", "key": "customer_id",
-                    "lag_days": 2}, "id_columns": ["customer_id"], "time_column": "event_date",
-         "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [20]}}, **small},
-        {"name": f"fleet-fraud-{tag}", "features": "{state_dir}/fraud/{date:%Y%m%d}/*.parquet", "label": "is_fraud",
-         "id_columns": ["transaction_id"], "time_column": "event_time",
-         "estimator": {"kind": "hist_gradient_boosting", "param_grid": {"max_iter": [40]}}, **small},
-    ]
-    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": models}))
+    write_catalogue(tmp_path, two_demo_models("fleet-"))
     state = tmp_path / "state"
     churn, fraud = load_catalogue(tmp_path / "models.yaml").models
     for n in range(5):

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows.fleet import FleetParams, fleet
 from tasks import tracking as tr
 from tasks.catalogue import load_catalogue
 from tasks.demo_data import DEMO_START, land_demo_night
+from tests.catalogues import SMALL, two_demo_models, write_catalogue
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 
 
 def test_a_backfill_runs_every_model_in_date_order_and_isolates_a_broken_one(tmp_path: Path, tracking,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    tag = uuid.uuid4().hex[:6]
-    small = {"gate": {"resamples": 200, "absolute_floor": 0.55}, "cv_folds": 2, "window_days": 2}
-    models = [
-        {"name": f"churn-{tag}", "features": "{state_dir}/churn/{date:%Y-%m-%d}.parquet", "label": "churned",
-         "labels": {"source": "{state_dir}/churn-labels/{date:%Y-%m-%d}.parquet", "key": "customer_id",
-                    "lag_days": 2}, "id_columns": ["customer_id"], "time_column": "event_date",
-         "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [20]}}, **small},
-        {"name": f"fraud-{tag}", "features": "{state_dir}/fraud/{date:%Y%m%d}/*.parquet", "label": "is_fraud",
-         "id_columns": ["transaction_id"], "time_column": "event_time",
-         "estimator": {"kind": "hist_gradient_boosting", "param_grid": {"max_iter": [40]}}, **small},
-        {"name": f"broken-{tag}", "features": "{state_dir}/broken/{date:%Y-%m-%d}.parquet", "label": "y", **small},
-    ]
-    (tmp_path / "models.yaml").write_text(yaml.safe_dump({"models": models}))
+    models = two_demo_models("")
+    models.append({"name": f"broken-{models[0]['name']}", "features": "{state_dir}/broken/{date:%Y-%m-%d}.parquet",
+                   "label": "y", **SMALL})
+    write_catalogue(tmp_path, models)
     state = tmp_path / "state"
     monkeypatch.setenv("NIGHTSHIFT_CATALOGUE_PATH", str(tmp_path / "models.yaml"))
     monkeypatch.setenv("NIGHTSHIFT_STATE_DIR", str(state))
