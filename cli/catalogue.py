@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in catalogue.models:
             labels = (f"{m.labels.source} (key {', '.join(m.labels.key)}, +{m.labels.lag_days} d)" if m.labels
                       else f"column '{m.label}' with the features")
-            table.add_row(m.name, "yes" if m.enabled else "no", f"{m.schedule.cron} {m.schedule.timezone}",
+            table.add_row(m.name, "yes" if m.enabled else "no", f"{m.schedule.cron} {m.schedule.timezone}" + (
+                              f" (covers D-{m.schedule.night_offset_days})" if m.schedule.night_offset_days else ""),
                           m.features, labels, f"{m.window_days} d", m.estimator.kind)
         console.print(table)
         return 0

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.model_night import ModelNightParams, load_catalogue_task, model_night
 from nightshift.settings import get_settings
+from tasks.sources import resolve_night
 
 MODEL_NIGHT_DEPLOYMENT = "model-night/model-night"  # flow name / deployment name in prefect.yaml
 
@@ -26,8 +27,8 @@ class FleetParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    night: date | None = Field(None, title="Night", description="Empty: each model's scheduled night in its own "
-                                                                "time zone (today for a manual run).")
+    night: date | None = Field(None, title="Night", description="Empty: each model's night from this run's "
+                                                                "scheduled start, in its own time zone and offset.")
     until: date | None = Field(None, title="Backfill until", description="Run every night from `night` to this "
                                                                          "one, in date order (each night idempotent).")
     models: list[str] = Field(default_factory=list, title="Models", description="Only these (default: all enabled).")
@@ -108,11 +109,16 @@ def fleet(params: FleetParams = FleetParams()) -> State[list[FleetRow]]:  # noqa
     names = params.models or [m.name for m in catalogue.enabled]
     for name in names:
         catalogue.get(name)  # an unknown name fails here, before any night runs
+    # No night given: each model's night from this run's scheduled start (not its child run's), in its time zone.
+    def night_of(name: str, night: date | None) -> date:
+        schedule = catalogue.get(name).schedule
+        return resolve_night(night, schedule.timezone, schedule.night_offset_days)
+
     rows: list[FleetRow] = []
     with ThreadPoolTaskRunner(max_workers=params.concurrency) as runner:
         for night in params.nights():  # nights in order; the models of one night side by side
             futures = [runner.submit(run_model_night, {"params": ModelNightParams(
-                model_name=name, night=night, force_retrain=params.force_retrain),
+                model_name=name, night=night_of(name, night), force_retrain=params.force_retrain),
                 "via_deployments": params.via_deployments}) for name in names]
             rows += [f.result() for f in futures]
     failed = [r for r in rows if r.state != "Completed"]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 WINDOW_TAG = "nightshift.window_fingerprint"
+TRAINING_TAG = "nightshift.training_key"  # window + estimator/grid + folds + seed: what a challenger is trained from
 REASONS_TAG = "nightshift.retrain_reasons"
 
 
@@ -98,7 +99,7 @@ class NightlyResult(BaseModel):
     challenger_version: str | None = None
     decision: GateDecision | None = None
     action: Literal["no-retrain", "promoted", "refused", "already-decided", "already-promoted", "superseded",
-                    "no-labels", "no-data"]
+                    "no-labels", "no-data", "champion-newer"]
     night: date | None = Field(None, description="The calendar night (catalogue runs; batch runs have none).")
     events: list[str] = Field(default_factory=list, description="Prefect events this night emitted itself.")
     champion_before: str | None
@@ -137,15 +138,25 @@ def retrain_reasons(force: bool, reason: str | None, champion: str | None, check
             *([f"trigger: {reason}"] if reason else []), *(checked.reasons if checked else []), *(more or [])]
 
 
+def training_key(window_fp: str, estimator: EstimatorParams, cv_folds: int, seed: int) -> str:
+    """What a challenger is made from: the window's rows, the estimator and its grid, the folds and the seed."""
+    import hashlib
+
+    return hashlib.sha256(f"{window_fp}|{estimator.model_dump_json()}|{cv_folds}|{seed}".encode()).hexdigest()
+
+
 def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, window_fp: str, reasons: list[str],
-                   estimator: EstimatorParams, cv_folds: int, seed: int) -> str:
-    """The version trained on this window: found by its fingerprint tag, else trained once (locked per window)."""
-    with model_lock(cfg, name, f"train-{window_fp[:16]}"):
-        version = find_version_task(cfg, name, WINDOW_TAG, window_fp)
+                   estimator: EstimatorParams, cv_folds: int, seed: int, tags: dict[str, str] | None = None) -> str:
+    """The version trained on this window with this estimator and grid: found by its tag, else trained once (locked
+    per window); a changed grid trains again."""
+    key = training_key(window_fp, estimator, cv_folds, seed)
+    with model_lock(cfg, name, f"train-{key[:16]}"):
+        version = find_version_task(cfg, name, TRAINING_TAG, key)
         if version is None:
             version = train(TrainParams(
                 dataset=dataset, model_name=name, estimator=estimator, cv_folds=cv_folds, test_size=0.2, stratify=True,
-                seed=seed, version_tags={WINDOW_TAG: window_fp, REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
+                seed=seed, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key, **(tags or {}),
+                                         REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
         else:
             get_run_logger().info("Window %s was already trained as v%s: reusing it.", window_fp[:12], version)
     set_alias_task(cfg, name, tracking.CHALLENGER, version)

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -59,25 +59,10 @@ class Settings(BaseSettings):
     server_latency_budget_ms: float = Field(250.0, gt=0, description="Reload smoke test: slowest allowed single-row prediction.")
     prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
     work_pool: str = Field("nightshift-process", min_length=1, description="Prefect work pool the deployments run in.")
-    nightly_cron: str = Field("0 2 * * *", description="Cron schedule of the nightly deployment.")
-    schedule_timezone: str = Field("UTC", description="IANA time zone the cron schedule is read in.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where mapped tasks (CV search, batch-scoring parts) run: threads, or Dask (prefect-dask).")
     task_workers: int = Field(2, ge=1, le=256, description="Threads, or local Dask worker processes.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler (tcp://host:8786); default a local cluster.")
-
-    @field_validator("schedule_timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        return known_timezone(value)
-
-    @field_validator("nightly_cron")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        fields = value.split()
-        if len(fields) != 5:
-            raise ValueError(f"cron {value!r} needs 5 fields (minute hour day month weekday)")
-        return value
 
     @cached_property
     def tracking_uri(self) -> str:

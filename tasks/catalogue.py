@@ -51,6 +51,9 @@ class Schedule(BaseModel):
 
     cron: str = Field("0 2 * * *", title="Cron", description="Five fields: minute hour day month weekday.")
     timezone: str = Field("UTC", title="Time zone", description="IANA name the cron is read in (the night's date too).")
+    night_offset_days: int = Field(0, ge=0, le=31, title="Night offset (days)",
+                                   description="The night a run covers: its scheduled date in the time zone minus "
+                                               "this many days (1: a 02:00 run covers yesterday's files).")
 
     @field_validator("cron")
     @classmethod

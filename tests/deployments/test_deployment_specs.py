@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+import yaml
 
 from deployments.deploy import load_config, render, write_prefect_file
 from deployments.serve import build, deployment_specs
@@ -54,54 +55,76 @@ def test_choices_become_dropdowns_and_numbers_are_bounded() -> None:
     assert _schema(DEPLOYMENTS["rollback"])["required"] == ["params"]  # no silent default rollback
 
 
-def test_prefect_yaml_deployments_and_their_schedule(tmp_path) -> None:
-    specs = {s["name"]: s for s in deployment_specs(Settings(state_dir=tmp_path, work_pool="p1",
-                                                             nightly_cron="30 3 * * 1-5",
-                                                             schedule_timezone="America/New_York"))}
-    assert set(specs) == set(DEPLOYMENTS)
-    assert {s["entrypoint"] for s in specs.values()} == set(DEPLOYMENTS.values())
+GENERATED = {"demo-churn": ("0 2 * * *", "UTC"), "demo-fraud": ("30 2 * * *", "Europe/Berlin")}  # models.yaml
+
+
+def _catalogue(folder: Path) -> Path:
+    """Two models: one on a weekday cron in New York, one disabled."""
+    from tests.catalogues import two_demo_models, write_catalogue
+
+    churn, fraud = two_demo_models("spec-")
+    churn["schedule"] = {"cron": "30 3 * * 1-5", "timezone": "America/New_York"}
+    fraud["enabled"] = False
+    return write_catalogue(folder, [churn, fraud])
+
+
+def test_every_catalogue_model_gets_its_own_scheduled_deployment(tmp_path) -> None:
+    """make deploy's rendering: the settings' pool everywhere; one model-night deployment per catalogue model."""
+    from tasks.catalogue import load_catalogue
+
+    churn, fraud = load_catalogue(_catalogue(tmp_path)).models
+    settings = Settings(state_dir=tmp_path, work_pool="p1", catalogue_path=tmp_path / "models.yaml")
+    specs = {s["name"]: s for s in deployment_specs(settings)}
+    assert set(specs) == set(DEPLOYMENTS) | {churn.name, fraud.name}
     assert all(s["work_pool"]["name"] == "p1" and s["enforce_parameter_schema"] for s in specs.values())
-    night = specs["nightly"]
-    assert night["schedules"] == [{"cron": "30 3 * * 1-5", "timezone": "America/New_York", "active": True}]
-    assert night["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
-    assert [s["name"] for s in specs.values() if s.get("schedules")] == ["nightly"]
-
-
-def _default(field: str) -> Any:
-    return Settings.model_fields[field].default
+    assert [n for n, s in specs.items() if s.get("schedules")] == [churn.name, fraud.name]  # the nightly: on demand
+    for model, active in ((churn, True), (fraud, False)):  # a disabled model: listed, never scheduled or triggered
+        spec = specs[model.name]
+        assert spec["entrypoint"] == DEPLOYMENTS["model-night"]
+        assert spec["parameters"] == {"params": {"model_name": model.name}}
+        assert spec["schedules"] == [{"cron": model.schedule.cron, "timezone": model.schedule.timezone,
+                                      "active": active}]
+        assert spec["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+        [trigger] = spec["triggers"]
+        assert trigger["match"] == {"prefect.resource.id": f"nightshift.model.{model.name}"}
+        assert trigger["enabled"] is active and trigger["parameters"]["params"]["model_name"] == model.name
+    assert specs[churn.name]["schedules"][0]["cron"] == "30 3 * * 1-5"
+    assert not any(s.get("triggers") for n, s in specs.items() if n in DEPLOYMENTS)
 
 
 def test_prefect_yaml_holds_the_settings_defaults_so_a_bare_prefect_deploy_works() -> None:
-    """`prefect deploy --all` reads prefect.yaml as written, so its literal values are the settings' defaults."""
+    """`prefect deploy --all` reads prefect.yaml as written: the pool default and models.yaml's deployments."""
     assert "{{ $" not in (PROJECT_ROOT / "prefect.yaml").read_text()  # Prefect keeps an unset {{ $VAR }} literally
     config = load_config()
-    assert {d["work_pool"]["name"] for d in config["deployments"]} == {_default("work_pool")}
-    [night] = [d for d in config["deployments"] if d["name"] == "nightly"]
-    assert night["schedules"] == [{"cron": _default("nightly_cron"), "timezone": _default("schedule_timezone"),
-                                   "active": True}]
-    # make deploy with no NIGHTSHIFT_* set deploys exactly the file
-    defaults = Settings(**{f: _default(f) for f in ("work_pool", "nightly_cron", "schedule_timezone")})
-    assert render(config, defaults) == config
+    assert {d["work_pool"]["name"] for d in config["deployments"]} == {Settings.model_fields["work_pool"].default}
+    scheduled = {d["name"]: [(s["cron"], s["timezone"]) for s in d["schedules"]]
+                 for d in config["deployments"] if d.get("schedules")}
+    assert scheduled == {name: [cron] for name, cron in GENERATED.items()}
+    # make deploy with no NIGHTSHIFT_* set deploys exactly the file (edit models.yaml? `python -m deployments.deploy
+    # --print` gives the entries to paste)
+    assert render(config, Settings()) == config
 
 
 def test_make_deploy_writes_the_overrides_into_a_file_prefect_accepts(tmp_path) -> None:
-    """The rendered copy differs from prefect.yaml only in pool, cron and time zone, and Prefect's loader takes it."""
+    """The rendered copy differs from prefect.yaml in pool and catalogue deployments, and Prefect's loader takes it."""
     from prefect.cli.deploy._config import _load_deploy_configs_and_actions
     from rich.console import Console
 
-    settings = Settings(work_pool="other", nightly_cron="30 3 * * *", schedule_timezone="Europe/Berlin")
+    settings = Settings(work_pool="other", catalogue_path=_catalogue(tmp_path))
     console = Console(record=True, width=200)
     configs, actions = _load_deploy_configs_and_actions(write_prefect_file(settings, tmp_path), console=console)
     assert not console.export_text().strip()  # Prefect skips a file it cannot validate, with only a warning
     rendered = {c["name"]: c for c in configs}
     original = {d["name"]: d for d in load_config()["deployments"]}
-    assert set(rendered) == set(original) == set(DEPLOYMENTS)
+    assert set(rendered) - set(DEPLOYMENTS) == {m["name"] for m in yaml.safe_load(
+        (tmp_path / "models.yaml").read_text())["models"]}
+    assert set(original) - set(DEPLOYMENTS) == set(GENERATED)
     assert {c["work_pool"]["name"] for c in configs} == {"other"}
-    assert [(s["cron"], s["timezone"]) for s in rendered["nightly"]["schedules"]] == [("30 3 * * *", "Europe/Berlin")]
-    def rest(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in ("work_pool", "schedules")}
 
-    assert all(rest(rendered[name]) == rest(original[name]) for name in original)  # trigger templates untouched too
+    def rest(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k != "work_pool"}
+
+    assert all(rest(rendered[name]) == rest(original[name]) for name in DEPLOYMENTS)
     assert actions["pull"] == load_config()["pull"] and actions["build"] == load_config()["build"]
 
 
@@ -121,16 +144,29 @@ def test_the_pull_step_changes_into_the_directory_prefect_deploy_ran_in(monkeypa
 
 def test_serve_builds_the_same_deployments(tmp_path) -> None:
     served = {d.name: d for d in build(Settings(state_dir=tmp_path))}
-    assert set(served) == set(DEPLOYMENTS)
-    [schedule] = served["nightly"].schedules
-    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
-    assert served["nightly"].concurrency_limit == 1
-    assert served["nightly"].concurrency_options.collision_strategy.value == "ENQUEUE"
-    assert len(served["nightly"].triggers) == len(deployment_specs(Settings(state_dir=tmp_path))[0]["triggers"])
+    assert set(served) == set(DEPLOYMENTS) | set(GENERATED)
+    for name, cron in GENERATED.items():
+        [schedule] = served[name].schedules
+        assert (schedule.schedule.cron, schedule.schedule.timezone) == cron
+        assert served[name].concurrency_limit == 1
+        assert served[name].concurrency_options.collision_strategy.value == "ENQUEUE"
+        [trigger] = served[name].triggers
+        assert trigger.match.model_dump()["prefect.resource.id"] == f"nightshift.model.{name}"
+    assert not served["nightly"].schedules and not served["nightly"].triggers
 
 
-@pytest.mark.parametrize(("field", "value", "fragment"), [("schedule_timezone", "Mars/Olympus", "unknown time zone"),
-                                                         ("nightly_cron", "0 2 * *", "needs 5 fields")])
-def test_bad_schedule_settings_fail_early(field: str, value: str, fragment: str) -> None:
-    with pytest.raises(ValidationError, match=fragment):
-        Settings(**{field: value})
+def test_a_scheduled_night_is_its_start_date_in_the_zone_minus_the_offset(monkeypatch) -> None:
+    """resolve_night inside a scheduled run: 00:30 UTC on the 26th is still the 25th in New York."""
+    from datetime import date, datetime, timezone
+
+    from prefect.runtime import flow_run
+
+    from tasks.sources import resolve_night
+
+    monkeypatch.setattr(flow_run, "get_id", lambda: "00000000-0000-0000-0000-000000000001")
+    # a module __getattr__ attribute in prefect.runtime (getattr would ask the API): set in the module's dict
+    monkeypatch.setitem(vars(flow_run), "scheduled_start_time", datetime(2026, 11, 26, 0, 30, tzinfo=timezone.utc))
+    assert resolve_night(None, "UTC") == date(2026, 11, 26)
+    assert resolve_night(None, "UTC", offset_days=1) == date(2026, 11, 25)
+    assert resolve_night(None, "America/New_York") == date(2026, 11, 25)
+    assert resolve_night(date(2026, 1, 2), "America/New_York", offset_days=1) == date(2026, 1, 2)  # given: as is

@@ -21,14 +21,17 @@ POOL = "it-fleet"
 
 
 def test_fleet_nights_run_as_model_night_runs_shared_by_workers(tmp_path: Path, tracking) -> None:
-    write_catalogue(tmp_path, two_demo_models("fleet-"))
+    models = two_demo_models("fleet-")
+    for model in models:  # never a real 02:00 run during the test
+        model["schedule"] = {"cron": "0 0 1 1 *", "timezone": "UTC"}
+    write_catalogue(tmp_path, models)
     state = tmp_path / "state"
     churn, fraud = load_catalogue(tmp_path / "models.yaml").models
     for n in range(5):
         land_demo_night(churn, DEMO_START + timedelta(days=n), state, rows=3_000)
         land_demo_night(fraud, DEMO_START + timedelta(days=n), state, rows=3_000)
     env = {"NIGHTSHIFT_CATALOGUE_PATH": str(tmp_path / "models.yaml"), "NIGHTSHIFT_STATE_DIR": str(state),
-           "NIGHTSHIFT_NIGHTLY_CRON": "0 0 1 1 *", "PREFECT_WORKER_QUERY_SECONDS": "2"}
+           "PREFECT_WORKER_QUERY_SECONDS": "2"}
     stack = start_stack(tmp_path / "stack", **env)
     try:
         # One slot per worker: the fleet run holds one worker, so its model nights must go to the other two.

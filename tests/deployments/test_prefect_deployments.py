@@ -19,6 +19,8 @@ import pytest
 from deployments import postgres
 from nightshift.settings import PROJECT_ROOT
 from tasks import tracking as tr
+from tasks.catalogue import load_catalogue
+from tests.catalogues import two_demo_models, write_catalogue
 from tests.conftest import free_port
 from tests.deployments.prefect_stack import PrefectStack, deploy_and_start_worker, start_stack
 
@@ -27,8 +29,21 @@ POOL = "it-process"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # screenshots (git-ignored)
 # Tests must never meet a real 02:00 run: a cron that fires once a year, in a non-UTC zone to check both land.
 CRON, TIMEZONE = "0 0 1 1 *", "Europe/Berlin"
-SETTINGS_ENV = {"NIGHTSHIFT_NIGHTLY_CRON": CRON, "NIGHTSHIFT_SCHEDULE_TIMEZONE": TIMEZONE,
-                "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_LOGGING_LEVEL": "INFO"}
+
+
+def settings_env(folder: Path) -> dict[str, str]:
+    """The stack's NIGHTSHIFT_* settings: a catalogue of two models scheduled once a year, written to `folder`."""
+    models = two_demo_models("it-")
+    for model in models:
+        model["schedule"] = {"cron": CRON, "timezone": TIMEZONE}
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"NIGHTSHIFT_CATALOGUE_PATH": str(write_catalogue(folder, models)), "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOGGING_LEVEL": "INFO"}
+
+
+def catalogue_names(stack: PrefectStack) -> list[str]:
+    """The models of the stack's catalogue."""
+    return [m.name for m in load_catalogue(Path(stack.env["NIGHTSHIFT_CATALOGUE_PATH"])).models]
 
 
 def small_night(model_name: str, **extra: object) -> dict:
@@ -40,7 +55,7 @@ def small_night(model_name: str, **extra: object) -> dict:
 
 
 def _start(tmp: Path, database_url: str | None = None) -> PrefectStack:
-    stack = start_stack(tmp, database_url, **SETTINGS_ENV)
+    stack = start_stack(tmp, database_url, **settings_env(tmp / "catalogue"))
     try:
         deploy_and_start_worker(stack, POOL)
     except Exception:
@@ -80,18 +95,26 @@ def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_s
     from prefect.flows import load_flow_from_entrypoint
     from prefect.utilities.callables import parameter_schema
 
-    names = ["nightly/nightly", "monitor/monitor", "train/train", "batch-predict/batch-predict", "rollback/rollback"]
+    models = catalogue_names(sqlite_stack)
+    names = ["nightly/nightly", "monitor/monitor", "train/train", "batch-predict/batch-predict", "rollback/rollback",
+             "model-night/model-night", "fleet/fleet", *[f"model-night/{m}" for m in models]]
     deployments = {n: sqlite_stack.deployment(n) for n in names}
     assert all(d["work_pool_name"] == POOL and d["enforce_parameter_schema"] for d in deployments.values())
-    night = deployments["nightly/nightly"]
-    [schedule] = night["schedules"]
-    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == (CRON, TIMEZONE, True)
-    assert night["global_concurrency_limit"]["limit"] == 1
-    assert night["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    automations = sqlite_stack.api("POST", "/automations/filter", json={})
-    [drift] = [a for a in automations if a["name"] == "nightly-on-drift"]
-    assert drift["trigger"]["expect"] == ["nightshift.drift.detected"] and drift["trigger"]["within"] == 600
-    assert [(a["type"], a["deployment_id"]) for a in drift["actions"]] == [("run-deployment", night["id"])]
+    assert [n for n, d in deployments.items() if d["schedules"]] == [f"model-night/{m}" for m in models]
+    automations = {a["name"]: a for a in sqlite_stack.api("POST", "/automations/filter", json={})}
+    assert set(automations) == {f"{m}-on-drift" for m in models}
+    for model in models:  # each catalogue model: its own schedule, one night at a time, its own drift trigger
+        night = deployments[f"model-night/{model}"]
+        [schedule] = night["schedules"]
+        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == (CRON, TIMEZONE,
+                                                                                                      True)
+        assert night["parameters"] == {"params": {"model_name": model}}
+        assert night["global_concurrency_limit"]["limit"] == 1
+        assert night["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+        drift = automations[f"{model}-on-drift"]
+        assert drift["trigger"]["expect"] == ["nightshift.drift.detected"] and drift["trigger"]["within"] == 600
+        assert drift["trigger"]["match"] == {"prefect.resource.id": f"nightshift.model.{model}"}
+        assert [(a["type"], a["deployment_id"]) for a in drift["actions"]] == [("run-deployment", night["id"])]
     # each UI form is the flow's own parameter schema
     for full_name, deployment in deployments.items():
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
@@ -117,21 +140,32 @@ def test_bare_prefect_deploy_takes_the_defaults_and_make_deploy_the_settings(tmp
         run([*prefect, "--no-prompt", "deploy", "--all"], bare)
         pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
         created = deployments()
-        assert set(created) == {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet"}
+        static = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet"}
+        assert set(created) == static | {"demo-churn", "demo-fraud"}  # the committed models.yaml's
         assert all(d["work_pool_name"] == "nightshift-process" and d["pull_steps"] == pull for d in created.values())
-        [schedule] = created["nightly"]["schedules"]
-        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 * * *", "UTC")
-        assert not any(d["schedules"] for name, d in created.items() if name != "nightly")
+        scheduled = {name: [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in d["schedules"]]
+                     for name, d in created.items() if d["schedules"]}
+        assert scheduled == {"demo-churn": [("0 2 * * *", "UTC")], "demo-fraud": [("30 2 * * *", "Europe/Berlin")]}
 
-        run([sys.executable, "-m", "deployments.deploy"], {**bare, "NIGHTSHIFT_WORK_POOL": "other",
-                                                           "NIGHTSHIFT_NIGHTLY_CRON": CRON,
-                                                           "NIGHTSHIFT_SCHEDULE_TIMEZONE": TIMEZONE})
+        # make deploy with another pool and catalogue: its models deployed, the demo models' deployments paused
+        env = settings_env(tmp_path / "catalogue")
+        models = [m.name for m in load_catalogue(Path(env["NIGHTSHIFT_CATALOGUE_PATH"])).models]
+        out = subprocess.run([sys.executable, "-m", "deployments.deploy"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=300, env={**bare, "NIGHTSHIFT_WORK_POOL": "other", **env})
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert "paused deployment model-night/demo-churn" in out.stdout, out.stdout[-3000:]
         updated = deployments()
-        assert {name: d["id"] for name, d in updated.items()} == {name: d["id"] for name, d in created.items()}
-        assert all(d["work_pool_name"] == "other" and d["pull_steps"] == pull for d in updated.values())
-        [schedule] = updated["nightly"]["schedules"]
-        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (CRON, TIMEZONE)
-        assert [a["name"] for a in stack.api("POST", "/automations/filter", json={})] == ["nightly-on-drift"]
+        assert set(updated) == set(created) | set(models)
+        assert {name: d["id"] for name, d in updated.items() if name in created} == \
+            {name: d["id"] for name, d in created.items()}
+        assert all(d["work_pool_name"] == "other" and d["pull_steps"] == pull
+                   for name, d in updated.items() if name in static | set(models))
+        assert sorted(name for name, d in updated.items() if d["paused"]) == ["demo-churn", "demo-fraud"]
+        for model in models:
+            [schedule] = updated[model]["schedules"]
+            assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (CRON, TIMEZONE)
+        assert sorted(a["name"] for a in stack.api("POST", "/automations/filter", json={})) == sorted(
+            f"{m}-on-drift" for m in ["demo-churn", "demo-fraud", *models])
     finally:
         stack.stop()
 
@@ -227,61 +261,68 @@ EventsWorker.drain_all()
 """
 
 
-def test_a_burst_of_drift_events_starts_one_nightly_run_per_model(sqlite_stack) -> None:
-    """The monitor's own event emitter, 5 events for one model and 2 for another: one run each, with the details."""
-    deployment = sqlite_stack.deployment("nightly/nightly")
-    first, second = f"it-drift-{uuid.uuid4().hex[:6]}", f"it-drift-{uuid.uuid4().hex[:6]}"
-    # Pause the pool: this test is about which runs the automation creates, not about running two default nights.
+def test_a_burst_of_drift_events_starts_one_night_per_model(sqlite_stack) -> None:
+    """The monitor's own event emitter, 5 events for one catalogue model and 2 for the other: one run each of its
+    model-night deployment, with the details; an event for a model outside the catalogue starts nothing."""
+    first, second = catalogue_names(sqlite_stack)
+    stranger = f"it-drift-{uuid.uuid4().hex[:6]}"
+    deployments = {m: sqlite_stack.deployment(f"model-night/{m}")["id"] for m in (first, second)}
+
+    def runs() -> list[dict]:
+        return [r for m, d in deployments.items() for r in sqlite_stack.flow_runs(d)
+                if r["parameters"].get("params", {}).get("reason") == "drift"]
+
+    # Pause the pool: this test is about which runs the automations create, not about running the nights.
     sqlite_stack.api("PATCH", f"/work_pools/{POOL}", json={"is_paused": True})
     try:
         start = time.monotonic()
-        out = subprocess.run([sys.executable, "-c", _EMIT, *[first] * 5, *[second] * 2], env=sqlite_stack.env,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", _EMIT, *[first] * 5, *[second] * 2, stranger],
+                             env=sqlite_stack.env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-3000:]
-        runs: list[dict] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            runs = [r for r in sqlite_stack.flow_runs(deployment["id"])
-                    if r["parameters"].get("params", {}).get("model_name") in (first, second)]
-            if len(runs) >= 2:
+            if len(runs()) >= 2:
                 time.sleep(3.0)  # would a late duplicate still appear?
                 break
             time.sleep(0.5)
         seen = time.monotonic() - start
-        runs = [r for r in sqlite_stack.flow_runs(deployment["id"])
-                if r["parameters"].get("params", {}).get("model_name") in (first, second)]
-        assert sorted(r["parameters"]["params"]["model_name"] for r in runs) == sorted([first, second]), runs
-        params = next(r for r in runs if r["parameters"]["params"]["model_name"] == first)["parameters"]["params"]
-        assert params["reason"] == "drift"
+        created = runs()
+        assert sorted((r["deployment_id"], r["parameters"]["params"]["model_name"]) for r in created) == sorted(
+            (d, m) for m, d in deployments.items()), created
+        params = next(r for r in created if r["parameters"]["params"]["model_name"] == first)["parameters"]["params"]
         trigger = params["trigger"]
         assert (trigger["event"], trigger["model_version"]) == ("nightshift.drift.detected", "3")
         assert trigger["drift_share"] == 0.24 and trigger["drifted_columns"] == ["age", "plan"]  # native JSON types
         assert len(trigger["event_id"]) == 36 and trigger["occurred"].startswith("20")
-        print(f"drift events → {len(runs)} runs, seen after {seen:.1f} s")
+        all_runs = sqlite_stack.api("POST", "/flow_runs/filter", json={})
+        assert not [r for r in all_runs if r["parameters"].get("params", {}).get("model_name") == stranger]
+        print(f"drift events → {len(created)} runs, seen after {seen:.1f} s")
     finally:
-        for run in sqlite_stack.flow_runs(deployment["id"]):
-            if run["parameters"].get("params", {}).get("model_name") in (first, second):
-                sqlite_stack.api("DELETE", f"/flow_runs/{run['id']}")
+        for run in runs():
+            sqlite_stack.api("DELETE", f"/flow_runs/{run['id']}")
         sqlite_stack.api("PATCH", f"/work_pools/{POOL}", json={"is_paused": False})
 
 
 def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, tracking) -> None:
     """make serve-flows: one process, no pool or worker; same schedule and trigger; a run completes."""
-    stack = start_stack(tmp_path, **SETTINGS_ENV)
+    stack = start_stack(tmp_path, **settings_env(tmp_path / "catalogue"))
     try:
+        models = catalogue_names(stack)
+        expected = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet", *models}
         stack.spawn("serve", [sys.executable, "-m", "deployments.serve"])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             names = {d["name"] for d in stack.api("POST", "/deployments/filter", json={})}
-            if len(names) == 5:
+            if len(names) == len(expected):
                 break
             time.sleep(1.0)
-        assert names == {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet"}, (stack.logs / "serve.log").read_text()[-3000:]
-        night = stack.deployment("nightly/nightly")
+        assert names == expected, (stack.logs / "serve.log").read_text()[-3000:]
+        night = stack.deployment(f"model-night/{models[0]}")
         assert night["work_pool_name"] is None  # served, not pooled
         [schedule] = night["schedules"]
         assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (CRON, TIMEZONE)
-        assert [a["name"] for a in stack.api("POST", "/automations/filter", json={})] == ["nightly-on-drift"]
+        assert sorted(a["name"] for a in stack.api("POST", "/automations/filter", json={})) == sorted(
+            f"{m}-on-drift" for m in models)
         name = f"it-serve-{uuid.uuid4().hex[:6]}"
         params = {"params": {"dataset": {"source": "iris"}, "model_name": name, "cv_folds": 2,
                              "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [10]}}}}

@@ -70,6 +70,27 @@ def test_a_week_of_nights_with_delayed_labels(catalogue, tracking) -> None:
     assert any(r.startswith("performance degraded") for r in changed.retrain_reasons), changed.retrain_reasons
     assert changed.action in ("promoted", "refused") and changed.decision is not None
     assert tr.get_alias(tracking, model.name, tr.CHAMPION) == changed.champion_after
+    champion, versions = changed.champion_after, len(tr.list_versions(tracking, model.name))
+
+    # An older night run again with a reason to retrain: the champion already learned from labels that new.
+    old = model_night(ModelNightParams(model_name=model.name, night=_day(3), reason="backfill"))
+    assert old.action == "champion-newer" and old.champion_after == champion, old
+    assert len(tr.list_versions(tracking, model.name)) == versions
+
+
+def test_a_changed_grid_trains_a_new_challenger_on_the_same_window(catalogue, tracking, tmp_path) -> None:
+    """The window is the same, the estimator is not: the version trained before must not be reused."""
+    model, state = catalogue
+    for n in range(4):
+        land_demo_night(model, _day(n), state, rows=6_000)
+    first = model_night(ModelNightParams(model_name=model.name, night=_day(3)))
+    assert (first.action, first.champion_after) == ("promoted", "1")
+    entry = yaml.safe_load((tmp_path / "models.yaml").read_text())
+    entry["models"][0]["estimator"]["param_grid"]["n_estimators"] = [30]
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(entry))
+    forced = model_night(ModelNightParams(model_name=model.name, night=_day(3), force_retrain=True))
+    assert forced.challenger_version == "2" and forced.window_fingerprint == first.window_fingerprint, forced
+    assert forced.action in ("promoted", "refused")
 
 
 def test_an_unknown_model_fails_before_any_work(catalogue) -> None:

@@ -67,6 +67,8 @@ def test_every_problem_is_named_by_model_and_field_at_once(tmp_path: Path) -> No
     ("models:\n  - {name: a, features: 'f/{date:%Y}.csv', label: y, id_columns: [y]}",
      "label 'y' is also listed as an id, time or excluded column"),
     ("models:\n  - {name: a, features: 'f/{date:%Y}}.csv', label: y}", "is malformed"),
+    ("models:\n  - {name: a, features: 'f/{date:%Y}.csv', label: y, schedule: {night_offset_days: -1}}",
+     "model 'a' (#1), field 'schedule.night_offset_days': Input should be greater than or equal to 0"),
 ])
 def test_unusable_files_say_why(tmp_path: Path, text: str | None, message: str) -> None:
     path = tmp_path / "models.yaml"
