@@ -122,6 +122,21 @@ def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_s
         assert deployment["parameter_openapi_schema"] == local, full_name
 
 
+def test_a_scheduled_night_covers_its_scheduled_date_in_the_model_time_zone(sqlite_stack) -> None:
+    """A Scheduled run of model-night/<model> as the scheduler makes it, due 23:30 UTC on the 24th: in the model's
+    zone (Europe/Berlin) that is the 25th, so the night is the 25th; nothing landed, so it ends no-data, Completed."""
+    model = catalogue_names(sqlite_stack)[0]
+    deployment = sqlite_stack.deployment(f"model-night/{model}")
+    created = sqlite_stack.api("POST", f"/deployments/{deployment['id']}/create_flow_run", json={
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": "2026-11-24T23:30:00+00:00"}}})
+    run = sqlite_stack.wait_for_run(created["id"], timeout=300)
+    logs = [entry["message"] for entry in sqlite_stack.api("POST", "/logs/filter", json={
+        "logs": {"flow_run_id": {"any_": [created["id"]]}}, "limit": 200})]
+    assert run["state_type"] == "COMPLETED", (run["state"], logs[-20:])
+    assert run["parameters"] == {"params": {"model_name": model}}
+    assert any(f"{model}: no-data" in m and "no data for 2026-11-25 at " in m for m in logs), logs[-20:]
+
+
 def test_bare_prefect_deploy_takes_the_defaults_and_make_deploy_the_settings(tmp_path) -> None:
     """`prefect deploy --all` from the project root with no NIGHTSHIFT_* set, then make deploy with overrides."""
     stack = start_stack(tmp_path)
