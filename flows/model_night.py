@@ -69,7 +69,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
         sample_rows=m.drift_sample_rows, emit_events=False)) if champion else None  # this flow retrains itself
 
-    # 2. Labels that landed tonight: the champion's quality on their day; the days a challenger would learn from.
+    # 2. Labels that landed: the champion's quality on each labeled day not measured yet (late ones too, recorded in
+    # MLflow; the newest day alerts); the days a challenger would learn from.
     window = labeled_window_task(model, night, settings.state_dir)
     quality = landed_quality_task(cfg, model, champion, window, night, settings.state_dir) if champion else None
     reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked,

@@ -12,15 +12,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from nightshift.errors import DataValidationError
-from nightshift.naming import slug
+from nightshift.naming import artifact_key, slug
 from tasks import tracking
 from tasks.catalogue import CatalogueModel, resolve_files
 from tasks.data import retry_if_transient
+from tasks.evaluate import PerformanceCheck
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from tasks.evaluate import PerformanceCheck
 
 # How far back a night looks for its newest labeled day, beyond the labels' lag.
 LABEL_LOOKBACK_DAYS = 14
@@ -53,19 +52,26 @@ class LabelJoin(BaseModel):
 
     day: date
     labels_resolved: str
-    label_rows: int = 0
+    label_rows: int = Field(0, description="Label rows read, every one counted below or joined.")
     rows: int = 0
     labeled: int = 0
+    missing_keys: int = Field(0, description="Label rows with a blank key (dropped).")
     unknown_keys: int = Field(0, description="Label rows whose key matches no feature row (dropped).")
-    duplicate_keys: int = Field(0, description="Keys labeled more than once (every copy dropped: ambiguous).")
+    repeated_labels: int = Field(0, description="Label rows repeating another's key and label (one copy kept).")
+    duplicate_keys: int = Field(0, description="Keys given conflicting labels (every copy dropped: ambiguous).")
 
     def warnings(self) -> list[str]:
         """What a person should hear about this join."""
         out = []
+        if self.missing_keys:
+            out.append(f"{self.missing_keys} label row(s) for {self.day} have no key (dropped)")
         if self.unknown_keys:
             out.append(f"{self.unknown_keys} label row(s) for {self.day} match no row by key (dropped)")
+        if self.repeated_labels:
+            out.append(f"{self.repeated_labels} repeated label row(s) for {self.day} (same key, same label: "
+                       f"one copy kept)")
         if self.duplicate_keys:
-            out.append(f"{self.duplicate_keys} key(s) labeled more than once for {self.day} (all copies dropped)")
+            out.append(f"{self.duplicate_keys} key(s) given conflicting labels for {self.day} (all copies dropped)")
         if self.rows - self.labeled:
             out.append(f"{self.rows - self.labeled} of {self.rows} row(s) for {self.day} have no label")
         return out
@@ -141,16 +147,56 @@ def join_labels(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.D
     if absent:
         raise DataValidationError(f"rows for {day} at {features_resolved} lack the join key column(s) "
                                   f"{', '.join(map(repr, absent))} (model '{model.name}')")
-    labels = labels[[*key, label]].dropna(subset=key)
-    repeated = labels.duplicated(subset=key, keep=False)
-    duplicate_keys = int(labels.loc[repeated, key].drop_duplicates().shape[0])
-    labels = labels.loc[~repeated]
-    found = labels[key].merge(rows[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"]
-    joined = rows.merge(labels, on=key, how="left", validate="many_to_one")
-    report = LabelJoin(day=day, labels_resolved=labels_resolved, label_rows=len(labels) + int(repeated.sum()),
-                       rows=len(rows), labeled=int(joined[label].notna().sum()),
-                       unknown_keys=int((found != "both").sum()), duplicate_keys=duplicate_keys)
+    for column in key:
+        _same_key_kind(model, column, (rows[column], features_resolved, feature_files),
+                       (labels[column], labels_resolved, label_files))
+    keyed = labels[[*key, label]].dropna(subset=key)
+    unique = keyed.drop_duplicates()  # the same label delivered twice is still one label
+    conflicting = unique.duplicated(subset=key, keep=False)
+    duplicate_keys = int(unique.loc[conflicting, key].drop_duplicates().shape[0])
+    joinable = unique.loc[~conflicting]
+    try:
+        found = joinable[key].merge(rows[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"]
+        joined = rows.merge(joinable, on=key, how="left", validate="many_to_one")
+    except (TypeError, ValueError) as exc:  # key types pandas cannot compare (e.g. dates with and without zone)
+        dtypes = ", ".join(f"'{c}' {rows[c].dtype} vs {labels[c].dtype}" for c in key)
+        raise DataValidationError(f"model '{model.name}': rows at {features_resolved} and labels at "
+                                  f"{labels_resolved} cannot be joined on {dtypes}: {exc}") from exc
+    report = LabelJoin(day=day, labels_resolved=labels_resolved, label_rows=len(labels), rows=len(rows),
+                       labeled=int(joined[label].notna().sum()), missing_keys=len(labels) - len(keyed),
+                       unknown_keys=int((found != "both").sum()), repeated_labels=len(keyed) - len(unique),
+                       duplicate_keys=duplicate_keys)
     return joined, report
+
+
+def _key_kind(values: pd.Series) -> str:
+    """What a key column holds, in the terms pandas joins by: numbers, text, dates... ('empty' joins anything)."""
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = pd.Series(values.cat.categories)
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    return {"integer": "number", "floating": "number", "mixed-integer-float": "number", "decimal": "number",
+            "datetime64": "datetime", "datetime": "datetime", "date": "datetime"}.get(kind, kind)
+
+
+def _same_key_kind(model: CatalogueModel, column: str, rows: tuple[pd.Series, str, list[str]],
+                   labels: tuple[pd.Series, str, list[str]]) -> None:
+    """Refuse to join a key holding numbers on one side and text on the other: pandas would raise a bare error,
+    and no normalisation is safe ('007' and 7 may or may not be the same customer)."""
+    kinds = [_key_kind(values) for values, _, _ in (rows, labels)]
+    if "empty" in kinds or kinds[0] == kinds[1]:
+        return
+
+    def where(side: tuple[pd.Series, str, list[str]], kind: str) -> str:
+        values, resolved, files = side
+        source = files[0] if len(files) == 1 else f"{resolved} ({len(files)} files)"
+        return f"{source} (dtype {values.dtype}, {kind})"
+
+    raise DataValidationError(
+        f"model '{model.name}': key column '{column}' holds different types in the rows at {where(rows, kinds[0])} "
+        f"and the labels at {where(labels, kinds[1])}; write the key with one type on both sides "
+        f"(labels cannot be joined to rows until then)")
 
 
 class LabeledWindow(BaseModel):
@@ -195,8 +241,9 @@ def labeled_window(model: CatalogueModel, night: date, state_dir: Path) -> Label
     return LabeledWindow(night=night, holdout_day=newest, window=landed, missing=[d for d in days if d not in landed])
 
 
-def resolve_night(explicit: date | None, timezone: str) -> date:
-    """The night a run is for: an explicit date, else its scheduled start (or now) in the schedule's time zone."""
+def resolve_night(explicit: date | None, timezone: str, offset_days: int = 0) -> date:
+    """The night a run is for: an explicit date, else its scheduled start (or now) in the schedule's time zone,
+    minus the schedule's night offset."""
     from datetime import datetime
     from datetime import timezone as tz
     from zoneinfo import ZoneInfo
@@ -206,7 +253,7 @@ def resolve_night(explicit: date | None, timezone: str) -> date:
     from prefect.runtime import flow_run
 
     start = flow_run.scheduled_start_time if flow_run.get_id() else None
-    return (start or datetime.now(tz.utc)).astimezone(ZoneInfo(timezone)).date()
+    return (start or datetime.now(tz.utc)).astimezone(ZoneInfo(timezone)).date() - timedelta(days=offset_days)
 
 
 def labeled_day(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -295,28 +342,131 @@ def get_logger() -> Any:
         return logging.getLogger(__name__)
 
 
-def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: LabeledWindow, night: date,
-                   state_dir: Path) -> PerformanceCheck | None:
-    """The champion's quality on the day whose labels landed tonight (labels that come with the rows are checked
-    by the monitor on tonight's batch); None when nothing landed tonight."""
+class DayQuality(BaseModel):
+    """The champion's realized quality on one labeled day, as recorded (in MLflow) when it was measured."""
+
+    day: date
+    night: date = Field(description="The night that measured it.")
+    version: str = Field(description="The champion version measured.")
+    rows: int = Field(0, description="Labeled rows of the day (0: none usable, recorded all the same).")
+    check: PerformanceCheck | None = None
+
+    def describe(self) -> str:
+        """One line: the day, the version and its quality."""
+        quality = self.check.summary() if self.check else "no labeled rows to measure"
+        return f"{self.day} (v{self.version}, measured on night {self.night}): {quality}"
+
+    def metrics(self) -> dict[str, float]:
+        """The day's point on the model's realized-quality run: realized_<metric>, rows, change, degraded, version."""
+        out = {"realized_rows": float(self.rows), "champion_version": float(self.version)}
+        if self.check is not None:
+            out |= {f"realized_{k}": v for k, v in self.check.batch_metrics.items()}
+            out |= {"realized_change": self.check.change, "realized_degraded": float(self.check.degraded)}
+        return out
+
+
+class RealizedQuality(BaseModel):
+    """The champion's quality on labeled days as of a night: the days measured now and the one that may alert."""
+
+    model_name: str
+    night: date
+    measured: list[DayQuality] = Field(default_factory=list, description="Days measured by this run, oldest first.")
+    newest: DayQuality | None = Field(None, description="The newest labeled day known as of this night, when this "
+                                                        "night measured it (a rerun finds its record): its check "
+                                                        "alerts. None: nothing new, no alert.")
+    mlflow_run_id: str | None = None
+
+    def alerts_on(self, day: date) -> bool:
+        """Whether `day` is the day whose check alerts tonight."""
+        return self.newest is not None and self.newest.day == day
+
+    def late(self) -> list[DayQuality]:
+        """Days measured now whose labels landed after a newer day's: reported, never alerting."""
+        return [q for q in self.measured if not self.alerts_on(q.day)]
+
+    def alert_reasons(self) -> list[str]:
+        """Degradation on the newest labeled day, once (the night that measured it, and its reruns)."""
+        if self.newest is None or self.newest.check is None:
+            return []
+        return [f"{reason} (labeled day {self.newest.day}, v{self.newest.version})"
+                for reason in self.newest.check.alert_reasons()]
+
+
+def days_to_measure(model: CatalogueModel, night: date, window: LabeledWindow, measured: set[date],
+                    state_dir: Path) -> list[date]:
+    """Labeled days as of `night` not measured yet, oldest first: every day of the lookback (labels that landed
+    late included) from the first day ever measured on; with no record yet, only the day whose labels landed
+    tonight (older days are the first champion's training and gate days, not realized quality)."""
+    assert model.labels is not None
+    newest = night - timedelta(days=model.labels.lag_days)
+    if not measured:
+        return [newest] if window.holdout_day == newest else []
+    lookback = max(LABEL_LOOKBACK_DAYS, model.window_days + 1)
+    days = [newest - timedelta(days=back) for back in range(lookback - 1, -1, -1)]
+    return [d for d in days if d >= min(measured) and d not in measured and labels_landed(model, d, night, state_dir)]
+
+
+def _measure(cfg: Any, model: CatalogueModel, champion: str, days: list[date], night: date,
+             state_dir: Path) -> list[DayQuality]:
+    """The champion (loaded once) scored on each day's labeled rows."""
     from tasks.evaluate import batch_performance
 
-    if model.labels is None or window.holdout_day != night - timedelta(days=model.labels.lag_days):
-        return None
-    frame, warnings = labeled_day(model, window.holdout_day, state_dir)
-    for warning in warnings:
-        get_logger().warning("%s: %s", model.name, warning)
-    if frame.empty:
-        return None
     loaded = tracking.load_version(cfg, model.name, champion)
-    proba = loaded.model.predict_proba(frame[loaded.contract.features])
-    check = batch_performance(frame, proba, model.label, loaded.model.classes_,
-                              tracking.run_metrics(cfg, loaded.ref.run_id, "test_"), model.monitor.metric,
-                              model.monitor.max_metric_drop)
-    if check is not None:
-        get_logger().info("%s v%s on %s (labels landed tonight): %s", model.name, champion, window.holdout_day,
-                          check.summary())
-    return check
+    reference = tracking.run_metrics(cfg, loaded.ref.run_id, "test_")
+    out = []
+    for day in days:
+        frame, warnings = labeled_day(model, day, state_dir)
+        for warning in warnings:
+            get_logger().warning("%s: %s", model.name, warning)
+        check = None
+        if not frame.empty:
+            proba = loaded.model.predict_proba(frame[loaded.contract.features])
+            check = batch_performance(frame, proba, model.label, loaded.model.classes_, reference,
+                                      model.monitor.metric, model.monitor.max_metric_drop)
+        out.append(DayQuality(day=day, night=night, version=loaded.ref.version, rows=check.rows if check else 0,
+                              check=check))
+    return out
+
+
+def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: LabeledWindow, night: date,
+                   state_dir: Path) -> RealizedQuality | None:
+    """The champion's realized quality on every labeled day not measured yet (late labels too), each day recorded
+    in MLflow once; the newest day's check alerts. None for labels that come with the rows (the monitor checks
+    those on tonight's batch)."""
+    from tasks.promote import model_lock
+
+    if model.labels is None:
+        return None
+    with model_lock(cfg, model.name, "quality"):  # one reader-writer of the record per model: no day twice
+        run_id, records = tracking.quality_run(cfg, model.name)
+        known = {q.day: q for q in (DayQuality.model_validate_json(r) for r in records.values())}
+        days = days_to_measure(model, night, window, set(known), state_dir)
+        measured = _measure(cfg, model, champion, days, night, state_dir) if days else []
+        for q in measured:
+            tracking.log_realized_quality(cfg, run_id, q.day, q.metrics(), q.model_dump_json())
+    as_of = {**{d: q for d, q in known.items() if q.night <= night}, **{q.day: q for q in measured}}
+    newest = as_of[max(as_of)] if as_of else None
+    quality = RealizedQuality(model_name=model.name, night=night, measured=measured, mlflow_run_id=run_id,
+                              newest=newest if newest and newest.night == night else None)
+    for q in measured:
+        get_logger().info("%s: realized quality on %s%s", model.name, q.describe(),
+                          "" if quality.alerts_on(q.day) else " (labels landed late: reported, not alerting)")
+    _publish(quality)
+    return quality
+
+
+def _publish(quality: RealizedQuality) -> None:
+    """A table artifact of the days measured tonight, inside a flow run."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.runtime import flow_run
+
+    if not quality.measured or not flow_run.get_id():
+        return
+    rows = [{"day": q.day.isoformat(), "version": q.version, "rows": str(q.rows),
+             "quality": q.check.summary() if q.check else "no labeled rows",
+             "alerts": "yes" if quality.alerts_on(q.day) else "no (late)"} for q in quality.measured]
+    create_table_artifact(key=artifact_key("quality", quality.model_name), table=rows,
+                          description=f"Realized quality of {quality.model_name} measured on night {quality.night}")
 
 
 stage_features_task = task(stage_features, name="stage-features", retries=2, retry_delay_seconds=[2, 10],

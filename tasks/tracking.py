@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from nightshift.errors import TrackingError, TrackingUnavailable
 
 if TYPE_CHECKING:
+    from datetime import date
+
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.pyfunc import PyFuncModel
@@ -692,3 +694,49 @@ finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CAC
 find_version_task = task(find_version_by_tag, name="find-version-by-tag", **RETRY)
 set_alias_task = task(set_alias, name="set-alias", **RETRY)
 load_version_task = task(load_version, name="load-model-version", **RETRY)
+
+
+# --------------------------------------------------------------------------------------------
+# Realized quality: the champion's metrics on each labeled day, one run per model, a point per day.
+# --------------------------------------------------------------------------------------------
+QUALITY_MODEL_TAG = "nightshift.quality.model"
+QUALITY_DAY_TAG = "nightshift.quality.day."  # + YYYY-MM-DD: that day's record (the days already measured)
+
+
+def quality_experiment_name(cfg: TrackingConfig) -> str:
+    """The experiment holding every model's realized-quality run: '<experiment>-quality'."""
+    return f"{cfg.experiment_name}-quality"
+
+
+def quality_run(cfg: TrackingConfig, name: str) -> tuple[str, dict[str, str]]:
+    """The model's realized-quality run (named after it; created on first use) and its records by ISO day."""
+    from mlflow.entities import Param
+
+    c = client(cfg)
+    exp = ensure_experiment(cfg.model_copy(update={"experiment_name": quality_experiment_name(cfg)}))
+    runs = c.search_runs([exp], filter_string=f"tags.`{QUALITY_MODEL_TAG}` = '{name}'", max_results=1,
+                         order_by=["attributes.start_time ASC"])
+    if runs:
+        run = runs[0]
+    else:
+        note = (f"Realized quality of the champion of '{name}' on each labeled day: metrics realized_<metric> at "
+                f"step YYYYMMDD, timestamped at that day.")
+        run = c.create_run(exp, run_name=name, tags={QUALITY_MODEL_TAG: name, "mlflow.note.content": note})
+        c.log_batch(run.info.run_id, params=[Param("model_name", name)])
+        c.set_terminated(run.info.run_id)  # a finished run still takes the points of later nights
+    records = {k[len(QUALITY_DAY_TAG):]: v for k, v in run.data.tags.items() if k.startswith(QUALITY_DAY_TAG)}
+    return run.info.run_id, records
+
+
+def log_realized_quality(cfg: TrackingConfig, run_id: str, day: date, metrics: dict[str, float], record: str) -> None:
+    """One labeled day's point: `metrics` at step YYYYMMDD, timestamped at the day's start (UTC), and its record tag
+    in the same batch (a day with a tag has been measured)."""
+    import math
+    from datetime import datetime, timezone
+
+    from mlflow.entities import Metric, RunTag
+
+    at = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+    step = int(day.strftime("%Y%m%d"))
+    points = [Metric(k, float(v), at, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+    client(cfg).log_batch(run_id, metrics=points, tags=[RunTag(f"{QUALITY_DAY_TAG}{day.isoformat()}", record)])

@@ -10,9 +10,9 @@ import pytest
 
 from nightshift.errors import DataValidationError
 from nightshift.settings import PROJECT_ROOT
-from tasks.catalogue import load_catalogue
+from tasks.catalogue import CatalogueModel, load_catalogue
 from tasks.demo_data import DEMO_START, demo_day, land_demo_night
-from tasks.sources import join_labels, labeled_window, stage_features
+from tasks.sources import join_labels, labeled_window, landed_quality, stage_features
 
 NIGHT = DEMO_START + timedelta(days=9)
 
@@ -69,10 +69,11 @@ def test_unknown_and_duplicate_label_keys_are_counted_and_dropped(demo, tmp_path
     pd.concat([labels.iloc[5:], extra], ignore_index=True).to_parquet(path)  # 5 rows unlabeled, 1 relabeled
     joined, report = join_labels(churn, DEMO_START, tmp_path)
     assert (report.unknown_keys, report.duplicate_keys, report.labeled) == (2, 0, 395 + 1)
-    pd.concat([labels, labels.iloc[:3]], ignore_index=True).to_parquet(path)
+    relabeled = labels.iloc[:3].assign(churned=1 - labels.churned.iloc[:3])
+    pd.concat([labels, relabeled], ignore_index=True).to_parquet(path)
     joined, report = join_labels(churn, DEMO_START, tmp_path)
     assert (report.unknown_keys, report.duplicate_keys, report.labeled) == (0, 3, 397)
-    assert report.warnings() == [f"3 key(s) labeled more than once for {DEMO_START} (all copies dropped)",
+    assert report.warnings() == [f"3 key(s) given conflicting labels for {DEMO_START} (all copies dropped)",
                                  f"3 of 400 row(s) for {DEMO_START} have no label"]
     labels.drop(columns=["churned"]).to_parquet(path)
     with pytest.raises(DataValidationError, match=r"lack column\(s\) 'churned'"):
@@ -105,3 +106,141 @@ def test_the_night_is_explicit_or_today_in_the_schedules_time_zone() -> None:
     assert resolve_night(date(2026, 11, 25), "UTC") == date(2026, 11, 25)
     for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14 and UTC-11: often different dates
         assert resolve_night(None, zone) == datetime.now(ZoneInfo(zone)).date()
+
+
+# --------------------------------------------------------------------------------------------
+# Joining labels by key on tiny frames: key dtypes, repeated labels, blank keys.
+# --------------------------------------------------------------------------------------------
+DAY = date(2026, 3, 2)
+
+
+def _tiny(tmp_path: Path, rows: dict, labels: dict) -> CatalogueModel:
+    """A model whose rows and labels for DAY are the two given tables."""
+    model = CatalogueModel(name="tiny", features="{state_dir}/rows/{date:%Y-%m-%d}.parquet", label="y",
+                           labels={"source": "{state_dir}/labels/{date:%Y-%m-%d}.parquet", "key": "id",
+                                   "lag_days": 1})
+    for folder, table in (("rows", rows), ("labels", labels)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        pd.DataFrame(table).to_parquet(tmp_path / folder / f"{DAY}.parquet")
+    return model
+
+
+@pytest.mark.parametrize(("row_ids", "label_ids", "row_dtype", "label_dtype"), [
+    ([1, 2, 3], ["1", "2", "3"], "int64", "object"),
+    (["a", "b", "c"], [1, 2, 3], "object", "int64"),
+])
+def test_a_join_key_of_another_type_is_a_clear_error(tmp_path: Path, row_ids, label_ids, row_dtype,
+                                                     label_dtype) -> None:
+    model = _tiny(tmp_path, {"id": row_ids, "x": [0.1, 0.2, 0.3]}, {"id": label_ids, "y": [0, 1, 0]})
+    with pytest.raises(DataValidationError) as err:
+        join_labels(model, DAY, tmp_path)
+    message = str(err.value)
+    for part in ("model 'tiny'", "key column 'id'", f"{tmp_path}/rows/{DAY}.parquet",
+                 f"{tmp_path}/labels/{DAY}.parquet", row_dtype, label_dtype):
+        assert part in message, (part, message)
+
+
+def test_int_and_float_keys_join(tmp_path: Path) -> None:
+    model = _tiny(tmp_path, {"id": [1, 2, 3], "x": [0.1, 0.2, 0.3]}, {"id": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    joined, report = join_labels(model, DAY, tmp_path)
+    assert report.labeled == 3 and joined["y"].tolist() == [0, 1, 0]
+
+
+def test_a_repeated_label_is_kept_once_and_a_conflicting_one_is_dropped(tmp_path: Path) -> None:
+    model = _tiny(tmp_path, {"id": [1, 2, 3, 4], "x": [0.1, 0.2, 0.3, 0.4]},
+                  {"id": [1, 1, 1, 2, 2, 3], "y": [1, 1, 1, 0, 1, 0]})
+    joined, report = join_labels(model, DAY, tmp_path)
+    assert (report.label_rows, report.repeated_labels, report.duplicate_keys, report.labeled) == (6, 2, 1, 2)
+    assert joined.set_index("id")["y"].fillna(-1).to_dict() == {1: 1, 2: -1, 3: 0, 4: -1}
+    assert report.warnings() == [f"2 repeated label row(s) for {DAY} (same key, same label: one copy kept)",
+                                 f"1 key(s) given conflicting labels for {DAY} (all copies dropped)",
+                                 f"2 of 4 row(s) for {DAY} have no label"]
+
+
+def test_label_rows_without_a_key_are_counted(tmp_path: Path) -> None:
+    model = _tiny(tmp_path, {"id": [1, 2], "x": [0.1, 0.2]}, {"id": [1.0, None, 2.0, None], "y": [1, 0, 0, 1]})
+    joined, report = join_labels(model, DAY, tmp_path)
+    assert (report.label_rows, report.missing_keys, report.unknown_keys, report.labeled) == (4, 2, 0, 2)
+    assert report.warnings() == [f"2 label row(s) for {DAY} have no key (dropped)"]
+
+
+# --------------------------------------------------------------------------------------------
+# Realized quality: every labeled day measured once, late labels included, recorded in MLflow.
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def churn_model(tracking):
+    """A small churn model logged once, with a test-time roc_auc no real day reaches (every day degrades)."""
+    from tasks import tracking as tr
+    from tasks.data import infer_features
+    from tasks.train import fit_pipeline
+    from tasks.validate import infer_contract
+
+    frame = demo_day("churned", DEMO_START, 600, 7).drop(columns=["customer_id"])
+    spec = infer_features(frame, "churned")
+    model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 5}, seed=0)
+    run_id = tr.start_run(tracking, "quality-tests")
+    tr.log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), tr.CONTRACT_ARTIFACT)
+    tr.log_metrics(tracking, run_id, {"test_roc_auc": 0.999, "test_accuracy": 0.99})
+    return tr.log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3))
+
+
+@pytest.fixture
+def champion(demo, tracking, churn_model, model_name):
+    """Demo churn (labels 2 days late) under a fresh name, with v1 as its champion."""
+    from tasks import tracking as tr
+
+    version = tr.register_model_version(tracking, model_name, churn_model)
+    tr.set_alias(tracking, model_name, tr.CHAMPION, version)
+    return demo[0].model_copy(update={"name": model_name}), version
+
+
+def test_quality_is_measured_once_per_labeled_day_and_late_labels_are_picked_up(
+        champion, tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import tracking as tr
+
+    model, version = champion
+    loads = []
+    real_load = tr.load_version
+    monkeypatch.setattr(tr, "load_version", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    day = lambda n: DEMO_START + timedelta(days=n)  # noqa: E731
+
+    def night(n: int):
+        return landed_quality(tracking, model, version, labeled_window(model, day(n), tmp_path), day(n), tmp_path)
+
+    _land(model, tmp_path, range(0, 5))
+    first = night(4)  # the record starts at the day whose labels landed tonight (older days trained the champion)
+    assert [q.day for q in first.measured] == [day(2)] and first.newest.day == day(2) and len(loads) == 1
+    assert first.alert_reasons() and first.alert_reasons()[0].startswith("performance degraded")
+    rerun = night(4)  # nothing measured twice, the same night's alert kept, the champion not even loaded
+    assert rerun.measured == [] and rerun.alert_reasons() == first.alert_reasons() and len(loads) == 1
+
+    _land(model, tmp_path, range(5, 6))
+    late = tmp_path / "landing" / "churn" / "labels" / f"{day(3)}.parquet"
+    late.rename(late.with_suffix(".later"))  # day 3's labels miss night 5
+    quiet = night(5)
+    assert quiet.measured == [] and quiet.alert_reasons() == [] and len(loads) == 1  # day 2 does not alarm twice
+
+    _land(model, tmp_path, range(6, 7))
+    late.with_suffix(".later").rename(late)  # ... and land before night 6, with day 4's
+    caught = night(6)
+    assert [q.day for q in caught.measured] == [day(3), day(4)] and len(loads) == 2  # one load for both days
+    assert caught.newest.day == day(4) and [q.day for q in caught.late()] == [day(3)]
+    assert caught.alert_reasons() and all(f"labeled day {day(4)}" in r for r in caught.alert_reasons())
+    assert night(7).measured == [] and night(7).alert_reasons() == []  # nothing new landed for night 7
+    assert night(5).alert_reasons() == []  # a backfill of night 5 still sees what night 5 knew
+
+    run_id, records = tr.quality_run(tracking, model.name)
+    assert sorted(records) == [str(day(n)) for n in (2, 3, 4)]
+    history = tr.client(tracking).get_metric_history(run_id, "realized_roc_auc")
+    assert [m.step for m in history] == [int(f"{day(n):%Y%m%d}") for n in (2, 3, 4)]
+    run = tr.get_run(tracking, run_id)
+    assert run.info.run_name == model.name and run.data.params["model_name"] == model.name
+    assert tr.client(tracking).get_experiment(run.info.experiment_id).name == f"{tracking.experiment_name}-quality"
+    assert {m.key for m in history} == {"realized_roc_auc"} and run.data.metrics["champion_version"] == float(version)
+
+
+def test_labels_that_come_with_the_rows_are_left_to_the_monitor(demo, tracking, tmp_path: Path) -> None:
+    _, fraud = demo
+    _land(fraud, tmp_path, range(0, 2))
+    assert landed_quality(tracking, fraud, "1", labeled_window(fraud, DEMO_START + timedelta(days=1), tmp_path),
+                          DEMO_START + timedelta(days=1), tmp_path) is None
