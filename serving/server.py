@@ -2,7 +2,8 @@
 
 Start with `make serve` or `python -m serving.server [--port 8000]`. Binds 127.0.0.1 by default.
 Every served model answers under `/models/{name}/...`; the top-level routes are the default model's
-(NIGHTSHIFT_MODEL_NAME).
+(NIGHTSHIFT_MODEL_NAME). A model enabled in the catalogue after start-up is served from its first reload; a reload
+that finds no champion alias unloads the model (503 until one is promoted).
 """
 
 from __future__ import annotations
@@ -274,6 +275,23 @@ def served_model_names(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.model_name, *(m.name for m in load_catalogue(path).enabled)]))
 
 
+def not_in_catalogue(settings: Settings, name: str) -> str | None:
+    """None if `name` is an enabled model of the catalogue as it is on disk now, else why not (naming the file)."""
+    from tasks.catalogue import load_catalogue
+
+    path = settings.catalogue_path
+    if not path.exists():
+        return f"there is no catalogue at {path}"
+    try:
+        catalogue = load_catalogue(path)
+    except (NightshiftError, OSError) as exc:
+        return f"the catalogue {path} cannot be read: {exc}"
+    listed = {m.name: m.enabled for m in catalogue.models}
+    if listed.get(name):
+        return None
+    return f"it is {'disabled in' if name in listed else 'not in'} the catalogue {path}"
+
+
 @dataclass
 class ModelSlot:
     """One served model name: its loaded champion (or why there is none) and the lock that serialises its reloads."""
@@ -328,6 +346,17 @@ class ServerState:
             raise ScoringError(404, f"model '{name}' is not served here (served: {', '.join(self.slots)})")
         return self.slots[name]
 
+    async def reload_slot(self, app: FastAPI, name: str) -> ModelSlot:
+        """The slot to reload: a served model's, or a new one for a model enabled in the catalogue since start-up."""
+        if name in self.slots:
+            return self.slots[name]
+        why = await asyncio.to_thread(not_in_catalogue, self.settings, name)  # re-read: it may have been added
+        if why is not None:
+            raise ScoringError(404, f"model '{name}' is not served here (served: {', '.join(self.slots)}) and {why}")
+        slot = self.slots.setdefault(name, ModelSlot(name))  # no await since the check: one slot, one lock per name
+        app.openapi_schema = None  # the {name} enum lists it from now on
+        return slot
+
     async def load(self, concurrency: int = 4) -> None:
         """Load every champion at start-up, a few at a time; one failing leaves the others serving (503 for it)."""
         gate = asyncio.Semaphore(concurrency)
@@ -346,14 +375,28 @@ class ServerState:
         return self.default.served_or_503()
 
     async def reload(self, app: FastAPI, allow_schema_change: bool = False, name: str | None = None) -> JSONResponse:
-        """Load one model's current champion, check its schema, smoke-test it, swap it in; else its old one stays."""
-        slot = self.slot(name or self.settings.model_name)
+        """Load one model's current champion, check its schema, smoke-test it, swap it in; else its old one stays.
+
+        With no champion alias at all (the registry says so; a registry error is not that) the model is unloaded:
+        the server never keeps serving a version the registry no longer names, e.g. after a first promotion was
+        rolled back.
+        """
+        slot = await self.reload_slot(app, name or self.settings.model_name)
         async with slot.reload_lock:
             old = slot.served
             try:
                 candidate = await asyncio.to_thread(load_champion, self.cfg, slot.name)
                 changes = check_schema(old, candidate, allow_schema_change)
                 await asyncio.to_thread(smoke_test, candidate, self.settings.server_latency_budget_ms)
+            except NoChampionError as exc:
+                if old is None:  # nothing served, nothing to serve: unchanged
+                    return JSONResponse({"status": "kept", "model_version": None, "reason": str(exc)},
+                                        status_code=exc.status)
+                slot.served = None  # its routes answer 503 "no champion" from now on
+                slot.load_error, slot.no_champion = str(exc), True
+                app.openapi_schema = None
+                return JSONResponse({"status": "unloaded", "from_version": old.version, "to_version": None,
+                                     "reason": str(exc)})
             except Exception as exc:  # the old model keeps serving whatever went wrong
                 return JSONResponse({"status": "kept", "model_version": old.version if old else None,
                                      "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
@@ -500,12 +543,27 @@ def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
             "schema": per_model[0] if len(per_model) == 1 else {"anyOf": per_model}}}}
     for path, item in paths.items():
         for parameter in item.get("post", item.get("get", {})).get("parameters", []):
-            if path.startswith("/models/{name}") and parameter["name"] == "name":
+            if path.startswith("/models/{name}") and not path.endswith("/reload") and parameter["name"] == "name":
                 parameter["schema"]["enum"] = list(state.slots)  # the served models (503 while one has no champion)
     app.openapi_schema = schema
     return schema
 
 
+_RELOAD = (
+    " Refused (422, old model kept) when the champion's input schema or classes differ from the live model's, "
+    "unless `allow_schema_change=true`; a failed load or smoke test keeps the old model too (4xx/5xx, "
+    "`\"status\": \"kept\"`). When the registry says the model has no `champion` alias at all (a first promotion "
+    "rolled back, an alias removed), a loaded model is unloaded: 200 `\"status\": \"unloaded\"`, and from then on "
+    "its routes answer 503 \"no champion\" (for the default model that includes `/ready`, `/invocations`, `/predict` "
+    "and `/version`, as at a start-up without a champion) until a champion is promoted and reloaded; it never goes on "
+    "serving a version the registry no longer names. A registry that cannot be reached is not \"no alias\": the "
+    "old model stays. With nothing loaded and no champion the answer is 503 `\"status\": \"kept\"`.")
+_MODEL_RELOAD = (
+    " A name that is not served yet is looked up in the catalogue (NIGHTSHIFT_CATALOGUE_PATH) as it is on disk now: "
+    "a model enabled there since start-up is served from this reload on (its champion loaded like any reload; "
+    "listed by `GET /models`); any other name gets 404 naming the catalogue file and why (not in it, disabled, "
+    "unreadable). A model removed from or disabled in the catalogue since start-up keeps being served, and "
+    "reloaded, until the server restarts: dropping it would break its callers without a deploy.")
 _MODEL_PREDICT = (" The body follows model `name`'s own data contract: its `<name>.PredictRequest` schema "
                   "(listed under components; one `anyOf` branch per loaded model).")
 
@@ -551,8 +609,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
 
     @app.post("/reload", summary="Load the default model's champion, smoke-test it, swap atomically (bearer token)",
-              description="Refused (422, old model kept) when the champion's input schema or classes differ from "
-                          "the live model's, unless `allow_schema_change=true`.")
+              description=_RELOAD.lstrip())
     async def reload(credentials: Credentials, allow_schema_change: AllowChange = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
             return refusal
@@ -584,7 +641,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/models/{name}/reload", summary="Reload one model's champion only, smoke-tested, swapped atomically "
                                                "(bearer token)",
-              description="As `/reload`, for model `name` alone (its own lock; the other models are untouched).")
+              description="As `/reload`, for model `name` alone (its own lock; the other models are untouched)."
+                          + _RELOAD + _MODEL_RELOAD)
     async def model_reload(name: ModelName, credentials: Credentials,
                            allow_schema_change: AllowChange = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -260,7 +260,8 @@ def server_urls(server_url: str | list[str] | None) -> list[str]:
 def redeploy(server_url: str | list[str] | None, token: str | None, model_name: str,
              allow_schema_change: bool = False, timeout_seconds: float = 120) -> DeployOutcome:
     """Ask every model server replica to load `model_name`'s champion, in order; all swap or DeployRefused names
-    the replicas that already did (the caller reloads those once the aliases are back).
+    the replicas that already did (the caller reloads those once the aliases are back; with no champion left, a
+    server unloads the model instead of serving the refused version).
 
     A server refuses a model whose input schema differs from the live one unless `allow_schema_change`
     (a gate decision that allowed it, a rollback, or putting the old champion back).
@@ -310,6 +311,22 @@ record_refusal_task = task(record_refusal, name="audit-refusal", **tracking.RETR
 recorded_decision_task = task(recorded_decision, name="read-gate-decision", **tracking.RETRY)
 
 
+def _reload_old_champion(cause: Exception, urls: list[str], token: str | None, name: str, target: str) -> str:
+    """Once the aliases are back, every replica that took v{target} reloads the old champion (with none, a server
+    unloads the model); each is tried. What failed is added to `cause` as a note and returned ('' if nothing)."""
+    failed = []
+    for url in urls:
+        try:
+            redeploy_task([url], token, name, allow_schema_change=True)
+        except DeployRefused as exc:
+            failed.append(str(exc))
+    if not failed:
+        return ""
+    stuck = f"; putting the old champion back failed, so these replicas may still serve v{target}: {'; '.join(failed)}"
+    cause.add_note(stuck[2:])
+    return stuck
+
+
 def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_url: str | list[str] | None,
             token: str | None, expected_champion: str | None = None, action: Literal["promote", "rollback"] = "promote",
             reason: str | None = None, fingerprint: str | None = None,
@@ -356,15 +373,30 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
                 append_audit_task(cfg, audit_record(name, action, reason, state.champion, target, numbers,
                                                     fingerprint))
         except DeployRefused as exc:
-            if exc.swapped:  # the aliases are back: the replicas that took v{target} load the old champion again
-                redeploy_task(exc.swapped, token, name, allow_schema_change=True)
-            append_audit_task(cfg, audit_record(name, "rollback", f"redeploy refused: {exc}", target, state.champion,
-                                                numbers, fingerprint))
+            stuck = _reload_old_champion(exc, exc.swapped, token, name, target)
+            append_audit_task(cfg, audit_record(name, "rollback", f"redeploy refused: {exc}{stuck}", target,
+                                                state.champion, numbers, fingerprint))
             raise
-        except Exception:
+        except Exception as exc:
             if deploy is not None and deploy.status == "deployed":  # the servers took v{target}: back to the old one
-                redeploy_task(deploy.servers, token, name, allow_schema_change=True)
+                _reload_old_champion(exc, deploy.servers, token, name, target)
             raise
     _logger().info("%s: champion v%s -> v%s", name, state.champion, target)
     return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,
                             detail=reason)
+
+
+HOLDOUT_TAG = "nightshift.holdout_day"  # the newest labeled day a catalogue model's version was gated on
+
+
+def champion_is_newer(cfg: TrackingConfig, name: str, champion: str, holdout_day: date) -> str | None:
+    """Why a night should not retrain: the champion was gated on labels at least as new as `holdout_day` (a rerun or
+    backfill of an older night would judge an older window against it); None when tonight's labels are newer."""
+    gated = tracking.version_tags(cfg, name, champion).get(HOLDOUT_TAG)
+    if gated is None or date.fromisoformat(gated) < holdout_day:
+        return None
+    return (f"champion v{champion} was gated on labels of {gated}, not older than this night's newest labeled day "
+            f"{holdout_day}: nothing newer to learn from (an older night rerun or backfilled; force_retrain overrides)")
+
+
+champion_is_newer_task = task(champion_is_newer, name="champion-newer-than-night", **tracking.RETRY)

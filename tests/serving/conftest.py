@@ -8,10 +8,14 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import free_port, wait_until_ok
+
+if TYPE_CHECKING:
+    from tasks.tracking import TrackingConfig
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
 
@@ -24,8 +28,11 @@ class Server:
     log: Path
 
 
-def start_server(model_name: str, log: Path, **env: str) -> Server:
-    """The server on a free port, serving `model_name` alone unless `env` names a catalogue (never the project's)."""
+def start_server(model_name: str, log: Path, wait_for: str = "/ready", **env: str) -> Server:
+    """The server on a free port, serving `model_name` alone unless `env` names a catalogue (never the project's).
+
+    It is up once `wait_for` answers 200: `/ready` needs the default model's champion, `/health` only start-up done.
+    """
     port = free_port()
     environ = {**os.environ, "NIGHTSHIFT_MODEL_NAME": model_name, "NIGHTSHIFT_SERVER_TOKEN": TOKEN,
                "NIGHTSHIFT_SERVER_MAX_ROWS": "500", "NIGHTSHIFT_CATALOGUE_PATH": str(log.with_name("no-models.yaml")),
@@ -33,8 +40,28 @@ def start_server(model_name: str, log: Path, **env: str) -> Server:
     proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--port", str(port)], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    wait_until_ok(proc, f"{url}/ready", log, 120, "model server")
+    wait_until_ok(proc, f"{url}{wait_for}", log, 120, "model server")
     return Server(url, model_name, proc, log)
+
+
+def register_servable(tracking: TrackingConfig, name: str, seed: int = 11) -> str:
+    """A new version of `name` (no alias): a small churn forest with the contract and reference the server loads."""
+    from tasks import tracking as tr
+    from tasks.data import generate_demo, infer_features
+    from tasks.drift import build_reference
+    from tasks.train import fit_pipeline
+    from tasks.validate import infer_contract
+
+    frame = generate_demo(1_000, seed=seed)
+    spec = infer_features(frame, "churned")
+    model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 10, "max_depth": 4}, seed=seed)
+    run_id = tr.start_run(tracking, "servable")
+    logged = tr.log_training(tracking, run_id, params={}, metrics={}, datasets=[], model=model,
+                             input_example=frame[spec.features].head(3),
+                             artifacts={tr.CONTRACT_ARTIFACT: infer_contract(frame, spec).model_dump(mode="json")},
+                             frames={tr.REFERENCE_ARTIFACT: build_reference(model, frame, spec.features, spec.label,
+                                                                            200, 0)})
+    return tr.register_model_version(tracking, name, logged)
 
 
 def stop_server(server: Server) -> None:

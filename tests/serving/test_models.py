@@ -17,7 +17,7 @@ from nightshift.errors import ConfigError
 from nightshift.settings import Settings
 from serving.server import served_model_names
 from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
-from tests.serving.conftest import TOKEN, Server, start_server, stop_server
+from tests.serving.conftest import TOKEN, Server, register_servable, start_server, stop_server
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHURN = [*DEMO_NUMERIC, *DEMO_CATEGORICAL]
@@ -223,3 +223,60 @@ def test_schemathesis_finds_no_server_errors_on_the_model_routes(fleet, tmp_path
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "5 selected" in proc.stdout  # /models and the four non-reload /models/{name}/... operations
+
+
+@pytest.mark.integration
+def test_a_model_catalogued_after_start_up_is_served_from_its_first_reload(prefect_harness, tracking,
+                                                                           tmp_path: Path) -> None:
+    """The first promotion of a newly catalogued model reaches a running server; no champion any more unloads it."""
+    from tasks import tracking as tr
+
+    tag = uuid.uuid4().hex[:6]
+    default, new, off = f"late-default-{tag}", f"late-new-{tag}", f"late-off-{tag}"
+    path = _catalogue(tmp_path / "models.yaml", _entry(off, enabled=False))
+    srv = start_server(default, tmp_path / "server.log", wait_for="/health", NIGHTSHIFT_CATALOGUE_PATH=str(path))
+    try:
+        version = register_servable(tracking, new)
+        tr.move_champion(tracking, new, version)
+        reload = f"{srv.url}/models/{new}/reload"
+        unknown = httpx.post(reload, headers=AUTH, timeout=120)
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["message"] == (f"model '{new}' is not served here (served: {default}) and it is not in "
+                                             f"the catalogue {path}")
+        _catalogue(path, _entry(off, enabled=False), _entry(new, enabled=False))
+        assert f"it is disabled in the catalogue {path}" in httpx.post(reload, headers=AUTH).json()["message"]
+        path.write_text("models: [")
+        assert f"the catalogue {path} cannot be read: " in httpx.post(reload, headers=AUTH).json()["message"]
+
+        _catalogue(path, _entry(off, enabled=False), _entry(new))  # what adding a model to the catalogue does
+        assert httpx.post(reload).status_code == 401  # the token is checked before the catalogue is read
+        online = httpx.post(reload, headers=AUTH, timeout=120)
+        assert online.status_code == 200, online.text
+        assert online.json() == {"status": "swapped", "from_version": None, "to_version": version, "schema_changes": []}
+        assert httpx.post(f"{srv.url}/models/{new}/predict", json={"rows": _churn_rows(2)}).status_code == 200
+        listing = httpx.get(f"{srv.url}/models").json()["models"]
+        assert list(listing) == [default, new] and listing[new]["model_version"] == version
+        schema = httpx.get(f"{srv.url}/openapi.json").json()
+        assert schema["paths"]["/models/{name}/ready"]["get"]["parameters"][0]["schema"]["enum"] == [default, new]
+        assert f"{new}.PredictRequest" in schema["components"]["schemas"]
+
+        _catalogue(path, _entry(off, enabled=False))  # removed again: served (and reloadable) until a restart
+        again = httpx.post(reload, headers=AUTH, timeout=120)
+        assert again.status_code == 200 and again.json()["to_version"] == version
+
+        tr.restore_aliases(tracking, new, tr.AliasState(None, None))  # e.g. its first promotion rolled back
+        unloaded = httpx.post(reload, headers=AUTH, timeout=120)
+        assert unloaded.status_code == 200, unloaded.text
+        assert unloaded.json() == {"status": "unloaded", "from_version": version, "to_version": None,
+                                   "reason": f"model '{new}' has no 'champion' alias yet: nothing to serve"}
+        for method, route in [("get", "ready"), ("get", "version"), ("post", "predict"), ("post", "invocations")]:
+            gone = httpx.request(method, f"{srv.url}/models/{new}/{route}", json={"rows": _churn_rows(2)})
+            assert gone.status_code == 503 and "has no 'champion' alias yet" in gone.json()["message"], gone.text
+        assert httpx.get(f"{srv.url}/models").json()["models"][new]["status"].startswith("no champion yet: ")
+        nothing = httpx.post(reload, headers=AUTH, timeout=120)
+        assert nothing.status_code == 503 and nothing.json()["status"] == "kept"
+        tr.move_champion(tracking, new, version)
+        back = httpx.post(reload, headers=AUTH, timeout=120)
+        assert back.json() == {"status": "swapped", "from_version": None, "to_version": version, "schema_changes": []}
+    finally:
+        stop_server(srv)

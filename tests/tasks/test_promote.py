@@ -126,14 +126,17 @@ def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, mon
         assert time.monotonic() - started < 2
 
 
-def _replica(status: int = 200) -> tuple[str, list[str], object]:
-    """A stand-in model server answering every reload with `status`, recording the paths it was asked for."""
+def _replica(status: int = 200, *later: int) -> tuple[str, list[str], object]:
+    """A stand-in model server answering reloads with `status`, then `later` ones in turn (the last one repeats),
+    recording the paths it was asked for."""
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     reloads: list[str] = []
+    statuses = [status, *later]
 
     class Server(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server API
+            status = statuses[min(len(reloads), len(statuses) - 1)]
             reloads.append(self.path)
             self.send_response(status)
             self.end_headers()
@@ -204,6 +207,56 @@ def test_replicas_all_swap_or_none(tracking, versions) -> None:
     assert outcome.deploy.servers == [u for u, _, _ in ok] and outcome.deploy.detail.startswith("2 replicas swapped")
     for _, _, server in ok:
         server.shutdown()
+
+
+def test_every_replica_that_swapped_is_put_back_even_when_one_of_them_fails(tracking, versions) -> None:
+    """The first replica cannot load the old champion again: the second is still put back, and the audit says so."""
+    replicas = [_replica(200, 503), _replica(), _replica(status=422)]
+    tr.move_champion(tracking, versions, "1")
+    with pytest.raises(DeployRefused, match=r"refused the new model \(422\)") as refused:
+        promote(tracking, versions, decision_for("2", True, "1"), server_url=[u for u, _, _ in replicas], token="t")
+    path = f"/models/{versions}/reload"
+    assert [r for _, r, _ in replicas] == [[path, f"{path}?allow_schema_change=true"]] * 2 + [[path]]
+    assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
+    stuck = f"{replicas[0][0]} refused the new model (503)"
+    assert any("these replicas may still serve v2" in note and stuck in note for note in refused.value.__notes__)
+    last = tr.read_audit(tracking, versions)[-1]
+    assert last.action == "rollback" and "may still serve v2" in last.reason and stuck in last.reason
+    for _, _, server in replicas:
+        server.shutdown()
+
+
+@pytest.mark.integration
+def test_a_refused_first_promotion_leaves_no_replica_serving_it(tracking, model_name, tmp_path) -> None:
+    """No champion before; replica 1 swaps, replica 2 refuses (another token): replica 1 unloads the model again."""
+    from urllib.parse import quote
+
+    import httpx
+
+    from tests.serving.conftest import TOKEN, register_servable, start_server, stop_server
+
+    version = register_servable(tracking, model_name)  # the servers' default model: /ready follows it too
+    replicas = [start_server(model_name, tmp_path / "1.log", wait_for="/health")]
+    try:
+        replicas.append(start_server(model_name, tmp_path / "2.log", wait_for="/health",
+                                     NIGHTSHIFT_SERVER_TOKEN="another-token"))
+        with pytest.raises(DeployRefused, match=rf"{replicas[1].url} refused the new model \(403\)") as refused:
+            promote(tracking, model_name, decision_for(version, True), server_url=[r.url for r in replicas],
+                    token=TOKEN)
+        assert refused.value.swapped == [replicas[0].url] and not getattr(refused.value, "__notes__", [])
+        assert tr.alias_state(tracking, model_name) == tr.AliasState(None, None)
+        assert [(r.action, r.from_version, r.to_version) for r in tr.read_audit(tracking, model_name)] == [
+            ("rollback", version, None)]
+        for replica in replicas:
+            for route in ("ready", "version", f"models/{quote(model_name, safe='')}/ready"):
+                answer = httpx.get(f"{replica.url}/{route}")
+                assert answer.status_code == 503, (replica.url, route, answer.text)
+                assert f"model '{model_name}' has no 'champion' alias yet" in answer.json()["message"]
+        status = httpx.get(f"{replicas[0].url}/models").json()["models"][model_name]["status"]
+        assert status.startswith("no champion yet: ")
+    finally:
+        for replica in replicas:
+            stop_server(replica)
 
 
 def _register(tracking, name: str, frame, label: str, gate_passed: bool | None = None) -> str:
