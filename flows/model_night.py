@@ -18,7 +18,7 @@ from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
 from tasks.catalogue import load_catalogue
 from tasks.data import DatasetParams
-from tasks.promote import alias_state_task
+from tasks.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
 from tasks.sources import (build_labeled_window_task, emit_missing_data, labeled_window_task, landed_quality_task,
                            resolve_night, stage_features_task)
 from tasks.tracking import TrackingConfig
@@ -35,7 +35,8 @@ class ModelNightParams(BaseModel):
     model_name: str = Field(..., pattern=MODEL_NAME_PATTERN, title="Model",
                             description="A model of the catalogue (models.yaml).")
     night: date | None = Field(None, title="Night", description="Empty: the scheduled start's date in the model's "
-                                                                "time zone (today for a manual run).")
+                                                                "time zone, minus its night offset (from now for "
+                                                                "a manual run).")
     force_retrain: bool = Field(False, title="Force retrain", description="Retrain even without drift or degradation.")
     reason: str | None = Field(None, max_length=500, title="Trigger reason", description="Why this run was started.")
     trigger: TriggerEvent | None = Field(None, title="Trigger event", description="Filled in by an automation.")
@@ -52,7 +53,7 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     model = load_catalogue_task(settings.catalogue_path).get(params.model_name)
-    night = resolve_night(params.night, model.schedule.timezone)
+    night = resolve_night(params.night, model.schedule.timezone, model.schedule.night_offset_days)
     champion = alias_state_task(cfg, model.name).champion
 
     # 1. Tonight's rows (every file its template names), validated and drift-checked against the champion.
@@ -83,6 +84,10 @@ def model_night(params: ModelNightParams) -> NightlyResult:
         return finish(result(action="no-retrain", champion_after=champion), "nothing drifted or degraded")
     if window.holdout_day is None or not window.window:
         return finish(result(action="no-labels", champion_after=champion), f"retrain wanted: {window.describe()}")
+    newer = champion_is_newer_task(cfg, model.name, champion, window.holdout_day) if champion and not \
+        params.force_retrain else None
+    if newer:
+        return finish(result(action="champion-newer", champion_after=champion), newer)
     files = build_labeled_window_task(model, window, settings.state_dir)
     for warning in files.warnings:
         get_run_logger().warning("%s", warning)
@@ -94,7 +99,7 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     # 3. A challenger trained once per window, gated on the newest labeled day, promoted or refused.
     dataset = DatasetParams(source=files.window_path, label=model.label, exclude_columns=list(model.non_features))
     challenger = challenger_for(cfg, model.name, dataset, files.fingerprint, reasons, model.estimator,
-                                model.cv_folds, params.seed)
+                                model.cv_folds, params.seed, tags={HOLDOUT_TAG: window.holdout_day.isoformat()})
     return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
                             files.fingerprint, result)
 
