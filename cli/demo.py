@@ -1,108 +1,348 @@
-"""`make demo`: a week of nights on the bundled demo stream, offline, on embedded defaults."""
+"""`make demo`: a week of the model catalogue's nights for its two demo models, offline, on embedded defaults.
+
+The demo uses the real catalogue (settings.catalogue_path, i.e. models.yaml) and its demo models `demo-churn`
+(labels land two days late, joined by customer_id) and `demo-fraud` (labels inline, several files a night). Before
+each night it lands that night's files where the catalogue's templates look ({state_dir}/landing/...), then runs
+both models' `model-night` flows side by side in two threads, exactly as the `fleet` flow runs them in-process, and
+keeps each night's full NightlyResult (the fleet's summary rows carry only action and champion, and a model-night
+run inside the fleet's task does not persist its result, so it cannot be read back from the API). The week ends
+with one table per model and where to look.
+
+The week is generated, never scripted: the demo world changes and the nights decide. Churn's customers start
+churning for other reasons on the week's third day (its labels show it two nights later) and a campaign brings
+other customers on the last day (covariate drift); fraud's feed is down on the third day (nothing lands: a
+'no-data' night, then a gap in its training window) and spending and fraud patterns move from the fifth day.
+
+Running it again: the demo models keep their catalogue names (the model server serves models by those names), so
+their champions and history carry over, as they would in production. Each run lands and runs the next calendar
+week after the last one that fully landed (week 1 is 2026-01-01..07, week 2 the seven days after, ...); the demo
+world flips back and forth week by week, so every week has something to react to. A week interrupted half way is
+run again from its first night (nights already run are idempotent). Delete the state dir (.nightshift/) to start
+over from week 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
-import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+
+    from flows.nightly import NightlyResult
+    from tasks.catalogue import CatalogueModel
+    from tasks.demo_data import DemoDrift
+    from tasks.evaluate import GateDecision
+
+CHURN, FRAUD = "demo-churn", "demo-fraud"
+WEEK_NIGHTS = 7
+# Days of the week (0 = the first night) on which the demo world changes.
+CHURN_CONCEPT_DAY = 2  # churn's concept flips from this day (and back the next week)
+CHURN_CROWD_DAY = 6  # a campaign brings churn other customers: covariate and category-mix drift, that day only
+FRAUD_OUTAGE_DAY = 2  # nothing lands for fraud
+FRAUD_SHIFT_DAY = 4  # fraud's world flips from this day (and back the next week)
+GATED = ("no-labels", "promoted", "refused", "already-decided", "already-promoted", "superseded")
+
+
+@dataclass(frozen=True)
+class DemoNight:
+    """One night of the demo week: its date, what the world does, and which models' features do not land."""
+
+    night: date
+    story: str
+    missing: frozenset[str] = field(default_factory=frozenset)
+
+
+def _index(day: date) -> int:
+    from tasks.demo_data import DEMO_START
+
+    return (day - DEMO_START).days
+
+
+def flipped(day: date, flip_day: int) -> bool:
+    """Whether a world that flips on `flip_day` of every week (and back the next week) is flipped on `day`."""
+    index = _index(day)
+    return index >= flip_day and ((index - flip_day) // WEEK_NIGHTS) % 2 == 0
+
+
+def world(model_name: str, day: date) -> DemoDrift:
+    """The world a demo model's `day` is drawn from (labels landing days later are regenerated from the same one)."""
     from tasks.demo_data import DemoDrift
 
+    if model_name == FRAUD:  # for fraud, `concept` moves spending online and abroad and changes what fraud looks like
+        return DemoDrift(concept=1.0 if flipped(day, FRAUD_SHIFT_DAY) else 0.0)
+    crowd = _index(day) % WEEK_NIGHTS == CHURN_CROWD_DAY
+    return DemoDrift(concept=1.0 if flipped(day, CHURN_CONCEPT_DAY) else 0.0,
+                     covariate_shift=1.0 if crowd else 0.0, category_mix=0.5 if crowd else 0.0)
 
-def _nights() -> list[tuple[int, DemoDrift, bool, str]]:
-    """The week: (day, drift injected that day, retrain forced, label)."""
-    from tasks.demo_data import DemoDrift
 
-    quiet, concept = DemoDrift(), DemoDrift(concept=1.0)
-    return [
-        (1, quiet, False, "first night"),
-        (2, quiet, False, "quiet"),
-        (3, DemoDrift(covariate_shift=1.2, category_mix=0.6), False, "covariate + category mix"),
-        (4, quiet, False, "quiet"),
-        (5, concept, False, "concept drift"),
-        (6, concept, False, "concept persists"),
-        (7, concept, True, "retrain forced from the UI"),
-    ]
+def week_plan(week: int, nights: int = WEEK_NIGHTS) -> list[DemoNight]:
+    """The first `nights` nights of demo week `week` (0 = the first), each with what the world does."""
+    from tasks.demo_data import DEMO_START
+
+    plan = []
+    for d in range(nights):
+        story = []
+        if d == 0:
+            story.append("first night: no models yet" if week == 0 else f"week {week + 1} starts")
+        if d == CHURN_CONCEPT_DAY:
+            story.append("churn: customers " + ("churn for the old reasons again" if week % 2 else
+                                                "start churning for other reasons") + " (labels land in 2 days)")
+        if d == FRAUD_OUTAGE_DAY:
+            story.append("fraud: feed down, nothing lands")
+        if d == FRAUD_SHIFT_DAY:
+            story.append("fraud: " + ("spending and fraud move back to the old patterns" if week % 2 else
+                                      "spending moves online and abroad, fraud looks different"))
+        if d == CHURN_CROWD_DAY:
+            story.append("churn: a campaign brings other customers (spend, sessions, plan and region mix)")
+        plan.append(DemoNight(DEMO_START + timedelta(days=week * WEEK_NIGHTS + d), "; ".join(story) or "quiet",
+                              frozenset({FRAUD} if d == FRAUD_OUTAGE_DAY else ())))
+    return plan
+
+
+def next_week(models: list[CatalogueModel], state_dir: Path) -> int:
+    """The first demo week whose last night has not landed for every demo model (0 on a fresh state dir)."""
+    from tasks.catalogue import resolve_files
+    from tasks.demo_data import DEMO_START
+
+    week = 0
+    while all(resolve_files(m.features, DEMO_START + timedelta(days=(week + 1) * WEEK_NIGHTS - 1), state_dir)[1]
+              for m in models):
+        week += 1
+    return week
+
+
+def land(model: CatalogueModel, night: DemoNight, state_dir: Path, rows: int, seed: int) -> str:
+    """Write what lands for `model` tonight where its catalogue entry looks; returns what landed, in words."""
+    from tasks.demo_data import DEMO_START, land_demo_night
+
+    if model.name in night.missing:
+        return "features missing"
+    written = land_demo_night(model, night.night, state_dir, rows=rows, seed=seed, files=3,
+                              drift_for=lambda day: world(model.name, day))
+    if model.labels is None:
+        return f"{rows} rows in {len(written)} files, labeled"
+    labeled = night.night - timedelta(days=model.labels.lag_days)
+    return f"{rows} rows; labels of {labeled:%m-%d}" if labeled >= DEMO_START else f"{rows} rows; no labels yet"
+
+
+def run_night(model_name: str, night: date) -> tuple[str, NightlyResult | None, str, float]:
+    """One model's night, as the fleet runs it in-process; (state name, result, failure message, seconds)."""
+    from flows.model_night import ModelNightParams, model_night
+
+    started = time.perf_counter()
+    state = model_night(ModelNightParams(model_name=model_name, night=night), return_state=True)
+    took = time.perf_counter() - started
+    if not state.is_completed():
+        return state.name or "Failed", None, state.message or "", took
+    return state.name or "Completed", state.result(), "", took
+
+
+@dataclass
+class Row:
+    """One model's night as the demo saw it: what landed, how the run ended, its result and the days it gated on."""
+
+    night: DemoNight
+    landed: str
+    state: str = "not run"
+    result: NightlyResult | None = None
+    message: str = ""
+    seconds: float = 0.0
+    gated_on: str = "-"
+
+
+def gated_on(model: CatalogueModel, night: date, state_dir: Path, result: NightlyResult | None) -> str:
+    """The labeled days a night trained and was judged on, as it saw them (recomputed from the landed files)."""
+    from tasks.sources import labeled_window
+
+    if result is None or result.action not in GATED:
+        return "-"
+    window = labeled_window(model, night, state_dir)
+    if window.holdout_day is None:
+        return "no labeled day yet"
+    if not window.window:
+        return f"judge {window.holdout_day:%m-%d}; nothing to train on"
+    gaps = [d for d in window.missing if d >= window.window[0]]
+    return (f"judge {window.holdout_day:%m-%d}; train {window.window[0]:%m-%d}..{window.window[-1]:%m-%d} "
+            f"({len(window.window)} d)" + (f", {', '.join(f'{d:%m-%d}' for d in gaps)} missing" if gaps else ""))
+
+
+def run_week(models: list[CatalogueModel], plan: list[DemoNight], state_dir: Path, rows: int, seed: int,
+             progress: Progress, bar: TaskID) -> dict[str, list[Row]]:
+    """Land and run each night in order, the models of a night side by side; one row per model and night."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, list[Row]] = {m.name: [] for m in models}
+    with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="model-night") as pool:
+        for night in plan:
+            progress.update(bar, description=f"{night.night:%a %m-%d}: {night.story}")
+            landed = {m.name: land(m, night, state_dir, rows, seed) for m in models}
+            futures = {m.name: pool.submit(run_night, m.name, night.night) for m in models}
+            for m in models:
+                row = Row(night, landed[m.name], *futures[m.name].result())
+                row.gated_on = gated_on(m, night.night, state_dir, row.result)
+                out[m.name].append(row)
+            progress.advance(bar)
+    return out
+
+
+def _reasons(result: NightlyResult) -> str:
+    """Why the night retrained, a few words per reason (details are in the run's artifacts)."""
+    return "; ".join(dict.fromkeys(r.split(":")[0].split(" (")[0] for r in result.retrain_reasons)) or "-"
+
+
+def _validation(result: NightlyResult) -> str:
+    """The night's data-contract check in a few words."""
+    if result.action == "no-data":
+        return "no data"
+    text = result.validation
+    if " rows valid (" in text:
+        count = int(text.split(" rows valid (")[1].split(" ")[0])
+        return "ok" if not count else f"ok, {count} warning{'s' if count > 1 else ''}"
+    return text
+
+
+def _versus(result: NightlyResult) -> str:
+    """Challenger vs champion on the holdout, with the CI of the improvement."""
+    d = result.decision
+    if d is None:
+        return "-"
+    versus = (f" vs {d.champion:.3f} ({d.ci_low:+.3f}..{d.ci_high:+.3f})" if d.champion is not None and
+              d.ci_low is not None and d.ci_high is not None else " (first model)")
+    return f"v{result.challenger_version or '?'} {d.challenger:.3f}{versus}"
+
+
+def _why(decision: GateDecision) -> str:
+    """The gate's refusal in a few words (the full reason is in the gate artifact and the audit trail)."""
+    reason = decision.reason
+    if "misses the" in reason:
+        return f"misses the {'floor' if 'floor' in reason else 'ceiling'} {decision.absolute_floor}"
+    if reason.startswith("not measurably better"):
+        return "not measurably better"
+    if "slice" in reason and "regressed" in reason:
+        return "a slice regressed"
+    return reason.split(":")[0][:60]
+
+
+def model_table(model: CatalogueModel, rows: list[Row]) -> Table:
+    """One model's week: a row per night."""
+    from rich.table import Table
+
+    lag = f"labels land {model.labels.lag_days} days late" if model.labels else "labels come with the rows"
+    table = Table(title=f"{model.name} ({model.estimator.kind}): {lag}; trains on up to {model.window_days} "
+                        f"labeled days, judged on the newest", title_justify="left")
+    for column in ("night", "landed", "validation", "drift", "retrain because", "gated on",
+                   "challenger vs champion (CI)", "action", "champion", "took"):
+        table.add_column(column, overflow="fold", justify="right" if column == "took" else "left")
+    for row in rows:
+        r, day, took = row.result, f"{row.night.night:%a %m-%d}", f"{row.seconds:.0f} s"
+        if r is None:
+            table.add_row(day, row.landed, "-", "-", "-", "-", row.message[:300], f"[red]{row.state}", "-", took)
+            continue
+        colour = {"promoted": "green", "refused": "yellow", "no-data": "red"}.get(r.action)
+        action = f"[{colour}]{r.action}[/]" if colour else r.action
+        if r.decision is not None and not r.decision.promote:
+            action += f": {_why(r.decision)}"
+        table.add_row(day, row.landed, _validation(r), "-" if r.drift_share is None else f"{r.drift_share:.2f}",
+                      _reasons(r), row.gated_on, _versus(r), action,
+                      f"v{r.champion_after}" if r.champion_after else "-", took)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Simulate the nights, print one table row per night and where to look; returns an exit code."""
-    parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__)
-    parser.add_argument("--rows", type=int, default=8_000, help="labeled rows arriving each night")
-    parser.add_argument("--reference-rows", type=int, default=20_000, help="rows of the initial reference data")
-    parser.add_argument("--model-name", default=None, help="registered model (default: a fresh demo-<id> name)")
-    parser.add_argument("--seed", type=int, default=42)
+    """Land and run a week of the catalogue's demo models, print one table per model; returns an exit code."""
+    started = time.perf_counter()
+    parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=6_000,
+                        help="rows landing per model and night (default 6000; below ~5000 a first model's drift "
+                             "reference has <= 1000 rows and Evidently's p-value tests raise false drift)")
+    parser.add_argument("--nights", type=int, default=WEEK_NIGHTS, choices=range(1, WEEK_NIGHTS + 1),
+                        metavar="{1..7}", help="run only the week's first nights (default 7)")
+    parser.add_argument("--seed", type=int, default=42, help="seeds the demo data (default 42)")
     args = parser.parse_args(argv)
+    if args.rows < 100:
+        parser.error("--rows must be at least 100")
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the table tells the story; the UI has the logs
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the tables tell the story; the UI has the logs
+    # A new ephemeral server (fresh database) on a busy 2-core machine can need more than Prefect's 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
     from nightshift.settings import apply_prefect_defaults, get_settings
 
     settings = get_settings()
     apply_prefect_defaults(settings)
+    from prefect.client.orchestration import get_client
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
-    from flows.nightly import NightlyParams, nightly
-    from flows.train import EstimatorParams
-    from tasks.data import DatasetParams
-    from tasks.evaluate import GateConfig
+    from nightshift.errors import ConfigError
+    from tasks.catalogue import load_catalogue
+    from tasks.tracking import TrackingConfig, alias_state
 
-    name = args.model_name or f"demo-{uuid.uuid4().hex[:6]}"
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.rule(f"[bold]nightshift demo: a week of nights for model '{name}'")
-    console.print(f"State: {settings.state_dir}   MLflow: {settings.tracking_uri}")
-    nights = _nights()
-    started = time.perf_counter()
-    results = []
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 180)
+    try:
+        catalogue = load_catalogue(settings.catalogue_path)
+        models = [catalogue.get(name) for name in (CHURN, FRAUD)]
+    except ConfigError as exc:
+        console.print(f"[red]The demo needs the catalogue's demo models: {exc}")
+        return 2
+    state_dir = settings.state_dir
+    week = next_week(models, state_dir)
+    plan = week_plan(week, args.nights)
+    cfg = TrackingConfig.from_settings(settings)
+    before = {m.name: alias_state(cfg, m.name).champion for m in models}
+
+    console.rule(f"[bold]nightshift demo: week {week + 1} of the catalogue's demo models, "
+                 f"{plan[0].night} .. {plan[-1].night}")
+    console.print(f"Catalogue: {settings.catalogue_path}   State: {state_dir}   MLflow: {settings.tracking_uri}",
+                  highlight=False)
+    if any(before.values()):
+        console.print("Champions carry over from the last run (" +
+                      ", ".join(f"{n} v{v}" if v else f"{n} none" for n, v in before.items()) +
+                      "): this run lands the next week.", highlight=False)
+    for night in plan:
+        console.print(f"  {night.night:%a %m-%d}  {night.story}", highlight=False)
+    # The flows' own prints go to their run logs; with two flows in threads Prefect's print patch can come undone
+    # for one of them, so stray prints are swallowed here (the console keeps the real stdout).
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nights"),
-                  TimeElapsedColumn(), console=console) as progress:
-        bar = progress.add_task("starting Prefect…", total=len(nights))
-        for i, (day, drift, force, label) in enumerate(nights):
-            progress.update(bar, description=f"night {day}: {label}")
-            batches = [DatasetParams(source="demo", day=d, rows=args.rows, drift=nights[j][1])
-                       for j, (d, *_rest) in enumerate(nights[: i + 1])][-2:]
-            params = NightlyParams(
-                model_name=name, batches=batches,
-                # The reference seeds the first models; later the window slides over recent nights only.
-                reference=DatasetParams(source="demo", day=0, rows=args.reference_rows) if day <= 2 else None,
-                window=2, force_retrain=force,
-                estimator=EstimatorParams(param_grid={"n_estimators": [60], "max_depth": [12], "min_samples_leaf": [5]}),
-                cv_folds=3, gate=GateConfig(metric="roc_auc", resamples=500, absolute_floor=0.6, slice_columns=["plan"]),
-                seed=args.seed,
-            )
-            results.append((day, label, nightly(params)))
-            progress.advance(bar)
-    elapsed = time.perf_counter() - started
+                  TimeElapsedColumn(), console=console, redirect_stdout=False) as progress, \
+            contextlib.redirect_stdout(io.StringIO()):
+        bar = progress.add_task("starting Prefect…", total=len(plan))
+        with get_client(sync_client=True) as client:  # the embedded server, started before two threads want it
+            client.api_healthcheck()
+        rows = run_week(models, plan, state_dir, args.rows, args.seed, progress, bar)
 
-    table = Table(title=f"{name}: one row per night ({elapsed:.0f} s)", show_lines=False)
-    for column in ("night", "injected", "rows", "validation", "drift share", "retrain because",
-                   "challenger vs champion (CI)", "decision", "champion"):
-        table.add_column(column, overflow="fold")
-    for day, label, r in results:
-        d = r.decision
-        vs = "-"
-        if d is not None:
-            vs = f"{d.challenger:.3f}" + (f" vs {d.champion:.3f} ({d.ci_low:+.3f}..{d.ci_high:+.3f})"
-                                           if d.champion is not None else " (floor)")
-        table.add_row(str(day), label, str(r.rows), "ok" if "valid" in r.validation or "checked" in r.validation else r.validation,
-                      "-" if r.drift_share is None else f"{r.drift_share:.2f}",
-                      "; ".join(x.split(":")[0] for x in r.retrain_reasons) or "-", vs, r.action,
-                      f"v{r.champion_after}" if r.champion_after else "-")
-    console.print(table)
-    reports = [r.report for _, _, r in results if r.report]
+    for m in models:
+        console.print(model_table(m, rows[m.name]))
+    failed = [f"{n} {r.night.night}" for n, rs in rows.items() for r in rs if r.result is None]
+    reports = [r.result.report for rs in rows.values() for r in rs if r.result and r.result.report]
     console.rule("Where to look")
-    console.print("Prefect UI:  make server      → http://127.0.0.1:4200 (flow runs, task states, gate + drift artifacts)")
-    console.print("MLflow UI:   make mlflow-ui   → http://127.0.0.1:5000 (runs, model versions and aliases, audit experiment)")
-    console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {name}")
+    console.print("Prefect UI:  make server      → http://127.0.0.1:4200 (model-night runs: validation, drift and "
+                  "gate artifacts)")
+    console.print("MLflow UI:   make mlflow-ui   → http://127.0.0.1:5000 (runs, model versions and aliases, audit "
+                  "experiment)")
+    for m in models:
+        console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {m.name}")
+    console.print(f"Landed files: {state_dir / 'landing'}  (.venv/bin/python -m cli.catalogue resolve --date "
+                  f"{plan[-1].night})", highlight=False)
     if reports:
-        console.print(f"Latest drift report: {reports[-1]}")
-    console.print(f"Wall time: {elapsed:.1f} s")
-    return 0
+        console.print(f"Latest drift report: {reports[-1]}", highlight=False)
+    console.print(f"Run `make demo` again for week {week + 2}: the champions carry over.")
+    if failed:
+        console.print(f"[red]{len(failed)} model-night(s) failed: {', '.join(failed)}")
+    console.print(f"Wall time: {time.perf_counter() - started:.1f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

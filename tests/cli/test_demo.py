@@ -1,0 +1,92 @@
+"""`make demo` (`python -m cli.demo`): the catalogue's demo week, planned from the calendar, told by real nights."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from cli.demo import CHURN, FRAUD, WEEK_NIGHTS, main, next_week, week_plan, world
+from nightshift.settings import get_settings
+from tasks.catalogue import load_catalogue
+from tasks.demo_data import DEMO_START, land_demo_night
+
+
+def test_the_week_flips_each_world_once_and_back_the_next_week() -> None:
+    plan = week_plan(0)
+    assert [n.night for n in plan] == [DEMO_START + timedelta(days=d) for d in range(WEEK_NIGHTS)]
+    assert [sorted(n.missing) for n in plan] == [[], [], [FRAUD], [], [], [], []]
+    assert [world(FRAUD, n.night).concept for n in plan] == [0, 0, 0, 0, 1, 1, 1]
+    assert [world(CHURN, n.night).concept for n in plan] == [0, 0, 1, 1, 1, 1, 1]
+    assert [world(CHURN, n.night).covariate_shift for n in plan] == [0, 0, 0, 0, 0, 0, 1.0]
+    second = week_plan(1)
+    assert second[0].night == DEMO_START + timedelta(days=WEEK_NIGHTS) and "week 2 starts" in second[0].story
+    assert [world(FRAUD, n.night).concept for n in second] == [1, 1, 1, 1, 0, 0, 0]
+    assert [world(CHURN, n.night).concept for n in second] == [1, 1, 0, 0, 0, 0, 0]
+    assert [n.night for n in week_plan(0, nights=3)] == [n.night for n in plan[:3]]
+
+
+def test_each_run_takes_the_next_week_that_has_not_fully_landed(tmp_path: Path) -> None:
+    models = [load_catalogue(get_settings().catalogue_path).get(name) for name in (CHURN, FRAUD)]
+    last = DEMO_START + timedelta(days=WEEK_NIGHTS - 1)
+    assert next_week(models, tmp_path) == 0
+    land_demo_night(models[0], last, tmp_path, rows=20)
+    assert next_week(models, tmp_path) == 0  # fraud's last night is missing: the week is run again
+    land_demo_night(models[1], last, tmp_path, rows=20)
+    assert next_week(models, tmp_path) == 1
+
+
+def _table(out: str, model: str) -> list[dict[str, str]]:
+    """One model's printed table as rows of {column: text} (cells folded over several lines joined again)."""
+    text = out.split(f"\n{model} (", 1)[-1].split("Where to look")[0]
+    text = re.split(r"\ndemo-\w+ \(", text)[0]  # up to the next model's table
+    header: list[str] = []
+    rows: list[list[str]] = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if line.startswith("┃"):
+            header = [" ".join(p for p in pair if p) for pair in zip(header, cells)] if header else cells
+        elif line.startswith("│") and re.fullmatch(r"\w{3} \d\d-\d\d", cells[0]):
+            rows.append(cells)
+        elif line.startswith("│") and rows:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells)]
+    return [dict(zip(header, r)) for r in rows]
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The real catalogue's demo models in a fresh state dir and MLflow store: the story happens, it is not printed."""
+    from tasks import tracking as tr
+    from tasks.tracking import TrackingConfig
+
+    monkeypatch.setenv("NIGHTSHIFT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("NIGHTSHIFT_MLFLOW_ARTIFACT_LOCATION", (tmp_path / "artifacts").as_uri())
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "week 1 of the catalogue's demo models, 2026-01-01 .. 2026-01-07" in out and "Where to look" in out
+    churn, fraud = _table(out, CHURN), _table(out, FRAUD)
+    nights = [f"{n.night:%a %m-%d}" for n in week_plan(0)]
+    assert [r["night"] for r in churn] == [r["night"] for r in fraud] == nights
+    churn_actions, fraud_actions = ([r["action"].split(":")[0] for r in t] for t in (churn, fraud))
+    # Churn's labels land two days late: nothing to gate on until night 4, which judges day 2 after training on day 1.
+    assert churn_actions[:4] == ["no-labels"] * 3 + ["promoted"], churn
+    assert churn[2]["landed"] == "6000 rows; labels of 01-01" and churn[2]["gated on"].startswith("judge 01-01;")
+    assert churn[3]["gated on"] == "judge 01-02; train 01-01..01-01 (1 d)" and churn[3]["champion"] == "v1"
+    # Its customers change on day 3: seen on night 5 (refused: nothing changed to learn from yet), learnt later.
+    assert churn_actions[4] == "refused" and "performance degraded" in churn[4]["retrain because"], churn
+    assert "promoted" in churn_actions[5:], churn
+    # Fraud: labels inline (first model on night 2), feed down on night 3, world moves on night 5.
+    assert fraud_actions[:4] == ["no-labels", "promoted", "no-data", "no-retrain"], fraud
+    assert fraud[2]["landed"] == "features missing" and "01-03 missing" in fraud[4]["gated on"]
+    assert fraud_actions[4] == "refused" and "data drift" in fraud[4]["retrain because"], fraud
+    assert "promoted" in fraud_actions[5:], fraud
+
+    cfg = TrackingConfig.from_settings(get_settings())
+    for name in (CHURN, FRAUD):
+        trail = [r.action for r in tr.read_audit(cfg, name)]
+        assert trail.count("promote") >= 2 and "refuse" in trail, (name, trail)
+        assert tr.get_alias(cfg, name, tr.CHAMPION) is not None
