@@ -44,23 +44,28 @@ def start_server(model_name: str, log: Path, wait_for: str = "/ready", **env: st
     return Server(url, model_name, proc, log)
 
 
-def register_servable(tracking: TrackingConfig, name: str, seed: int = 11) -> str:
-    """A new version of `name` (no alias): a small churn forest with the contract and reference the server loads."""
+def register_servable(tracking: TrackingConfig, name: str, seed: int = 11, *, rows: int = 1_000,
+                      broken: bool = False) -> str:
+    """A new version of `name` (no alias): a small churn forest with the contract and reference the server loads;
+    `broken`: a logistic regression whose probabilities are NaN (a candidate the smoke test must refuse)."""
     from tasks import tracking as tr
     from tasks.data import generate_demo, infer_features
     from tasks.drift import build_reference
     from tasks.train import fit_pipeline
     from tasks.validate import infer_contract
 
-    frame = generate_demo(1_000, seed=seed)
+    frame = generate_demo(rows, seed=seed)
     spec = infer_features(frame, "churned")
-    model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 10, "max_depth": 4}, seed=seed)
+    model = fit_pipeline(frame, spec, "logistic_regression" if broken else "random_forest",
+                         {} if broken else {"n_estimators": 10, "max_depth": 4}, seed=seed)
+    if broken:
+        model.named_steps["model"].coef_[:] = float("nan")
     run_id = tr.start_run(tracking, "servable")
     logged = tr.log_training(tracking, run_id, params={}, metrics={}, datasets=[], model=model,
                              input_example=frame[spec.features].head(3),
                              artifacts={tr.CONTRACT_ARTIFACT: infer_contract(frame, spec).model_dump(mode="json")},
                              frames={tr.REFERENCE_ARTIFACT: build_reference(model, frame, spec.features, spec.label,
-                                                                            200, 0)})
+                                                                            min(500, rows // 4), 0)})
     return tr.register_model_version(tracking, name, logged)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tasks import tracking as tr
 from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
-from tests.serving.conftest import TOKEN, start_server, stop_server
+from tests.serving.conftest import TOKEN, register_servable, start_server, stop_server
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 FEATURES = [*DEMO_NUMERIC, *DEMO_CATEGORICAL]
@@ -215,33 +215,11 @@ def test_reload_needs_the_token(server) -> None:
     assert httpx.post(f"{server.url}/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
 
 
-def _register_variant(tracking, name: str, broken: bool) -> str:
-    """A new version of `name` with contract and reference; `broken` = its probabilities are NaN."""
-    from tasks.data import infer_features
-    from tasks.drift import build_reference
-    from tasks.train import fit_pipeline
-    from tasks.validate import infer_contract
-
-    frame = generate_demo(2_000, seed=11)
-    spec = infer_features(frame, "churned")
-    model = fit_pipeline(frame, spec, "logistic_regression" if broken else "random_forest",
-                         {} if broken else {"n_estimators": 20}, seed=1)
-    if broken:
-        model.named_steps["model"].coef_[:] = np.nan
-    run_id = tr.start_run(tracking, "server-variant")
-    logged = tr.log_training(tracking, run_id, params={}, metrics={}, datasets=[], model=model,
-                             input_example=frame[spec.features].head(3),
-                             artifacts={tr.CONTRACT_ARTIFACT: infer_contract(frame, spec).model_dump(mode="json")},
-                             frames={tr.REFERENCE_ARTIFACT: build_reference(model, frame, spec.features, spec.label,
-                                                                            500, 0)})
-    return tr.register_model_version(tracking, name, logged)
-
-
 def test_hot_swap_under_load_drops_nothing_and_a_broken_candidate_is_refused(server, tracking) -> None:
     name = server.model_name
     old = httpx.get(f"{server.url}/version").json()["model_version"]
-    new = _register_variant(tracking, name, broken=False)
-    broken = _register_variant(tracking, name, broken=True)
+    new = register_servable(tracking, name, rows=2_000)
+    broken = register_servable(tracking, name, rows=2_000, broken=True)
     body = {"dataframe_records": _rows(3)}
     results: list[tuple[int, str]] = []
     stop = threading.Event()
