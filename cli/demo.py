@@ -275,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows must be at least 100")
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the tables tell the story; the UI has the logs
-    # A new ephemeral server (fresh database) on a busy 2-core machine can need more than Prefect's 20 s default.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
     from nightshift.settings import apply_prefect_defaults, get_settings
 

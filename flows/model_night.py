@@ -68,7 +68,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     checked = monitor(MonitorParams(
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=params.seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
-        sample_rows=m.drift_sample_rows, emit_events=False)) if champion else None  # this flow retrains itself
+        sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None)) \
+        if champion else None  # this flow retrains itself
 
     # 2. Labels that landed: the champion's quality on each labeled day not measured yet (late ones too, recorded in
     # MLflow; the newest day alerts); the days a challenger would learn from.

@@ -56,8 +56,12 @@ class MonitorParams(BaseModel):
                                     description="Rows per side for the drift report; default NIGHTSHIFT_DRIFT_SAMPLE_ROWS.")
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling (and demo data).")
     emit_events: bool = Field(True, title="Emit alert events",
-                              description="Send nightshift.drift.detected / .performance.degraded (they start the "
-                                          "nightly deployment). Off when the caller retrains on the result itself.")
+                              description="Send nightshift.drift.detected / .performance.degraded (drift starts a "
+                                          "catalogue model's night). Off when the caller retrains on the result "
+                                          "itself.")
+    labels_land_later: bool = Field(False, title="Labels land later",
+                                    description="The batch has no label column by design (labels land apart, days "
+                                                "later): its absence is not a warning.")
 
 
 class MonitorResult(BaseModel):
@@ -173,7 +177,8 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     # 2. The new batch, checked against the contract (all failures at once).
     batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
                               seed=params.seed)
-    report, clean = validate_batch_task(batch.frame, contract, batch.source)
+    unlabeled = params.labels_land_later and contract.label not in batch.frame.columns
+    report, clean = validate_batch_task(batch.frame, contract, batch.source, check_label=not unlabeled)
     run_id = start_run_task(cfg, run_name=f"monitor-{name}-v{version.version}",
                             tags=_run_tags(name, version.version, batch))
     try:
