@@ -61,6 +61,7 @@ class FleetRow(BaseModel):
     state: str
     action: str | None = None
     champion: str | None = None
+    drift_share: float | None = None
     note: str = ""
 
 
@@ -91,9 +92,13 @@ def _model_night_row(params: ModelNightParams, via_deployments: bool) -> FleetRo
         result = state.result(raise_on_failure=False)
     except (MissingResult, OSError, ValueError):  # stored by another machine's worker, in storage not shared here
         return row.model_copy(update={"note": "outcome in the model-night run (its result is not readable here)"})
+    decision = getattr(result, "decision", None)
+    why = decision.reason if decision else "; ".join(getattr(result, "retrain_reasons", []) or [])
     return row.model_copy(update={"night": str(getattr(result, "night", row.night)),
                                   "action": getattr(result, "action", None),
-                                  "champion": getattr(result, "champion_after", None)})
+                                  "champion": getattr(result, "champion_after", None),
+                                  "drift_share": getattr(result, "drift_share", None),
+                                  "note": (why or getattr(result, "validation", ""))[:500]})
 
 
 @flow(name="fleet", log_prints=True)
