@@ -1,4 +1,4 @@
-"""`python -m benchmarks` (make bench): run the drift and serving benchmarks and print ratios and verdicts."""
+"""`python -m benchmarks` (make bench): the drift, serving, batch and fleet benchmarks; ratios and verdicts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import batch, serving
+from benchmarks import batch, fleet, serving
 from benchmarks.drift import (
     DEFAULT_ROWS,
     QUICK_ROWS,
@@ -17,7 +17,7 @@ from benchmarks.drift import (
     write_results,
 )
 
-BENCHMARKS = ("drift", "serving", "batch")
+BENCHMARKS = ("drift", "serving", "batch", "fleet")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,17 +25,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="drift: nightly drift step (sampled Evidently) vs bare scipy and full-data Evidently. serving: "
-                    "our model server vs `mlflow models serve` on the same model (latency, requests/s). Each "
-                    "measurement runs in a fresh subprocess.",
+                    "our model server vs `mlflow models serve` on the same model (latency, requests/s). batch: peak "
+                    "RSS of chunked scoring. fleet: N small models' nights one after another vs the fleet flow "
+                    "(wall time, peak RSS). Each measurement runs in a fresh subprocess.",
     )
-    parser.add_argument("--only", choices=BENCHMARKS, help="run just this benchmark (default: both)")
+    parser.add_argument("--only", choices=BENCHMARKS, help="run just this benchmark (default: all)")
     parser.add_argument("--rows", type=int, nargs="+", default=list(DEFAULT_ROWS), metavar="N",
                         help="drift: rows per side (default: %(default)s)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
                         help="drift: scenarios to run (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help=f"drift: only {QUICK_ROWS[0]:,} rows (overrides --rows); serving: only the "
-                             f"{serving.TARGET_MODEL} model (overrides --models)")
+                             f"{serving.TARGET_MODEL} model (overrides --models); batch: {batch.QUICK_SIZES}; fleet: "
+                             f"{fleet.QUICK_MODELS} models of {fleet.QUICK_ROWS:,} rows, {fleet.QUICK_CONCURRENCY} "
+                             "at once")
     parser.add_argument("--skip-full", action="store_true",
                         help="drift: skip full-data Evidently (~2 min per scenario at 1M rows); no decision "
                              "agreement then")
@@ -59,12 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-rows", type=int, nargs=2, default=list(batch.SIZES), metavar=("SMALL", "LARGE"),
                         help="batch: rows of the baseline and the large file (default: %(default)s; --quick: "
                              f"{batch.QUICK_SIZES})")
+    parser.add_argument("--fleet-models", type=int, default=fleet.MODELS, metavar="N",
+                        help="fleet: models in the catalogue, each running one night (default: %(default)s)")
+    parser.add_argument("--fleet-concurrency", type=int, nargs="+", default=list(fleet.CONCURRENCY), metavar="C",
+                        help="fleet: models at once, one fleet run per value (default: %(default)s)")
+    parser.add_argument("--fleet-rows", type=int, default=fleet.ROWS, metavar="N",
+                        help="fleet: rows per model per night (default: %(default)s)")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of a saved result file and exit")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
-            or args.concurrent_seconds <= 0:
-        parser.error("--repeat, --requests, --connections, --concurrent-requests and --concurrent-seconds must be "
-                     "positive")
+            or args.concurrent_seconds <= 0 or args.fleet_models < 1 or min(args.fleet_concurrency) < 1:
+        parser.error("--repeat, --requests, --connections, --concurrent-requests, --concurrent-seconds, "
+                     "--fleet-models and --fleet-concurrency must be positive")
+    if args.fleet_rows < 500:
+        parser.error("--fleet-rows must be at least 500 (fewer and a night's gate has too few labeled rows)")
     return args
 
 
@@ -73,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.show is not None:
         saved = json.loads(args.show.read_text())
-        show = {"serving": serving.print_results, "batch": batch.print_results}.get(saved.get("benchmark"), print_results)
+        show = {"serving": serving.print_results, "batch": batch.print_results,
+                "fleet": fleet.print_results}.get(saved.get("benchmark"), print_results)
         show(saved)
         return 0
     if args.only in (None, "drift"):
@@ -101,6 +113,20 @@ def main(argv: list[str] | None = None) -> int:
             results = batch.run_benchmark(sizes, Path(tmp), log=lambda msg: print(msg, file=sys.stderr))
         batch.print_results(results)
         print(f"results: {save_results('batch', results)}", file=sys.stderr)
+    if args.only in (None, "fleet"):
+        import tempfile
+
+        from benchmarks import save_results
+
+        count, rows = (fleet.QUICK_MODELS, fleet.QUICK_ROWS) if args.quick else (args.fleet_models, args.fleet_rows)
+        workers = fleet.QUICK_CONCURRENCY if args.quick else tuple(args.fleet_concurrency)
+        with tempfile.TemporaryDirectory(prefix="nightshift-fleet-") as tmp:
+            results = fleet.run_benchmark(count, workers, rows, Path(tmp),
+                                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        fleet.print_results(results)
+        print(f"results: {save_results('fleet', results)}", file=sys.stderr)
+        if results["failed"]:
+            return 1
     return 0
 
 
