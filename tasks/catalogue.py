@@ -223,7 +223,7 @@ def load_catalogue(path: Path) -> Catalogue:
         raise ConfigError(f"No model catalogue at {path}: create one (see models.yaml in the project) or set "
                           "NIGHTSHIFT_CATALOGUE_PATH.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C: 20x faster
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     catalogue = parse_catalogue(raw, str(path))
