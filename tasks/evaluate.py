@@ -286,6 +286,9 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
     ci = f"{diff:+.4f} ({config.confidence:.0%} CI {lo:+.4f}..{hi:+.4f})"
     if not above_floor:
         promote, reason = False, f"challenger {metric} {chal_value:.4f} misses the {floor_word} {config.absolute_floor}"
+        if lo > config.min_margin:  # say so: the live model is worse still, and stays
+            reason += (f" (it beats the champion's {champ_value:.4f} by {ci}, but the {floor_word} holds for every "
+                       "promotion: the champion stays)")
     elif not lo > config.min_margin:
         promote, reason = False, f"not measurably better: improvement {ci}, needs CI low > {config.min_margin}"
     elif regressed:

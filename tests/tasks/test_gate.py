@@ -75,6 +75,7 @@ def test_first_model_needs_the_floor() -> None:
 def test_challenger_below_floor_never_promotes_even_if_better() -> None:
     decision = gate(Y, _model(0.5, 10), _model(0.1, 11), [0, 1], GateConfig(absolute_floor=0.9))
     assert decision.difference > 0 and not decision.promote and "misses the floor" in decision.reason
+    assert "beats the champion's" in decision.reason and "the champion stays" in decision.reason, decision.reason
 
 
 def test_multiclass_accuracy_and_markdown() -> None:
