@@ -171,6 +171,8 @@ class GateDecision(BaseModel):
     champion_version: str | None = None
     schema_changes: list[str] = Field(default_factory=list,
                                       description="How the challenger's input schema differs from the champion's.")
+    budgets: list[str] = Field(default_factory=list,
+                               description="Budget checks beside the metric (LLM: cost per 1k items, p95 latency).")
 
     def markdown(self) -> str:
         """The decision as a small markdown report."""
@@ -186,6 +188,8 @@ class GateDecision(BaseModel):
         lines.append(f"| floor | {self.absolute_floor} |")
         if self.schema_changes:
             lines += ["", "Input schema changes vs the champion:", *(f"- {c}" for c in self.schema_changes)]
+        if self.budgets:
+            lines += ["", "Budgets:", *(f"- {b}" for b in self.budgets)]
         if self.slices:
             lines += ["", "| slice | rows | champion | challenger | change | regressed |", "|---|---|---|---|---|---|"]
             lines += [f"| {s.column}={s.value} | {s.rows} | {s.champion:.4f} | {s.challenger:.4f} | {s.change:+.4f} | "
@@ -302,3 +306,152 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
 
 
 batch_performance_task = task(batch_performance, name="check-performance", cache_policy=NO_CACHE)
+
+
+# --------------------------------------------------------------------------------------------
+# Hosted LLMs: deterministic scorers of a reply, and the same gate on per-item scores plus budgets.
+# --------------------------------------------------------------------------------------------
+REFUSAL = (r"\bI(?:'m| am) (?:sorry|unable|not able)\b", r"\bI can(?:not|'t|’t) (?:help|assist|comply|do that)\b",
+           r"\bas an AI\b")
+
+
+class ItemScore(BaseModel):
+    """One evaluation item's reply judged: valid JSON for the schema, the expected answer, a refusal."""
+
+    item_id: str
+    json_valid: bool
+    exact: bool
+    refusal: bool
+    error: str | None = Field(None, description="Why the reply is unusable (provider error, bad JSON, schema).")
+
+    @property
+    def score(self) -> float:
+        """The gate's per-item score: 1 for the expected answer, else 0 (errors and refusals included)."""
+        return 1.0 if self.exact else 0.0
+
+
+def _parse_json(reply: str) -> Any:
+    """The JSON object in a reply (a ```json fence around it is tolerated)."""
+    import json
+    import re
+
+    fenced = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", reply, flags=re.DOTALL)
+    return json.loads(fenced.group(1) if fenced else reply)
+
+
+def _same(answer: Any, expected: Any) -> bool:
+    """Exact match, forgiving only case and surrounding spaces of strings."""
+    if isinstance(expected, dict):
+        return isinstance(answer, dict) and set(answer) >= set(expected) and all(
+            _same(answer[k], v) for k, v in expected.items())
+    if isinstance(expected, str):
+        return isinstance(answer, str) and answer.strip().casefold() == expected.strip().casefold()
+    return bool(answer == expected)
+
+
+def score_reply(item_id: str, reply: str | None, expected: Any, schema: dict[str, Any] | None = None,
+                error: str | None = None) -> ItemScore:
+    """Judge one reply: JSON-schema validity (when a schema is given), exact expected answer, refusal."""
+    import re
+
+    if reply is None:
+        return ItemScore(item_id=item_id, json_valid=False, exact=False, refusal=False, error=error or "no reply")
+    refusal = any(re.search(p, reply, flags=re.IGNORECASE) for p in REFUSAL)
+    if schema is None and isinstance(expected, str):
+        return ItemScore(item_id=item_id, json_valid=False, exact=_same(reply, expected), refusal=refusal)
+    try:
+        answer = _parse_json(reply)
+    except ValueError as exc:
+        return ItemScore(item_id=item_id, json_valid=False, exact=False, refusal=refusal,
+                         error=f"reply is not JSON: {exc}")
+    problem = None
+    if schema is not None:
+        import jsonschema
+
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(answer), key=lambda e: list(e.path))
+        problem = f"reply breaks the schema: {errors[0].message}" if errors else None
+    return ItemScore(item_id=item_id, json_valid=problem is None, exact=problem is None and _same(answer, expected),
+                     refusal=refusal, error=problem)
+
+
+class LLMGateConfig(BaseModel):
+    """When a prompt + model challenger may replace the champion: measurably better on the same items, above a
+    floor, within the cost and latency budgets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resamples: int = Field(2000, ge=100, le=20_000, title="Bootstrap resamples",
+                           description="Paired bootstrap resamples of the evaluation items.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, title="Confidence",
+                              description="Two-sided confidence level of the interval on the difference.")
+    min_margin: float = Field(0.0, ge=0.0, le=1.0, title="Minimum margin",
+                              description="The lower bound of (challenger - champion) exact-match share must exceed "
+                                          "this.")
+    absolute_floor: float = Field(0.7, ge=0.0, le=1.0, title="Absolute floor",
+                                  description="Exact-match share the challenger must reach.")
+    max_cost_increase: float = Field(0.25, ge=0.0, le=100.0, title="Allowed cost increase",
+                                     description="Cost per 1k items may exceed the champion's by this share at most "
+                                                 "(0.25 = 25%).")
+    max_p95_latency_increase: float = Field(0.5, ge=0.0, le=100.0, title="Allowed p95 latency increase",
+                                            description="p95 latency may exceed the champion's by this share at "
+                                                        "most.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, title="Bootstrap seed", description="Seeds the paired resampling.")
+
+
+def paired_bootstrap_mean(challenger: Sequence[float], champion: Sequence[float], resamples: int, confidence: float,
+                          seed: int) -> tuple[float, float, float]:
+    """Mean per-item improvement of challenger over champion on the same items, with a paired percentile CI."""
+    diff = np.asarray(challenger, dtype=float) - np.asarray(champion, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(diff[idx].mean(axis=1), [alpha, 1 - alpha])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def _over_budget(what: str, challenger: float, champion: float, allowed: float, unit: str) -> str | None:
+    """The breach of one budget as a sentence, or None when the challenger is within it."""
+    limit = champion * (1 + allowed)
+    return None if challenger <= limit + 1e-12 else (
+        f"{what} {challenger:.4g} {unit} exceeds the champion's {champion:.4g} {unit} by more than {allowed:.0%}")
+
+
+def gate_scores(challenger: Sequence[float], champion: Sequence[float] | None, config: LLMGateConfig, *,
+                challenger_cost_per_1k: float, challenger_p95_ms: float, champion_cost_per_1k: float | None = None,
+                champion_p95_ms: float | None = None, challenger_version: str | None = None,
+                champion_version: str | None = None) -> GateDecision:
+    """The gate on per-item scores (challenger and champion on the same items, same order): above the floor,
+    CI lower bound above the margin, cost per 1k items and p95 latency within the budgets."""
+    chal = float(np.mean(challenger)) if len(challenger) else 0.0
+    common = dict(metric="exact_match", rows=len(challenger), challenger=chal, confidence=config.confidence,
+                  min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
+                  challenger_version=challenger_version, champion_version=champion_version)
+    floor = f"exact-match share {chal:.4f} {'meets' if chal >= config.absolute_floor else 'misses'} the floor " \
+            f"{config.absolute_floor}"
+    if champion is None:
+        return GateDecision(promote=chal >= config.absolute_floor, reason=f"first version: {floor}", champion=None,
+                            budgets=[f"cost {challenger_cost_per_1k:.4g} USD per 1k items",
+                                     f"p95 latency {challenger_p95_ms:.0f} ms"], **common)
+    if len(champion) != len(challenger):
+        raise ValueError(f"champion scored {len(champion)} items, challenger {len(challenger)}: not the same items")
+    champ = float(np.mean(champion))
+    diff, lo, hi = paired_bootstrap_mean(challenger, champion, config.resamples, config.confidence, config.seed)
+    ci = f"{diff:+.4f} ({config.confidence:.0%} CI {lo:+.4f}..{hi:+.4f})"
+    breaches = [b for b in (
+        _over_budget("cost per 1k items", challenger_cost_per_1k, champion_cost_per_1k or 0.0,
+                     config.max_cost_increase, "USD"),
+        _over_budget("p95 latency", challenger_p95_ms, champion_p95_ms or 0.0, config.max_p95_latency_increase, "ms"),
+    ) if b]
+    budgets = [f"cost per 1k items {challenger_cost_per_1k:.4g} USD vs champion {champion_cost_per_1k or 0:.4g} USD "
+               f"(allowed +{config.max_cost_increase:.0%})",
+               f"p95 latency {challenger_p95_ms:.0f} ms vs champion {champion_p95_ms or 0:.0f} ms "
+               f"(allowed +{config.max_p95_latency_increase:.0%})"]
+    if chal < config.absolute_floor:
+        promote, reason = False, f"challenger {floor}"
+    elif not lo > config.min_margin:
+        promote, reason = False, f"not measurably better: improvement {ci}, needs CI low > {config.min_margin}"
+    elif breaches:
+        promote, reason = False, f"improvement {ci} but over budget: " + "; ".join(breaches)
+    else:
+        promote, reason = True, f"challenger better: exact match {chal:.4f} vs {champ:.4f}, improvement {ci}"
+    return GateDecision(promote=promote, reason=reason, champion=champ, difference=diff, ci_low=lo, ci_high=hi,
+                        budgets=budgets, **common)

@@ -87,3 +87,51 @@ def test_multiclass_accuracy_and_markdown() -> None:
     decision = gate(y, good, meh, list("abc"), GateConfig(metric="accuracy", absolute_floor=0.5),
                     challenger_version="2", champion_version="1")
     assert decision.promote and "| challenger v2 |" in decision.markdown()
+
+
+# Hosted LLMs: the reply scorers and the gate on per-item scores with budgets.
+SCHEMA = {"type": "object", "properties": {"category": {"enum": ["billing", "bug"]}, "priority": {"enum": ["low",
+          "high"]}}, "required": ["category", "priority"], "additionalProperties": False}
+EXPECTED = {"category": "billing", "priority": "high"}
+
+
+@pytest.mark.parametrize(("reply", "valid", "exact", "refusal", "error"), [
+    ('{"category": "billing", "priority": "high"}', True, True, False, None),
+    ('```json\n{"category": "billing", "priority": "high"}\n```', True, True, False, None),
+    ('{"category": "Billing", "priority": "high"}', False, False, False, "is not one of"),
+    ('{"category": "bug", "priority": "high"}', True, False, False, None),
+    ('{"category": "billing"}', False, False, False, "'priority' is a required property"),
+    ('{"category": "billing", "priority": "high", "why": "x"}', False, False, False, "Additional properties"),
+    ("I'm sorry, I cannot help with that.", False, False, True, "reply is not JSON"),
+    (None, False, False, False, "gpt-x: HTTP 500"),
+])
+def test_llm_replies_are_scored_by_schema_exact_answer_and_refusal(reply, valid, exact, refusal, error) -> None:
+    from tasks.evaluate import score_reply
+
+    scored = score_reply("t1", reply, EXPECTED, SCHEMA, error="gpt-x: HTTP 500" if reply is None else None)
+    assert (scored.json_valid, scored.exact, scored.refusal) == (valid, exact, refusal)
+    assert scored.score == (1.0 if exact else 0.0)
+    assert (error is None and scored.error is None) or (error is not None and error in scored.error), scored.error
+
+
+def test_llm_gate_pairs_items_and_holds_the_budgets() -> None:
+    from tasks.evaluate import LLMGateConfig, gate_scores
+
+    rng = np.random.default_rng(3)
+    champion = (rng.random(400) < 0.75).astype(float)
+    better = np.where(rng.random(400) < 0.6, 1.0, champion)  # fixes ~60% of the champion's misses, breaks none
+    cfg = LLMGateConfig(resamples=500)
+    costs = dict(champion_cost_per_1k=1.0, champion_p95_ms=800.0)
+    ok = gate_scores(better, champion, cfg, challenger_cost_per_1k=1.2, challenger_p95_ms=900.0, **costs)
+    assert ok.promote and ok.ci_low > 0 and ok.metric == "exact_match" and ok.rows == 400, ok.reason
+    pricey = gate_scores(better, champion, cfg, challenger_cost_per_1k=1.3, challenger_p95_ms=900.0, **costs)
+    assert not pricey.promote and "over budget: cost per 1k items 1.3 USD exceeds" in pricey.reason
+    slow = gate_scores(better, champion, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=1300.0, **costs)
+    assert not slow.promote and "p95 latency 1300 ms exceeds the champion's 800 ms by more than 50%" in slow.reason
+    same = gate_scores(champion, champion, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=800.0, **costs)
+    assert not same.promote and same.reason.startswith("not measurably better")
+    weak = gate_scores(np.zeros(400), None, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=1.0)
+    assert not weak.promote and weak.reason == "first version: exact-match share 0.0000 misses the floor 0.7"
+    assert "Budgets:" in ok.markdown()
+    with pytest.raises(ValueError, match="not the same items"):
+        gate_scores(better[:10], champion, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=1.0, **costs)
