@@ -90,3 +90,23 @@ def wait_until_ok(proc: subprocess.Popen, url: str, log: Path, timeout: float, w
         time.sleep(0.3)
     proc.kill()
     raise RuntimeError(f"{what} not ready in {timeout:.0f} s: {log.read_text()[-3000:]}")
+
+
+FAKE_OPENAI_KEY = "sk-nightshift-TESTKEY-7f3a9c1e5b"  # distinctive: tests grep outputs and logs for it
+
+
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch):
+    """A FakeOpenAI serving on loopback, with OPENAI_API_KEY/OPENAI_BASE_URL pointing at it and no proxy detour."""
+    from serving.fake_openai import FakeOpenAI
+
+    for key in ("OPENAI_CUSTOM_HEADERS", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY", "OPENAI_LOG"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    fake = FakeOpenAI(default=lambda messages: f"echo: {messages[-1]['content']}")
+    url, stop = fake.start()
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_OPENAI_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    yield fake
+    stop()
