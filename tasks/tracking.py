@@ -1,4 +1,4 @@
-"""All MLflow code: runs, params, metrics, dataset lineage, logged models and the model registry.
+"""All MLflow code: runs, params, metrics, dataset lineage, logged models, the model registry and its prompts.
 
 Every call names its run explicitly (no active run is ever left open across threads); the one fluent
 block, around `log_model`, opens and closes the run inside a single function.
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from nightshift.errors import TrackingError, TrackingUnavailable
+from nightshift.errors import ConfigError, TrackingError, TrackingUnavailable
 
 if TYPE_CHECKING:
     from datetime import date
@@ -423,6 +423,12 @@ class VersionRef:
 
 def resolve_version(cfg: TrackingConfig, name: str, alias: str = "champion") -> VersionRef:
     """The version behind `alias`, or the newest version when no alias is set; fails clearly if none exists."""
+    if is_prompt(cfg, name):
+        version = get_alias(cfg, name, alias)
+        newest = None if version is not None else next((str(v.version) for v in list_versions(cfg, name)), None)
+        if version is None and newest is None:
+            raise TrackingError(f"Prompt '{name}' has no version yet: register one first.")
+        return dataclasses.replace(get_version(cfg, name, version or str(newest)), alias=alias if version else None)
     c = client(cfg)
     mv = registry_call(cfg, f"reading alias '{alias}' of '{name}'", lambda: c.get_model_version_by_alias(name, alias),
                        absent=None)
@@ -449,6 +455,9 @@ class LoadedVersion:
 def load_version(cfg: TrackingConfig, name: str, alias_or_version: str = "champion") -> LoadedVersion:
     """version → run → contract → model in one call; an alias that is not set fails clearly."""
     from tasks.validate import Contract
+
+    if is_prompt(cfg, name):
+        raise TrackingError(f"'{name}' is a prompt, not a model: load it with load_prompt_version.")
 
     if alias_or_version.isdigit():
         ref = get_version(cfg, name, alias_or_version)
@@ -491,6 +500,10 @@ GATE_TAG = "nightshift.gate.decision"
 
 def get_alias(cfg: TrackingConfig, name: str, alias: str) -> str | None:
     """The version an alias points at, None only when MLflow says it is not set (any other failure raises)."""
+    if is_prompt(cfg, name):
+        pv = registry_call(cfg, f"reading alias '{alias}' of prompt '{name}'",
+                           lambda: client(cfg).get_prompt_version_by_alias(name, alias), absent=None)
+        return None if pv is None else str(pv.version)
     mv = registry_call(cfg, f"reading alias '{alias}' of '{name}'",
                        lambda: client(cfg).get_model_version_by_alias(name, alias), absent=None)
     return None if mv is None else str(mv.version)
@@ -498,26 +511,50 @@ def get_alias(cfg: TrackingConfig, name: str, alias: str) -> str | None:
 
 def set_alias(cfg: TrackingConfig, name: str, alias: str, version: str) -> None:
     """Point an alias at a version."""
+    if is_prompt(cfg, name):
+        registry_call(cfg, f"setting alias '{alias}' of prompt '{name}' to v{version}",
+                      lambda: client(cfg).set_prompt_alias(name, alias, str(version)))
+        return
     registry_call(cfg, f"setting alias '{alias}' of '{name}' to v{version}",
                   lambda: client(cfg).set_registered_model_alias(name, alias, str(version)))
 
 
 def delete_alias(cfg: TrackingConfig, name: str, alias: str) -> None:
     """Remove an alias if it exists."""
+    if is_prompt(cfg, name):
+        registry_call(cfg, f"deleting alias '{alias}' of prompt '{name}'",
+                      lambda: client(cfg).delete_prompt_alias(name, alias), absent=None)
+        return
     registry_call(cfg, f"deleting alias '{alias}' of '{name}'",
                   lambda: client(cfg).delete_registered_model_alias(name, alias), absent=None)
 
 
 def tag_version(cfg: TrackingConfig, name: str, version: str, tags: dict[str, Any]) -> None:
-    """Set tags on a model version."""
+    """Set tags on a model or prompt version (a prompt's content and its hash are not tags to set)."""
     c = client(cfg)
+    if is_prompt(cfg, name):
+        reserved = [k for k in tags if _reserved_prompt_tag(k)]
+        if reserved:
+            raise TrackingError(f"Not tagging v{version} of prompt '{name}' with {reserved}: MLflow keeps the "
+                                f"prompt's content in these keys and nightshift its hash; register a new version.")
+        for key, value in tags.items():
+            registry_call(cfg, f"tagging v{version} of prompt '{name}'",
+                          lambda k=key, v=value: c.set_prompt_version_tag(name, str(version), k, str(v)[:5000]))
+        return
     for key, value in tags.items():
         registry_call(cfg, f"tagging v{version} of '{name}'",
                       lambda k=key, v=value: c.set_model_version_tag(name, str(version), k, str(v)[:5000]))
 
 
 def get_version(cfg: TrackingConfig, name: str, version: str) -> VersionRef:
-    """One registered version (fails clearly if it does not exist)."""
+    """One registered version (fails clearly if it does not exist); a prompt's run is its eval run tag ('' if none)."""
+    if is_prompt(cfg, name):
+        pv = registry_call(cfg, f"reading version {version} of prompt '{name}'",
+                           lambda: client(cfg).get_prompt_version(name, str(version)), absent=None)
+        if pv is None:
+            raise TrackingError(f"Prompt '{name}' has no version {version}.")
+        tags = dict(pv.tags or {})
+        return VersionRef(name=name, version=str(pv.version), run_id=tags.get(EVAL_RUN_TAG, ""), alias=None, tags=tags)
     mv = registry_call(cfg, f"reading version {version} of '{name}'",
                        lambda: client(cfg).get_model_version(name, str(version)), absent=None)
     if mv is None:
@@ -531,12 +568,15 @@ def version_tags(cfg: TrackingConfig, name: str, version: str) -> dict[str, str]
 
 
 def version_run_id(cfg: TrackingConfig, name: str, version: str) -> str:
-    """The MLflow run that produced a model version."""
-    return get_version(cfg, name, version).run_id
+    """The MLflow run that produced a model version (for a prompt version: its eval run)."""
+    run_id = get_version(cfg, name, version).run_id
+    if not run_id:
+        raise TrackingError(f"Prompt '{name}' v{version} has no eval run: register it with tag {EVAL_RUN_TAG}.")
+    return run_id
 
 
 def find_version_by_tag(cfg: TrackingConfig, name: str, key: str, value: str) -> str | None:
-    """Newest version of `name` whose tag `key` equals `value`."""
+    """Newest version of `name` (a model or a prompt) whose tag `key` equals `value`."""
     for mv in list_versions(cfg, name):
         if (mv.tags or {}).get(key) == value:
             return str(mv.version)
@@ -618,12 +658,13 @@ def append_audit(cfg: TrackingConfig, record: AuditRecord) -> str:
     log_metrics(cfg, run.info.run_id, {k: v for k, v in numbers.items() if v is not None})
     c.set_terminated(run.info.run_id)
     entry = json.dumps(record.model_dump(exclude_none=True))
+    set_tag = c.set_prompt_version_tag if is_prompt(cfg, record.model_name) else c.set_model_version_tag
     for version in {record.from_version, record.to_version} - {None}:
         # A deleted version is skipped (absent); the audit run still holds the record.
         registry_call(cfg, f"tagging v{version} of '{record.model_name}' with its audit record",
-                      lambda v=version: c.set_model_version_tag(record.model_name, str(v),
-                                                                f"nightshift.audit.{record.time}.{record.action}",
-                                                                entry[:5000]), absent=None)
+                      lambda v=version: set_tag(record.model_name, str(v),
+                                                f"nightshift.audit.{record.time}.{record.action}",
+                                                entry[:5000]), absent=None)
     return run.info.run_id
 
 
@@ -650,7 +691,10 @@ def get_run(cfg: TrackingConfig, run_id: str) -> Any:
 
 
 def list_versions(cfg: TrackingConfig, name: str) -> list[Any]:
-    """All registered versions of `name`, newest first (empty if the model does not exist)."""
+    """All registered versions of `name`, newest first (empty if the model does not exist); MLflow PromptVersions
+    (version, tags, template, model_config; no run_id, aliases always empty) for a prompt."""
+    if is_prompt(cfg, name):
+        return _prompt_versions(cfg, name)
     versions = registry_call(cfg, f"listing versions of '{name}'",
                              lambda: client(cfg).search_model_versions(f"name = '{name}'"))
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
@@ -679,6 +723,182 @@ def load_sklearn(cfg: TrackingConfig, name: str, version: str | None = None, ali
     return mlflow.sklearn.load_model(model_uri(name, version, alias))
 
 
+# --------------------------------------------------------------------------------------------
+# Prompts: a chat template + model config versioned in MLflow's prompt registry, promoted like a model.
+# --------------------------------------------------------------------------------------------
+CONTENT_HASH_TAG = "nightshift.content_hash"  # sha256 of a prompt version's messages + model config, set at register
+EVAL_RUN_TAG = "nightshift.eval_run_id"  # a prompt version has no run: the run that evaluated it, as a version tag
+_PROMPTS: set[tuple[str, str]] = set()  # (registry URI, name) known to be prompts: a name never changes kind
+
+
+class PromptContentMismatch(TrackingError):
+    """A prompt version's stored content no longer matches the hash recorded when it was registered."""
+
+
+class PromptSnapshot(BaseModel):
+    """One prompt version as registered: its chat messages, model config and tags, content hash checked."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    name: str
+    version: str
+    alias: str | None = None
+    messages: list[dict[str, str]]
+    system: str
+    template: str
+    llm_config: dict[str, Any] = Field(alias="model_config")
+    tags: dict[str, str]
+    content_hash: str
+
+
+def is_prompt(cfg: TrackingConfig, name: str) -> bool:
+    """Whether `name` is a prompt in the registry (False for a model or a missing name); a store failure raises.
+
+    MLflow keeps prompts and models in one namespace, so a True answer is cached per registry. Not `get_prompt`:
+    it answers None for any failure, which would send a prompt down the model path that reads "no alias".
+    """
+    key = (cfg.registry_uri, name)
+    if key in _PROMPTS:
+        return True
+    found = registry_call(cfg, f"checking whether '{name}' is a prompt", lambda: client(cfg).search_prompts(
+        filter_string=f"name = '{name}'", max_results=1))
+    if not any(p.name == name for p in found):
+        return False
+    _PROMPTS.add(key)
+    return True
+
+
+def _reserved_prompt_tag(key: str) -> bool:
+    """Tag keys holding a prompt version's content (MLflow's) or its hash (ours): never set them by hand."""
+    return key.startswith(("mlflow.prompt.", "_mlflow_prompt_")) or key == CONTENT_HASH_TAG
+
+
+def _prompt_versions(cfg: TrackingConfig, name: str) -> list[Any]:
+    """Every version of prompt `name`, newest first, page by page (empty if it was deleted)."""
+    c = client(cfg)
+    found: list[Any] = []
+    token: str | None = None
+    while True:
+        page = registry_call(cfg, f"listing versions of prompt '{name}'", absent=None,
+                             call=lambda t=token: c.search_prompt_versions(name, max_results=1000, page_token=t))
+        if page is None:
+            return []
+        found.extend(page)
+        token = page.token
+        if not token:
+            return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+def _normalized_config(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The model config as MLflow stores and returns it (unknown keys flattened from extra_params, None dropped)."""
+    import json
+
+    _offline()
+    from mlflow.entities.model_registry import PromptModelConfig
+    from pydantic import ValidationError
+
+    try:
+        return json.loads(json.dumps(PromptModelConfig.from_dict(dict(model_config)).to_dict()))
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid prompt model config {model_config!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def _content_hash(messages: Any, model_config: dict[str, Any], response_format: Any = None) -> str:
+    """sha256 of the canonical JSON of (messages, model config[, response format])."""
+    import hashlib
+    import json
+
+    content: dict[str, Any] = {"messages": messages, "model_config": model_config}
+    if response_format:  # never set by nightshift: only a version edited by hand has one
+        content["response_format"] = response_format
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _chat(system: str, template: str) -> list[dict[str, str]]:
+    """The two chat messages a nightshift prompt version holds."""
+    return [{"role": "system", "content": system}, {"role": "user", "content": template}]
+
+
+def prompt_content_hash(system: str, template: str, model_config: dict[str, Any]) -> str:
+    """The content hash a [system, user] prompt with this model config is registered under."""
+    return _content_hash(_chat(system, template), _normalized_config(model_config))
+
+
+def find_prompt_version_by_content(cfg: TrackingConfig, name: str, content_hash: str) -> str | None:
+    """Newest version of prompt `name` registered with `content_hash` whose content still matches it (None if none)."""
+    if not is_prompt(cfg, name):
+        return None
+    for pv in _prompt_versions(cfg, name):
+        if (pv.tags or {}).get(CONTENT_HASH_TAG) == content_hash and content_hash == _content_hash(
+                pv.template, pv.model_config or {}, pv.response_format):
+            return str(pv.version)
+    return None
+
+
+def register_prompt_version(cfg: TrackingConfig, name: str, system: str, template: str, model_config: dict[str, Any],
+                            tags: dict[str, Any] | None = None) -> str:
+    """Register [system, user] chat messages ({{ var }} placeholders) with their model config as a version of prompt
+    `name`, its content hash and `tags` set in the same call; the same content registered before is that version
+    (its tags left as they are), so a rerun registers nothing new. No alias: promotion is a separate decision."""
+    messages = _chat(system, template)
+    config = _normalized_config(model_config)
+    digest = _content_hash(messages, config)
+    existing = find_prompt_version_by_content(cfg, name, digest)
+    if existing is not None:
+        return existing
+    values = {k: str(v)[:5000] for k, v in (tags or {}).items()}
+    reserved = [k for k in values if _reserved_prompt_tag(k)]
+    if reserved:
+        raise TrackingError(f"Not registering prompt '{name}' with tags {reserved}: MLflow keeps the prompt's "
+                            f"content in these keys and nightshift its hash.")
+    pv = registry_call(cfg, f"registering a version of prompt '{name}'", lambda: client(cfg).register_prompt(
+        name, messages, commit_message=f"nightshift content {digest[:12]}", tags={**values, CONTENT_HASH_TAG: digest},
+        model_config=config or None))
+    _PROMPTS.add((cfg.registry_uri, name))
+    return str(pv.version)
+
+
+def _snapshot(pv: Any, alias: str | None) -> PromptSnapshot:
+    """A PromptSnapshot of an MLflow PromptVersion, after checking its content against the recorded hash."""
+    where = f"Prompt '{pv.name}' version {pv.version}"
+    tags = dict(pv.tags or {})
+    recorded = tags.get(CONTENT_HASH_TAG)
+    if recorded is None:
+        raise PromptContentMismatch(f"{where} has no {CONTENT_HASH_TAG} tag: it was not registered by nightshift "
+                                    f"(register it with register_prompt_version).")
+    actual = _content_hash(pv.template, pv.model_config or {}, pv.response_format)
+    if actual != recorded:
+        raise PromptContentMismatch(f"{where} was changed after registration (content hash {actual[:12]}, registered "
+                                    f"as {recorded[:12]}): register the change as a new version instead.")
+    messages = pv.template
+    if not (isinstance(messages, list) and [m.get("role") for m in messages] == ["system", "user"]):
+        raise TrackingError(f"{where} is not a [system, user] chat prompt.")
+    return PromptSnapshot(name=pv.name, version=str(pv.version), alias=alias, messages=messages,
+                          system=messages[0]["content"], template=messages[1]["content"],
+                          model_config=dict(pv.model_config or {}), tags=tags, content_hash=actual)
+
+
+def load_prompt_version(cfg: TrackingConfig, name: str, version_or_alias: str = "champion") -> PromptSnapshot:
+    """A prompt version by number or alias, its content checked against its hash (PromptContentMismatch names it).
+
+    An alias is read from the registry, then the version loaded by number: never MLflow's 60 s alias cache, so
+    a promotion or rollback is seen at once.
+    """
+    if not is_prompt(cfg, name):
+        raise TrackingError(f"'{name}' is not a prompt in the registry at {cfg.registry_uri}.")
+    version, alias = str(version_or_alias), None
+    if not version.isdigit():
+        alias, version = version, get_alias(cfg, name, version)
+        if version is None:
+            raise TrackingError(f"Prompt '{name}' has no '{alias}' version yet: register and promote one first.")
+    pv = registry_call(cfg, f"reading version {version} of prompt '{name}'",
+                       lambda: client(cfg).get_prompt_version(name, version), absent=None)
+    if pv is None:
+        raise TrackingError(f"Prompt '{name}' has no version {version}.")
+    return _snapshot(pv, alias)
+
+
 # Registry reads/writes whose failure a retry may cure (a locked SQLite file, a 5xx): retried, with backoff.
 RETRY: dict[str, Any] = dict(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
                              retry_condition_fn=retry_if_unavailable)
@@ -694,6 +914,8 @@ finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CAC
 find_version_task = task(find_version_by_tag, name="find-version-by-tag", **RETRY)
 set_alias_task = task(set_alias, name="set-alias", **RETRY)
 load_version_task = task(load_version, name="load-model-version", **RETRY)
+register_prompt_task = task(register_prompt_version, name="mlflow-register-prompt", cache_policy=NO_CACHE)
+load_prompt_task = task(load_prompt_version, name="load-prompt-version", **RETRY)
 
 
 # --------------------------------------------------------------------------------------------
