@@ -395,6 +395,9 @@ class LLMGateConfig(BaseModel):
     max_p95_latency_increase: float = Field(0.5, ge=0.0, le=100.0, title="Allowed p95 latency increase",
                                             description="p95 latency may exceed the champion's by this share at "
                                                         "most.")
+    latency_slack_ms: float = Field(100.0, ge=0.0, le=60_000, title="Latency slack (ms)",
+                                    description="p95 differences below this never breach the budget (network "
+                                                "jitter on a small evaluation set).")
     seed: int = Field(0, ge=0, le=2**32 - 1, title="Bootstrap seed", description="Seeds the paired resampling.")
 
 
@@ -408,9 +411,10 @@ def paired_bootstrap_mean(challenger: Sequence[float], champion: Sequence[float]
     return float(diff.mean()), float(lo), float(hi)
 
 
-def _over_budget(what: str, challenger: float, champion: float, allowed: float, unit: str) -> str | None:
+def _over_budget(what: str, challenger: float, champion: float, allowed: float, unit: str,
+                 slack: float = 0.0) -> str | None:
     """The breach of one budget as a sentence, or None when the challenger is within it."""
-    limit = champion * (1 + allowed)
+    limit = champion * (1 + allowed) + slack
     return None if challenger <= limit + 1e-12 else (
         f"{what} {challenger:.4g} {unit} exceeds the champion's {champion:.4g} {unit} by more than {allowed:.0%}")
 
@@ -439,12 +443,13 @@ def gate_scores(challenger: Sequence[float], champion: Sequence[float] | None, c
     breaches = [b for b in (
         _over_budget("cost per 1k items", challenger_cost_per_1k, champion_cost_per_1k or 0.0,
                      config.max_cost_increase, "USD"),
-        _over_budget("p95 latency", challenger_p95_ms, champion_p95_ms or 0.0, config.max_p95_latency_increase, "ms"),
+        _over_budget("p95 latency", challenger_p95_ms, champion_p95_ms or 0.0, config.max_p95_latency_increase, "ms",
+                     config.latency_slack_ms),
     ) if b]
     budgets = [f"cost per 1k items {challenger_cost_per_1k:.4g} USD vs champion {champion_cost_per_1k or 0:.4g} USD "
                f"(allowed +{config.max_cost_increase:.0%})",
                f"p95 latency {challenger_p95_ms:.0f} ms vs champion {champion_p95_ms or 0:.0f} ms "
-               f"(allowed +{config.max_p95_latency_increase:.0%})"]
+               f"(allowed +{config.max_p95_latency_increase:.0%} + {config.latency_slack_ms:.0f} ms)"]
     if chal < config.absolute_floor:
         promote, reason = False, f"challenger {floor}"
     elif not lo > config.min_margin:

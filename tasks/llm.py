@@ -19,12 +19,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any, Literal
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nightshift.errors import NightshiftError
+from tasks import tracking
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import openai
+
+    from tasks.tracking import TrackingConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # `{{ name }}` as in MLflow's prompt registry; the inside is checked to be an identifier.
@@ -388,3 +395,138 @@ def summarize(results: list[CallResult]) -> CallStats:
                      total_tokens=prompt + completion, cost_usd=cost, cost_per_1k_items=cost / n * 1000 if n else 0.0,
                      latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
                      retries=sum(r.retries for r in results))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating candidates on an evaluation set, and keeping them in the prompt registry (Prefect tasks below).
+# --------------------------------------------------------------------------------------------
+# The offline demo's stand-in models (serving/fake_openai.py). Real provider prices change: give yours in the
+# flow's price table; an unpriced model fails before anything is sent.
+DEFAULT_PRICES = PriceTable(prices={"fake-small": Price(input_per_1m=0.15, output_per_1m=0.60),
+                                    "fake-large": Price(input_per_1m=2.50, output_per_1m=10.00)})
+GATE_PROMPT_TAGS = ("nightshift.eval.exact_share", "nightshift.eval.cost_per_1k", "nightshift.eval.p95_ms")
+
+
+class Candidate(BaseModel):
+    """One prompt + model configuration run on every item: the replies, their scores and what they cost."""
+
+    config: LLMConfig
+    results: list[CallResult]
+    scores: list[Any] = Field(description="tasks.evaluate.ItemScore per item, in item order.")
+    stats: CallStats
+
+    @property
+    def item_scores(self) -> list[float]:
+        """The gate's per-item scores (1 = the expected answer)."""
+        return [s.score for s in self.scores]
+
+    @property
+    def exact_share(self) -> float:
+        """Share of items answered exactly as expected."""
+        return sum(self.item_scores) / len(self.scores) if self.scores else 0.0
+
+    def row(self) -> dict[str, str]:
+        """One row of the evaluation table artifact."""
+        n = len(self.scores) or 1
+        s = self.stats
+        return {"model": self.config.model, "temperature": str(self.config.temperature),
+                "exact match": f"{self.exact_share:.3f}",
+                "valid JSON": f"{sum(x.json_valid for x in self.scores) / n:.3f}",
+                "refusals": str(sum(x.refusal for x in self.scores)), "errors": str(s.errors),
+                "tokens": str(s.total_tokens), "USD per 1k items": f"{s.cost_per_1k_items:.4f}",
+                "p50 ms": f"{s.latency_p50_ms:.0f}", "p95 ms": f"{s.latency_p95_ms:.0f}", "retries": str(s.retries)}
+
+
+def load_eval_set(path: Path, schema_path: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The evaluation items (JSON lines, each with a unique "id" and an "expected" answer) and the answer schema;
+    LLMConfigError naming the file and line of any problem."""
+    if not path.is_file():
+        raise LLMConfigError(f"evaluation set {path} does not exist")
+    items, seen = [], set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise LLMConfigError(f"{path}, line {number}: not JSON ({exc})") from None
+        if not isinstance(item, dict) or "expected" not in item or "id" not in item:
+            raise LLMConfigError(f"{path}, line {number}: an item needs an \"id\" and an \"expected\" answer")
+        if str(item["id"]) in seen:
+            raise LLMConfigError(f"{path}, line {number}: id {item['id']!r} appears twice")
+        seen.add(str(item["id"]))
+        items.append(item)
+    if not items:
+        raise LLMConfigError(f"evaluation set {path} has no items")
+    schema = None
+    if schema_path is not None:
+        import jsonschema
+
+        try:
+            schema = json.loads(schema_path.read_text())
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except (OSError, ValueError, jsonschema.SchemaError) as exc:
+            raise LLMConfigError(f"answer schema {schema_path} is unusable: {str(exc).splitlines()[0]}") from None
+    return items, schema
+
+
+def evaluate_candidate(client: openai.OpenAI, config: LLMConfig, items: list[dict[str, Any]],
+                       schema: dict[str, Any] | None, prices: PriceTable, concurrency: int) -> Candidate:
+    """Every item through the candidate, each reply scored (schema, exact answer, refusal), the run's stats."""
+    from tasks.evaluate import score_reply
+
+    logger = _logger()
+    step = max(1, len(items) // 4)
+
+    def progress(done: int, total: int, result: CallResult) -> None:
+        if done % step == 0 or done == total:
+            logger.info("%s: %d/%d items%s", config.model, done, total, f" (last error: {result.error})"
+                        if result.error else "")
+
+    results = run_items(client, config, items, prices, concurrency, progress)
+    scores = [score_reply(r.item_id, r.text, item["expected"], schema, r.error) for r, item in zip(results, items)]
+    return Candidate(config=config, results=results, scores=scores, stats=summarize(results))
+
+
+def _model_config(config: LLMConfig) -> dict[str, Any]:
+    """What the prompt registry stores beside the messages."""
+    return config.model_dump(include={"model", "temperature", "max_tokens", "response_format"})
+
+
+def register_candidate(cfg: TrackingConfig, name: str, candidate: Candidate) -> str:
+    """The candidate as a version of prompt `name` (the same content registered before is that version)."""
+    from tasks.promote import model_lock
+
+    s = candidate.stats
+    tags = dict(zip(GATE_PROMPT_TAGS, (f"{candidate.exact_share:.4f}", f"{s.cost_per_1k_items:.6f}",
+                                       f"{s.latency_p95_ms:.1f}")))
+    with model_lock(cfg, name, "register"):  # two runs registering the same new content make one version
+        return tracking.register_prompt_version(cfg, name, candidate.config.system, candidate.config.template,
+                                                _model_config(candidate.config), tags)
+
+
+def live_config(cfg: TrackingConfig, name: str, version: str) -> LLMConfig:
+    """A registered prompt version as the LLMConfig it was registered from."""
+    snap = tracking.load_prompt_version(cfg, name, version)
+    known = {k: v for k, v in snap.llm_config.items() if k in {"model", "temperature", "max_tokens",
+                                                                "response_format"}}
+    return LLMConfig(system=snap.system, template=snap.template, **known)
+
+
+def _logger() -> Any:
+    """The Prefect run logger inside a run, else this module's."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+load_eval_set_task = task(load_eval_set, name="load-eval-set", cache_policy=NO_CACHE)
+evaluate_candidate_task = task(evaluate_candidate, name="evaluate-candidate", cache_policy=NO_CACHE)
+register_candidate_task = task(register_candidate, name="register-prompt-version", **tracking.RETRY)
+live_config_task = task(live_config, name="load-champion-prompt", **tracking.RETRY)

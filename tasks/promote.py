@@ -206,13 +206,18 @@ def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: s
     if decision is not None and champion in (decision.champion_version, challenger) and not overridden:
         return decision  # the same pair (or promoted since); a schema refusal is decided again when now allowed
     decision = gate_versions(cfg, name, challenger, champion, pd.read_parquet(holdout_path), config)
-    tracking.tag_version(cfg, name, challenger, {tracking.GATE_TAG: decision.model_dump_json()})
+    record_decision(cfg, name, challenger, decision)
     numbers = decision.model_dump(include={"challenger", "champion", "ci_low", "ci_high"}, exclude_none=True)
     tracking.log_outputs(cfg, tracking.version_run_id(cfg, name, challenger),
                          metrics={f"gate_{k}": v for k, v in numbers.items()},
                          texts={"gate/decision.md": decision.markdown()},
                          tags={"nightshift.gate.promote": decision.promote, "nightshift.gate.reason": decision.reason})
     return decision
+
+
+def record_decision(cfg: TrackingConfig, name: str, version: str, decision: GateDecision) -> None:
+    """Record the gate's decision on the version: a rollback brings back only versions that passed it."""
+    tracking.tag_version(cfg, name, version, {tracking.GATE_TAG: decision.model_dump_json()})
 
 
 def recorded_decision(cfg: TrackingConfig, name: str, version: str) -> GateDecision | None:
@@ -309,6 +314,7 @@ alias_state_task = task(tracking.alias_state, name="read-aliases", **tracking.RE
 gate_challenger_task = task(gate_challenger, name="gate-challenger", **tracking.RETRY)
 record_refusal_task = task(record_refusal, name="audit-refusal", **tracking.RETRY)
 recorded_decision_task = task(recorded_decision, name="read-gate-decision", **tracking.RETRY)
+record_decision_task = task(record_decision, name="record-gate-decision", **tracking.RETRY)
 
 
 def _reload_old_champion(cause: Exception, urls: list[str], token: str | None, name: str, target: str) -> str:

@@ -14,7 +14,8 @@ from nightshift.settings import PROJECT_ROOT, Settings
 
 DEPLOYMENTS = {"nightly": "flows.nightly:nightly", "monitor": "flows.monitor:monitor", "train": "flows.train:train",
                "batch-predict": "flows.batch_predict:batch_predict", "rollback": "flows.rollback:rollback",
-               "model-night": "flows.model_night:model_night", "fleet": "flows.fleet:fleet"}
+               "model-night": "flows.model_night:model_night", "fleet": "flows.fleet:fleet",
+               "llm-eval": "flows.llm_eval:llm_eval"}
 
 
 def _schema(target: str) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def test_deploy_registers_every_deployment_with_its_schedule_and_limits(sqlite_s
 
     models = catalogue_names(sqlite_stack)
     names = ["nightly/nightly", "monitor/monitor", "train/train", "batch-predict/batch-predict", "rollback/rollback",
-             "model-night/model-night", "fleet/fleet", *[f"model-night/{m}" for m in models]]
+             "model-night/model-night", "fleet/fleet", "llm-eval/llm-eval", *[f"model-night/{m}" for m in models]]
     deployments = {n: sqlite_stack.deployment(n) for n in names}
     assert all(d["work_pool_name"] == POOL and d["enforce_parameter_schema"] for d in deployments.values())
     assert [n for n, d in deployments.items() if d["schedules"]] == [f"model-night/{m}" for m in models]
@@ -155,7 +155,7 @@ def test_bare_prefect_deploy_takes_the_defaults_and_make_deploy_the_settings(tmp
         run([*prefect, "--no-prompt", "deploy", "--all"], bare)
         pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
         created = deployments()
-        static = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet"}
+        static = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet", "llm-eval"}
         assert set(created) == static | {"demo-churn", "demo-fraud"}  # the committed models.yaml's
         assert all(d["work_pool_name"] == "nightshift-process" and d["pull_steps"] == pull for d in created.values())
         scheduled = {name: [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in d["schedules"]]
@@ -323,7 +323,8 @@ def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, trac
     stack = start_stack(tmp_path, **settings_env(tmp_path / "catalogue"))
     try:
         models = catalogue_names(stack)
-        expected = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet", *models}
+        expected = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet", "llm-eval",
+                    *models}
         stack.spawn("serve", [sys.executable, "-m", "deployments.serve"])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -120,7 +120,7 @@ def test_llm_gate_pairs_items_and_holds_the_budgets() -> None:
     rng = np.random.default_rng(3)
     champion = (rng.random(400) < 0.75).astype(float)
     better = np.where(rng.random(400) < 0.6, 1.0, champion)  # fixes ~60% of the champion's misses, breaks none
-    cfg = LLMGateConfig(resamples=500)
+    cfg = LLMGateConfig(resamples=500, latency_slack_ms=0)
     costs = dict(champion_cost_per_1k=1.0, champion_p95_ms=800.0)
     ok = gate_scores(better, champion, cfg, challenger_cost_per_1k=1.2, challenger_p95_ms=900.0, **costs)
     assert ok.promote and ok.ci_low > 0 and ok.metric == "exact_match" and ok.rows == 400, ok.reason
