@@ -11,10 +11,11 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install demo test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
+.PHONY: help install demo demo-llm test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
+	@echo "make demo-llm   prompt + model candidates evaluated, gated and promoted (stand-in provider, offline)"
 	@echo "make test       run the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks: drift step vs scipy + full-data Evidently; model server vs mlflow models serve"
@@ -40,6 +41,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m cli.demo
+
+demo-llm: $(STAMP)
+	$(PY) -m cli.demo_llm
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not integration"
