@@ -239,3 +239,17 @@ def test_call_result_round_trips() -> None:
     result = CallResult(item_id="1", model=MODEL, error=f"{MODEL}: HTTP 500: boom", status_code=500)
     assert CallResult.model_validate_json(result.model_dump_json()) == result and not result.ok
     assert summarize([]).n == 0
+
+
+def test_a_provider_going_down_mid_run_fails_the_rest_of_the_items_not_the_run(fake_openai: FakeOpenAI) -> None:
+    """Six items answer, then the provider answers 503 to everything: the run ends with 6 answers and 3 failed items
+    naming the model and the status, each retried first (so the outage is not a blip)."""
+    fake_openai.answers[MODEL] = "billing"
+    fake_openai.set_fault(MODEL, Fault(status=503, after=6))
+    items = [{"id": f"t{i}", "text": f"ticket {i}"} for i in range(9)]
+    results = run_items(client_for(fake_openai, retries=1), CONFIG, items, PRICES, concurrency=1)
+    assert [r.item_id for r in results] == [f"t{i}" for i in range(9)]
+    assert [r.ok for r in results] == [True] * 6 + [False] * 3
+    assert all(r.error.startswith(f"{MODEL}: HTTP 503 after 1 retry") for r in results[6:]), results[6].error
+    stats = summarize(results)
+    assert (stats.n, stats.errors, stats.retries) == (9, 3, 3) and stats.cost_usd == sum(r.cost_usd for r in results)
