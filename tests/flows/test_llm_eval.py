@@ -62,8 +62,25 @@ def test_prompts_are_promoted_refused_and_rolled_back_like_models(fake_openai, t
     texts = [r.model_dump_json() for r in (first, better, pricey, again)]
     texts += [json.dumps(tr.load_prompt_version(tracking, name, v).tags) for v in ("1", "2", "3")]
     texts += [r.model_dump_json() for r in tr.read_audit(tracking, name)]
+    texts += _prefect_records()
     assert not [t for t in texts if FAKE_OPENAI_KEY in t]
     assert all(r.authorized for r in fake_openai.chat_requests())
+
+
+def _prefect_records() -> list[str]:
+    """Everything Prefect kept of the runs: artifacts, flow and task run parameters, states and logs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId, LogFilter, \
+        LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["llm-eval"])))
+        ids = [r.id for r in runs]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        artifacts = client.read_artifacts()
+    assert runs and tasks and artifacts  # logs may not have been shipped yet: checked when there
+    return [r.model_dump_json() for r in [*runs, *logs, *tasks, *artifacts]]
 
 
 def test_without_a_key_the_flow_fails_before_any_call(fake_openai, monkeypatch) -> None:
