@@ -107,6 +107,7 @@ def test_promote_completes_a_move_whose_run_died_before_the_audit(tracking, vers
     assert len(tr.read_audit(tracking, name)) == 1
 
 
+@pytest.mark.integration  # a real process SIGKILLed inside the lock (~6 s)
 def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, monkeypatch, caplog) -> None:
     code = (f"import sys, time\nfrom tasks.promote import model_lock\nfrom tasks.tracking import TrackingConfig\n"
             f"cfg = TrackingConfig.model_validate_json({tracking.model_dump_json()!r})\n"

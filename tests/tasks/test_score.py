@@ -22,6 +22,7 @@ def fitted():
     return fit_pipeline(frame, spec, "random_forest", {"n_estimators": 10}, seed=1), infer_contract(frame, spec)
 
 
+@pytest.mark.integration  # parallel parts of a real file (~6 s); the Dask variants are here too
 def test_parts_joined_equal_the_sequential_file(fitted, tmp_path: Path) -> None:
     model, contract = fitted
     source = tmp_path / "in.parquet"

@@ -44,7 +44,8 @@ def test_pipeline_carries_preprocessing_and_tolerates_unseen_categories_and_nans
     assert model.named_steps["model"].n_jobs == 1  # single-threaded for serving
 
 
-@pytest.mark.parametrize("kind", sorted(TUNABLE_PARAMS))
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.integration) if k == "hist_gradient_boosting"
+                                  else k for k in sorted(TUNABLE_PARAMS)])  # HGB: ~6 s
 def test_every_estimator_trains_on_mixed_data(kind: str) -> None:
     frame = generate_demo(1_500, seed=2)
     spec = infer_features(frame, "churned")
