@@ -1,0 +1,131 @@
+"""Prometheus metrics of the model server: requests, latency, rows scored, reloads, what is live, traffic capture.
+
+One registry per app (never prometheus-client's global one: tests and benchmarks build several apps in a process).
+Requests are counted by a pure ASGI middleware (BaseHTTPMiddleware would add a task and a queue per request);
+what is live and the capture queue are read from the server's own state at scrape time, so they cannot drift
+from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Single-row scoring is ~1 ms; batches and provider calls run to seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+VERSION_KEY = "nightshift_model_version"  # request.state key a route sets once it knows the model version
+ROWS_KEY = "nightshift_rows"  # ... and the rows it scored
+UNMATCHED = "unmatched"  # the route label of paths no route matched (keeps the label set bounded)
+
+LiveModels = Callable[[], Iterable[tuple[str, str, str]]]  # (model, version, scorer) of every loaded model
+CaptureStats = Callable[[], Mapping[str, Mapping[str, float]]]  # per model: counter name -> value
+
+
+class ServerMetrics:
+    """The server's metrics in their own registry, and the text a Prometheus scrape gets."""
+
+    def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("nightshift_requests", "HTTP requests answered, by model, version, route and status",
+                                ["model", "version", "route", "status"], registry=self.registry)
+        self.latency = Histogram("nightshift_request_duration_seconds", "Time to answer a request, by model and route",
+                                 ["model", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rows = Counter("nightshift_rows_scored", "Rows scored, by model and version", ["model", "version"],
+                            registry=self.registry)
+        self.reloads = Counter("nightshift_reloads", "Reload requests, by model and outcome (swapped, unloaded, "
+                                                     "kept, refused: bad or missing token)",
+                               ["model", "outcome"], registry=self.registry)
+        self.registry.register(_LiveCollector(live_models, capture_stats))
+
+    def observe(self, model: str, version: str, route: str, status: int, seconds: float, rows: int) -> None:
+        """One answered request."""
+        self.requests.labels(model, version, route, str(status)).inc()
+        self.latency.labels(model, route).observe(seconds)
+        if rows and status < 400:
+            self.rows.labels(model, version).inc(rows)
+
+    def reload(self, model: str, outcome: str) -> None:
+        """One reload request and how it ended."""
+        self.reloads.labels(model, outcome).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format of every metric, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _LiveCollector(Collector):
+    """What is loaded (one sample per model: version and scorer) and the capture writer's counters, read at scrape."""
+
+    def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None) -> None:
+        self.live_models, self.capture_stats = live_models, capture_stats
+
+    def describe(self) -> list[Metric]:
+        return []  # collected fresh on every scrape: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        live = GaugeMetricFamily("nightshift_model_loaded", "1 for each model version being served, with its scorer",
+                                 labels=["model", "version", "scorer"])
+        for model, version, scorer in self.live_models():
+            live.add_metric([model, version, scorer], 1.0)
+        yield live
+        if self.capture_stats is None:
+            return
+        stats = self.capture_stats()
+        families = {
+            "queue_rows": GaugeMetricFamily("nightshift_capture_queue_rows", "Rows waiting in the capture queue",
+                                            labels=["model"]),
+            "written_rows": CounterMetricFamily("nightshift_capture_written_rows", "Captured rows written to Parquet",
+                                                labels=["model"]),
+            "dropped_rows": CounterMetricFamily("nightshift_capture_dropped_rows", "Rows not captured because the "
+                                                                                  "queue was full", labels=["model"]),
+            "sampled_out_rows": CounterMetricFamily("nightshift_capture_sampled_out_rows",
+                                                    "Rows left out by the capture sample rate", labels=["model"]),
+            "write_errors": CounterMetricFamily("nightshift_capture_write_errors", "Capture batches lost to write "
+                                                                                  "errors", labels=["model"]),
+        }
+        for model, counters in stats.items():
+            for key, family in families.items():
+                if key in counters:
+                    family.add_metric([model], float(counters[key]))
+        yield from families.values()
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by model, version, route template and status (pure ASGI)."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics, default_model: str) -> None:
+        self.app, self.metrics, self.default_model = app, metrics, default_model
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", UNMATCHED)
+            model = str(scope.get("path_params", {}).get("name") or "")
+            if not model and route in ("/invocations", "/predict", "/reload", "/ready", "/version"):
+                model = self.default_model
+            state = scope.get("state") or {}
+            self.metrics.observe(model, str(state.get(VERSION_KEY, "")), route, status,
+                                 time.perf_counter() - start, int(state.get(ROWS_KEY, 0)))
+
+
+def mark(request_state: Any, version: str, rows: int = 0) -> None:
+    """Tell the middleware which model version answered and how many rows it scored."""
+    setattr(request_state, VERSION_KEY, version)
+    setattr(request_state, ROWS_KEY, rows)
