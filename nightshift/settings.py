@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     drift_share_threshold: float = Field(0.2, gt=0, le=1, description="Share of drifted feature columns that counts as dataset drift.")
     max_metric_drop: float = Field(0.05, ge=0, description="Allowed drop of the monitored metric vs the model's test value.")
     range_tolerance: float = Field(0.5, ge=0, description="Contract: tolerated overshoot beyond the training range, as a share of it.")
+    capture_enabled: bool = Field(True, description="Model server: capture scored rows (features, prediction, "
+                                                    "probabilities) to Parquet for monitoring.")
+    capture_dir: Path | None = Field(None, description="Where captured traffic goes ({dir}/{model}/{YYYY-MM-DD}/); "
+                                                       "default state_dir/served.")
+    capture_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests captured (whole requests, "
+                                                                     "chosen by a hash of the request id).")
+    capture_queue_rows: int = Field(100_000, ge=1, description="Rows the capture queue holds before new ones are "
+                                                               "dropped (and counted); requests never wait.")
+    capture_queue_batches: int = Field(20_000, ge=1, description="Requests the capture queue holds (bounds its "
+                                                                 "memory under single-row traffic).")
+    capture_flush_seconds: float = Field(1.0, gt=0, le=60, description="How often the capture writer drains the "
+                                                                        "queue into the open Parquet parts.")
+    capture_roll_seconds: float = Field(60.0, gt=0, description="A capture part is closed (readable, fsync'd) at "
+                                                                "most this long after it opened: a crash loses at "
+                                                                "most this much traffic.")
+    capture_roll_bytes: int = Field(64 * 2**20, ge=2**16, description="A capture part is closed once it reaches "
+                                                                      "this size.")
     server_url: str | None = Field(None, description="Live model server(s) to redeploy after a promotion: one URL, or "
                                                      "several replicas separated by commas (all swap or none).")
     server_token: SecretStr | None = Field(None, description="Bearer token for the model server's /reload.")
