@@ -1,0 +1,618 @@
+"""Traffic capture: the model server's scored rows, sampled per request, written to Parquet off the request path.
+
+`Capture.offer()` is what a request pays: a sampling check on the request id, a lock held for a few attribute
+updates and an append of one tuple to a bounded in-memory queue (one item per request, however many rows it has).
+It never blocks, never copies the rows and never raises: when the queue is full (rows or requests) the request's
+rows are dropped and counted. A background thread drains the queue every `flush_seconds`, groups the requests by
+model, UTC day and column layout, builds one Arrow table per group and appends it as a row group to an open part:
+
+    {root}/{model}/{YYYY-MM-DD}/part-{opened %Y%m%dT%H%M%S%fZ}-{pid}-{seq}.parquet
+
+Each row: `request_id`, `row` (index in its request), `row_id` (the request's id column, when it has one),
+`captured_at` (UTC), `model`, `model_version`, the model's feature columns, `prediction` and one `proba_<class>`
+column per class (unrounded). A part is written as `<name>.parquet.inprogress`; once it is `roll_bytes` big or
+`roll_seconds` old (or on `flush()`/`close()`) the writer closes it (Parquet footer), fsyncs it, renames it to
+`<name>.parquet` and fsyncs the directory, so readers only ever see whole files. A request whose columns differ
+from the open part's (a new model version with other features or classes) starts a new part.
+
+Sampling is per request, never per row: a request is captured whole when crc32(request id) < rate * 2**32, so a
+retried request id gets the same answer on every replica, and randomly generated ids give an unbiased sample.
+
+Crash guarantee: a process killed at any moment loses at most what was not yet in a closed part: the rows still
+in the queue (at most `flush_seconds` of traffic, bounded by the queue size) and the rows of the open parts (at
+most `roll_seconds` of traffic per model and day; an open part has no footer, so it is left behind unreadable as
+`.inprogress` and may be deleted). Every closed part is complete and readable. A write error (disk full, no
+permission) loses the batch (and the open part it was going to) but not the writer: it is counted and logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import re
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import quote
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from nightshift.errors import DataLoadError
+from nightshift.naming import MODEL_NAME_PATTERN
+from serving.compiled import Batch
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from nightshift.settings import Settings
+
+    Features: TypeAlias = Batch | Mapping[str, Sequence[Any]] | pd.DataFrame  # a request's feature values
+
+log = logging.getLogger(__name__)
+
+IN_PROGRESS = ".inprogress"
+META_COLUMNS = ("request_id", "row", "row_id", "captured_at", "model", "model_version")
+PREDICTION = "prediction"
+PROBA_PREFIX = "proba_"
+MAX_REQUEST_ID = 128
+COUNTERS = ("offered_rows", "sampled_out_rows", "dropped_rows", "queue_rows", "buffered_rows", "written_rows",
+            "error_rows", "write_errors", "parts_written")
+_FULL = 2**32  # sampling threshold that captures every request
+_YIELD_EVERY = 256  # queue items the writer handles between GIL releases (keeps request threads' waits short)
+_CHUNK_ITEMS, _CHUNK_ROWS = 1024, 65_536  # at most this much converted and written in one go (one row group)
+_SEQ = itertools.count()  # part sequence numbers, unique within the process
+
+
+class NoServedData(DataLoadError):
+    """No closed capture part holds rows for the model and day (and version) asked for."""
+
+
+class CaptureConfig(BaseModel):
+    """Where captured traffic goes, how much of it, and how the writer batches, rolls and bounds its queue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path = Field(description="Captured traffic lands in {root}/{model}/{YYYY-MM-DD}/.")
+    enabled: bool = Field(True, description="Whether the server captures at all.")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests captured, whole requests only.")
+    queue_rows: int = Field(100_000, ge=1, description="Rows waiting in the queue above which requests are dropped.")
+    queue_batches: int = Field(20_000, ge=1, description="Requests waiting in the queue above which they are dropped.")
+    flush_seconds: float = Field(1.0, gt=0, description="How often the writer drains the queue into open parts.")
+    roll_seconds: float = Field(60.0, gt=0, description="Oldest an open part gets before it is closed.")
+    roll_bytes: int = Field(64 * 2**20, ge=1, description="Size at which an open part is closed.")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CaptureConfig:
+        """The NIGHTSHIFT_CAPTURE_* settings; the root defaults to state_dir/served."""
+        return cls(root=settings.capture_dir or settings.state_dir / "served", enabled=settings.capture_enabled,
+                   sample_rate=settings.capture_sample_rate, queue_rows=settings.capture_queue_rows,
+                   queue_batches=settings.capture_queue_batches, flush_seconds=settings.capture_flush_seconds,
+                   roll_seconds=settings.capture_roll_seconds, roll_bytes=settings.capture_roll_bytes)
+
+
+def request_id(supplied: str | None = None) -> str:
+    """The client's X-Request-Id if usable (1-128 printable ASCII characters), else a new random id."""
+    if supplied and len(supplied) <= MAX_REQUEST_ID and supplied.isascii() and supplied.isprintable():
+        return supplied
+    return os.urandom(16).hex()  # uuid4's randomness and format without the UUID object (1 us instead of 4)
+
+
+def sampled(request_id: str, rate: float) -> bool:
+    """Whether a request is captured at `rate`: the same answer for the same id, everywhere."""
+    return zlib.crc32(request_id.encode("utf-8", "surrogatepass")) < int(rate * _FULL)
+
+
+class _Counts:
+    """One model's counters (rows unless named otherwise); changed only under the Capture's lock."""
+
+    __slots__ = COUNTERS
+
+    def __init__(self) -> None:
+        for name in COUNTERS:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTERS}
+
+
+@dataclass
+class _Part:
+    """An open part file: rows appended as row groups until it is rolled."""
+
+    model: str
+    day: str
+    tmp: Path
+    writer: Any  # pyarrow.parquet.ParquetWriter
+    schema: Any  # pyarrow.Schema
+    opened: float  # time.monotonic()
+    rows: int = 0
+    size: int = 0
+
+    @property
+    def path(self) -> Path:
+        """The name it gets once closed."""
+        return self.tmp.with_name(self.tmp.name.removesuffix(IN_PROGRESS))
+
+    def accepts(self, schema: pa.Schema) -> bool:
+        """Same columns in the same order, each of the same type, all-null, or integers where the part has floats."""
+        import pyarrow as pa
+
+        return schema.names == self.schema.names and all(
+            new.type == old.type or new.type == pa.null()
+            or (pa.types.is_integer(new.type) and pa.types.is_floating(old.type))
+            for new, old in zip(schema, self.schema))
+
+
+class Capture:
+    """A bounded queue of scored requests and the background thread that writes them to Parquet parts."""
+
+    def __init__(self, config: CaptureConfig) -> None:
+        self.config = config
+        self._threshold = int(config.sample_rate * _FULL)
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._queued = 0  # rows in the queue, all models
+        self._wake_rows, self._wake_batches = max(config.queue_rows // 2, 1), max(config.queue_batches // 2, 1)
+        self._counts: dict[str, _Counts] = {}
+        self._offer_errors = 0
+        self._closed = False
+        self._flushes: list[threading.Event] = []
+        self._wake = threading.Event()
+        self._parts: dict[tuple[str, str], list[_Part]] = {}
+        self._days: dict[int, str] = {}
+        self._thread = threading.Thread(target=self._run, name="nightshift-capture", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- the request path -------------------------------------------------------------------------------------
+
+    def offer(self, model: str, version: str, request_id: str, features: Features, predictions: Sequence[Any],
+              probabilities: np.ndarray | Sequence[Sequence[float]] | None = None, classes: Sequence[Any] = (), *,
+              row_ids: Sequence[Any] | None = None, at: float | None = None) -> bool:
+        """Queue one scored request (True), or count it as sampled out or dropped (False); never blocks or raises.
+
+        `features`: the request's checked feature values (a server `Batch`, a mapping of column -> values, or a
+        DataFrame), one entry per prediction; `probabilities`: rows x classes; `at`: epoch seconds (default now).
+        The objects are kept as they are until the writer reads them: do not change them after offering.
+        """
+        try:
+            n = len(predictions)
+            counts = self._counts.get(model)
+            if counts is None:
+                counts = self._model_counts(model)
+            if self._threshold < _FULL and (
+                    self._threshold == 0 or zlib.crc32(request_id.encode("utf-8", "surrogatepass")) >= self._threshold):
+                with self._lock:
+                    counts.offered_rows += n
+                    counts.sampled_out_rows += n
+                return False
+            item = (model, version, request_id, time.time() if at is None else at, features, predictions,
+                    probabilities, classes, row_ids)
+            with self._lock:
+                counts.offered_rows += n
+                if self._closed or self._queued + n > self.config.queue_rows or \
+                        len(self._queue) >= self.config.queue_batches:
+                    counts.dropped_rows += n
+                    return False
+                self._queue.append(item)
+                self._queued += n
+                counts.queue_rows += n
+            if (self._queued >= self._wake_rows or len(self._queue) >= self._wake_batches) and \
+                    not self._wake.is_set():
+                self._wake.set()  # half full: drain now rather than at the next tick
+            return True
+        except Exception:  # never into the request path
+            self._offer_errors += 1
+            return False
+
+    def _model_counts(self, model: str) -> _Counts:
+        with self._lock:
+            return self._counts.setdefault(model, _Counts())
+
+    # -- control ----------------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Write everything offered so far and close the open parts (readable, fsync'd); False on timeout."""
+        done = threading.Event()
+        with self._lock:
+            if self._closed:
+                return not self._thread.is_alive()
+            self._flushes.append(done)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop taking rows, write what is queued, close and fsync every part; later offers are dropped."""
+        with self._lock:
+            already, self._closed = self._closed, True
+        if not already:
+            self._wake.set()
+            atexit.unregister(self.close)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("capture writer still busy after %.0f s at close; its queued rows may be lost", timeout)
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def writer_alive(self) -> bool:
+        """Whether the background writer thread is running."""
+        return self._thread.is_alive()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters per model (rows unless named otherwise): offered = sampled out + dropped + queue + buffered
+        (in open parts) + written (in closed parts) + error rows; write_errors counts failed writes."""
+        with self._lock:
+            return {model: counts.as_dict() for model, counts in self._counts.items()}
+
+    def totals(self) -> dict[str, int]:
+        """The counters summed over models, plus offers that failed before being counted (`offer_errors`)."""
+        out = dict.fromkeys(COUNTERS, 0)
+        for counts in self.stats().values():
+            for key, value in counts.items():
+                out[key] += value
+        out["offer_errors"] = self._offer_errors
+        return out
+
+    # -- the writer thread -------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.config.flush_seconds)
+            self._wake.clear()
+            with self._lock:
+                flushes, self._flushes = self._flushes, []
+                stopping = self._closed
+            try:
+                self._drain()
+                self._roll(everything=bool(flushes) or stopping)
+            except Exception:  # a bug, not a write error (those are handled per batch): keep the thread alive
+                log.exception("capture writer: unexpected error; continuing")
+            for done in flushes:
+                done.set()
+            if stopping:
+                return
+
+    def _count(self, model: str, **changes: int) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(model, _Counts())
+            for key, value in changes.items():
+                setattr(counts, key, getattr(counts, key) + value)
+
+    def _drain(self) -> None:
+        """Take the whole queue, group it by (model, day, columns) and append each group to its part."""
+        with self._lock:
+            items, self._queue = self._queue, deque()
+        if not items:
+            return
+        groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        taken: dict[str, int] = {}
+        unusable: list[tuple[str, int, str]] = []
+        for i, item in enumerate(items):
+            model, rows = item[0], len(item[5])
+            taken[model] = taken.get(model, 0) + rows
+            try:
+                key = (model, self._day(item[3]), _layout(item[4]), tuple(item[7]), item[6] is None)
+            except Exception as exc:  # e.g. features of no known kind, a time that is not a number
+                unusable.append((model, rows, f"{type(exc).__name__}: {str(exc)[:300]}"))
+                continue
+            groups.setdefault(key, []).append(item)
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                time.sleep(0)
+        with self._lock:
+            for model, rows in taken.items():
+                counts = self._counts[model]
+                counts.queue_rows -= rows
+                counts.buffered_rows += rows
+                self._queued -= rows
+        for model, rows, error in unusable:
+            log.error("capture: %d row(s) of model %r not captured: %s", rows, model, error)
+            self._count(model, buffered_rows=-rows, error_rows=rows, write_errors=1)
+        for (model, day, *_), group in groups.items():
+            for chunk in _chunks(group):
+                for table, rows, error in _tables(chunk):
+                    if error is not None:
+                        log.error("capture: %d row(s) of model %r not captured: %s", rows, model, error)
+                        self._count(model, buffered_rows=-rows, error_rows=rows, write_errors=1)
+                    else:
+                        self._append(model, day, table)
+                time.sleep(0)  # let request threads in between chunks
+
+    def _day(self, at: float) -> str:
+        key = int(at // 86_400)
+        day = self._days.get(key)
+        if day is None:
+            day = self._days[key] = time.strftime("%Y-%m-%d", time.gmtime(key * 86_400))
+        return day
+
+    def _append(self, model: str, day: str, table: pa.Table) -> None:
+        """Append to the open part that takes these columns (a new part if none), rolling it when it is full."""
+        parts = self._parts.setdefault((model, day), [])
+        part = next((p for p in parts if p.accepts(table.schema)), None)
+        try:
+            if part is None:
+                part = self._open(model, day, table.schema)
+                parts.append(part)
+            elif table.schema != part.schema:
+                table = table.cast(part.schema)  # all-null or integer columns, typed like the part's
+            part.writer.write_table(table)
+        except Exception as exc:  # disk full, no permission, ...: lose this batch and the part, keep the writer
+            lost = table.num_rows
+            if part is not None and part in parts:
+                parts.remove(part)
+                lost += part.rows
+                _abandon(part)
+            log.error("capture: %d row(s) of model %r lost writing %s: %s", lost, model,
+                      part.tmp if part is not None else f"{model}/{day}", exc)
+            self._count(model, buffered_rows=-lost, error_rows=lost, write_errors=1)
+            return
+        part.rows += table.num_rows
+        part.size = _size(part.tmp)
+        if part.size >= self.config.roll_bytes:
+            parts.remove(part)
+            self._commit(part)
+
+    def _open(self, model: str, day: str, schema: pa.Schema) -> _Part:
+        import pyarrow.parquet as pq
+
+        folder = self.config.root / model_dir(model) / day
+        if not folder.is_dir():
+            _make_dirs(folder)
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
+        tmp = folder / f"part-{stamp}-{os.getpid()}-{next(_SEQ):06d}.parquet{IN_PROGRESS}"
+        return _Part(model, day, tmp, pq.ParquetWriter(tmp, schema), schema, time.monotonic())
+
+    def _roll(self, everything: bool) -> None:
+        """Close the parts that are old enough (all of them on flush/close)."""
+        now = time.monotonic()
+        for key, parts in list(self._parts.items()):
+            for part in [p for p in parts if everything or now - p.opened >= self.config.roll_seconds]:
+                parts.remove(part)
+                self._commit(part)
+            if not parts:
+                del self._parts[key]
+
+    def _commit(self, part: _Part) -> None:
+        """Footer, fsync, rename to the final name, fsync the folder: from here on the part is durable and whole."""
+        try:
+            part.writer.close()
+            _fsync(part.tmp)
+            os.replace(part.tmp, part.path)
+            _fsync(part.path.parent)
+        except Exception as exc:
+            log.error("capture: %d row(s) of model %r lost closing %s: %s", part.rows, part.model, part.tmp, exc)
+            _abandon(part)
+            self._count(part.model, buffered_rows=-part.rows, error_rows=part.rows, write_errors=1)
+            return
+        self._count(part.model, buffered_rows=-part.rows, written_rows=part.rows, parts_written=1)
+
+
+def _layout(features: Any) -> tuple[Any, ...]:
+    """What decides a request's feature columns (requests with the same layout are written as one table)."""
+    if isinstance(features, Batch):
+        return ("batch", features.numeric_names, tuple(features.categorical))
+    return ("columns", tuple(features.keys() if isinstance(features, Mapping) else features.columns))
+
+
+def _chunks(group: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """A group cut into pieces of at most _CHUNK_ITEMS requests or about _CHUNK_ROWS rows.
+
+    Each piece is converted by a few numpy/Arrow calls that hold the GIL throughout: small pieces keep the wait
+    of a request thread short (a 100k-request piece held it for ~30 ms).
+    """
+    chunks, current, rows = [], [], 0
+    for item in group:
+        current.append(item)
+        rows += len(item[5])
+        if len(current) >= _CHUNK_ITEMS or rows >= _CHUNK_ROWS:
+            chunks.append(current)
+            current, rows = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _tables(group: list[tuple[Any, ...]]) -> list[tuple[pa.Table | None, int, str | None]]:
+    """One Arrow table for a group of same-layout requests; if that fails, one per request, the bad ones reported."""
+    rows = sum(len(item[5]) for item in group)
+    try:
+        return [(_table(group), rows, None)]
+    except Exception as exc:
+        if len(group) == 1:
+            return [(None, rows, f"{type(exc).__name__}: {str(exc)[:300]}")]
+    return [result for item in group for result in _tables([item])]
+
+
+def _table(group: list[tuple[Any, ...]]) -> pa.Table:
+    """The rows of same-layout requests as one table: metadata, features, prediction, probabilities."""
+    import pyarrow as pa
+
+    sizes = np.fromiter((len(item[5]) for item in group), dtype=np.int64, count=len(group))
+    total = int(sizes.sum())
+    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    model = group[0][0]
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array(np.repeat(np.array([item[2] for item in group], dtype=object), sizes), pa.string()),
+        "row": pa.array((np.arange(total, dtype=np.int64) - starts).astype(np.int32)),
+        "row_id": _row_ids(group, total),
+        "captured_at": pa.array((np.repeat(np.array([item[3] for item in group], dtype=np.float64), sizes)
+                                 * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
+        "model": pa.repeat(pa.scalar(model, pa.string()), total),
+        "model_version": pa.array(np.repeat(np.array([str(item[1]) for item in group], dtype=object), sizes),
+                                  pa.string()),
+    }
+    for name, values in _features(group).items():
+        column = pa.array(values) if not isinstance(values, pa.Array) else values
+        if len(column) != total:
+            raise ValueError(f"feature {name!r} has {len(column)} values for {total} predictions")
+        columns[f"feature_{name}" if name in META_COLUMNS or name == PREDICTION or name.startswith(PROBA_PREFIX)
+                else name] = column
+    columns[PREDICTION] = _concat([item[5] for item in group])
+    if group[0][6] is not None:
+        classes = list(group[0][7])
+        proba = np.vstack([np.asarray(item[6], dtype=np.float64).reshape(len(item[5]), -1) for item in group])
+        if proba.shape[1] != len(classes):
+            raise ValueError(f"{proba.shape[1]} probability columns for {len(classes)} classes {classes[:10]}")
+        for j, label in enumerate(classes):
+            columns[f"{PROBA_PREFIX}{label}"] = pa.array(proba[:, j])
+    return pa.table(columns)
+
+
+def _features(group: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Feature name -> values for the whole group (typed: Batch numbers as float64, categories as strings)."""
+    import pyarrow as pa
+
+    first = group[0][4]
+    if isinstance(first, Batch):
+        block = np.concatenate([item[4].numeric for item in group]) if len(group) > 1 else first.numeric
+        out: dict[str, Any] = {name: block[:, j] for j, name in enumerate(first.numeric_names)}
+        for name in first.categorical:
+            values = np.concatenate([item[4].categorical[name] for item in group])
+            out[name] = pa.array(values, pa.string(), from_pandas=True)
+        return out
+    frames = [item[4] if isinstance(item[4], Mapping) else {c: item[4][c].to_numpy() for c in item[4].columns}
+              for item in group]
+    return {name: _concat([frame[name] for frame in frames]) for name in frames[0]}
+
+
+def _concat(parts: list[Any]) -> pa.Array:
+    """Values of one column from several requests as one Arrow array (mixed types as strings, all-null as null)."""
+    import pyarrow as pa
+
+    if all(isinstance(p, np.ndarray) and p.dtype != object for p in parts):
+        return pa.array(np.concatenate(parts) if len(parts) > 1 else parts[0])
+    values = list(itertools.chain.from_iterable(parts))
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _row_ids(group: list[tuple[Any, ...]], total: int) -> pa.Array:
+    """The requests' own row ids as strings (null where a request has none)."""
+    import pyarrow as pa
+
+    if all(item[8] is None for item in group):
+        return pa.nulls(total, pa.string())
+    values = itertools.chain.from_iterable([None] * len(item[5]) if item[8] is None else item[8] for item in group)
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(folder: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entries changed (so a new day's folder survives a power cut)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _fsync(created.parent)
+
+
+def _abandon(part: _Part) -> None:
+    """Drop a part that cannot be finished: close what can be closed, delete its in-progress file."""
+    try:
+        part.writer.close()
+    except Exception:
+        pass
+    part.tmp.unlink(missing_ok=True)
+
+
+# -- reading ----------------------------------------------------------------------------------------------------
+
+def model_dir(model: str) -> str:
+    """A model's folder name: the registry name itself when it is path-safe, else percent-encoded."""
+    if re.fullmatch(MODEL_NAME_PATTERN, model):
+        return model
+    return quote(model, safe="").replace(".", "%2E")
+
+
+def served_days(root: Path | str, model: str) -> list[date]:
+    """The days with at least one closed capture part for `model`, oldest first."""
+    folder = Path(root) / model_dir(model)
+    if not folder.is_dir():
+        return []
+    days = []
+    for sub in folder.iterdir():
+        try:
+            day = date.fromisoformat(sub.name)
+        except ValueError:
+            continue
+        if next(sub.glob("part-*.parquet"), None) is not None:
+            days.append(day)
+    return sorted(days)
+
+
+def served_parts(root: Path | str, model: str, day: date | str) -> list[Path]:
+    """The closed parts of one model and UTC day in name (= opening time) order; `.inprogress` files are not."""
+    return sorted((Path(root) / model_dir(model) / _day_name(day)).glob("part-*.parquet"))
+
+
+def read_served(root: Path | str, model: str, day: date | str, version: str | None = None) -> pd.DataFrame:
+    """A UTC day of a model's captured traffic (closed parts only), optionally one version's rows: "current" data.
+
+    Raises NoServedData when there is none, naming the days that have some.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    name = _day_name(day)
+    parts = served_parts(root, model, name)
+    if not parts:
+        days = ", ".join(d.isoformat() for d in served_days(root, model)[-10:]) or "none"
+        raise NoServedData(f"no captured traffic of model {model!r} on {name} under {Path(root)} "
+                           f"(days with traffic: {days})")
+    tables = []
+    for path in parts:
+        try:
+            tables.append(pq.read_table(path))
+        except Exception as exc:
+            raise DataLoadError(f"capture part {path} could not be read: {exc}") from exc
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if version is not None:
+        table = table.filter(pc.equal(table["model_version"], str(version)))
+        if table.num_rows == 0:
+            raise NoServedData(f"no captured traffic of model {model!r} version {version} on {name} under "
+                               f"{Path(root)} (versions that day: {', '.join(_versions(tables))})")
+    return table.to_pandas()
+
+
+def _versions(tables: list[pa.Table]) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return sorted(set(pc.unique(pa.chunked_array([t["model_version"] for t in tables])).to_pylist()))
+
+
+def _day_name(day: date | str) -> str:
+    """A day as YYYY-MM-DD (checked)."""
+    return (day if isinstance(day, date) else date.fromisoformat(str(day))).isoformat()
