@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,12 +74,35 @@ class Settings(BaseSettings):
     server_max_rows: int = Field(10_000, ge=1, description="Largest number of rows one scoring request may carry.")
     server_max_body_bytes: int = Field(10_000_000, ge=1_000, description="Largest request body the server reads.")
     server_latency_budget_ms: float = Field(250.0, gt=0, description="Reload smoke test: slowest allowed single-row prediction.")
+    server_prompts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["ticket-triage"],
+        description="Registered prompts whose champion the model server answers on POST /models/<name>/chat "
+                    "(comma-separated; empty = none).")
     prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
     work_pool: str = Field("nightshift-process", min_length=1, description="Prefect work pool the deployments run in.")
     task_runner: Literal["threads", "dask"] = Field(
         "threads", description="Where mapped tasks (CV search, batch-scoring parts) run: threads, or Dask (prefect-dask).")
     task_workers: int = Field(2, ge=1, le=256, description="Threads, or local Dask worker processes.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler (tcp://host:8786); default a local cluster.")
+
+    @field_validator("server_prompts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`a,b` from the environment as ["a", "b"] (blanks dropped, each name once); each a valid model name."""
+        import re
+
+        from nightshift.naming import MODEL_NAME_PATTERN
+
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, (list, tuple)):
+            return value
+        names = list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+        bad = [n for n in names if not re.fullmatch(MODEL_NAME_PATTERN, n)]
+        if bad:
+            raise ValueError(f"prompt name(s) {', '.join(map(repr, bad))} are not registry names "
+                             f"(letters, digits, '_', '.', '-'; up to 100 characters)")
+        return names
 
     @cached_property
     def tracking_uri(self) -> str:
