@@ -3,7 +3,10 @@
 Start with `make serve` or `python -m serving.server [--port 8000]`. Binds 127.0.0.1 by default.
 Every served model answers under `/models/{name}/...`; the top-level routes are the default model's
 (NIGHTSHIFT_MODEL_NAME). A model enabled in the catalogue after start-up is served from its first reload; a reload
-that finds no champion alias unloads the model (503 until one is promoted).
+that finds no champion alias unloads the model (503 until one is promoted). The prompts named by
+NIGHTSHIFT_SERVER_PROMPTS are served the same way (a slot each, their champion loaded from the prompt registry,
+swapped by the same reload) and answer `POST /models/{name}/chat`, forwarded to the provider with the champion's
+prompt and model configuration.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,11 +32,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
-from nightshift.errors import NightshiftError
+from nightshift.errors import ConfigError, NightshiftError
 from nightshift.settings import Settings, get_settings
+from serving import chat
 from serving.compiled import Batch, CompiledScorer, compile_pipeline
 
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
+    from tasks.llm import PriceTable, ProviderSettings
     from tasks.tracking import TrackingConfig
     from tasks.validate import Contract
 
@@ -294,41 +299,86 @@ def not_in_catalogue(settings: Settings, name: str) -> str | None:
 
 @dataclass
 class ModelSlot:
-    """One served model name: its loaded champion (or why there is none) and the lock that serialises its reloads."""
+    """One served name: its loaded champion (or why there is none) and the lock that serialises its reloads.
+
+    `kind` "model" holds a scikit-learn champion (the scoring routes), "prompt" a prompt champion (the chat route).
+    """
 
     name: str
-    served: Served | None = None
+    served: Served | chat.ServedPrompt | None = None
     load_error: str | None = None
     no_champion: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    kind: Literal["model", "prompt"] = "model"
 
-    def served_or_503(self) -> Served:
-        """The model being served, or a 503 saying why there is none."""
+    def loaded_or_503(self) -> Served | chat.ServedPrompt:
+        """The champion being served (a model or a prompt), or a 503 saying why there is none."""
         if self.served is None:
-            raise ScoringError(503, f"no model loaded: {self.load_error or 'start-up in progress'}")
+            what = "no champion yet" if self.kind == chat.KIND and self.no_champion else f"no {self.kind} loaded"
+            raise ScoringError(503, f"{what}: {self.load_error or 'start-up in progress'}")
         return self.served
 
+    def served_or_503(self) -> Served:
+        """The model being served for a scoring route: 400 for a prompt, 503 saying why when none is loaded."""
+        if self.kind == chat.KIND:
+            raise ScoringError(400, f"'{self.name}' is a prompt, not a model: it answers POST /models/{self.name}/chat "
+                                    f"with {{\"variables\": {{...}}}}, not the scoring routes")
+        return self.loaded_or_503()  # type: ignore[return-value]
+
+    def prompt_or_503(self) -> chat.ServedPrompt:
+        """The prompt being served for the chat route: 400 for a model, 503 saying why when none is loaded."""
+        if self.kind != chat.KIND:
+            raise ScoringError(400, f"'{self.name}' is a scikit-learn model, not a prompt: score it with "
+                                    f"/models/{self.name}/invocations or /models/{self.name}/predict; chat answers the "
+                                    f"prompts in NIGHTSHIFT_SERVER_PROMPTS")
+        return self.loaded_or_503()  # type: ignore[return-value]
+
     def summary(self) -> dict[str, Any]:
-        """What /models and /version's `models` say about this model: its version and load time, or why none."""
+        """What /models and /version's `models` say about this name: its kind, version and load time, or why none."""
         if self.served is None:
             why = "no champion yet" if self.no_champion else "not loaded"
-            return {"status": f"{why}: {self.load_error or 'start-up in progress'}"}
+            return {"status": f"{why}: {self.load_error or 'start-up in progress'}", "kind": self.kind}
         info = self.served.info()
-        return {"status": "loaded", **{k: info[k] for k in ("model_version", "run_id", "alias", "loaded_at",
-                                                              "contract_fingerprint", "scorer")}}
+        keys = (("model_version", "alias", "loaded_at", "provider_model", "response_format", "variables")
+                if self.kind == chat.KIND else
+                ("model_version", "run_id", "alias", "loaded_at", "contract_fingerprint", "scorer"))
+        return {"status": "loaded", "kind": self.kind, **{k: info[k] for k in keys}}
+
+    def load(self, cfg: TrackingConfig) -> Served | chat.ServedPrompt:
+        """Blocking: this name's current champion from the registry (NoChampionError / NoPromptChampion if none)."""
+        return chat.load_prompt(cfg, self.name) if self.kind == chat.KIND else load_champion(cfg, self.name)
+
+    def check(self, candidate: Served | chat.ServedPrompt, allow_change: bool, latency_budget_ms: float) -> list[str]:
+        """Blocking: the candidate's interface changes vs the live one (422 unless allowed), then its smoke test:
+        scoring sample rows for a model, rendering the template with dummy variables for a prompt (no provider
+        call: a reload costs nothing)."""
+        if self.kind == chat.KIND:
+            changes = chat.check_schema(self.served, candidate, allow_change)  # type: ignore[arg-type]
+            chat.smoke_test(candidate)  # type: ignore[arg-type]
+            return changes
+        changes = check_schema(self.served, candidate, allow_change)  # type: ignore[arg-type]
+        smoke_test(candidate, latency_budget_ms)  # type: ignore[arg-type]
+        return changes
 
 
 @dataclass
 class ServerState:
-    """What the routes share: settings, the registry config and one slot per served model (the default first)."""
+    """What the routes share: settings, the registry config and one slot per served name (the default model first,
+    then the catalogue's models, then the prompts)."""
 
     settings: Settings
     cfg: TrackingConfig
     names: list[str] | None = None
+    prompts: list[str] = field(default_factory=list)
     slots: dict[str, ModelSlot] = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = {name: ModelSlot(name) for name in (self.names or [self.settings.model_name])}
+        self.slots.update({name: ModelSlot(name, kind=chat.KIND) for name in self.prompts})
+
+    def names_of(self, kind: str) -> list[str]:
+        """The served names of one kind ("model" or "prompt"), in slot order."""
+        return [name for name, slot in self.slots.items() if slot.kind == kind]
 
     @property
     def default(self) -> ModelSlot:
@@ -352,6 +402,9 @@ class ServerState:
             return self.slots[name]
         why = await asyncio.to_thread(not_in_catalogue, self.settings, name)  # re-read: it may have been added
         if why is not None:
+            if await asyncio.to_thread(_is_prompt, self.cfg, name):
+                why = ("it is a prompt: prompts are served when NIGHTSHIFT_SERVER_PROMPTS names them at start-up "
+                       f"(now: {', '.join(self.names_of(chat.KIND)) or 'none'})")
             raise ScoringError(404, f"model '{name}' is not served here (served: {', '.join(self.slots)}) and {why}")
         slot = self.slots.setdefault(name, ModelSlot(name))  # no await since the check: one slot, one lock per name
         app.openapi_schema = None  # the {name} enum lists it from now on
@@ -364,9 +417,10 @@ class ServerState:
         async def load_one(slot: ModelSlot) -> None:
             async with gate:
                 try:
-                    slot.served = await asyncio.to_thread(load_champion, self.cfg, slot.name)
+                    slot.served = await asyncio.to_thread(slot.load, self.cfg)
                 except Exception as exc:  # recorded and answered as a 503 on this model's routes
-                    slot.load_error, slot.no_champion = str(exc), isinstance(exc, NoChampionError)
+                    slot.load_error = str(exc)
+                    slot.no_champion = isinstance(exc, (NoChampionError, chat.NoPromptChampion))
 
         await asyncio.gather(*(load_one(slot) for slot in self.slots.values()))
 
@@ -385,10 +439,10 @@ class ServerState:
         async with slot.reload_lock:
             old = slot.served
             try:
-                candidate = await asyncio.to_thread(load_champion, self.cfg, slot.name)
-                changes = check_schema(old, candidate, allow_schema_change)
-                await asyncio.to_thread(smoke_test, candidate, self.settings.server_latency_budget_ms)
-            except NoChampionError as exc:
+                candidate = await asyncio.to_thread(slot.load, self.cfg)
+                changes = await asyncio.to_thread(slot.check, candidate, allow_schema_change,
+                                                  self.settings.server_latency_budget_ms)
+            except (NoChampionError, chat.NoPromptChampion) as exc:
                 if old is None:  # nothing served, nothing to serve: unchanged
                     return JSONResponse({"status": "kept", "model_version": None, "reason": str(exc)},
                                         status_code=exc.status)
@@ -398,8 +452,9 @@ class ServerState:
                 return JSONResponse({"status": "unloaded", "from_version": old.version, "to_version": None,
                                      "reason": str(exc)})
             except Exception as exc:  # the old model keeps serving whatever went wrong
+                status = exc.status if isinstance(exc, (ScoringError, chat.ChatError)) else 422
                 return JSONResponse({"status": "kept", "model_version": old.version if old else None,
-                                     "reason": str(exc)}, status_code=exc.status if isinstance(exc, ScoringError) else 422)
+                                     "reason": str(exc)}, status_code=status)
             slot.served = candidate  # one reference assignment: requests see old or new, never half
             slot.load_error, slot.no_champion = None, False
             app.openapi_schema = None  # /predict's schema follows the new contract
@@ -409,6 +464,36 @@ class ServerState:
     def listing(self) -> dict[str, dict[str, Any]]:
         """Every served model's summary, the default first."""
         return {name: slot.summary() for name, slot in self.slots.items()}
+
+
+def _is_prompt(cfg: TrackingConfig, name: str) -> bool:
+    """Whether `name` is a prompt in the registry; False when the registry cannot say (only a 404's wording)."""
+    from tasks.tracking import is_prompt
+
+    try:
+        return is_prompt(cfg, name)
+    except Exception:
+        return False
+
+
+def check_prompt_names(settings: Settings) -> list[str]:
+    """NIGHTSHIFT_SERVER_PROMPTS, each name clear of the default model and every catalogue model (enabled or not:
+    a disabled one may be enabled and reloaded later); ConfigError naming both otherwise."""
+    from tasks.catalogue import load_catalogue
+
+    prompts = settings.server_prompts
+    if not prompts:
+        return []
+    if settings.model_name in prompts:
+        raise ConfigError(f"NIGHTSHIFT_SERVER_PROMPTS names '{settings.model_name}', which is also the default model "
+                          f"NIGHTSHIFT_MODEL_NAME: one served name, one thing; rename one of them")
+    path = settings.catalogue_path
+    models = [m.name for m in load_catalogue(path).models] if path.exists() else []
+    clash = [name for name in prompts if name in models]
+    if clash:
+        raise ConfigError(f"NIGHTSHIFT_SERVER_PROMPTS names {', '.join(map(repr, clash))}, also model(s) of the "
+                          f"catalogue {path}: one served name, one thing; rename the prompt or drop it from the setting")
+    return prompts
 
 
 async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
@@ -537,14 +622,29 @@ def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
         paths["/predict"]["post"]["requestBody"] = {
             "required": True, "content": {"application/json": {"schema": _request_schema(state.served, components)}}}
     per_model = [_request_schema(slot.served, components, f"{slot.name}.") for slot in state.slots.values()
-                 if slot.served is not None]
+                 if slot.served is not None and slot.kind != chat.KIND]
     if per_model:
         paths["/models/{name}/predict"]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": per_model[0] if len(per_model) == 1 else {"anyOf": per_model}}}}
+    prompts = state.names_of(chat.KIND)
+    if not prompts:  # no prompt served: the chat route only says so (400/404), the docs need not list it
+        paths.pop("/models/{name}/chat", None)
+    else:
+        per_prompt = []
+        for slot in state.slots.values():
+            if slot.kind == chat.KIND and slot.served is not None:
+                components[f"{slot.name}.ChatRequest"] = chat.request_schema(slot.served)  # type: ignore[arg-type]
+                per_prompt.append({"$ref": f"#/components/schemas/{slot.name}.ChatRequest"})
+        if per_prompt:
+            paths["/models/{name}/chat"]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": per_prompt[0] if len(per_prompt) == 1 else {"anyOf": per_prompt}}}}
+    names = {"/models/{name}/chat": prompts, "/models/{name}/invocations": state.names_of("model"),
+             "/models/{name}/predict": state.names_of("model")}
     for path, item in paths.items():
         for parameter in item.get("post", item.get("get", {})).get("parameters", []):
             if path.startswith("/models/{name}") and not path.endswith("/reload") and parameter["name"] == "name":
-                parameter["schema"]["enum"] = list(state.slots)  # the served models (503 while one has no champion)
+                # the served names (503 while one has no champion)
+                parameter["schema"]["enum"] = names.get(path, list(state.slots))
     app.openapi_schema = schema
     return schema
 
@@ -566,20 +666,52 @@ _MODEL_RELOAD = (
     "reloaded, until the server restarts: dropping it would break its callers without a deploy.")
 _MODEL_PREDICT = (" The body follows model `name`'s own data contract: its `<name>.PredictRequest` schema "
                   "(listed under components; one `anyOf` branch per loaded model).")
+_PROMPT_RELOAD = (
+    " A prompt (NIGHTSHIFT_SERVER_PROMPTS) reloads the same way: its champion's template and model configuration are "
+    "read from the prompt registry, its interface checked (the template variables and the response format must "
+    "equal the live version's unless `allow_schema_change=true`; 422 otherwise) and its smoke test renders the "
+    "template with a dummy value per variable: no provider call is made, so a reload costs nothing.")
+_CHAT = (
+    "Forwards the request to the provider (OpenAI-compatible, `OPENAI_BASE_URL`, key `OPENAI_API_KEY` in the server's "
+    "environment) with the prompt champion's system prompt, template, model, temperature, max tokens and response "
+    "format, through the project's openai client: retries with backoff on 408/409/429/5xx honouring Retry-After, a "
+    "timeout per attempt, a bounded number of calls in flight (later ones queue: `queued_ms`). The body gives a "
+    "value for each `{{ variable }}` of the template: `{\"variables\": {...}}` (the prompt's `<name>.ChatRequest` "
+    "schema). `X-Request-Id` is echoed (header and `request_id`), else generated. "
+    "400: missing or unknown variables, a model name, a malformed body; 404: a name not served; 503: no champion "
+    "yet, or no OPENAI_API_KEY on the server; 502: the provider failed (model and its HTTP status named); 504: the "
+    "provider did not answer within the timeout. The API key is never in a reply. " + _SCORING_BODY_RULES)
+_CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": chat.ChatErrorBody, "description": text} for status, text in (
+        (400, "Missing or unknown variables, a scikit-learn model's name, a malformed or non-object body"),
+        (404, "No such served name"), (413, "Body too large"), (415, "Not JSON"),
+        (502, "The provider failed: model and HTTP status named"),
+        (503, "No champion yet, or no OPENAI_API_KEY on the server"),
+        (504, "The provider did not answer in time"))}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The FastAPI app; loads every served model's champion at start-up (a model without one answers 503)."""
+def create_app(settings: Settings | None = None, provider: ProviderSettings | None = None,
+               prices: PriceTable | None = None) -> FastAPI:
+    """The FastAPI app; loads every served model's and prompt's champion at start-up (one without answers 503).
+
+    `provider` (endpoint, timeout, retries, concurrency; default from OPENAI_BASE_URL) and `prices` (default
+    tasks.llm.DEFAULT_PRICES) are for the chat route.
+    """
     from tasks.tracking import TrackingConfig
 
     settings = settings or get_settings()
-    state = ServerState(settings, TrackingConfig.from_settings(settings), served_model_names(settings))
+    state = ServerState(settings, TrackingConfig.from_settings(settings), served_model_names(settings),
+                        check_prompt_names(settings))
+    backend = chat.ChatBackend(provider, prices)
     max_bytes, max_rows = settings.server_max_body_bytes, settings.server_max_rows
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.load()
-        yield
+        try:
+            yield
+        finally:
+            backend.close()
 
     app = FastAPI(title="nightshift model server", version="1", description=__doc__, lifespan=lifespan)
     app.add_exception_handler(ScoringError, _scoring_error)  # type: ignore[arg-type]
@@ -619,13 +751,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def models() -> dict[str, Any]:
         return {"default_model": settings.model_name, "models": state.listing()}
 
-    @app.get("/models/{name}/ready", summary="Readiness of one model: its champion is loaded")
+    @app.get("/models/{name}/ready", summary="Readiness of one model or prompt: its champion is loaded")
     async def model_ready(name: ModelName) -> dict[str, Any]:
-        return {"status": "ready", "model_version": state.slot(name).served_or_503().version}
+        return {"status": "ready", "model_version": state.slot(name).loaded_or_503().version}
 
-    @app.get("/models/{name}/version", summary="The version of one model being served")
+    @app.get("/models/{name}/version", summary="The version of one model or prompt being served")
     async def model_version(name: ModelName) -> dict[str, Any]:
-        return state.slot(name).served_or_503().info()
+        return state.slot(name).loaded_or_503().info()
 
     @app.post("/models/{name}/invocations", summary="MLflow scoring-server compatible predictions of one model",
               description=_SCORING_BODY_RULES, openapi_extra={"requestBody": _INVOCATIONS_BODY})
@@ -642,12 +774,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/models/{name}/reload", summary="Reload one model's champion only, smoke-tested, swapped atomically "
                                                "(bearer token)",
               description="As `/reload`, for model `name` alone (its own lock; the other models are untouched)."
-                          + _RELOAD + _MODEL_RELOAD)
+                          + _RELOAD + _MODEL_RELOAD + _PROMPT_RELOAD)
     async def model_reload(name: ModelName, credentials: Credentials,
                            allow_schema_change: AllowChange = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
             return refusal
         return await state.reload(app, allow_schema_change, name)
+
+    @app.post("/models/{name}/chat", summary="The prompt champion's answer: forwarded to the provider with its "
+                                             "prompt and model configuration",
+              description=_CHAT, response_model=chat.ChatResponse, responses=_CHAT_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": chat.ChatRequest.model_json_schema()}}}})
+    async def model_chat(name: ModelName, request: Request) -> JSONResponse:
+        rid = chat.request_id(request.headers.get("x-request-id"))
+        try:
+            served = state.slot(name).prompt_or_503()
+            variables = chat.parse_request(await _read_json(request, max_bytes), served)
+            reply: dict[str, Any] = (await backend.answer(served, variables, rid)).model_dump(mode="json")
+            status = 200
+        except (ScoringError, chat.ChatError) as exc:
+            extra = exc.extra if isinstance(exc, chat.ChatError) else {}
+            status = exc.status
+            reply = chat.ChatErrorBody(error_code=chat.error_code(status), message=str(exc), request_id=rid,
+                                       **extra).model_dump(mode="json")
+        # The one place a chat request and its answer (or failure) are both known: metrics and traffic capture go here.
+        return JSONResponse(reply, status_code=status, headers={"X-Request-Id": rid})
 
     app.openapi = partial(_openapi, app, state)  # type: ignore[method-assign]
     return app

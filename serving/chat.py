@@ -1,0 +1,316 @@
+"""Serving a prompt champion: the served prompt (version, LLMConfig, variables), its load from the registry alias
+`champion`, the reload checks, and the chat call forwarded to the provider with the champion's configuration.
+
+The call goes through the project's own client code (`tasks.llm.make_client` + `complete`), not `openai.AsyncOpenAI`:
+`complete` is the one place that turns the SDK's replies and failures into results naming the model and the HTTP
+status with the key redacted, counts the SDK's retries (408/409/429/5xx with backoff honouring Retry-After, a
+timeout per attempt) and prices the call, exactly as the evaluation measured the version; an async copy would
+duplicate it and could drift from it. The blocking calls run in this module's own thread pool of
+`ProviderSettings.concurrency` threads: at most that many provider calls are in flight, later ones queue (the wait
+is reported as `queued_ms`), and the server's `asyncio.to_thread` work (model loads, reloads, registry reads) never
+waits behind a slow provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nightshift.errors import NightshiftError
+
+if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
+    import openai
+
+    from tasks.llm import CallResult, LLMConfig, PriceTable, ProviderSettings
+    from tasks.tracking import TrackingConfig
+
+KIND = "prompt"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # an X-Request-Id we echo as given; anything else gets a new one
+
+
+class ChatError(NightshiftError):
+    """A chat request or a prompt reload that cannot be answered; carries the HTTP status and what the reply adds."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+class NoPromptChampion(ChatError):
+    """The prompt has no champion alias (or is not registered yet): nothing to serve until one is promoted."""
+
+
+@dataclass(frozen=True)
+class ServedPrompt:
+    """One loaded prompt champion: the registered version and the LLMConfig it forwards to the provider."""
+
+    name: str
+    version: str
+    alias: str
+    config: LLMConfig
+    loaded_at: str
+
+    @property
+    def variables(self) -> list[str]:
+        """The `{{ name }}` placeholders of its system prompt and template: what a chat request must send."""
+        return self.config.variables
+
+    def info(self) -> dict[str, Any]:
+        """What /models/{name}/version reports (the prompt's text stays in the registry)."""
+        c = self.config
+        return {"model_name": self.name, "kind": KIND, "model_version": self.version, "alias": self.alias,
+                "loaded_at": self.loaded_at, "provider_model": c.model, "temperature": c.temperature,
+                "max_tokens": c.max_tokens, "response_format": c.response_format, "variables": self.variables}
+
+
+def load_prompt(cfg: TrackingConfig, name: str, alias: str | None = None) -> ServedPrompt:
+    """The prompt version behind `alias` (default champion), read from the registry and loaded by number (content
+    hash checked); NoPromptChampion when there is none, ChatError when the name is a registered model."""
+    from tasks import tracking
+    from tasks.llm import live_config
+
+    alias = alias or tracking.CHAMPION
+    if not tracking.is_prompt(cfg, name):
+        if tracking.list_versions(cfg, name):
+            raise ChatError(422, f"'{name}' is a registered model, not a prompt: serve it through the model "
+                                 f"catalogue, not NIGHTSHIFT_SERVER_PROMPTS")
+        raise NoPromptChampion(503, f"prompt '{name}' has no '{alias}' alias yet (it is not registered): nothing to "
+                                    f"serve")
+    version = tracking.get_alias(cfg, name, alias)
+    if version is None:
+        raise NoPromptChampion(503, f"prompt '{name}' has no '{alias}' alias yet: nothing to serve")
+    return ServedPrompt(name=name, version=version, alias=alias, config=live_config(cfg, name, version),
+                        loaded_at=datetime.now(timezone.utc).isoformat())
+
+
+def schema_changes(live: LLMConfig, candidate: LLMConfig) -> list[str]:
+    """How a candidate's interface differs from the live config's: template variables (callers send exactly these)
+    and the response format (callers read `json` for json_object); empty when callers need not change."""
+    added = [v for v in candidate.variables if v not in live.variables]
+    dropped = [v for v in live.variables if v not in candidate.variables]
+    changes = []
+    if added:
+        changes.append(f"new template variable(s) {', '.join(map(repr, added))}: callers must send them")
+    if dropped:
+        changes.append(f"template variable(s) {', '.join(map(repr, dropped))} no longer used: callers still "
+                       f"sending them get 400")
+    if live.response_format != candidate.response_format:
+        changes.append(f"response format {live.response_format} -> {candidate.response_format}")
+    return changes
+
+
+def check_schema(live: ServedPrompt | None, candidate: ServedPrompt, allow_change: bool) -> list[str]:
+    """The candidate's interface changes vs the live prompt; a 422 unless the caller allows a change."""
+    if live is None:  # nothing served yet: no caller to break
+        return []
+    changes = schema_changes(live.config, candidate.config)
+    if changes and not allow_change:
+        raise ChatError(422, f"prompt interface differs from the live v{live.version}: {'; '.join(changes)}; "
+                             "pass allow_schema_change=true to swap anyway")
+    return changes
+
+
+def smoke_test(candidate: ServedPrompt) -> None:
+    """Render the candidate's messages with a dummy value per variable, and its request arguments; no provider call."""
+    try:
+        messages = candidate.config.render({name: f"<{name}>" for name in candidate.variables})
+        candidate.config.request_kwargs()
+    except Exception as exc:  # a config the client could not send: keep the old one
+        raise ChatError(422, f"smoke test: prompt v{candidate.version} does not render: {exc}") from None
+    if not messages or not messages[-1]["content"].strip():
+        raise ChatError(422, f"smoke test: prompt v{candidate.version} renders an empty user message")
+
+
+class ChatRequest(BaseModel):
+    """A chat request: a value for each of the prompt's `{{ name }}` placeholders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variables: dict[str, Any] = Field(default_factory=dict, description=(
+        "One value per template variable of the served prompt (see its `<name>.ChatRequest` schema or GET "
+        "/models/{name}/version); strings are inserted as they are, other JSON values as JSON. Missing or "
+        "unknown variables get 400."))
+
+
+def parse_request(payload: Any, served: ServedPrompt) -> dict[str, Any]:
+    """The request's variables, exactly the prompt's: 400 naming any missing or unknown one."""
+    try:
+        variables = ChatRequest.model_validate(payload).variables
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ChatError(400, f"{where}: {first['msg']}; send {{\"variables\": {{...}}}}") from None
+    expected = served.variables
+    missing = [v for v in expected if v not in variables]
+    unknown = [v for v in variables if v not in expected]
+    if missing or unknown:
+        problems = ([f"missing variable(s) {', '.join(map(repr, missing))}"] if missing else []) + (
+            [f"unknown variable(s) {', '.join(map(repr, unknown[:10]))}"] if unknown else [])
+        raise ChatError(400, f"{'; '.join(problems)} for prompt '{served.name}' v{served.version} "
+                             f"(it takes: {', '.join(map(repr, expected)) or 'no variables'})")
+    return variables
+
+
+def request_id(header: str | None) -> str:
+    """The caller's X-Request-Id when it is a plain token, else a new one."""
+    return header if header and REQUEST_ID.fullmatch(header) else uuid.uuid4().hex
+
+
+class Usage(BaseModel):
+    """Tokens the provider counted for the call."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatResponse(BaseModel):
+    """The champion's answer and what it took."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    request_id: str = Field(description="The caller's X-Request-Id, else a generated one (also sent as a header).")
+    prompt: str = Field(description="The served prompt's registered name.")
+    prompt_version: str = Field(description="The prompt version that answered (the champion when it was loaded).")
+    model: str = Field(description="The provider model the champion's config names.")
+    text: str | None = Field(description="The reply's text (None when the provider sent no content).")
+    parsed: Any = Field(None, alias="json", description="The reply parsed as JSON when the config asks for "
+                                                        "json_object, else null.")
+    json_error: str | None = Field(None, description="Why the reply is not JSON although json_object was asked "
+                                                     "for; else null.")
+    finish_reason: str | None = None
+    usage: Usage
+    latency_ms: float = Field(description="The provider call, its retries and their waits included.")
+    queued_ms: float = Field(description="Time waiting for a free provider slot (the server's concurrency bound).")
+    retries: int = Field(description="Retries the client took (429/5xx/timeouts).")
+    cost_usd: float | None = Field(description="From the server's price table; null for a model it does not price.")
+    provider_request_id: str | None = Field(None, description="The provider's x-request-id, for support tickets.")
+
+
+class ChatErrorBody(BaseModel):
+    """A chat request that got no answer: why, and (for provider failures) which model and HTTP status."""
+
+    error_code: str = Field(description="INVALID_PARAMETER_VALUE (4xx), UNAVAILABLE (503), PROVIDER_ERROR (502), "
+                                        "PROVIDER_TIMEOUT (504).")
+    message: str
+    request_id: str
+    model: str | None = Field(None, description="The provider model (provider failures).")
+    provider_status: int | None = Field(None, description="The provider's last HTTP status; null when none came.")
+    prompt_version: str | None = None
+
+
+def error_code(status: int) -> str:
+    """The error_code of a chat failure with this HTTP status."""
+    return {502: "PROVIDER_ERROR", 503: "UNAVAILABLE", 504: "PROVIDER_TIMEOUT"}.get(
+        status, "INVALID_PARAMETER_VALUE" if status < 500 else "INTERNAL_ERROR")
+
+
+def _unpriced_ok(prices: PriceTable, model: str) -> tuple[PriceTable, bool]:
+    """The table to call `complete` with (it refuses an unpriced model) and whether `model` is really priced."""
+    from tasks.llm import Price, PriceTable
+
+    if model in prices.prices or "*" in prices.prices:
+        return prices, True
+    return PriceTable(prices={**prices.prices, "*": Price(input_per_1m=0, output_per_1m=0)}), False
+
+
+def _failure(served: ServedPrompt, result: CallResult) -> ChatError:
+    """A failed call as a 504 (the provider did not answer in time) or a 502 naming the model and status."""
+    # tasks.llm.complete reports an SDK timeout (after its retries) as "<model>: timed out after <t> s".
+    timed_out = result.status_code is None and (result.error or "").startswith(f"{result.model}: timed out")
+    status = 504 if timed_out else 502
+    what = "did not answer in time" if timed_out else "failed"
+    return ChatError(status, f"provider call for prompt '{served.name}' v{served.version} {what}: {result.error}",
+                     model=result.model, provider_status=result.status_code, prompt_version=served.version)
+
+
+class ChatBackend:
+    """The provider client (made on first use: a missing OPENAI_API_KEY is a 503 at request time, never at start-up)
+    and the bounded thread pool every chat call runs in."""
+
+    def __init__(self, provider: ProviderSettings | None = None, prices: PriceTable | None = None) -> None:
+        from tasks.llm import DEFAULT_PRICES, ProviderSettings
+
+        self.provider = provider or ProviderSettings()
+        self.prices = prices if prices is not None else DEFAULT_PRICES
+        self._client: openai.OpenAI | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> openai.OpenAI:
+        """The shared client; ChatError 503 naming OPENAI_API_KEY when the server's environment has none."""
+        from tasks.llm import LLMConfigError, make_client
+
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = make_client(self.provider)
+                except LLMConfigError as exc:
+                    raise ChatError(503, f"the model server cannot call the provider: {exc}") from None
+            return self._client
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.provider.concurrency, thread_name_prefix="chat")
+            return self._pool
+
+    def _call(self, served: ServedPrompt, variables: dict[str, Any], rid: str,
+              submitted: float) -> tuple[CallResult, bool, float]:
+        """In a pool thread: the provider call, whether its model is priced, and how long it waited for the thread."""
+        from tasks.llm import complete
+
+        queued_ms = (time.perf_counter() - submitted) * 1000
+        prices, priced = _unpriced_ok(self.prices, served.config.model)
+        return complete(self.client(), served.config, variables, rid, prices), priced, queued_ms
+
+    async def answer(self, served: ServedPrompt, variables: dict[str, Any], rid: str) -> ChatResponse:
+        """The champion's reply to these variables; ChatError 502/504 for a provider failure, 503 without a key."""
+        loop = asyncio.get_running_loop()
+        result, priced, queued_ms = await loop.run_in_executor(
+            self._executor(), self._call, served, variables, rid, time.perf_counter())
+        if not result.ok:
+            raise _failure(served, result)
+        parsed, json_error = None, None
+        if served.config.response_format == "json_object" and result.text is not None:
+            try:
+                parsed = json.loads(result.text)
+            except ValueError as exc:
+                json_error = f"the reply is not JSON although json_object was asked for: {exc}"
+        usage = Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                      total_tokens=result.prompt_tokens + result.completion_tokens)
+        return ChatResponse(request_id=rid, prompt=served.name, prompt_version=served.version, model=result.model,
+                            text=result.text, parsed=parsed, json_error=json_error,
+                            finish_reason=result.finish_reason, usage=usage, latency_ms=round(result.latency_ms, 1),
+                            queued_ms=round(queued_ms, 1), retries=result.retries,
+                            cost_usd=result.cost_usd if priced else None, provider_request_id=result.request_id)
+
+    def close(self) -> None:
+        """Stop the pool: queued calls are dropped, running ones finish on their own."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            client, self._client = self._client, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            client.close()
+
+
+def request_schema(served: ServedPrompt) -> dict[str, Any]:
+    """The JSON schema of a chat body for this prompt: exactly its variables."""
+    return {"title": f"{served.name}.ChatRequest", "type": "object", "required": ["variables"],
+            "additionalProperties": False,
+            "properties": {"variables": {"type": "object", "required": served.variables, "additionalProperties": False,
+                                         "properties": {v: {"description": f"the prompt's {{{{ {v} }}}}"}
+                                                        for v in served.variables}}}}
