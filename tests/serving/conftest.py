@@ -36,6 +36,7 @@ def start_server(model_name: str, log: Path, wait_for: str = "/ready", **env: st
     port = free_port()
     environ = {**os.environ, "NIGHTSHIFT_MODEL_NAME": model_name, "NIGHTSHIFT_SERVER_TOKEN": TOKEN,
                "NIGHTSHIFT_SERVER_MAX_ROWS": "500", "NIGHTSHIFT_CATALOGUE_PATH": str(log.with_name("no-models.yaml")),
+               "NIGHTSHIFT_SERVER_PROMPTS": "",  # nor the project's default prompts: a test names its own
                **env}
     proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--port", str(port)], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -97,3 +98,14 @@ def server(champion, tmp_path_factory):
     srv = start_server(champion, tmp_path_factory.mktemp("server") / "server.log")
     yield srv
     stop_server(srv)
+
+
+def register_prompt(tracking: TrackingConfig, name: str, model: str = "fake-small", *, system: str = "",
+                    template: str = "Ticket: {{ ticket }}", temperature: float = 0.0, max_tokens: int = 64,
+                    response_format: str = "text") -> str:
+    """A version of prompt `name` (no alias), registered the way llm-eval registers its best candidate."""
+    from tasks.llm import Candidate, LLMConfig, register_candidate, summarize
+
+    config = LLMConfig(model=model, system=system, template=template, temperature=temperature,
+                       max_tokens=max_tokens, response_format=response_format)
+    return register_candidate(tracking, name, Candidate(config=config, results=[], scores=[], stats=summarize([])))
