@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +33,6 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
     from tasks.tracking import TrackingConfig
 
 KIND = "prompt"
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # an X-Request-Id we echo as given; anything else gets a new one
 
 
 class ChatError(NightshiftError):
@@ -163,8 +160,11 @@ def parse_request(payload: Any, served: ServedPrompt) -> dict[str, Any]:
 
 
 def request_id(header: str | None) -> str:
-    """The caller's X-Request-Id when it is a plain token, else a new one."""
-    return header if header and REQUEST_ID.fullmatch(header) else uuid.uuid4().hex
+    """The caller's X-Request-Id when usable, else a new one: the server's one rule (serving.capture's, whose sampling
+    hashes it)."""
+    from serving.capture import request_id as server_request_id
+
+    return server_request_id(header)
 
 
 class Usage(BaseModel):
