@@ -1,0 +1,566 @@
+"""Performance before labels: the gate's metric (ROC AUC, accuracy) estimated from calibrated probabilities.
+
+Method: confidence-based performance estimation (CBPE, as NannyML's). If the model's probabilities are calibrated,
+P(y = k | x) = p_k(x), so the expected confusion matrix of a batch is a sum of probabilities:
+- accuracy: expected share correct = mean over rows of the calibrated probability of the predicted class;
+- ROC AUC: rows sorted by the model's score, expected TP(t) = sum of calibrated p over rows scored >= t and
+  FP(t) = sum of (1 - p); the expected ROC curve is TP/sum(p) against FP/sum(1 - p), integrated (tied scores are
+  one threshold); multiclass is the macro one-vs-rest average, as the gate computes it.
+Calibration is fitted on labeled reference rows (held-out rows the model did not train on): an isotonic map per
+class (the positive class for binary; multiclass rows renormalised), used only where the raw probabilities are
+miscalibrated beyond chance (reference ECE above the 95% quantile of the ECE a calibrated model shows on the same
+rows, labels drawn from its own probabilities) and cross-fitted isotonic lowers the ECE on held-out folds.
+NannyML applies only the second check; on calibrated probabilities it then picks isotonic most of the time, and
+that map's noise (5000 reference rows) moved the estimates by up to 0.016. Otherwise, or when the reference is
+too small, holds one class or is separated perfectly: the identity, with the reason recorded. The calibrator is a
+small JSON-able Pydantic object (isotonic knots, applied with np.interp), stored with the model version.
+
+Band: Monte Carlo. Labels are drawn row by row from the calibrated probabilities, the metric is computed for each
+draw (vectorised: AUC by the rank-sum formula), and the band is the central `level` quantile range. It covers the
+sampling error of the realized metric *given that the calibrated probabilities are right*: how far a night's
+labels can land from the expectation by chance. It does NOT cover:
+- concept drift: if P(y | x) changes, nothing in (x, model) shows it; the estimate keeps the old relation and
+  stays put while the realized metric moves (tests/tasks/test_estimate.py shows it). Pure label-prior shift is
+  the same case. Only labels (realized_vs_estimated) or drift on the inputs can hint at it;
+- calibration error: the map comes from a finite reference. A calibration error too small to detect there
+  still shifts the estimate: a logistic model fitted on 5000 rows (slopes 4-10% low, ECE within chance) was
+  estimated 0.006-0.010 low on average, so over 30 nights of 5000 rows its 95% band held the realized value on
+  53-77% of nights (AUC, accuracy; with and without covariate shift); fitted on 20000 rows, 83-93%. A band
+  that covers this needs the calibrator's own uncertainty propagated (not done);
+- covariate shift for a model whose score is not P(y | x): CBPE assumes P(y | score) stays as on the reference.
+  It does for a well-specified, calibrated model (the logistic case followed a 0.120 AUC drop to within
+  0.004), not for a misspecified one: a random forest on the same logistic world, calibrated, was 0.06 AUC too
+  high under the same shift (its isotonic map, learnt on reference rows, is wrong for rows crowding the
+  boundary);
+- isotonic maps are flat beyond the reference's score range;
+- non-random labels: realized values on a labeled subset compare fairly only if labels arrive independently of y.
+
+Why our own implementation instead of nannyml 0.13.1 (it resolves with the current lock): the whole estimator is
+numpy plus scikit-learn's IsotonicRegression, while nannyml brings lightgbm, FLAML[automl], category-encoders,
+matplotlib, seaborn, kaleido, s3fs/gcsfs, APScheduler, pyfiglet and segment-analytics-python (usage telemetry
+unless NML_DISABLE_USAGE_LOGGING is set); its API is chunked DataFrames, its band is +/-3 sampling errors
+extrapolated from the reference, and its fitted calibrators are pickled sklearn objects rather than a small record.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from nightshift.errors import NightshiftError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EstimatedMetric = Literal["roc_auc", "accuracy"]
+ESTIMATED_METRICS: tuple[EstimatedMetric, ...] = ("roc_auc", "accuracy")
+ESTIMATED_DROP_EVENT = "nightshift.performance.estimated_drop"
+MIN_ROWS = 100  # fewer rows: the estimate's band is too wide to act on
+MIN_SLICE_ROWS = 200
+_SUM_TOLERANCE = 1e-3  # rows of predict_proba may miss 1 by float error
+
+
+class EstimationError(NightshiftError, ValueError):
+    """Inputs to performance estimation are unusable (shape, probability range, too few rows, unknown labels)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+def _class_list(classes: Sequence) -> list[Any]:
+    """The model's classes as plain Python values (for messages and JSON)."""
+    return np.asarray(classes).tolist()
+
+
+def _as_proba(proba: Any, classes: Sequence, what: str = "proba") -> np.ndarray:
+    """Probabilities as an (n, k) float array with k = len(classes); 1-D is P(classes[1]) of a binary model."""
+    k = len(classes)
+    if k < 2:
+        raise EstimationError(f"{k} class(es) given: a classifier needs at least 2 (pass the model's classes_).")
+    p = np.asarray(proba, dtype=float)
+    if p.ndim == 1 and k == 2:
+        p = np.column_stack([1.0 - p, p])
+    if p.ndim != 2 or p.shape[1] != k:
+        raise EstimationError(f"{what} has shape {np.shape(proba)}, expected (rows, {k}) for the {k} classes "
+                              f"{_class_list(classes)}"
+                              + (" or (rows,) for P(positive)" if k == 2 else "") + ".")
+    finite = np.isfinite(p).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise EstimationError(f"{what} has NaN or infinite values ({int((~finite).sum())} rows, first row {row}).")
+    outside = ((p < -1e-9) | (p > 1 + 1e-9)).any(axis=1)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise EstimationError(f"{what} has values outside [0, 1] ({int(outside.sum())} rows, first row {row}: "
+                              f"{p[row].round(4).tolist()}); pass predict_proba output, not scores or logits.")
+    off = np.abs(p.sum(axis=1) - 1.0) > _SUM_TOLERANCE
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise EstimationError(f"{what} rows do not sum to 1 ({int(off.sum())} rows, first row {row} sums to "
+                              f"{p[row].sum():.4f}); pass predict_proba output with one column per class.")
+    return np.clip(p, 0.0, 1.0)
+
+
+def _label_indices(labels: Any, classes: Sequence, rows: int, allow_missing: bool) -> np.ndarray:
+    """Each label's column in `classes` (-1 where missing); unknown labels or a length mismatch raise."""
+    import pandas as pd
+
+    from tasks.validate import align_labels
+
+    series = labels if isinstance(labels, pd.Series) else pd.Series(np.asarray(labels, dtype=object))
+    if len(series) != rows:
+        raise EstimationError(f"{len(series)} labels for {rows} rows of probabilities: pass one label per row, "
+                              "in the same order (join the labels by request id first).")
+    aligned, unknown = align_labels(series.reset_index(drop=True), classes)
+    if len(unknown):
+        shown = sorted(map(str, pd.unique(unknown)))[:5]
+        raise EstimationError(f"{len(unknown)} labels match none of the model's classes "
+                              f"{_class_list(classes)}: {', '.join(shown)}.")
+    missing = aligned.isna().to_numpy()
+    if missing.any() and not allow_missing:
+        raise EstimationError(f"{int(missing.sum())} labels are missing; calibration needs every reference row "
+                              "labeled.")
+    return pd.Categorical(aligned, categories=np.asarray(classes, dtype=object).tolist()).codes.astype(int)
+
+
+def _check_common(metric: str, level: float, draws: int) -> None:
+    if metric not in ESTIMATED_METRICS:
+        raise EstimationError(f"metric '{metric}' cannot be estimated without labels; use one of {ESTIMATED_METRICS}.")
+    if not 0.5 <= level < 1.0:
+        raise EstimationError(f"band level {level} must be in [0.5, 1), e.g. 0.95.")
+    if draws < 20:
+        raise EstimationError(f"{draws} Monte Carlo draws are too few for a band; use at least 20 (default 200).")
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+def _bins(p: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row order sorting p, and the start of each of `bins` equal-count bins in it."""
+    order = np.argsort(p, kind="stable")
+    return order, np.array([b[0] for b in np.array_split(np.arange(len(p)), bins) if len(b)])
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE with equal-count bins: the row-weighted mean |mean p - share positive| over bins of sorted p."""
+    order, starts = _bins(p, bins)
+    return float(np.abs(np.add.reduceat(p[order] - y[order], starts)).sum() / len(p))
+
+
+def calibrated_ece_quantile(p: np.ndarray, bins: int = 10, draws: int = 100, q: float = 0.95, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model would show on these rows by chance (its `q` quantile): labels drawn
+    from p itself, scored on the same bins. A raw ECE below it is no evidence of miscalibration."""
+    order, starts = _bins(p, bins)
+    drawn = np.random.default_rng(seed).random((draws, len(p))) < p[order]
+    gaps = np.add.reduceat(p[order][None, :] - drawn, starts, axis=1)
+    return float(np.quantile(np.abs(gaps).sum(axis=1) / len(p), q))
+
+
+class ClassCalibration(BaseModel):
+    """The calibration map of one class's probability: isotonic knots, or the identity and why."""
+
+    label: str
+    method: Literal["isotonic", "identity"]
+    reason: str
+    ece_raw: float | None = Field(None, description="Reference ECE of the raw probabilities.")
+    ece_chance: float | None = Field(None, description="95% quantile of the ECE a calibrated model shows by chance.")
+    ece_calibrated: float | None = Field(None, description="Reference ECE after cross-fitted isotonic calibration.")
+    x: list[float] = Field(default_factory=list, description="Isotonic knots: raw probability.")
+    y: list[float] = Field(default_factory=list, description="Isotonic knots: calibrated probability.")
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (flat beyond the reference's range, like IsotonicRegression's 'clip')."""
+        return np.interp(p, self.x, self.y) if self.method == "isotonic" else p
+
+
+class Calibrator(BaseModel):
+    """Maps a model's probabilities to calibrated ones; fitted on labeled reference rows, small and JSON-able."""
+
+    classes: list[bool | int | float | str]
+    reference_rows: int
+    per_class: list[ClassCalibration] = Field(description="Binary: one map, for classes[1]. Multiclass: one per class.")
+
+    @property
+    def method(self) -> str:
+        """'isotonic', 'identity', or 'isotonic (j/k classes)' when only some classes needed it."""
+        used = sum(c.method == "isotonic" for c in self.per_class)
+        if used == 0:
+            return "identity"
+        return "isotonic" if used == len(self.per_class) else f"isotonic ({used}/{len(self.per_class)} classes)"
+
+    def apply(self, proba: Any) -> np.ndarray:
+        """Calibrated (n, k) probabilities for the model's raw ones (rows renormalised for multiclass)."""
+        p = _as_proba(proba, self.classes)
+        if len(self.classes) == 2:
+            pos = self.per_class[0].apply(p[:, 1])
+            return np.column_stack([1.0 - pos, pos])
+        cal = np.column_stack([c.apply(p[:, j]) for j, c in enumerate(self.per_class)])
+        total = cal.sum(axis=1, keepdims=True)
+        return np.divide(cal, total, out=np.full_like(cal, 1.0 / cal.shape[1]), where=total > 0)
+
+    def summary(self) -> str:
+        """One line: which map, on how many reference rows, and why."""
+        return f"{self.method} calibration on {self.reference_rows} reference rows: " + "; ".join(
+            f"{c.label}: {c.reason}" for c in self.per_class)
+
+
+def _fit_class(label: str, p: np.ndarray, y: np.ndarray, min_rows: int, min_class_rows: int, folds: int, bins: int,
+               seed: int) -> ClassCalibration:
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    positives = int(y.sum())
+    fewest = min(positives, len(y) - positives)
+    if fewest == 0:
+        return ClassCalibration(label=label, method="identity", reason="the reference holds one class only")
+    if len(y) < min_rows or fewest < min_class_rows:
+        return ClassCalibration(label=label, method="identity",
+                                reason=f"reference too small to calibrate ({len(y)} rows, {fewest} in the rarer "
+                                       f"outcome; needs {min_rows} and {min_class_rows})")
+    if roc_auc_score(y, p) > 0.999:
+        return ClassCalibration(label=label, method="identity", reason="the reference is separated perfectly")
+    raw, chance = expected_calibration_error(y, p, bins), calibrated_ece_quantile(p, bins, seed=seed)
+    if raw <= chance:
+        return ClassCalibration(label=label, method="identity", ece_raw=raw, ece_chance=chance,
+                                reason=f"already calibrated (ECE {raw:.4f} <= {chance:.4f}, what chance gives a "
+                                       "calibrated model here)")
+    crossfit = np.empty_like(p)
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p, y):
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p[train], y[train])
+        crossfit[test] = iso.predict(p[test])
+    cal = expected_calibration_error(y, crossfit, bins)
+    if not cal < raw:
+        return ClassCalibration(label=label, method="identity", ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
+                                reason=f"miscalibrated (ECE {raw:.4f} > chance {chance:.4f}) but isotonic does not "
+                                       f"help on held-out rows (ECE {cal:.4f})")
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+    return ClassCalibration(label=label, method="isotonic", ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
+                            reason=f"isotonic: ECE {raw:.4f} (chance {chance:.4f}) -> {cal:.4f} on held-out rows",
+                            x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+
+
+def fit_calibrator(reference_proba: Any, reference_labels: Any, classes: Sequence, *, min_rows: int = 300,
+                   min_class_rows: int = 30, folds: int = 5, bins: int = 10, seed: int = 0) -> Calibrator:
+    """Isotonic calibration per class where the raw probabilities are miscalibrated beyond chance and isotonic
+    lowers the held-out ECE; else the identity (an unneeded isotonic map costs accuracy: its steps are noise).
+
+    The reference must be labeled rows the model did not train on (its test split): on training rows the
+    probabilities are over-confident and the map would be wrong for new data."""
+    p = _as_proba(reference_proba, classes, "reference_proba")
+    y = _label_indices(reference_labels, classes, len(p), allow_missing=False)
+    names = [str(c) for c in _class_list(classes)]
+    columns = [1] if len(names) == 2 else list(range(len(names)))
+    per_class = [_fit_class(names[j], p[:, j], (y == j).astype(float), min_rows, min_class_rows, folds, bins, seed)
+                 for j in columns]
+    return Calibrator(classes=_class_list(classes), reference_rows=len(p), per_class=per_class)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimation
+# --------------------------------------------------------------------------------------------
+class Estimate(BaseModel):
+    """A metric estimated without labels: expected value, Monte Carlo band, and how it was made."""
+
+    metric: EstimatedMetric
+    value: float = Field(description="Expected metric under the calibrated probabilities (CBPE).")
+    lower: float
+    upper: float
+    level: float = Field(description="Probability mass of the band (e.g. 0.95).")
+    rows: int
+    sampling_mean: float = Field(description="Mean of the metric over the Monte Carlo label draws (~ value).")
+    sampling_std: float = Field(description="Standard deviation of the metric over the Monte Carlo label draws.")
+    draws: int
+    calibration: str = Field(description="'isotonic', 'identity' or 'uncalibrated' (no calibrator given).")
+    method: str
+
+    def summary(self) -> str:
+        """One line for logs and artifacts."""
+        return (f"estimated {self.metric} {self.value:.4f} ({self.level:.0%} band {self.lower:.4f}..{self.upper:.4f}) "
+                f"on {self.rows} unlabeled rows, {self.calibration} probabilities")
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for a monitoring run: estimated_<metric> and its band."""
+        return {f"estimated_{self.metric}": self.value, f"estimated_{self.metric}_lower": self.lower,
+                f"estimated_{self.metric}_upper": self.upper}
+
+
+def _expected_auc(score: np.ndarray, p: np.ndarray) -> float:
+    """Expected ROC AUC of `score` when row i is positive with probability p[i] (tied scores: one threshold)."""
+    order = np.argsort(-score, kind="stable")
+    s, q = score[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last row of each distinct threshold
+    tps, fps = np.r_[0.0, np.cumsum(q)[last]], np.r_[0.0, np.cumsum(1.0 - q)[last]]
+    if tps[-1] <= 1e-9 or fps[-1] <= 1e-9:
+        return float("nan")
+    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
+
+
+def _auc_from_draws(positive: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """ROC AUC of each draw (rows of a boolean matrix) by the Mann-Whitney rank sum; NaN when a draw has one class."""
+    n = positive.shape[1]
+    npos = positive.sum(axis=1).astype(float)
+    rank_sum = positive.astype(float) @ ranks
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sum - npos * (npos + 1) / 2) / (npos * (n - npos))
+    return np.where((npos > 0) & (npos < n), auc, np.nan)
+
+
+def _monte_carlo(raw: np.ndarray, cal: np.ndarray, metric: str, draws: int, seed: int) -> np.ndarray:
+    """The metric on `draws` label sets drawn from the calibrated probabilities, in chunks of ~4M cells."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    n, k = cal.shape
+    chunk = max(1, 4_000_000 // n)
+    sizes = [min(chunk, draws - start) for start in range(0, draws, chunk)]
+    uniform = (rng.random((d, n), dtype=np.float32) for d in sizes)  # float32: half the cost, ample resolution
+    if metric == "accuracy":
+        p_correct = cal[np.arange(n), raw.argmax(axis=1)].astype(np.float32)
+        return np.concatenate([(u < p_correct).mean(axis=1) for u in uniform])
+    if k == 2:
+        ranks, p_pos = rankdata(raw[:, 1]), cal[:, 1].astype(np.float32)
+        return np.concatenate([_auc_from_draws(u < p_pos, ranks) for u in uniform])
+    flat_ranks = np.column_stack([rankdata(raw[:, j]) for j in range(k)]).ravel()  # class j's AUC ranks score j
+    cum = np.cumsum(cal, axis=1)[:, :-1].astype(np.float32)
+    row_base = (np.arange(n) * k)[None, :]
+    out = []
+    for d, u in zip(sizes, uniform):
+        drawn = np.zeros((d, n), dtype=np.intp)  # class index per draw and row
+        for j in range(k - 1):
+            drawn += u > cum[:, j]
+        cell = (drawn + k * np.arange(d)[:, None]).ravel()  # (draw, class) bucket of each row
+        npos = np.bincount(cell, minlength=d * k).reshape(d, k).astype(float)
+        rank_sum = np.bincount(cell, weights=flat_ranks[row_base + drawn].ravel(), minlength=d * k).reshape(d, k)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auc = (rank_sum - npos * (npos + 1) / 2) / (npos * (n - npos))
+        out.append(np.where(((npos > 0) & (npos < n)).all(axis=1), auc.mean(axis=1), np.nan))
+    return np.concatenate(out)
+
+
+def estimate_performance(proba: Any, classes: Sequence, metric: EstimatedMetric = "roc_auc",
+                         calibrator: Calibrator | None = None, *, level: float = 0.95, draws: int = 200,
+                         seed: int = 0, min_rows: int = MIN_ROWS) -> Estimate:
+    """Estimate `metric` on unlabeled rows from the model's probabilities (CBPE) with a Monte Carlo band.
+
+    Predictions (accuracy) and rankings (ROC AUC) come from the raw probabilities, as the model serves them; the
+    chance that each is right comes from the calibrated ones. Without a calibrator the raw ones are trusted."""
+    _check_common(metric, level, draws)
+    raw = _as_proba(proba, classes)
+    if len(raw) < min_rows:
+        raise EstimationError(f"{len(raw)} rows are too few to estimate {metric} (needs at least {min_rows}).")
+    if calibrator is not None and [str(c) for c in calibrator.classes] != [str(c) for c in _class_list(classes)]:
+        raise EstimationError(f"the calibrator was fitted for classes {calibrator.classes}, the model predicts "
+                              f"{_class_list(classes)}: fit it on this model's reference.")
+    cal = calibrator.apply(raw) if calibrator is not None else raw
+    k = raw.shape[1]
+    if metric == "accuracy":
+        value = float(cal[np.arange(len(raw)), raw.argmax(axis=1)].mean())
+        how = "mean calibrated probability of the predicted class"
+    else:
+        value = float(np.mean([_expected_auc(raw[:, j], cal[:, j]) for j in ([1] if k == 2 else range(k))]))
+        how = "expected ROC curve from calibrated probabilities" + (" (macro one-vs-rest)" if k > 2 else "")
+        if not np.isfinite(value):
+            raise EstimationError(f"ROC AUC is undefined on these {len(raw)} rows: the calibrated probabilities "
+                                  "expect (almost) no rows of some class.")
+    samples = _monte_carlo(raw, cal, metric, draws, seed)
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < draws / 2:
+        raise EstimationError(f"{metric} is undefined in {draws - len(samples)} of {draws} label draws on these "
+                              f"{len(raw)} rows: too few rows of some class are expected for a band.")
+    alpha = (1.0 - level) / 2
+    lower, upper = (float(v) for v in np.quantile(samples, [alpha, 1.0 - alpha]))
+    return Estimate(metric=metric, value=value, lower=min(lower, value), upper=max(upper, value), level=level,
+                    rows=len(raw), sampling_mean=float(samples.mean()), sampling_std=float(samples.std()), draws=draws,
+                    calibration=calibrator.method if calibrator is not None else "uncalibrated",
+                    method=f"CBPE: {how}; band: {level:.0%} quantiles of {draws} Monte Carlo label draws")
+
+
+class SliceEstimate(BaseModel):
+    """The estimate within one category of a slice column."""
+
+    column: str
+    value: str
+    estimate: Estimate
+
+
+class SkippedSlice(BaseModel):
+    """A category that got no estimate, and why (too few rows, metric undefined)."""
+
+    column: str
+    value: str
+    rows: int
+    reason: str
+
+
+class SliceEstimates(BaseModel):
+    """Estimates per category of each slice column, plus the categories skipped."""
+
+    metric: EstimatedMetric
+    min_rows: int
+    slices: list[SliceEstimate]
+    skipped: list[SkippedSlice]
+
+    def get(self, column: str, value: str) -> Estimate | None:
+        """The estimate of one category, None if it was skipped or absent."""
+        return next((s.estimate for s in self.slices if s.column == column and s.value == value), None)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per category (skipped ones included, with the reason): a table artifact."""
+        rows = [{"column": s.column, "value": s.value, "rows": s.estimate.rows, "estimated": round(s.estimate.value, 4),
+                 "lower": round(s.estimate.lower, 4), "upper": round(s.estimate.upper, 4), "note": ""}
+                for s in self.slices]
+        return rows + [{"column": s.column, "value": s.value, "rows": s.rows, "estimated": None, "lower": None,
+                        "upper": None, "note": s.reason} for s in self.skipped]
+
+
+def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence, slice_columns: str | Sequence[str],
+                      metric: EstimatedMetric = "roc_auc", calibrator: Calibrator | None = None, *,
+                      min_rows: int = MIN_SLICE_ROWS, level: float = 0.95, draws: int = 200,
+                      seed: int = 0) -> SliceEstimates:
+    """estimate_performance within every category of each slice column (each column on its own, as the gate
+    slices); categories under `min_rows` rows, or where the metric is undefined, are listed as skipped."""
+    _check_common(metric, level, draws)
+    columns = [slice_columns] if isinstance(slice_columns, str) else list(slice_columns)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise EstimationError(f"slice column(s) {missing} not in the batch (columns: {list(frame.columns)[:12]}).")
+    raw = _as_proba(proba, classes)
+    if len(raw) != len(frame):
+        raise EstimationError(f"{len(raw)} rows of probabilities for a batch of {len(frame)} rows: score the same "
+                              "rows.")
+    slices, skipped = [], []
+    for column in columns:
+        values = np.asarray(frame[column].astype(str))
+        for value in sorted(set(values)):
+            mask = values == value
+            rows = int(mask.sum())
+            if rows < min_rows:
+                skipped.append(SkippedSlice(column=column, value=value, rows=rows,
+                                            reason=f"{rows} rows < {min_rows}: too few to estimate"))
+                continue
+            try:
+                est = estimate_performance(raw[mask], classes, metric, calibrator, level=level, draws=draws, seed=seed,
+                                           min_rows=min_rows)
+            except EstimationError as exc:
+                skipped.append(SkippedSlice(column=column, value=value, rows=rows, reason=str(exc)))
+                continue
+            slices.append(SliceEstimate(column=column, value=value, estimate=est))
+    return SliceEstimates(metric=metric, min_rows=min_rows, slices=slices, skipped=skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# When labels arrive, and what an estimate means for alerting
+# --------------------------------------------------------------------------------------------
+class RealizedVsEstimated(BaseModel):
+    """The metric measured once labels arrived, next to what was estimated before them."""
+
+    metric: EstimatedMetric
+    estimated: float
+    lower: float
+    upper: float
+    level: float
+    realized: float
+    error: float = Field(description="Realized minus estimated.")
+    inside_band: bool
+    rows: int = Field(description="Rows the estimate was made on.")
+    labeled_rows: int = Field(description="Rows whose label arrived (the realized metric's rows).")
+
+    def summary(self) -> str:
+        """One line for logs and artifacts."""
+        share = "" if self.labeled_rows == self.rows else f" (labels for {self.labeled_rows}/{self.rows} rows)"
+        return (f"{self.metric}: realized {self.realized:.4f} vs estimated {self.estimated:.4f} "
+                f"({self.level:.0%} band {self.lower:.4f}..{self.upper:.4f}), error {self.error:+.4f}, "
+                f"{'inside' if self.inside_band else 'OUTSIDE'} the band{share}")
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for a monitoring run."""
+        return {f"realized_{self.metric}": self.realized, f"estimated_{self.metric}": self.estimated,
+                f"estimate_error_{self.metric}": self.error,
+                f"estimate_inside_band_{self.metric}": float(self.inside_band)}
+
+
+def realized_vs_estimated(estimate: Estimate, labels: Any, proba: Any, classes: Sequence) -> RealizedVsEstimated:
+    """Score the estimate once labels arrived: `labels` and `proba` are the estimate's rows in the same order
+    (labels joined by request id; missing labels are left out of the realized metric)."""
+    from tasks.evaluate import classification_metrics
+
+    raw = _as_proba(proba, classes)
+    if len(raw) != estimate.rows:
+        raise EstimationError(f"the estimate was made on {estimate.rows} rows, {len(raw)} rows of probabilities "
+                              "given: pass the same rows.")
+    y = _label_indices(labels, classes, len(raw), allow_missing=True)
+    labeled = y >= 0
+    if not labeled.any():
+        raise EstimationError("no label has arrived for these rows yet: nothing to compare the estimate with.")
+    cls = np.asarray(classes)
+    realized = classification_metrics(cls[y[labeled]], raw[labeled], cls)[estimate.metric]
+    if not np.isfinite(realized):
+        raise EstimationError(f"{estimate.metric} is undefined on the {int(labeled.sum())} labeled rows: "
+                              "not every class occurs among them.")
+    return RealizedVsEstimated(metric=estimate.metric, estimated=estimate.value, lower=estimate.lower,
+                               upper=estimate.upper, level=estimate.level, realized=realized,
+                               error=realized - estimate.value,
+                               inside_band=bool(estimate.lower <= realized <= estimate.upper), rows=estimate.rows,
+                               labeled_rows=int(labeled.sum()))
+
+
+class EstimatedDrop(BaseModel):
+    """Whether the estimated metric fell further below the reference value than allowed, with the reason."""
+
+    metric: EstimatedMetric
+    reference: float
+    estimated: float
+    lower: float
+    upper: float
+    level: float
+    rows: int
+    drop: float = Field(description="Reference minus estimated (positive = worse).")
+    threshold: float
+    beyond: bool = Field(description="The drop exceeds the threshold (by the point estimate, or the whole band when "
+                                     "require_band was set).")
+    band_beyond: bool = Field(description="Even the band's upper end is more than `threshold` below the reference.")
+    reason: str
+    event: str = ESTIMATED_DROP_EVENT
+
+    def alert_reasons(self) -> list[str]:
+        """Why this estimate should raise an alert; empty when it should not."""
+        return [self.reason] if self.beyond else []
+
+    def payload(self) -> dict[str, Any]:
+        """The event payload for nightshift.performance.estimated_drop."""
+        return self.model_dump(exclude={"event"})
+
+
+def estimated_drop(estimate: Estimate, reference_value: float, threshold: float, *,
+                   require_band: bool = False) -> EstimatedDrop:
+    """Decide whether the estimate sits more than `threshold` below `reference_value` (the model's test-time
+    metric); with `require_band`, only when the whole band does."""
+    if not np.isfinite(reference_value):
+        raise EstimationError(f"reference {estimate.metric} {reference_value} is not a number: pass the value recorded "
+                              "when the model was tested.")
+    if not threshold >= 0:
+        raise EstimationError(f"threshold {threshold} must be >= 0 (the allowed drop of {estimate.metric}).")
+    drop = float(reference_value - estimate.value)
+    band_beyond = bool(reference_value - estimate.upper > threshold)
+    beyond = band_beyond if require_band else bool(drop > threshold)
+    verdict = "beyond" if beyond else "within"
+    if require_band and drop > threshold and not band_beyond:
+        verdict += " (the point estimate is beyond, but the band reaches back within it)"
+    reason = (f"estimated {estimate.metric} {estimate.value:.4f} ({estimate.level:.0%} band {estimate.lower:.4f}.."
+              f"{estimate.upper:.4f}, {estimate.rows} unlabeled rows) vs reference {reference_value:.4f}: drop "
+              f"{drop:+.4f}, {verdict} the allowed {threshold}")
+    return EstimatedDrop(metric=estimate.metric, reference=float(reference_value), estimated=estimate.value,
+                         lower=estimate.lower, upper=estimate.upper, level=estimate.level, rows=estimate.rows,
+                         drop=drop, threshold=threshold, beyond=beyond, band_beyond=band_beyond, reason=reason)
+
+
+fit_calibrator_task = task(fit_calibrator, name="fit-calibrator", cache_policy=NO_CACHE)
+estimate_performance_task = task(estimate_performance, name="estimate-performance", cache_policy=NO_CACHE)
+estimate_by_slice_task = task(estimate_by_slice, name="estimate-performance-by-slice", cache_policy=NO_CACHE)
+realized_vs_estimated_task = task(realized_vs_estimated, name="realized-vs-estimated", cache_policy=NO_CACHE)
+estimated_drop_task = task(estimated_drop, name="check-estimated-drop", cache_policy=NO_CACHE)
