@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
@@ -311,23 +312,40 @@ batch_performance_task = task(batch_performance, name="check-performance", cache
 # --------------------------------------------------------------------------------------------
 # Hosted LLMs: deterministic scorers of a reply, and the same gate on per-item scores plus budgets.
 # --------------------------------------------------------------------------------------------
+Scores = Mapping[str, float] | Sequence[float]  # per-item scores: {item id: score}, or a list in item order
 REFUSAL = (r"\bI(?:'m| am) (?:sorry|unable|not able)\b", r"\bI can(?:not|'t|’t) (?:help|assist|comply|do that)\b",
            r"\bas an AI\b")
 
 
+LLMMetric = Literal["exact", "judge"]
+METRIC_NAMES: dict[str, tuple[str, str]] = {"exact": ("exact_match", "exact-match share"),
+                                            "judge": ("judge_score", "mean judge score")}
+
+
 class ItemScore(BaseModel):
-    """One evaluation item's reply judged: valid JSON for the schema, the expected answer, a refusal."""
+    """One evaluation item's reply judged: valid JSON for the schema, the expected answer, a refusal, and (when an
+    LLM judge is configured) the judge's score."""
 
     item_id: str
     json_valid: bool
     exact: bool
     refusal: bool
     error: str | None = Field(None, description="Why the reply is unusable (provider error, bad JSON, schema).")
+    judge: float | None = Field(None, description="The judge's score 0..1; 0 for an item not sent to it or whose "
+                                                  "verdict was unusable; None without a judge.")
+    judge_note: str | None = Field(None, description="The judge's reason, why the item was not judged, or why "
+                                                     "its verdict is unusable.")
+    judge_error: bool = Field(False, description="The judge was asked and failed (provider error, not JSON, a "
+                                                 "score outside 0..1).")
 
     @property
     def score(self) -> float:
-        """The gate's per-item score: 1 for the expected answer, else 0 (errors and refusals included)."""
+        """The exact-match score: 1 for the expected answer, else 0 (errors and refusals included)."""
         return 1.0 if self.exact else 0.0
+
+    def metric(self, metric: LLMMetric) -> float:
+        """The gate's per-item score for `metric` (the judge's is 0 when there is none)."""
+        return self.score if metric == "exact" else float(self.judge or 0.0)
 
 
 def _parse_json(reply: str) -> Any:
@@ -374,6 +392,43 @@ def score_reply(item_id: str, reply: str | None, expected: Any, schema: dict[str
                      refusal=refusal, error=problem)
 
 
+def not_judged(score: ItemScore) -> str | None:
+    """Why a reply is kept from the judge (it failed the deterministic checks first), or None to send it."""
+    if score.error is not None:
+        return f"not judged: {score.error}"
+    return "not judged: a refusal" if score.refusal else None
+
+
+def parse_verdict(reply: str | None, error: str | None) -> tuple[float | None, str]:
+    """The judge's score and reason from its reply ({"score": 0..1, "reason": "..."}); (None, why) when unusable."""
+    if reply is None:
+        return None, f"judge failed: {error or 'no reply'}"
+    try:
+        verdict = _parse_json(reply)
+    except ValueError:
+        return None, f"judge reply is not JSON: {' '.join(reply.split())[:120]!r}"
+    value = verdict.get("score") if isinstance(verdict, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        return None, f"judge score {value!r} is not a number from 0 to 1"
+    reason = verdict.get("reason")
+    return float(value), reason if isinstance(reason, str) and reason.strip() else "no reason given"
+
+
+def with_verdicts(scores: list[ItemScore], verdicts: Mapping[str, tuple[str | None, str | None]]) -> list[ItemScore]:
+    """Scores with the judge's verdicts ({item id: (reply, error)} for the items sent to it) applied; every other
+    item scores 0 for the judge, saying why."""
+    out = []
+    for s in scores:
+        held = not_judged(s)
+        if held is not None or s.item_id not in verdicts:
+            update = {"judge": 0.0, "judge_note": held or "not judged: no verdict"}
+        else:
+            value, note = parse_verdict(*verdicts[s.item_id])
+            update = {"judge": value if value is not None else 0.0, "judge_note": note, "judge_error": value is None}
+        out.append(s.model_copy(update=update))
+    return out
+
+
 class LLMGateConfig(BaseModel):
     """When a prompt + model challenger may replace the champion: measurably better on the same items, above a
     floor, within the cost and latency budgets."""
@@ -399,6 +454,10 @@ class LLMGateConfig(BaseModel):
                                     description="p95 differences below this never breach the budget (network "
                                                 "jitter on a small evaluation set).")
     seed: int = Field(0, ge=0, le=2**32 - 1, title="Bootstrap seed", description="Seeds the paired resampling.")
+    metric: LLMMetric = Field("exact", title="Gate metric",
+                              description="Per-item score the gate compares: exact (1 for the expected answer) or "
+                                          "judge (the LLM judge's 0..1; needs a judge). The floor and margin apply to "
+                                          "its mean.")
 
 
 def paired_bootstrap_mean(challenger: Sequence[float], champion: Sequence[float], resamples: int, confidence: float,
@@ -419,26 +478,48 @@ def _over_budget(what: str, challenger: float, champion: float, allowed: float, 
         f"{what} {challenger:.4g} {unit} exceeds the champion's {champion:.4g} {unit} by more than {allowed:.0%}")
 
 
-def gate_scores(challenger: Sequence[float], champion: Sequence[float] | None, config: LLMGateConfig, *,
+def _paired(challenger: Scores, champion: Scores) -> tuple[np.ndarray, np.ndarray]:
+    """Both score sets as arrays in the same item order: by item id (sorted) for mappings, else as given."""
+    if isinstance(challenger, Mapping) and isinstance(champion, Mapping):
+        missing, extra = set(challenger) - set(champion), set(champion) - set(challenger)
+        if missing or extra:
+            raise ValueError(f"champion scored {len(champion)} items, challenger {len(challenger)}: not the same "
+                             f"items (only the challenger's: {sorted(missing)[:5]}, only the champion's: "
+                             f"{sorted(extra)[:5]})")
+        ids = sorted(challenger)  # the same resamples whatever order the items came in
+        return np.array([challenger[i] for i in ids], dtype=float), np.array([champion[i] for i in ids], dtype=float)
+    chal, champ = np.asarray(list(_values(challenger)), dtype=float), np.asarray(list(_values(champion)), dtype=float)
+    if len(champ) != len(chal):
+        raise ValueError(f"champion scored {len(champ)} items, challenger {len(chal)}: not the same items")
+    return chal, champ
+
+
+def _values(scores: Scores) -> Sequence[float]:
+    return list(scores.values()) if isinstance(scores, Mapping) else scores
+
+
+def gate_scores(challenger: Scores, champion: Scores | None, config: LLMGateConfig, *,
                 challenger_cost_per_1k: float, challenger_p95_ms: float, champion_cost_per_1k: float | None = None,
                 champion_p95_ms: float | None = None, challenger_version: str | None = None,
                 champion_version: str | None = None) -> GateDecision:
-    """The gate on per-item scores (challenger and champion on the same items, same order): above the floor,
-    CI lower bound above the margin, cost per 1k items and p95 latency within the budgets."""
-    chal = float(np.mean(challenger)) if len(challenger) else 0.0
-    common = dict(metric="exact_match", rows=len(challenger), challenger=chal, confidence=config.confidence,
+    """The gate on per-item scores of `config.metric` (challenger and champion on the same items: paired by item id
+    when given as {id: score}, else by position): above the floor, CI lower bound above the margin, cost per 1k
+    items and p95 latency within the budgets."""
+    values = _values(challenger)
+    chal = float(np.mean(values)) if len(values) else 0.0
+    metric, label = METRIC_NAMES[config.metric]
+    common = dict(metric=metric, rows=len(values), challenger=chal, confidence=config.confidence,
                   min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
                   challenger_version=challenger_version, champion_version=champion_version)
-    floor = f"exact-match share {chal:.4f} {'meets' if chal >= config.absolute_floor else 'misses'} the floor " \
+    floor = f"{label} {chal:.4f} {'meets' if chal >= config.absolute_floor else 'misses'} the floor " \
             f"{config.absolute_floor}"
     if champion is None:
         return GateDecision(promote=chal >= config.absolute_floor, reason=f"first version: {floor}", champion=None,
                             budgets=[f"cost {challenger_cost_per_1k:.4g} USD per 1k items",
                                      f"p95 latency {challenger_p95_ms:.0f} ms"], **common)
-    if len(champion) != len(challenger):
-        raise ValueError(f"champion scored {len(champion)} items, challenger {len(challenger)}: not the same items")
-    champ = float(np.mean(champion))
-    diff, lo, hi = paired_bootstrap_mean(challenger, champion, config.resamples, config.confidence, config.seed)
+    paired_chal, paired_champ = _paired(challenger, champion)
+    champ = float(np.mean(paired_champ))
+    diff, lo, hi = paired_bootstrap_mean(paired_chal, paired_champ, config.resamples, config.confidence, config.seed)
     ci = f"{diff:+.4f} ({config.confidence:.0%} CI {lo:+.4f}..{hi:+.4f})"
     breaches = [b for b in (
         _over_budget("cost per 1k items", challenger_cost_per_1k, champion_cost_per_1k or 0.0,
@@ -457,6 +538,7 @@ def gate_scores(challenger: Sequence[float], champion: Sequence[float] | None, c
     elif breaches:
         promote, reason = False, f"improvement {ci} but over budget: " + "; ".join(breaches)
     else:
-        promote, reason = True, f"challenger better: exact match {chal:.4f} vs {champ:.4f}, improvement {ci}"
+        promote, reason = True, f"challenger better: {metric.replace('_', ' ')} {chal:.4f} vs {champ:.4f}, " \
+                                f"improvement {ci}"
     return GateDecision(promote=promote, reason=reason, champion=champ, difference=diff, ci_low=lo, ci_high=hi,
                         budgets=budgets, **common)

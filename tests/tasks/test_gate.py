@@ -135,3 +135,55 @@ def test_llm_gate_pairs_items_and_holds_the_budgets() -> None:
     assert "Budgets:" in ok.markdown()
     with pytest.raises(ValueError, match="not the same items"):
         gate_scores(better[:10], champion, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=1.0, **costs)
+
+
+def test_the_llm_gate_pairs_by_item_id_and_can_gate_on_the_judge() -> None:
+    from tasks.evaluate import LLMGateConfig, gate_scores
+
+    ids = [f"t{i:03d}" for i in range(200)]
+    rng = np.random.default_rng(5)
+    champion = dict(zip(ids, rng.random(200).round(2)))
+    better = {i: min(1.0, v + 0.2) for i, v in champion.items()}
+    cfg = LLMGateConfig(resamples=500, metric="judge", absolute_floor=0.5)
+    costs = dict(challenger_cost_per_1k=1.0, challenger_p95_ms=10.0, champion_cost_per_1k=1.0, champion_p95_ms=10.0)
+    in_order = gate_scores(better, champion, cfg, **costs)
+    shuffled = gate_scores(dict(reversed(list(better.items()))), champion, cfg, **costs)  # same items, other order
+    assert in_order.promote and in_order.metric == "judge_score" and in_order.reason.startswith(
+        "challenger better: judge score")
+    assert (shuffled.difference, shuffled.ci_low, shuffled.ci_high) == pytest.approx(
+        (in_order.difference, in_order.ci_low, in_order.ci_high))
+    lists = gate_scores(list(better.values()), list(champion.values()), cfg, **costs)
+    assert lists.ci_low == pytest.approx(in_order.ci_low)
+    weak = gate_scores({"a": 0.2}, None, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=1.0)
+    assert weak.reason == "first version: mean judge score 0.2000 misses the floor 0.5"
+    with pytest.raises(ValueError, match=r"not the same items \(only the challenger's: \['x'\]"):
+        gate_scores({**better, "x": 1.0}, champion, cfg, **costs)
+
+
+def test_only_replies_that_passed_the_deterministic_checks_get_a_verdict() -> None:
+    from tasks.evaluate import score_reply, with_verdicts
+
+    good = '{"category": "billing", "priority": "high"}'
+    scores = [score_reply("ok", good, EXPECTED, SCHEMA), score_reply("half", good, EXPECTED, SCHEMA),
+              score_reply("prose", "I'm sorry, I cannot help with that.", EXPECTED, SCHEMA),
+              score_reply("schema", '{"category": "billing"}', EXPECTED, SCHEMA),
+              score_reply("down", None, EXPECTED, SCHEMA, error="gpt-x: HTTP 503"),
+              score_reply("garbled", good, EXPECTED, SCHEMA), score_reply("range", good, EXPECTED, SCHEMA),
+              score_reply("judge-down", good, EXPECTED, SCHEMA), score_reply("lost", good, EXPECTED, SCHEMA)]
+    verdicts = {"ok": ('{"score": 1, "reason": "right"}', None), "half": ('{"score": 0.5}', None),
+                "garbled": ("The reply looks fine to me.", None), "range": ('{"score": 7, "reason": "!"}', None),
+                "judge-down": (None, "fake-judge: HTTP 500 after 1 retry: injected")}
+    judged = {s.item_id: s for s in with_verdicts(scores, verdicts)}
+    assert {k: (s.judge, s.judge_error) for k, s in judged.items()} == {
+        "ok": (1.0, False), "half": (0.5, False), "prose": (0.0, False), "schema": (0.0, False),
+        "down": (0.0, False), "garbled": (0.0, True), "range": (0.0, True), "judge-down": (0.0, True),
+        "lost": (0.0, False)}
+    assert (judged["ok"].judge_note, judged["half"].judge_note) == ("right", "no reason given")
+    assert judged["down"].judge_note == "not judged: gpt-x: HTTP 503"
+    assert judged["schema"].judge_note.startswith("not judged: reply breaks the schema")
+    assert judged["prose"].judge_note.startswith("not judged: reply is not JSON")
+    assert judged["garbled"].judge_note.startswith("judge reply is not JSON")
+    assert judged["range"].judge_note == "judge score 7 is not a number from 0 to 1"
+    assert judged["judge-down"].judge_note == "judge failed: fake-judge: HTTP 500 after 1 retry: injected"
+    assert judged["lost"].judge_note == "not judged: no verdict"
+    assert [s.metric("exact") for s in judged.values()][:2] == [1.0, 1.0] and judged["half"].metric("judge") == 0.5
