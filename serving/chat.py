@@ -156,7 +156,21 @@ def parse_request(payload: Any, served: ServedPrompt) -> dict[str, Any]:
             [f"unknown variable(s) {', '.join(map(repr, unknown[:10]))}"] if unknown else [])
         raise ChatError(400, f"{'; '.join(problems)} for prompt '{served.name}' v{served.version} "
                              f"(it takes: {', '.join(map(repr, expected)) or 'no variables'})")
+    # JSON allows a lone surrogate escape ("\ud800"); UTF-8, and so the provider request, does not.
+    broken = [name for name, value in variables.items() if not _utf8(value)]
+    if broken:
+        raise ChatError(400, f"variable(s) {', '.join(map(repr, broken))} are not valid Unicode text (a lone "
+                             "\\ud800-\\udfff escape)")
     return variables
+
+
+def _utf8(value: Any) -> bool:
+    """Whether a variable's value can be sent as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def request_id(header: str | None) -> str:

@@ -114,6 +114,9 @@ def test_bad_chat_requests_get_a_4xx_naming_the_problem(fake_openai, prompt, tmp
             bad = client.post(chat, json=payload)
             assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE", bad.text
         assert client.post(chat, content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        surrogate = client.post(chat, content=b'{"variables": {"product": "x", "ticket": "\\ud800"}}',
+                                headers={"content-type": "application/json"})
+        assert surrogate.status_code == 400 and "variable(s) 'ticket' are not valid Unicode" in surrogate.text
         assert client.post(chat, content=json.dumps(_ticket())).status_code == 415
 
         for route in ("invocations", "predict"):
@@ -334,3 +337,29 @@ def test_promotion_and_rollback_reach_a_real_server_without_a_failed_chat(fake_o
     finally:
         stop_server(srv)
     assert FAKE_OPENAI_KEY not in srv.log.read_text() and not [b for b in bodies if FAKE_OPENAI_KEY in b]
+
+
+@pytest.mark.integration
+def test_schemathesis_finds_no_server_errors_on_the_chat_route(fake_openai, tracking, tmp_path) -> None:
+    """Fuzz /models/{name}/chat of a real server whose prompt has a champion and whose provider answers."""
+    import subprocess
+    import sys
+
+    from tasks import tracking as tr
+
+    name = f"chat-fuzz-{uuid.uuid4().hex[:6]}"
+    tr.move_champion(tracking, name, register_prompt(tracking, name, system=SYSTEM))
+    srv = start_server(f"no-model-{uuid.uuid4().hex[:6]}", tmp_path / "server.log", wait_for=f"/models/{name}/ready",
+                       NIGHTSHIFT_SERVER_PROMPTS=name)
+    try:
+        exe = Path(sys.executable).with_name("schemathesis")
+        proc = subprocess.run(
+            [str(exe), "run", f"{srv.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "60",
+             "--include-path-regex", "/chat$", "--seed", "1", "--no-color"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    finally:
+        stop_server(srv)
+    (tmp_path / "schemathesis.txt").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "1 selected" in proc.stdout and fake_openai.chat_requests()  # valid bodies reached the provider
+    assert FAKE_OPENAI_KEY not in srv.log.read_text()
