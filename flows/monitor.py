@@ -19,6 +19,7 @@ from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.data import DatasetParams, load_dataset_task
 from tasks.drift import DriftResult, compute_drift_task, current_sample_task
+from tasks.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
 from tasks.evaluate import Metric, PerformanceCheck, batch_performance_task
 from tasks.tracking import (REFERENCE_ARTIFACT, TrackingConfig, finish_run_task, load_frame_artifact_task,
                             load_version_task, log_outputs_task, resolve_version_task, start_run_task)
@@ -62,6 +63,9 @@ class MonitorParams(BaseModel):
     labels_land_later: bool = Field(False, title="Labels land later",
                                     description="The batch has no label column by design (labels land apart, days "
                                                 "later): its absence is not a warning.")
+    slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
+                                     description="Columns whose categories get their own performance estimate when "
+                                                 "the batch has no labels.")
 
 
 class MonitorResult(BaseModel):
@@ -77,6 +81,8 @@ class MonitorResult(BaseModel):
     validation: ValidationReport
     drift: DriftResult
     performance: PerformanceCheck | None
+    estimate: EstimateCheck | None = Field(None, description="The metric estimated from calibrated probabilities "
+                                                             "(CBPE) when the batch has no labels.")
     alert: bool
     reasons: list[str]
     mlflow_run_id: str
@@ -98,7 +104,7 @@ def _report_dir(settings: Settings, name: str) -> Path:
 
 
 def _emit_events(name: str, version: str, drift: DriftResult, performance: PerformanceCheck | None,
-                 reasons: list[str]) -> list[str]:
+                 estimate: EstimateCheck | None, reasons: list[str]) -> list[str]:
     """Prefect events a deployment trigger can react to (resource = the model)."""
     from prefect.events import emit_event
 
@@ -120,6 +126,10 @@ def _emit_events(name: str, version: str, drift: DriftResult, performance: Perfo
             "metric": performance.metric, "batch": performance.batch_metrics.get(performance.metric),
             "reference": performance.reference_metrics.get(performance.metric), "reasons": reasons})
         ids.append(str(event.id) if event else DEGRADED_EVENT)
+    if estimate is not None and estimate.drop is not None and estimate.drop.beyond:
+        event = emit_event(ESTIMATED_DROP_EVENT, resource=resource, related=related,
+                           payload={**estimate.drop.payload(), "reasons": reasons})
+        ids.append(str(event.id) if event else ESTIMATED_DROP_EVENT)
     return ids
 
 
@@ -134,12 +144,14 @@ def _publish_validation(cfg: TrackingConfig, run_id: str, name: str, report: Val
 
 
 def _record_results(cfg: TrackingConfig, run_id: str, drift: DriftResult, performance: PerformanceCheck | None,
-                    reasons: list[str]) -> None:
-    """Drift scores, batch metrics, the drift reports and the alert verdict on the monitoring run."""
+                    estimate: EstimateCheck | None, reasons: list[str]) -> None:
+    """Drift scores, batch metrics (measured or estimated), the drift reports and the alert verdict on the run."""
     if performance is not None:
         get_run_logger().info("Performance: %s", performance.summary())
+    if estimate is not None:
+        get_run_logger().info("Performance before labels: %s (%s)", estimate.summary(), estimate.calibration)
     log_outputs_task(cfg, run_id, metrics={**drift.metrics(), **(performance.metrics() if performance else {}),
-                                           "alert": float(bool(reasons))},
+                                           **(estimate.metrics() if estimate else {}), "alert": float(bool(reasons))},
                      files=[(p, "drift") for p in (drift.html_path, drift.json_path) if p],
                      texts={"drift/drift.md": drift.markdown()}, tags={"nightshift.alert": str(bool(reasons))})
 
@@ -191,10 +203,15 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
             prediction_kind=current.prediction_kind, sample_cap=cap, seed=params.seed,
             drift_share=params.drift_share_threshold or settings.drift_share_threshold,
             report_dir=_report_dir(settings, name)).model_copy(update={"current_rows": len(clean)})
-        performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_,
-                                             run_metrics_task(cfg, version.run_id, "test_"), params.metric, max_drop)
-        reasons = drift.alert_reasons() + (performance.alert_reasons() if performance else [])
-        _record_results(cfg, run_id, drift, performance, reasons)
+        tested = run_metrics_task(cfg, version.run_id, "test_")
+        performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_, tested,
+                                             params.metric, max_drop)
+        estimate = None if performance else estimate_batch_task(  # no labels: CBPE from calibrated probabilities
+            model, reference, contract.features, contract.label, current.frame, current.proba, params.metric, tested,
+            max_drop, params.slice_columns, params.seed)
+        quality = performance or estimate  # measured on labels, else estimated without them
+        reasons = drift.alert_reasons() + (quality.alert_reasons() if quality else [])
+        _record_results(cfg, run_id, drift, performance, estimate, reasons)
     except BaseException:
         finish_run_task(cfg, run_id, "FAILED")
         raise
@@ -202,16 +219,19 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
 
     # 4. Tell people (artifacts) and automations (events).
     _publish_drift(name, version.version, batch.name, drift)
+    if estimate is not None:
+        create_table_artifact(key=artifact_key("estimate", name), table=estimate.table(),
+                              description=f"{name} v{version.version} before labels: {estimate.summary()}"[:500])
     alerting = bool(reasons) and params.emit_events
-    events = _emit_events(name, version.version, drift, performance, reasons) if alerting else []
-    quality = performance.summary() if performance else "quality not checked (no labels)"
+    events = _emit_events(name, version.version, drift, performance, estimate, reasons) if alerting else []
+    measured = quality.summary() if quality else "quality not checked (no labels)"
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
-          f"{quality}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
+          f"{measured}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
     return MonitorResult(
         model_name=name, model_version=version.version, model_alias=version.alias, label=contract.label,
         batch_source=batch.source, batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint,
-        validation=report, drift=drift, performance=performance, alert=bool(reasons), reasons=reasons,
-        mlflow_run_id=run_id, events=events,
+        validation=report, drift=drift, performance=performance, estimate=estimate, alert=bool(reasons),
+        reasons=reasons, mlflow_run_id=run_id, events=events,
     )
 
 

@@ -559,8 +559,83 @@ def estimated_drop(estimate: Estimate, reference_value: float, threshold: float,
                          drop=drop, threshold=threshold, beyond=beyond, band_beyond=band_beyond, reason=reason)
 
 
+# --------------------------------------------------------------------------------------------
+# One unlabeled batch of a registered model, as the monitor sees it
+# --------------------------------------------------------------------------------------------
+class EstimateCheck(BaseModel):
+    """A batch's metric estimated before its labels land: the estimate, the drop vs the model's test value, slices."""
+
+    estimate: Estimate
+    calibration: str = Field(description="How the reference's labels calibrated the probabilities, and why.")
+    drop: EstimatedDrop | None = Field(None, description="None when the version has no test value of the metric.")
+    slices: SliceEstimates | None = None
+
+    def alert_reasons(self) -> list[str]:
+        """The estimated drop beyond the allowed one, as a retrain reason; empty otherwise."""
+        return [f"estimated performance drop (labels not in yet): {r}" for r in (self.drop.alert_reasons()
+                                                                                  if self.drop else [])]
+
+    def summary(self) -> str:
+        """One line for logs and artifacts."""
+        return self.drop.reason if self.drop else self.estimate.summary()
+
+    def metrics(self) -> dict[str, float]:
+        """estimated_<metric>, its band and, against the test value, the estimated drop."""
+        return {**self.estimate.metrics(), **({f"estimated_{self.estimate.metric}_drop": self.drop.drop}
+                                              if self.drop else {})}
+
+    def table(self) -> list[dict[str, Any]]:
+        """The whole batch, then each slice: a table artifact."""
+        e = self.estimate
+        whole = {"column": "(all rows)", "value": "", "rows": e.rows, "estimated": round(e.value, 4),
+                 "lower": round(e.lower, 4), "upper": round(e.upper, 4), "note": self.summary()}
+        return [whole, *(self.slices.table() if self.slices else [])]
+
+
+def estimate_batch(model: Any, reference: pd.DataFrame, features: Sequence[str], label: str, current: pd.DataFrame,
+                   proba: Any, metric: str, test_metrics: dict[str, float], max_drop: float,
+                   slice_columns: Sequence[str] = (), seed: int = 0) -> EstimateCheck | None:
+    """The monitored metric of an unlabeled batch estimated from the model's probabilities, calibrated on the
+    version's labeled held-out reference; None for a metric CBPE cannot estimate (f1, log loss)."""
+    if metric not in ESTIMATED_METRICS:
+        return None
+    from tasks.validate import align_labels
+
+    classes = list(model.classes_)
+    aligned, _ = align_labels(reference[label], classes)
+    known = aligned.notna().to_numpy()
+    ref_proba = model.predict_proba(reference.loc[known, list(features)])
+    calibrator = fit_calibrator(ref_proba, aligned[known].to_numpy().astype(np.asarray(classes).dtype), classes,
+                                seed=seed)
+    try:
+        estimate = estimate_performance(proba, classes, metric, calibrator, seed=seed)  # type: ignore[arg-type]
+    except EstimationError as exc:  # e.g. a batch of 40 rows: no estimate tonight, not a failed night
+        _logger().warning("performance not estimated: %s", exc)
+        return None
+    reference_value = test_metrics.get(metric)
+    drop = estimated_drop(estimate, reference_value, max_drop) if reference_value is not None else None
+    columns = [c for c in slice_columns if c in current.columns]
+    slices = estimate_by_slice(current, proba, classes, columns, metric, calibrator,  # type: ignore[arg-type]
+                               seed=seed) if columns else None
+    return EstimateCheck(estimate=estimate, calibration=calibrator.summary(), drop=drop, slices=slices)
+
+
+def _logger() -> Any:
+    """The Prefect run logger inside a run, else this module's."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
 fit_calibrator_task = task(fit_calibrator, name="fit-calibrator", cache_policy=NO_CACHE)
 estimate_performance_task = task(estimate_performance, name="estimate-performance", cache_policy=NO_CACHE)
 estimate_by_slice_task = task(estimate_by_slice, name="estimate-performance-by-slice", cache_policy=NO_CACHE)
 realized_vs_estimated_task = task(realized_vs_estimated, name="realized-vs-estimated", cache_policy=NO_CACHE)
 estimated_drop_task = task(estimated_drop, name="check-estimated-drop", cache_policy=NO_CACHE)
+estimate_batch_task = task(estimate_batch, name="estimate-performance-before-labels", cache_policy=NO_CACHE)
