@@ -1,24 +1,24 @@
-"""LLM evaluation flow: candidates (prompt + model config) → the bundled or given evaluation set through the OpenAI
-client → per-item scores, cost, latency → the best candidate registered and gated against the champion → promoted
-or refused, with the same aliases, audit trail and rollback as a scikit-learn model."""
+"""LLM evaluation flow: prompt + model candidates on an evaluation set through the OpenAI client → per-item scores
+(deterministic, then an optional LLM judge), cost, latency → the best registered and gated against the champion (its
+stored results reused when unchanged) → promoted or refused like a scikit-learn model (aliases, audit, redeploy)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import PROJECT_ROOT, get_settings
-from tasks.evaluate import GateDecision, LLMGateConfig, gate_scores
-from tasks.llm import (DEFAULT_PRICES, Candidate, LLMConfig, PriceTable, ProviderSettings, evaluate_candidate_task,
-                       live_config_task, load_eval_set_task, make_client, register_candidate_task)
-from tasks.promote import PromotionOutcome, alias_state_task, promote, record_decision_task, record_refusal_task
+from tasks.evaluate import GateDecision, LLMGateConfig
+from tasks.llm import (DEFAULT_PRICES, CacheState, Candidate, EvalSetup, JudgeConfig, LLMConfig, PriceTable,
+                       ProviderSettings, best_candidate, evaluate_candidate_task, evaluate_champion, gate_candidate,
+                       load_eval_set_task, make_client, register_candidate_task, settle, spent_usd)
+from tasks.promote import DeployOutcome, alias_state_task
 from tasks.tracking import TrackingConfig
 
 
@@ -38,9 +38,19 @@ class LLMEvalParams(BaseModel):
     provider: ProviderSettings = Field(default_factory=ProviderSettings, title="Provider",
                                        description="OpenAI-compatible endpoint, timeout, retries, concurrency.")
     prices: PriceTable = Field(default_factory=lambda: DEFAULT_PRICES, title="Price table",
-                               description="USD per 1M tokens by provider model, for the cost budget.")
+                               description="USD per 1M tokens by provider model (judge included), for the budgets.")
+    judge: JudgeConfig | None = Field(None, title="LLM judge (optional)",
+                                      description="Grades replies that passed the deterministic checks, 0..1.")
     gate: LLMGateConfig = Field(default_factory=LLMGateConfig, title="Promotion gate",
-                                description="Margin, floor and the cost and latency budgets vs the champion.")
+                                description="Metric, margin, floor and the cost and latency budgets vs the champion.")
+    champion_cache_hours: float = Field(168.0, ge=0, le=8760, title="Reuse the champion's results (hours)", description=
+                                        "An unchanged champion on the same items, judge and provider: not re-run.")
+
+    @model_validator(mode="after")
+    def _judge_for_judge_metric(self) -> LLMEvalParams:
+        if self.gate.metric == "judge" and self.judge is None:
+            raise ValueError("gate.metric 'judge' needs a judge: set judge.model (or use gate.metric 'exact')")
+        return self
 
 
 class LLMEvalResult(BaseModel):
@@ -53,6 +63,9 @@ class LLMEvalResult(BaseModel):
     action: str
     champion_before: str | None
     champion_after: str | None
+    champion_cache: CacheState = Field(description="hit: the champion's stored results reused, nothing sent.")
+    spent_usd: float = Field(description="USD sent to the provider in this run, the judge's included.")
+    deploy: DeployOutcome | None = None
 
 
 @flow(name="llm-eval", log_prints=True)
@@ -60,53 +73,39 @@ def llm_eval(params: LLMEvalParams) -> LLMEvalResult:
     """Evaluate prompt + model candidates on the same items, gate the best against the champion, promote or keep.
 
     Args:
-        params: The candidates, the evaluation set, the provider and the gate with its budgets.
+        params: The candidates, the evaluation set, the provider, the judge and the gate with its budgets.
     """
-    cfg = TrackingConfig.from_settings(get_settings())
+    cfg = TrackingConfig.from_settings(settings := get_settings())
     client = make_client(params.provider)  # no OPENAI_API_KEY: fails here, before anything is read or sent
-    items, schema = load_eval_set_task(_path(params.dataset), _path(params.answer_schema))
+    items, schema = load_eval_set_task(params.dataset, params.answer_schema, PROJECT_ROOT)
+    setup = EvalSetup(items, schema, params.prices, params.provider, params.judge)  # an unpriced judge fails here
     name, champion = params.prompt_name, alias_state_task(cfg, params.prompt_name).champion
 
-    # 1. Every candidate, and the champion again, on the same items (the gate pairs them item by item).
-    live = live_config_task(cfg, name, champion) if champion else None
-    judged = [evaluate_candidate_task(client, c, items, schema, params.prices, params.provider.concurrency)
-              for c in [*params.candidates, *([live] if live else [])]]
-    mine, theirs = judged[:len(params.candidates)], judged[len(params.candidates):]
+    # 1. Every candidate, and the champion (stored results when unchanged), on the same items: the gate pairs by id.
+    mine = [evaluate_candidate_task(client, c, setup) for c in params.candidates]
+    theirs, cache = evaluate_champion(cfg, client, name, champion, setup, params.champion_cache_hours)
+    judged = [*mine, *([theirs] if theirs else [])]
     create_table_artifact(key=artifact_key("llm-eval", name), table=[c.row() for c in judged],
                           description=f"{len(items)} items, {len(judged)} prompt + model configurations")
 
-    # 2. The best candidate (most exact answers, then cheapest) is registered, gated against the champion.
-    best = max(mine, key=lambda c: (c.exact_share, -c.stats.cost_per_1k_items))
+    # 2. The best candidate (on the gate's metric, then exact answers, then cheapest) registered and gated.
+    best = best_candidate(mine, params.gate.metric)
     version = register_candidate_task(cfg, name, best)
+    done = dict(prompt_name=name, candidates=judged, challenger_version=version, champion_before=champion,
+                champion_cache=cache, spent_usd=spent_usd(judged))
     if version == champion:  # the champion's own content won: nothing to decide
         print(f"{name}: the best candidate is the champion v{champion} itself")
-        return LLMEvalResult(prompt_name=name, candidates=judged, challenger_version=version, decision=None,
-                             action="already-champion", champion_before=champion, champion_after=champion)
-    other = theirs[0] if theirs else None
-    decision = gate_scores(best.item_scores, other.item_scores if other else None, params.gate,
-                           challenger_cost_per_1k=best.stats.cost_per_1k_items,
-                           challenger_p95_ms=best.stats.latency_p95_ms,
-                           champion_cost_per_1k=other.stats.cost_per_1k_items if other else None,
-                           champion_p95_ms=other.stats.latency_p95_ms if other else None,
-                           challenger_version=version, champion_version=champion)
-    record_decision_task(cfg, name, version, decision)
+        return LLMEvalResult(**done, decision=None, action="already-champion", champion_after=champion)
+    decision = gate_candidate(best, theirs, params.gate, version, champion)
     create_markdown_artifact(key=artifact_key("llm-gate", name), markdown=decision.markdown(),
                              description=decision.reason)
 
-    # 3. Promote through the one promotion path (locked, compare-and-swap, audited), or record the refusal.
-    if decision.promote:
-        outcome: PromotionOutcome = promote(cfg, name, decision, server_url=None, token=None)
-        action, after = outcome.status, outcome.champion_after
-    else:
-        action, after = "refused" if record_refusal_task(cfg, name, decision, None) else "already-decided", champion
-    print(f"{name}: {action}; champion {champion or '-'} -> {after or '-'} ({decision.reason})")
-    return LLMEvalResult(prompt_name=name, candidates=judged, challenger_version=version, decision=decision,
-                         action=action, champion_before=champion, champion_after=after)
-
-
-def _path(value: str | None) -> Path | None:
-    """A dataset path as given, relative ones read from the project root."""
-    return None if value is None else (Path(value) if Path(value).is_absolute() else PROJECT_ROOT / value)
+    # 3. Recorded, then promoted through the one promotion path (locked, audited, live servers reloaded) or refused.
+    token = settings.server_token.get_secret_value() if settings.server_token else None
+    action, after, deploy = settle(cfg, name, decision, best, setup, server_url=settings.server_url, token=token,
+                                   keep_results=params.champion_cache_hours > 0)
+    print(f"{name}: {action}; champion {champion or '-'} -> {after or '-'} ({decision.reason}); champion cache {cache}")
+    return LLMEvalResult(**done, decision=decision, action=action, champion_after=after, deploy=deploy)
 
 
 if __name__ == "__main__":

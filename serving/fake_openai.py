@@ -5,7 +5,9 @@ Run `python -m serving.fake_openai --port 8765 --answers answers.jsonl` (then OP
 and any non-empty OPENAI_API_KEY), or in-process: `url, stop = FakeOpenAI(answers={...}).start()`.
 Answers file: JSON list or JSONL of {"model", "messages", "answer"} records; a record without "messages" is the
 model's answer to anything. Control API (no auth): GET /_fake/requests, POST /_fake/faults {"key", "fault"},
-DELETE /_fake/faults. Standard library only (ThreadingHTTPServer): nothing to install, quick to start and stop.
+DELETE /_fake/faults. `judge_reply` is a deterministic LLM judge, served as "fake-judge" by the command line and by
+tasks/demo_llm.ticket_answers. Standard library only (ThreadingHTTPServer): nothing to install, quick to start and
+stop.
 """
 
 from __future__ import annotations
@@ -216,6 +218,40 @@ class FakeOpenAI:
         return self.url, stop
 
 
+JUDGE_MODEL = "fake-judge"
+
+
+def _json_values(text: str) -> list[Any]:
+    """Every top-level JSON object in `text`, in order (what a judge prompt embeds: input, expected, reply)."""
+    decoder, found, at = json.JSONDecoder(), [], text.find("{")
+    while at != -1:
+        try:
+            value, end = decoder.raw_decode(text, at)
+        except ValueError:
+            at = text.find("{", at + 1)
+            continue
+        found.append(value)
+        at = text.find("{", end)
+    return found
+
+
+def judge_reply(messages: list[dict[str, Any]]) -> str:
+    """A deterministic LLM judge: the last two JSON objects of the last user message are the expected answer and
+    the reply; the score is the share of the expected answer's fields the reply matches (strings compared without
+    case), as {"score": ..., "reason": ...}. Anything else scores 0, saying why."""
+    found = _json_values(str(messages[-1].get("content") or "")) if messages else []
+    if len(found) < 2 or not isinstance(found[-2], dict) or not found[-2]:
+        return json.dumps({"score": 0, "reason": "no expected JSON answer and reply to compare"})
+    expected, reply = found[-2], found[-1] if isinstance(found[-1], dict) else {}
+
+    def same(a: Any, b: Any) -> bool:
+        return a.strip().casefold() == b.strip().casefold() if isinstance(a, str) and isinstance(b, str) else a == b
+
+    wrong = [f"{k}: {reply.get(k)!r} instead of {v!r}" for k, v in expected.items() if not same(reply.get(k), v)]
+    score = round(1 - len(wrong) / len(expected), 4)
+    return json.dumps({"score": score, "reason": "; ".join(wrong) or "every expected field matches"})
+
+
 def completion_body(model: str, content: str, messages: list[dict[str, Any]], number: int) -> dict[str, Any]:
     """A chat.completion object as the real API returns it, with word-count usage."""
     prompt = sum(count_tokens(str(m.get("content") or "")) for m in messages)
@@ -373,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     echo: Answer = lambda messages: str(messages[-1].get("content") or "")  # noqa: E731
     fake = FakeOpenAI.from_file(args.answers) if args.answers else FakeOpenAI(default=echo)
+    fake.answers.setdefault(JUDGE_MODEL, judge_reply)
     httpd = fake.server(args.host, args.port)
     host, port = httpd.server_address[:2]
     print(f"fake OpenAI API at http://{host}:{port}/v1 (models: {', '.join(fake.models) or 'any, echoing'})",

@@ -1,8 +1,9 @@
 """The offline LLM demo's world: two stand-in models answering the bundled support-ticket set, deterministically.
 
 `fake-small` is cheap and gets the category right but often misjudges the priority unless the system prompt spells
-out the priority rules; `fake-large` is right almost always, at about 16x the price. Served by serving/fake_openai.py
-so the demo, the tests and the evaluation flow run with the real `openai` client and no internet.
+out the priority rules; `fake-large` is right almost always, at about 16x the price; `fake-judge` grades a reply by
+the share of the expected fields it matches. Served by serving/fake_openai.py so the demo, the tests and the
+evaluation flow run with the real `openai` client and no internet.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift.settings import PROJECT_ROOT
+from serving.fake_openai import JUDGE_MODEL, judge_reply
 
 TICKETS = PROJECT_ROOT / "evalsets" / "support_tickets.jsonl"
 PRIORITY_RULES = "priority rules"  # a system prompt containing this helps fake-small with priorities
@@ -48,4 +50,4 @@ def ticket_answers(path: Path = TICKETS) -> dict[str, Callable[[list[dict[str, A
 
         return reply
 
-    return {model: answer(model) for model in ("fake-small", "fake-large")}
+    return {**{model: answer(model) for model in ("fake-small", "fake-large")}, JUDGE_MODEL: judge_reply}

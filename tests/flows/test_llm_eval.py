@@ -11,6 +11,7 @@ import pytest
 from flows.llm_eval import LLMEvalParams, llm_eval
 from tasks import tracking as tr
 from tasks.demo_llm import PRIORITY_RULES, ticket_answers
+from tasks.llm import RESULTS_ARTIFACT, RESULTS_TAG
 from tests.conftest import FAKE_OPENAI_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -22,9 +23,9 @@ def _candidate(model: str, system: str = SYSTEM) -> dict:
     return {"model": model, "system": system, "template": "Ticket: {{ ticket }}", "response_format": "json_object"}
 
 
-def _params(name: str, *candidates: dict, **gate: object) -> LLMEvalParams:
+def _params(name: str, *candidates: dict, extra: dict | None = None, **gate: object) -> LLMEvalParams:
     return LLMEvalParams(prompt_name=name, candidates=list(candidates), gate={"resamples": 500, **gate},
-                         provider={"timeout_seconds": 5, "max_retries": 1, "concurrency": 4})
+                         provider={"timeout_seconds": 5, "max_retries": 1, "concurrency": 4}, **(extra or {}))
 
 
 @pytest.mark.integration
@@ -50,8 +51,11 @@ def test_prompts_are_promoted_refused_and_rolled_back_like_models(fake_openai, t
     assert "not measurably better" in pricey.decision.reason or "over budget: cost per 1k items" in \
         pricey.decision.reason
 
-    again = llm_eval(_params(name, _candidate("fake-small", RULES)))  # the champion's own content: nothing to do
+    fake_openai.reset()  # the champion's own content (nothing to decide), its stored results not wanted this time
+    again = llm_eval(_params(name, _candidate("fake-small", RULES), extra={"champion_cache_hours": 0}))
     assert (again.action, again.challenger_version, again.champion_after) == ("already-champion", "2", "2")
+    assert [r.champion_cache for r in (first, better, pricey, again)] == ["none", "hit", "hit", "off"]
+    assert len(fake_openai.chat_requests("fake-small")) == 80  # the candidate and the champion, 40 items each
 
     back = rollback(RollbackParams(model_name=name, reason="the rules prompt confuses a partner's tickets"))
     assert (back.from_version, back.to_version) == ("2", "1")
@@ -60,7 +64,11 @@ def test_prompts_are_promoted_refused_and_rolled_back_like_models(fake_openai, t
 
     # The key never lands in results, registry tags or the audit trail.
     texts = [r.model_dump_json() for r in (first, better, pricey, again)]
-    texts += [json.dumps(tr.load_prompt_version(tracking, name, v).tags) for v in ("1", "2", "3")]
+    tags = [tr.load_prompt_version(tracking, name, v).tags for v in ("1", "2", "3")]
+    texts += [json.dumps(t) for t in tags]
+    stored = [run for t in tags for key, run in t.items() if key.startswith(RESULTS_TAG)]
+    assert len(stored) == 2  # the two promoted versions' results, kept for their runs as champion
+    texts += [json.dumps(tr.load_json_artifact(tracking, run, RESULTS_ARTIFACT)) for run in stored]
     texts += [r.model_dump_json() for r in tr.read_audit(tracking, name)]
     texts += _prefect_records()
     assert not [t for t in texts if FAKE_OPENAI_KEY in t]
@@ -81,6 +89,82 @@ def _prefect_records() -> list[str]:
         artifacts = client.read_artifacts()
     assert runs and tasks and artifacts  # logs may not have been shipped yet: checked when there
     return [r.model_dump_json() for r in [*runs, *logs, *tasks, *artifacts]]
+
+
+def _model_server() -> tuple[str, list[tuple[str, str | None]], object]:
+    """A stand-in live model server accepting every reload, recording the path and Authorization header."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    reloads: list[tuple[str, str | None]] = []
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            reloads.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "swapped"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", reloads, server
+
+
+def _champion_calls(fake, system: str, model: str = "fake-small") -> int:
+    """Requests the provider received for a prompt with this system message (the champion's re-run, when it is)."""
+    return sum(r.messages[0]["content"] == system for r in fake.chat_requests(model))
+
+
+def test_the_judge_gates_and_an_unchanged_champion_is_not_called_again(fake_openai, tracking, tmp_path,
+                                                                      monkeypatch) -> None:
+    """Gate metric "judge": the judge grades every reply that passed the schema (its cost reported apart); the
+    promoted candidate's results are stored, so the next run reuses them as the champion's (the provider's request
+    log shows nothing sent for it) and the promotion reloads the live model server; a changed evaluation set misses
+    the cache and the champion runs again."""
+    from nightshift.settings import PROJECT_ROOT
+
+    fake_openai.answers.update(ticket_answers())
+    name = f"triage-{uuid.uuid4().hex[:8]}"
+    tickets = (PROJECT_ROOT / "evalsets" / "support_tickets.jsonl").read_text().splitlines()
+    subset = tmp_path / "tickets.jsonl"
+    subset.write_text("\n".join(tickets[:16]) + "\n")
+    judged = dict(dataset=str(subset), judge={"model": "fake-judge"})
+
+    first = llm_eval(_params(name, _candidate("fake-small"), extra=judged, metric="judge", absolute_floor=0.6))
+    assert (first.action, first.champion_cache, first.decision.metric) == ("promoted", "none", "judge_score")
+    assert first.deploy.status == "not-deployed"  # no model server configured
+    [small] = first.candidates
+    assert small.judge_stats.n == len(fake_openai.chat_requests("fake-judge")) == 16  # every reply passed the schema
+    assert small.share("judge") > small.exact_share and "judge score" in small.row()
+    assert first.spent_usd == pytest.approx(small.stats.cost_usd + small.judge_stats.cost_usd)
+
+    url, reloads, server = _model_server()
+    monkeypatch.setenv("NIGHTSHIFT_SERVER_URL", url)
+    monkeypatch.setenv("NIGHTSHIFT_SERVER_TOKEN", "reload-token")
+    fake_openai.reset()
+    try:
+        second = llm_eval(_params(name, _candidate("fake-small", RULES), extra=judged, metric="judge",
+                                  absolute_floor=0.6, max_cost_increase=0.5))
+    finally:
+        server.shutdown()
+    assert second.champion_cache == "hit" and _champion_calls(fake_openai, SYSTEM) == 0
+    assert [c.cached for c in second.candidates] == [False, True]
+    assert second.candidates[1].by_item("judge") == small.by_item("judge")  # the stored verdicts, not new ones
+    assert len(fake_openai.chat_requests("fake-judge")) == 16  # the challenger's replies only
+    assert second.decision.champion == pytest.approx(small.share("judge"))
+    assert second.spent_usd == pytest.approx(second.candidates[0].stats.cost_usd
+                                             + second.candidates[0].judge_stats.cost_usd)
+    assert (second.action, second.deploy.status) == ("promoted", "deployed")
+    assert reloads == [(f"/models/{name}/reload", "Bearer reload-token")]
+
+    subset.write_text("\n".join(tickets[:12]) + "\n")  # the eval set changed: the stored results do not apply
+    fake_openai.reset()
+    third = llm_eval(_params(name, _candidate("fake-large"), extra=judged, metric="judge"))
+    assert third.champion_cache == "miss" and third.decision.rows == 12, third.decision
+    assert _champion_calls(fake_openai, RULES) == 12
 
 
 def test_without_a_key_the_flow_fails_before_any_call(fake_openai, monkeypatch) -> None:

@@ -10,15 +10,18 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from serving.fake_openai import Fault, FakeOpenAI, message_key
+from serving.fake_openai import JUDGE_MODEL, Fault, FakeOpenAI, judge_reply, message_key
 from tasks.llm import (
     CallResult,
+    EvalSetup,
+    JudgeConfig,
     LLMConfig,
     LLMConfigError,
     Price,
     PriceTable,
     ProviderSettings,
     complete,
+    evaluate_candidate,
     make_client,
     run_items,
     summarize,
@@ -253,3 +256,73 @@ def test_a_provider_going_down_mid_run_fails_the_rest_of_the_items_not_the_run(f
     assert all(r.error.startswith(f"{MODEL}: HTTP 503 after 1 retry") for r in results[6:]), results[6].error
     stats = summarize(results)
     assert (stats.n, stats.errors, stats.retries) == (9, 3, 3) and stats.cost_usd == sum(r.cost_usd for r in results)
+
+
+JUDGE = JudgeConfig(model=JUDGE_MODEL)
+TRIAGE_SCHEMA = {"type": "object", "properties": {"category": {"type": "string"}, "priority": {"type": "string"}},
+                 "required": ["category", "priority"], "additionalProperties": False}
+RIGHT = {"category": "billing", "priority": "high"}
+
+
+def _triage_items(n: int) -> list[dict]:
+    return [{"id": f"t{i}", "text": f"ticket {i}", "expected": RIGHT} for i in range(n)]
+
+
+def test_the_judge_sees_only_replies_that_passed_the_checks_and_its_cost_is_its_own(fake_openai: FakeOpenAI) -> None:
+    """Six items: right, half right, a refusal, a schema break, a provider error (then the judge is not asked), and
+    one the judge cannot grade (provider error on the judge's call): counted as a judge error, the run goes on."""
+    replies = {"ticket 0": json.dumps(RIGHT), "ticket 1": json.dumps({**RIGHT, "priority": "low"}),
+               "ticket 2": "I'm sorry, I cannot help with that.", "ticket 3": json.dumps({"category": "billing"}),
+               "ticket 5": json.dumps(RIGHT)}
+    fake_openai.answers[MODEL] = lambda messages: next(v for k, v in replies.items() if k in messages[-1]["content"])
+    fake_openai.answers[JUDGE_MODEL] = judge_reply
+    items = _triage_items(6)
+    fake_openai.set_fault(message_key(MODEL, CONFIG.render(items[4])), Fault(status=500, retry_after_ms=10))
+    fake_openai.set_fault(message_key(JUDGE_MODEL, JUDGE.llm_config().render(JUDGE.variables(
+        items[5], json.dumps(RIGHT)))), Fault(status=503, retry_after_ms=10))
+    prices = PriceTable(prices={**PRICES.prices, JUDGE_MODEL: Price(input_per_1m=1.0, output_per_1m=1.0)})
+    setup = EvalSetup(items, TRIAGE_SCHEMA, prices, ProviderSettings(max_retries=1, concurrency=2), JUDGE)
+    candidate = evaluate_candidate(client_for(fake_openai, retries=1), CONFIG, setup)
+
+    judged = fake_openai.chat_requests(JUDGE_MODEL)
+    assert sorted(r.messages[-1]["content"].split('"text": "')[1].split('"')[0] for r in judged if r.status == 200) \
+        == ["ticket 0", "ticket 1"] and len(judged) == 4  # two graded, ticket 5 tried twice (one retry)
+    assert judged[0].body["temperature"] == 0 and judged[0].body["response_format"] == {"type": "json_object"}
+    assert [(s.judge, s.judge_error) for s in candidate.scores] == [
+        (1.0, False), (0.5, False), (0.0, False), (0.0, False), (0.0, False), (0.0, True)]
+    assert candidate.scores[3].judge_note.startswith("not judged: reply breaks the schema")
+    assert candidate.scores[5].judge_note.startswith(f"judge failed: {JUDGE_MODEL}: HTTP 503 after 1 retry")
+    assert candidate.share("judge") == pytest.approx(1.5 / 6) and candidate.exact_share == pytest.approx(2 / 6)
+    assert candidate.by_item("judge") == {"t0": 1.0, "t1": 0.5, "t2": 0.0, "t3": 0.0, "t4": 0.0, "t5": 0.0}
+    # Priced from the same table, apart from the candidate's own (serving) cost.
+    assert candidate.judge_stats.n == 3 and candidate.judge_stats.errors == 1
+    assert candidate.judge_stats.cost_usd == pytest.approx(sum(r.prompt_tokens + r.completion_tokens
+                                                               for r in candidate.judge_results) / 1e6)
+    assert candidate.stats.cost_usd == pytest.approx(sum(r.cost_usd for r in candidate.results))
+    row = candidate.row()
+    assert (row["judge score"], row["judge errors"], row["cached"]) == ("0.250", "1", "no")
+
+
+def test_an_unpriced_judge_or_one_missing_a_variable_fails_before_anything_is_sent(fake_openai: FakeOpenAI) -> None:
+    provider = ProviderSettings()
+    with pytest.raises(LLMConfigError, match="no price for model 'fake-judge'"):
+        EvalSetup(_triage_items(2), None, PRICES, provider, JUDGE)
+    asks_for_more = JUDGE.model_copy(update={"template": "{{ reply }} for {{ customer }}"})
+    priced = PriceTable(prices={"*": Price(input_per_1m=1, output_per_1m=1)})
+    with pytest.raises(LLMConfigError, match=r"judge, item 't0': template variable\(s\) 'customer' missing"):
+        EvalSetup(_triage_items(2), None, priced, provider, asks_for_more)
+    with pytest.raises(ValidationError, match=r"add \{\{ reply \}\}"):
+        JudgeConfig(model=JUDGE_MODEL, template="Grade {{ expected }}")
+    assert fake_openai.chat_requests() == []
+
+
+def test_the_fake_judge_scores_the_share_of_expected_fields_matched() -> None:
+    def ask(expected: dict, reply: str) -> dict:
+        item = {"id": "1", "ticket": "x", "expected": expected}
+        return json.loads(judge_reply(JUDGE.llm_config().render(JUDGE.variables(item, reply))))
+
+    assert ask(RIGHT, json.dumps({"priority": "HIGH", "category": "billing"})) == {
+        "score": 1.0, "reason": "every expected field matches"}
+    assert ask(RIGHT, json.dumps({**RIGHT, "priority": "low"})) == {
+        "score": 0.5, "reason": "priority: 'low' instead of 'high'"}
+    assert ask(RIGHT, "no JSON here")["score"] == 0

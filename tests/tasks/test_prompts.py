@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from nightshift.errors import ConfigError, TrackingError, TrackingUnavailable
+from serving.fake_openai import Fault
 from tasks import tracking as tr
 from tasks.promote import promote, recorded_decision, record_refusal
 from tests.tasks.conftest import decision_for
@@ -135,3 +136,55 @@ def test_models_keep_the_model_path(tracking, model_name, monkeypatch) -> None:
     monkeypatch.setattr(tr, "client", lambda cfg: Locked())
     with pytest.raises(TrackingUnavailable, match="checking whether"):  # never read as "not a prompt"
         tr.alias_state(tracking, "not-yet-known")
+
+
+def test_a_versions_results_are_reused_only_on_the_same_items_judge_and_provider(tracking, fake_openai) -> None:
+    """Stored as an MLflow eval run tagged on the prompt version: found again for the same version, items (in any
+    order), judge and provider, priced with today's table; a changed item, judge, endpoint or age misses."""
+    from tasks.llm import (DEFAULT_PRICES, EvalSetup, JudgeConfig, LLMConfig, Price, PriceTable, ProviderSettings,
+                           evaluate_candidate, live_config, load_results, make_client, results_key,
+                           store_results)
+
+    fake_openai.answers["fake-small"] = json.dumps({"category": "billing", "priority": "high"})
+    config = LLMConfig(model="fake-small", system="Triage.", template="Ticket: {{ ticket }}", temperature=0.1,
+                       response_format="json_object")
+    items = [{"id": f"t{i}", "ticket": f"ticket {i}", "expected": {"category": "billing", "priority": "high"}}
+             for i in range(5)]
+    provider = ProviderSettings(max_retries=0)
+    setup = EvalSetup(items, None, DEFAULT_PRICES, provider)
+    candidate = evaluate_candidate(make_client(provider), config, setup)
+    name = f"p_{uuid.uuid4().hex[:10]}"
+    version = tr.register_prompt_version(tracking, name, config.system, config.template,
+                                         config.model_dump(include={"model", "temperature", "max_tokens",
+                                                                    "response_format"}))
+    run_id = store_results(tracking, name, version, candidate, setup)
+    assert run_id and tr.get_run(tracking, run_id).data.metrics["exact_share"] == 1.0
+
+    def found(s: EvalSetup, hours: float = 1.0):
+        return load_results(tracking, name, version, results_key(name, version, live_config(tracking, name, version),
+                                                                 s), s, hours)
+
+    stored, note = found(setup)
+    assert stored is not None and note.startswith(f"results of run {run_id}") and stored[1] == []
+    assert [r.model_dump(exclude={"cost_usd"}) for r in stored[0]] == [
+        r.model_dump(exclude={"cost_usd"}) for r in candidate.results]
+    reordered, _ = found(EvalSetup(items[::-1], None, DEFAULT_PRICES, provider))
+    assert [r.item_id for r in reordered[0]] == ["t4", "t3", "t2", "t1", "t0"]
+    dearer = PriceTable(prices={"fake-small": Price(input_per_1m=100, output_per_1m=100)})
+    repriced, _ = found(EvalSetup(items, None, dearer, provider))
+    assert repriced[0][0].cost_usd == pytest.approx((repriced[0][0].prompt_tokens + repriced[0][0].completion_tokens)
+                                                    * 100 / 1e6)
+
+    changed = [*items[:4], {**items[4], "expected": {"category": "bug", "priority": "low"}}]
+    misses = [EvalSetup(changed, None, DEFAULT_PRICES, provider), EvalSetup(items[:4], None, DEFAULT_PRICES, provider),
+              EvalSetup(items, {"type": "object"}, DEFAULT_PRICES, provider),
+              EvalSetup(items, None, DEFAULT_PRICES, provider, JudgeConfig(model="fake-judge")),
+              EvalSetup(items, None, DEFAULT_PRICES, ProviderSettings(base_url="http://127.0.0.1:9/v1"))]
+    for other in misses:
+        assert found(other) == (None, "no stored results for this version, eval set, judge and provider")
+    stale, why = found(setup, hours=1e-9)
+    assert stale is None and why.startswith("stored results are 0.0 h old (reused up to 1e-09 h)")
+
+    fake_openai.set_fault("fake-small", Fault(status=500))
+    failed = evaluate_candidate(make_client(provider), config, EvalSetup(items[:2], None, DEFAULT_PRICES, provider))
+    assert store_results(tracking, name, version, failed, setup) is None  # a failed call is never reused
