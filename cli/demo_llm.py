@@ -4,7 +4,9 @@ Two stand-in models (tasks/demo_llm.py) answer through an OpenAI-compatible serv
 (serving/fake_openai.py), called with the real `openai` client: `fake-small` (cheap) and `fake-large` (~16x the
 price). Three evaluation runs of the `llm-eval` flow on the bundled 40 tickets: the small model with a plain prompt
 becomes the first champion; the same model with priority rules in its prompt beats it; the large model is refused
-(not measurably better than the improved prompt, and over the cost budget). The registry's `champion`/`previous`
+(not measurably better than the improved prompt, and over the cost budget). A stand-in judge (`fake-judge`) grades
+every reply beside the exact-match scores (partial credit for a right category), and the champion's stored results
+are reused instead of calling it again. The registry's `champion`/`previous`
 aliases and the audit trail are the same as for scikit-learn models, so `python -m flows.rollback` undoes a step.
 """
 
@@ -19,6 +21,11 @@ import uuid
 SYSTEM = 'You triage customer support tickets. Reply with JSON only: {"category": ..., "priority": ...}.'
 RULES = SYSTEM + (" Priority rules: high when money is lost, an account is locked or nothing works; low for "
                   "questions and wishes; medium otherwise.")
+
+
+HIDDEN = {"temperature", "retries", "judge errors"}  # the demo's table fits 160 columns
+CACHE = {"hit": "champion: its stored results reused, nothing sent for it", "none": "no champion yet",
+         "miss": "champion: run again, its results stored for next time"}
 
 
 def _candidate(model: str, system: str) -> dict[str, object]:
@@ -53,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         for label, candidates in runs:
-            result = llm_eval(LLMEvalParams(prompt_name=name, candidates=candidates,
+            result = llm_eval(LLMEvalParams(prompt_name=name, candidates=candidates, judge={"model": "fake-judge"},
                                             gate={"absolute_floor": 0.55, "max_cost_increase": 1.0}))
             table = Table(title=f"{label}: {len(result.candidates)} configuration(s) on 40 tickets")
-            rows = [c.row() for c in result.candidates]
+            rows = [{k: v for k, v in c.row().items() if k not in HIDDEN} for c in result.candidates]
             for column in rows[0]:
                 table.add_column(column)
             for row, c in zip(rows, result.candidates):
@@ -64,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                 table.add_row(*[f"{v} (champion)" if k == "model" and is_live else v for k, v in row.items()])
             console.print(table)
             decision = result.decision.reason if result.decision else "the champion's own content"
+            cache = CACHE.get(result.champion_cache, result.champion_cache)
             console.print(f"→ v{result.challenger_version}: [bold]{result.action}[/bold] ({decision}); champion "
-                          f"{result.champion_before or '-'} → {result.champion_after or '-'}\n")
+                          f"{result.champion_before or '-'} → {result.champion_after or '-'}")
+            console.print(f"  {cache}; USD {result.spent_usd:.5f} sent to the provider, the judge's included\n")
     finally:
         stop()
     console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {name}")

@@ -1,5 +1,6 @@
 """`make demo-llm` (`python -m cli.demo_llm`): the stand-in provider, three evaluations, one promotion after the
-first champion and one refusal, told from the real flow's results."""
+first champion and one refusal, the judge's scores beside them and the champion's stored results reused, told from
+the real flow's results."""
 
 from __future__ import annotations
 
@@ -22,5 +23,7 @@ def test_the_llm_demo_promotes_the_better_prompt_and_refuses_the_bigger_model(ca
     out = capsys.readouterr().out
     assert "→ v1: promoted (first version" in out and "→ v2: promoted (challenger better" in out, out
     assert "→ v3: refused (" in out, out
+    assert out.count("champion: its stored results reused, nothing sent for it") == 2, out  # runs 2 and 3
+    assert "judge score" in out
     assert tr.alias_state(tracking, name).champion == "2"
     assert [r.action for r in tr.read_audit(tracking, name)] == ["promote", "promote", "refuse"]
