@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
+    from tasks.tracking import TrackingConfig
+
     from flows.nightly import NightlyResult
     from tasks.catalogue import CatalogueModel
     from tasks.demo_data import DemoDrift
@@ -259,6 +261,36 @@ def model_table(model: CatalogueModel, rows: list[Row]) -> Table:
     return table
 
 
+def estimate_table(cfg: TrackingConfig, model: CatalogueModel, first: date, last: date) -> Table | None:
+    """The model's metric estimated before its labels (CBPE) beside the realized one once they landed, per day."""
+    from rich.table import Table
+
+    from tasks.sources import DayEstimate, DayQuality
+    from tasks.tracking import ESTIMATE_DAY_TAG, quality_run
+
+    estimates = {e.day: e for e in (DayEstimate.model_validate_json(r) for r in
+                                    quality_run(cfg, model.name, ESTIMATE_DAY_TAG)[1].values())}
+    realized = {q.day: q for q in (DayQuality.model_validate_json(r) for r in quality_run(cfg, model.name)[1].values())}
+    days = sorted(d for d in {*estimates, *realized} if first - timedelta(days=WEEK_NIGHTS) <= d <= last)
+    if model.labels is None or not days:
+        return None
+    table = Table(title=f"{model.name}: {model.monitor.metric} estimated before the labels (CBPE, no labels used) vs "
+                        f"realized once they landed {model.labels.lag_days} days later", title_justify="left")
+    for column in ("day", "version", "estimated (95% band)", "realized", "error", "inside band"):
+        table.add_column(column)
+    for day in days:
+        e, q = estimates.get(day), realized.get(day)
+        value = q.check.batch_metrics.get(model.monitor.metric) if q and q.check else None
+        comparable = e is not None and value is not None and q is not None and q.version == e.version
+        due = f"labels due {day + timedelta(days=model.labels.lag_days):%m-%d}"
+        table.add_row(f"{day:%a %m-%d}", f"v{e.version if e else q.version if q else '?'}",
+                      f"{e.value:.3f} ({e.lower:.3f}..{e.upper:.3f})" if e else "- (no champion that night)",
+                      f"{value:.3f}" if value is not None else due,
+                      f"{value - e.value:+.3f}" if comparable else "-",  # type: ignore[operator, union-attr]
+                      ("yes" if e.lower <= value <= e.upper else "[yellow]no") if comparable else "-")  # type: ignore
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Land and run a week of the catalogue's demo models, print one table per model; returns an exit code."""
     started = time.perf_counter()
@@ -323,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for m in models:
         console.print(model_table(m, rows[m.name]))
+    for m in models:
+        if (table := estimate_table(cfg, m, plan[0].night, plan[-1].night)) is not None:
+            console.print(table)
+    console.print("The estimate sees covariate drift but not a change in how churn follows the features (concept "
+                  "drift): only the labels show that.", highlight=False)
     failed = [f"{n} {r.night.night}" for n, rs in rows.items() for r in rs if r.result is None]
     reports = [r.result.report for rs in rows.values() for r in rs if r.result and r.result.report]
     console.rule("Where to look")

@@ -18,9 +18,10 @@ from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
 from tasks.catalogue import load_catalogue
 from tasks.data import DatasetParams
+from tasks.estimate import EstimateCheck
 from tasks.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
 from tasks.sources import (build_labeled_window_task, emit_missing_data, labeled_window_task, landed_quality_task,
-                           resolve_night, stage_features_task)
+                           record_estimate_task, resolve_night, stage_features_task)
 from tasks.tracking import TrackingConfig
 
 MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
@@ -68,8 +69,10 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     checked = monitor(MonitorParams(
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=params.seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
-        sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None)) \
-        if champion else None  # this flow retrains itself
+        sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None,
+        slice_columns=m.slice_columns)) if champion else None  # this flow retrains itself
+    if checked and checked.estimate:  # tonight's metric before its labels: compared when they land
+        record_estimate_task(cfg, model, night, checked.model_version, checked.estimate)
 
     # 2. Labels that landed: the champion's quality on each labeled day not measured yet (late ones too, recorded in
     # MLflow; the newest day alerts); the days a challenger would learn from.
@@ -80,7 +83,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     result = partial(result, validation=checked.validation.summary() if checked else "checked by training",
                      drift_share=checked.drift.drift_share if checked else None,
                      alert_reasons=(checked.reasons if checked else []) + (quality.alert_reasons() if quality else []),
-                     retrain_reasons=reasons, report=checked.drift.html_path if checked else None)
+                     retrain_reasons=reasons, report=checked.drift.html_path if checked else None,
+                     estimated=_estimated(checked.estimate) if checked and checked.estimate else None)
     if not reasons:
         return finish(result(action="no-retrain", champion_after=champion), "nothing drifted or degraded")
     if window.holdout_day is None or not window.window:
@@ -103,6 +107,12 @@ def model_night(params: ModelNightParams) -> NightlyResult:
                                 model.cv_folds, params.seed, tags={HOLDOUT_TAG: window.holdout_day.isoformat()})
     return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
                             files.fingerprint, result)
+
+
+def _estimated(check: EstimateCheck) -> str:
+    """The estimate in a few characters: value (band)."""
+    e = check.estimate
+    return f"{e.value:.3f} ({e.lower:.3f}..{e.upper:.3f})"
 
 
 if __name__ == "__main__":

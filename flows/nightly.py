@@ -101,6 +101,7 @@ class NightlyResult(BaseModel):
     action: Literal["no-retrain", "promoted", "refused", "already-decided", "already-promoted", "superseded",
                     "no-labels", "no-data", "champion-newer"]
     night: date | None = Field(None, description="The calendar night (catalogue runs; batch runs have none).")
+    estimated: str | None = Field(None, description="Tonight's metric estimated before its labels: value (band).")
     events: list[str] = Field(default_factory=list, description="Prefect events this night emitted itself.")
     champion_before: str | None
     champion_after: str | None

@@ -108,6 +108,9 @@ class MonitorSettings(BaseModel):
     metric: Metric = Field("roc_auc", title="Monitored metric", description="Metric compared once labels land.")
     max_metric_drop: float = Field(0.05, ge=0, le=1, title="Allowed metric drop",
                                    description="Drop vs the model's test value that counts as degradation.")
+    slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
+                                     description="Columns whose categories get their own performance estimate on "
+                                                 "nights whose labels have not landed.")
 
 
 class CatalogueModel(BaseModel):

@@ -16,6 +16,7 @@ from nightshift.naming import artifact_key, slug
 from tasks import tracking
 from tasks.catalogue import CatalogueModel, resolve_files
 from tasks.data import retry_if_transient
+from tasks.estimate import EstimateCheck
 from tasks.evaluate import PerformanceCheck
 
 if TYPE_CHECKING:
@@ -342,6 +343,23 @@ def get_logger() -> Any:
         return logging.getLogger(__name__)
 
 
+class DayEstimate(BaseModel):
+    """The champion's metric on one day estimated from its rows before their labels landed (CBPE), as recorded."""
+
+    day: date
+    version: str = Field(description="The champion version whose probabilities were calibrated.")
+    metric: str
+    value: float
+    lower: float
+    upper: float
+    rows: int
+
+    def metrics(self) -> dict[str, float]:
+        """The day's point on the model's quality run: estimated_<metric> and its band."""
+        return {f"estimated_{self.metric}": self.value, f"estimated_{self.metric}_lower": self.lower,
+                f"estimated_{self.metric}_upper": self.upper}
+
+
 class DayQuality(BaseModel):
     """The champion's realized quality on one labeled day, as recorded (in MLflow) when it was measured."""
 
@@ -350,18 +368,39 @@ class DayQuality(BaseModel):
     version: str = Field(description="The champion version measured.")
     rows: int = Field(0, description="Labeled rows of the day (0: none usable, recorded all the same).")
     check: PerformanceCheck | None = None
+    estimate: DayEstimate | None = Field(None, description="What was estimated for the day before its labels, for "
+                                                           "the same version.")
 
     def describe(self) -> str:
-        """One line: the day, the version and its quality."""
+        """One line: the day, the version and its quality (and how far the estimate was)."""
         quality = self.check.summary() if self.check else "no labeled rows to measure"
-        return f"{self.day} (v{self.version}, measured on night {self.night}): {quality}"
+        error = self.estimate_error()
+        return f"{self.day} (v{self.version}, measured on night {self.night}): {quality}" + (
+            f"; estimated {self.estimate.value:.3f} before the labels, error {error:+.3f}" if self.estimate and
+            error is not None else "")
+
+    def realized(self) -> float | None:
+        """The realized value of the metric that was estimated."""
+        if self.check is None or self.estimate is None:
+            return None
+        return self.check.batch_metrics.get(self.estimate.metric)
+
+    def estimate_error(self) -> float | None:
+        """Realized minus estimated, once both exist."""
+        realized = self.realized()
+        return None if realized is None or self.estimate is None else realized - self.estimate.value
 
     def metrics(self) -> dict[str, float]:
-        """The day's point on the model's realized-quality run: realized_<metric>, rows, change, degraded, version."""
+        """The day's point on the model's realized-quality run: realized_<metric>, rows, change, degraded, version,
+        and the estimate's error."""
         out = {"realized_rows": float(self.rows), "champion_version": float(self.version)}
         if self.check is not None:
             out |= {f"realized_{k}": v for k, v in self.check.batch_metrics.items()}
             out |= {"realized_change": self.check.change, "realized_degraded": float(self.check.degraded)}
+        error, realized = self.estimate_error(), self.realized()
+        if error is not None and self.estimate is not None and realized is not None:
+            out |= {f"estimate_error_{self.estimate.metric}": error,
+                    "estimate_inside_band": float(self.estimate.lower <= realized <= self.estimate.upper)}
         return out
 
 
@@ -407,8 +446,8 @@ def days_to_measure(model: CatalogueModel, night: date, window: LabeledWindow, m
 
 
 def _measure(cfg: Any, model: CatalogueModel, champion: str, days: list[date], night: date,
-             state_dir: Path) -> list[DayQuality]:
-    """The champion (loaded once) scored on each day's labeled rows."""
+             state_dir: Path, estimates: dict[date, DayEstimate]) -> list[DayQuality]:
+    """The champion (loaded once) scored on each day's labeled rows, beside what was estimated before them."""
     from tasks.evaluate import batch_performance
 
     loaded = tracking.load_version(cfg, model.name, champion)
@@ -423,8 +462,10 @@ def _measure(cfg: Any, model: CatalogueModel, champion: str, days: list[date], n
             proba = loaded.model.predict_proba(frame[loaded.contract.features])
             check = batch_performance(frame, proba, model.label, loaded.model.classes_, reference,
                                       model.monitor.metric, model.monitor.max_metric_drop)
+        estimate = estimates.get(day)
         out.append(DayQuality(day=day, night=night, version=loaded.ref.version, rows=check.rows if check else 0,
-                              check=check))
+                              check=check, estimate=estimate if estimate and estimate.version == loaded.ref.version
+                              else None))
     return out
 
 
@@ -441,7 +482,9 @@ def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: Label
         run_id, records = tracking.quality_run(cfg, model.name)
         known = {q.day: q for q in (DayQuality.model_validate_json(r) for r in records.values())}
         days = days_to_measure(model, night, window, set(known), state_dir)
-        measured = _measure(cfg, model, champion, days, night, state_dir) if days else []
+        estimates = {e.day: e for e in (DayEstimate.model_validate_json(r) for r in
+                                        tracking.quality_run(cfg, model.name, tracking.ESTIMATE_DAY_TAG)[1].values())}
+        measured = _measure(cfg, model, champion, days, night, state_dir, estimates) if days else []
         for q in measured:
             tracking.log_realized_quality(cfg, run_id, q.day, q.metrics(), q.model_dump_json())
     as_of = {**{d: q for d, q in known.items() if q.night <= night}, **{q.day: q for q in measured}}
@@ -464,9 +507,30 @@ def _publish(quality: RealizedQuality) -> None:
         return
     rows = [{"day": q.day.isoformat(), "version": q.version, "rows": str(q.rows),
              "quality": q.check.summary() if q.check else "no labeled rows",
+             "estimated before labels": f"{q.estimate.value:.3f} ({q.estimate.lower:.3f}..{q.estimate.upper:.3f})"
+             if q.estimate else "-",
+             "estimate error": "-" if q.estimate_error() is None else f"{q.estimate_error():+.3f}",
              "alerts": "yes" if quality.alerts_on(q.day) else "no (late)"} for q in quality.measured]
     create_table_artifact(key=artifact_key("quality", quality.model_name), table=rows,
                           description=f"Realized quality of {quality.model_name} measured on night {quality.night}")
+
+
+def record_estimate(cfg: Any, model: CatalogueModel, day: date, version: str, check: EstimateCheck) -> DayEstimate:
+    """Keep a day's estimate (made before its labels) on the model's quality run, once per (day, version): the
+    night that measures the day's labels compares them."""
+    from tasks.promote import model_lock
+
+    e = check.estimate
+    estimate = DayEstimate(day=day, version=version, metric=e.metric, value=e.value, lower=e.lower, upper=e.upper,
+                           rows=e.rows)
+    with model_lock(cfg, model.name, "quality"):
+        run_id, records = tracking.quality_run(cfg, model.name, tracking.ESTIMATE_DAY_TAG)
+        before = records.get(day.isoformat())
+        if before is not None and DayEstimate.model_validate_json(before).version == version:
+            return DayEstimate.model_validate_json(before)  # a rerun of the night: the first estimate stands
+        tracking.log_realized_quality(cfg, run_id, day, estimate.metrics(), estimate.model_dump_json(),
+                                      tracking.ESTIMATE_DAY_TAG)
+    return estimate
 
 
 stage_features_task = task(stage_features, name="stage-features", retries=2, retry_delay_seconds=[2, 10],
@@ -476,3 +540,4 @@ labeled_window_task = task(labeled_window, name="find-labeled-days", cache_polic
 build_labeled_window_task = task(build_labeled_window, name="build-labeled-window", cache_policy=NO_CACHE)
 labeled_day_task = task(labeled_day, name="labeled-day", cache_policy=NO_CACHE)
 landed_quality_task = task(landed_quality, name="quality-of-landed-labels", **tracking.RETRY)
+record_estimate_task = task(record_estimate, name="record-estimate-before-labels", **tracking.RETRY)

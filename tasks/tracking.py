@@ -923,6 +923,7 @@ load_prompt_task = task(load_prompt_version, name="load-prompt-version", **RETRY
 # --------------------------------------------------------------------------------------------
 QUALITY_MODEL_TAG = "nightshift.quality.model"
 QUALITY_DAY_TAG = "nightshift.quality.day."  # + YYYY-MM-DD: that day's record (the days already measured)
+ESTIMATE_DAY_TAG = "nightshift.estimate.day."  # + YYYY-MM-DD: the day's metric estimated before its labels
 
 
 def quality_experiment_name(cfg: TrackingConfig) -> str:
@@ -930,8 +931,9 @@ def quality_experiment_name(cfg: TrackingConfig) -> str:
     return f"{cfg.experiment_name}-quality"
 
 
-def quality_run(cfg: TrackingConfig, name: str) -> tuple[str, dict[str, str]]:
-    """The model's realized-quality run (named after it; created on first use) and its records by ISO day."""
+def quality_run(cfg: TrackingConfig, name: str, prefix: str = QUALITY_DAY_TAG) -> tuple[str, dict[str, str]]:
+    """The model's realized-quality run (named after it; created on first use) and its records by ISO day (the
+    realized ones, or with `prefix` ESTIMATE_DAY_TAG the estimates made before the labels)."""
     from mlflow.entities import Param
 
     c = client(cfg)
@@ -942,17 +944,19 @@ def quality_run(cfg: TrackingConfig, name: str) -> tuple[str, dict[str, str]]:
         run = runs[0]
     else:
         note = (f"Realized quality of the champion of '{name}' on each labeled day: metrics realized_<metric> at "
-                f"step YYYYMMDD, timestamped at that day.")
+                f"step YYYYMMDD, timestamped at that day; estimated_<metric> before the labels landed, and once "
+                f"they did estimate_error_<metric> (realized - estimated).")
         run = c.create_run(exp, run_name=name, tags={QUALITY_MODEL_TAG: name, "mlflow.note.content": note})
         c.log_batch(run.info.run_id, params=[Param("model_name", name)])
         c.set_terminated(run.info.run_id)  # a finished run still takes the points of later nights
-    records = {k[len(QUALITY_DAY_TAG):]: v for k, v in run.data.tags.items() if k.startswith(QUALITY_DAY_TAG)}
+    records = {k[len(prefix):]: v for k, v in run.data.tags.items() if k.startswith(prefix)}
     return run.info.run_id, records
 
 
-def log_realized_quality(cfg: TrackingConfig, run_id: str, day: date, metrics: dict[str, float], record: str) -> None:
+def log_realized_quality(cfg: TrackingConfig, run_id: str, day: date, metrics: dict[str, float], record: str,
+                         prefix: str = QUALITY_DAY_TAG) -> None:
     """One labeled day's point: `metrics` at step YYYYMMDD, timestamped at the day's start (UTC), and its record tag
-    in the same batch (a day with a tag has been measured)."""
+    in the same batch (a day with a tag has been measured; ESTIMATE_DAY_TAG: estimated)."""
     import math
     from datetime import datetime, timezone
 
@@ -961,4 +965,4 @@ def log_realized_quality(cfg: TrackingConfig, run_id: str, day: date, metrics: d
     at = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
     step = int(day.strftime("%Y%m%d"))
     points = [Metric(k, float(v), at, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
-    client(cfg).log_batch(run_id, metrics=points, tags=[RunTag(f"{QUALITY_DAY_TAG}{day.isoformat()}", record)])
+    client(cfg).log_batch(run_id, metrics=points, tags=[RunTag(f"{prefix}{day.isoformat()}", record)])

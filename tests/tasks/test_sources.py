@@ -244,3 +244,38 @@ def test_labels_that_come_with_the_rows_are_left_to_the_monitor(demo, tracking, 
     _land(fraud, tmp_path, range(0, 2))
     assert landed_quality(tracking, fraud, "1", labeled_window(fraud, DEMO_START + timedelta(days=1), tmp_path),
                           DEMO_START + timedelta(days=1), tmp_path) is None
+
+
+def test_an_estimate_made_before_the_labels_is_compared_when_they_land(champion, tracking, tmp_path: Path) -> None:
+    """The night of day 2 records its CBPE estimate; the night its labels land records realized - estimated."""
+    from tasks import tracking as tr
+    from tasks.estimate import Estimate, EstimateCheck
+    from tasks.sources import record_estimate
+
+    model, version = champion
+    day = lambda n: DEMO_START + timedelta(days=n)  # noqa: E731
+    estimate = Estimate(metric="roc_auc", value=0.5, lower=0.45, upper=0.55, level=0.95, rows=6000, sampling_mean=0.5,
+                        sampling_std=0.02, draws=200, calibration="identity", method="cbpe")
+    check = EstimateCheck(estimate=estimate, calibration="identity")
+    first = record_estimate(tracking, model, day(2), version, check)
+    rerun = record_estimate(tracking, model, day(2), version,
+                            check.model_copy(update={"estimate": estimate.model_copy(update={"value": 0.9})}))
+    assert rerun == first and first.value == 0.5  # a rerun of the night keeps the first estimate
+    record_estimate(tracking, model, day(3), "999", check)  # another version's estimate is never compared
+
+    _land(model, tmp_path, range(0, 6))
+    quality = landed_quality(tracking, model, version, labeled_window(model, day(4), tmp_path), day(4), tmp_path)
+    measured = quality.measured[0]
+    assert measured.day == day(2) and measured.estimate == first
+    realized = measured.check.batch_metrics["roc_auc"]
+    assert measured.estimate_error() == pytest.approx(realized - 0.5)
+    assert f"error {realized - 0.5:+.3f}" in measured.describe()
+    later = landed_quality(tracking, model, version, labeled_window(model, day(5), tmp_path), day(5), tmp_path)
+    assert later.measured[0].day == day(3) and later.measured[0].estimate is None
+
+    run_id, estimates = tr.quality_run(tracking, model.name, tr.ESTIMATE_DAY_TAG)
+    assert sorted(estimates) == [str(day(2)), str(day(3))]
+    run = tr.get_run(tracking, run_id)
+    assert run.data.metrics["estimate_error_roc_auc"] == pytest.approx(realized - 0.5)
+    steps = [m.step for m in tr.client(tracking).get_metric_history(run_id, "estimated_roc_auc")]
+    assert steps == [int(f"{day(n):%Y%m%d}") for n in (2, 3)]
