@@ -77,8 +77,15 @@ class _LiveCollector(Collector):
             return
         stats = self.capture_stats()
         families = {
+            "offered_rows": CounterMetricFamily("nightshift_capture_offered_rows", "Scored rows offered to capture "
+                                                                                  "(= sampled out + dropped + queue + "
+                                                                                  "buffered + written + errors)",
+                                                labels=["model"]),
             "queue_rows": GaugeMetricFamily("nightshift_capture_queue_rows", "Rows waiting in the capture queue",
                                             labels=["model"]),
+            "buffered_rows": GaugeMetricFamily("nightshift_capture_buffered_rows", "Captured rows in open (not yet "
+                                                                                  "closed) Parquet parts",
+                                               labels=["model"]),
             "written_rows": CounterMetricFamily("nightshift_capture_written_rows", "Captured rows written to Parquet",
                                                 labels=["model"]),
             "dropped_rows": CounterMetricFamily("nightshift_capture_dropped_rows", "Rows not captured because the "
@@ -96,10 +103,15 @@ class _LiveCollector(Collector):
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by model, version, route template and status (pure ASGI)."""
+    """Counts and times every HTTP request by model, version, route template and status (pure ASGI).
 
-    def __init__(self, app: Any, metrics: ServerMetrics, default_model: str) -> None:
-        self.app, self.metrics, self.default_model = app, metrics, default_model
+    `served(name)` says whether a `{name}` path parameter is a served name; the others are all labelled "" so a
+    client cannot grow the label set by making names up.
+    """
+
+    def __init__(self, app: Any, metrics: ServerMetrics, default_model: str,
+                 served: Callable[[str], bool] | None = None) -> None:
+        self.app, self.metrics, self.default_model, self.served = app, metrics, default_model, served
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -120,6 +132,8 @@ class MetricsMiddleware:
             model = str(scope.get("path_params", {}).get("name") or "")
             if not model and route in ("/invocations", "/predict", "/reload", "/ready", "/version"):
                 model = self.default_model
+            elif model and self.served is not None and not self.served(model):
+                model = ""  # a name nobody serves: one label for all of them, not one per name a client made up
             state = scope.get("state") or {}
             self.metrics.observe(model, str(state.get(VERSION_KEY, "")), route, status,
                                  time.perf_counter() - start, int(state.get(ROWS_KEY, 0)))

@@ -7,6 +7,10 @@ that finds no champion alias unloads the model (503 until one is promoted). The 
 NIGHTSHIFT_SERVER_PROMPTS are served the same way (a slot each, their champion loaded from the prompt registry,
 swapped by the same reload) and answer `POST /models/{name}/chat`, forwarded to the provider with the champion's
 prompt and model configuration.
+
+Every scoring request gets a request id (the caller's `X-Request-Id` when usable, else a new one), returned in the
+`X-Request-Id` header and the body's `request_id`; its scored rows are captured to Parquet off the request path
+(serving/capture.py, NIGHTSHIFT_CAPTURE_*). `GET /metrics` answers Prometheus' text format (serving/metrics.py).
 """
 
 from __future__ import annotations
@@ -21,21 +25,23 @@ from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator, Literal
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator, Callable, Iterator, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
 
 from nightshift.errors import ConfigError, NightshiftError
 from nightshift.settings import Settings, get_settings
 from serving import chat
+from serving.capture import Capture, CaptureConfig, request_id
 from serving.compiled import Batch, CompiledScorer, compile_pipeline
+from serving.metrics import MetricsMiddleware, ServerMetrics, mark
 
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
     from tasks.llm import PriceTable, ProviderSettings
@@ -46,6 +52,7 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
 MAX_ABS_VALUE = 1e30
 COMPILED_MAX_ROWS = 64  # above this the pipeline's vectorised path is as fast and needs no per-row walk
 SAMPLE_ROWS = 64  # reference rows kept for the compile check and the smoke test
+REQUEST_ID_KEY = "nightshift_request_id"  # request.state key: the request's id, for error replies' header
 MAX_NESTING = 64  # MLflow's scoring JSON nests 4 deep; far deeper bodies only make the parser and validators recurse
 _BRACKET_STEP = np.zeros(256, dtype=np.int8)  # per byte: +1 opens an array/object, -1 closes one
 _BRACKET_STEP[[ord("["), ord("{")]] = 1
@@ -101,10 +108,15 @@ class Served:
     compiled: CompiledScorer | None = field(default=None, repr=False)
     compiled_note: str = ""
 
-    @property
+    @cached_property
     def classes(self) -> list[Any]:
         """Class labels in probability-column order."""
         return np.asarray(self.model.classes_).tolist()
+
+    @property
+    def scorer(self) -> str:
+        """What scores small requests, in a word or two (the `scorer` label of /metrics)."""
+        return f"compiled {self.compiled.kind}" if self.compiled is not None else "sklearn pipeline"
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
         """Probabilities: the compiled scorer for small batches (verified equal at load), else the pipeline."""
@@ -280,6 +292,16 @@ def served_model_names(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.model_name, *(m.name for m in load_catalogue(path).enabled)]))
 
 
+def id_columns(settings: Settings) -> dict[str, str]:
+    """Each catalogue model's first id column (its rows' own ids, captured as `row_id` when a request carries them)."""
+    from tasks.catalogue import load_catalogue
+
+    path = settings.catalogue_path
+    if not path.exists():
+        return {}
+    return {m.name: m.id_columns[0] for m in load_catalogue(path).models if m.id_columns}
+
+
 def not_in_catalogue(settings: Settings, name: str) -> str | None:
     """None if `name` is an enabled model of the catalogue as it is on disk now, else why not (naming the file)."""
     from tasks.catalogue import load_catalogue
@@ -370,7 +392,10 @@ class ServerState:
     cfg: TrackingConfig
     names: list[str] | None = None
     prompts: list[str] = field(default_factory=list)
+    id_columns: dict[str, str] = field(default_factory=dict)  # model -> the request column that identifies a row
     slots: dict[str, ModelSlot] = field(init=False)
+    capture: Capture | None = None  # set while the app runs (lifespan), when capture is enabled
+    metrics: ServerMetrics | None = None
 
     def __post_init__(self) -> None:
         self.slots = {name: ModelSlot(name) for name in (self.names or [self.settings.model_name])}
@@ -379,6 +404,19 @@ class ServerState:
     def names_of(self, kind: str) -> list[str]:
         """The served names of one kind ("model" or "prompt"), in slot order."""
         return [name for name, slot in self.slots.items() if slot.kind == kind]
+
+    def live(self) -> Iterator[tuple[str, str, str]]:
+        """(name, version, scorer) of every loaded champion: what /metrics' nightshift_model_loaded reports."""
+        for name, slot in list(self.slots.items()):
+            served = slot.served
+            if isinstance(served, Served):
+                yield name, served.version, served.scorer
+            elif served is not None:
+                yield name, served.version, f"prompt {served.config.model}"
+
+    def capture_stats(self) -> dict[str, dict[str, int]]:
+        """The capture writer's counters per model (none before start-up or when capture is off)."""
+        return self.capture.stats() if self.capture is not None else {}
 
     @property
     def default(self) -> ModelSlot:
@@ -408,6 +446,10 @@ class ServerState:
             raise ScoringError(404, f"model '{name}' is not served here (served: {', '.join(self.slots)}) and {why}")
         slot = self.slots.setdefault(name, ModelSlot(name))  # no await since the check: one slot, one lock per name
         app.openapi_schema = None  # the {name} enum lists it from now on
+        if name not in self.id_columns:  # its rows' id column, for capture (read before its champion is loaded)
+            column = (await asyncio.to_thread(id_columns, self.settings)).get(name)
+            if column is not None:
+                self.id_columns.setdefault(name, column)
         return slot
 
     async def load(self, concurrency: int = 4) -> None:
@@ -433,9 +475,16 @@ class ServerState:
 
         With no champion alias at all (the registry says so; a registry error is not that) the model is unloaded:
         the server never keeps serving a version the registry no longer names, e.g. after a first promotion was
-        rolled back.
+        rolled back. The outcome (swapped, unloaded, kept) is counted in /metrics.
         """
         slot = await self.reload_slot(app, name or self.settings.model_name)
+        body, status = await self._swap(app, slot, allow_schema_change)
+        if self.metrics is not None:
+            self.metrics.reload(slot.name, body["status"])
+        return JSONResponse(body, status_code=status)
+
+    async def _swap(self, app: FastAPI, slot: ModelSlot, allow_schema_change: bool) -> tuple[dict[str, Any], int]:
+        """The reload of one slot under its lock: the reply's body and status."""
         async with slot.reload_lock:
             old = slot.served
             try:
@@ -444,22 +493,19 @@ class ServerState:
                                                   self.settings.server_latency_budget_ms)
             except (NoChampionError, chat.NoPromptChampion) as exc:
                 if old is None:  # nothing served, nothing to serve: unchanged
-                    return JSONResponse({"status": "kept", "model_version": None, "reason": str(exc)},
-                                        status_code=exc.status)
+                    return {"status": "kept", "model_version": None, "reason": str(exc)}, exc.status
                 slot.served = None  # its routes answer 503 "no champion" from now on
                 slot.load_error, slot.no_champion = str(exc), True
                 app.openapi_schema = None
-                return JSONResponse({"status": "unloaded", "from_version": old.version, "to_version": None,
-                                     "reason": str(exc)})
+                return {"status": "unloaded", "from_version": old.version, "to_version": None, "reason": str(exc)}, 200
             except Exception as exc:  # the old model keeps serving whatever went wrong
                 status = exc.status if isinstance(exc, (ScoringError, chat.ChatError)) else 422
-                return JSONResponse({"status": "kept", "model_version": old.version if old else None,
-                                     "reason": str(exc)}, status_code=status)
+                return {"status": "kept", "model_version": old.version if old else None, "reason": str(exc)}, status
             slot.served = candidate  # one reference assignment: requests see old or new, never half
             slot.load_error, slot.no_champion = None, False
             app.openapi_schema = None  # /predict's schema follows the new contract
-        return JSONResponse({"status": "swapped", "from_version": old.version if old else None,
-                             "to_version": candidate.version, "schema_changes": changes})
+        return {"status": "swapped", "from_version": old.version if old else None, "to_version": candidate.version,
+                "schema_changes": changes}, 200
 
     def listing(self) -> dict[str, dict[str, Any]]:
         """Every served model's summary, the default first."""
@@ -497,9 +543,10 @@ def check_prompt_names(settings: Settings) -> list[str]:
 
 
 async def _scoring_error(request: Request, exc: ScoringError) -> JSONResponse:
-    """ScoringError as MLflow's error JSON with its status."""
+    """ScoringError as MLflow's error JSON with its status (and the request's X-Request-Id once it has one)."""
+    rid = getattr(request.state, REQUEST_ID_KEY, None)
     return JSONResponse({"error_code": "INVALID_PARAMETER_VALUE" if exc.status < 500 else "UNAVAILABLE",
-                         "message": str(exc)}, status_code=exc.status)
+                         "message": str(exc)}, status_code=exc.status, headers={"X-Request-Id": rid} if rid else None)
 
 
 def _token_refusal(credentials: HTTPAuthorizationCredentials | None, token: SecretStr | None) -> JSONResponse | None:
@@ -570,8 +617,17 @@ async def _read_json(request: Request, max_bytes: int) -> Any:
     return parse_json(await read_body(request, max_bytes))
 
 
-def _score(served: Served, columns: dict[str, list[Any]], n_rows: int,
-           max_rows: int) -> tuple[list[Any], list[list[float]]]:
+class Scored(NamedTuple):
+    """One scored request: labels and rounded probabilities for the reply; the checked rows and the unrounded
+    probabilities for traffic capture."""
+
+    labels: list[Any]
+    probabilities: list[list[float]]
+    batch: Batch
+    raw: np.ndarray
+
+
+def _score(served: Served, columns: dict[str, list[Any]], n_rows: int, max_rows: int) -> Scored:
     """Labels and rounded probabilities for request columns; input errors become 4xx ScoringErrors."""
     rows = prepare(columns, n_rows, served.contract, max_rows)
     try:
@@ -579,16 +635,22 @@ def _score(served: Served, columns: dict[str, list[Any]], n_rows: int,
     except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
         raise ScoringError(422, f"could not score these rows: {str(exc).splitlines()[0][:200]}") from None
     labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
-    return [v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist()
+    return Scored([v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist(), rows, proba)
 
 
-def _invocations_reply(served: Served, payload: Any, max_rows: int) -> dict[str, Any]:
-    """The /invocations answer for MLflow scoring JSON."""
-    labels, proba = _score(served, *columns_from_scoring_json(payload), max_rows)
-    return {"predictions": labels, "probabilities": proba, "classes": served.classes, "model_version": served.version}
+Reply = tuple[dict[str, Any], Scored, list[Any] | None]  # the body, what was scored, the rows' own ids (or None)
 
 
-def _predict_reply(served: Served, payload: Any, max_rows: int) -> dict[str, Any]:
+def _invocations_reply(served: Served, payload: Any, max_rows: int, id_column: str | None = None) -> Reply:
+    """The /invocations answer for MLflow scoring JSON, and the values of `id_column` if the request has it."""
+    columns, n_rows = columns_from_scoring_json(payload)
+    scored = _score(served, columns, n_rows, max_rows)
+    body = {"predictions": scored.labels, "probabilities": scored.probabilities, "classes": served.classes,
+            "model_version": served.version}
+    return body, scored, columns.get(id_column) if id_column else None
+
+
+def _predict_reply(served: Served, payload: Any, max_rows: int, id_column: str | None = None) -> Reply:
     """The /predict answer: the body validated against the contract's request model, one labelled row per input."""
     try:
         body = served.request_model.model_validate(payload)
@@ -597,10 +659,15 @@ def _predict_reply(served: Served, payload: Any, max_rows: int) -> dict[str, Any
         where = ".".join(str(p) for p in first["loc"])
         raise ScoringError(422, f"{where}: {first['msg']} ({len(exc.errors())} problem(s) in the request)") from None
     rows = [r.model_dump() for r in body.rows]  # type: ignore[attr-defined]
-    labels, proba = _score(served, {name: [r[name] for r in rows] for name in served.contract.features}, len(rows),
-                           max_rows)
-    return {"model_version": served.version, "predictions": [
-        {"label": label, "probabilities": dict(zip(map(str, served.classes), p))} for label, p in zip(labels, proba)]}
+    scored = _score(served, {name: [r[name] for r in rows] for name in served.contract.features}, len(rows), max_rows)
+    ids = None
+    if id_column:  # not a feature: the request model dropped it, the raw rows still have it
+        raw = [r.get(id_column) if isinstance(r, dict) else None for r in payload["rows"]]
+        ids = raw if any(v is not None for v in raw) else None
+    reply = {"model_version": served.version, "predictions": [
+        {"label": label, "probabilities": dict(zip(map(str, served.classes), p))}
+        for label, p in zip(scored.labels, scored.probabilities)]}
+    return reply, scored, ids
 
 
 def _request_schema(served: Served, components: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -681,6 +748,12 @@ _CHAT = (
     "400: missing or unknown variables, a model name, a malformed body; 404: a name not served; 503: no champion "
     "yet, or no OPENAI_API_KEY on the server; 502: the provider failed (model and its HTTP status named); 504: the "
     "provider did not answer within the timeout. The API key is never in a reply. " + _SCORING_BODY_RULES)
+_METRICS = (
+    "Requests by model, version, route and status (`nightshift_requests_total`), their latency "
+    "(`nightshift_request_duration_seconds`, by model and route), rows scored (`nightshift_rows_scored_total`), reloads "
+    "by outcome (`nightshift_reloads_total`: swapped, unloaded, kept, refused), what is live "
+    "(`nightshift_model_loaded{model,version,scorer}`) and traffic capture (`nightshift_capture_*`: queue depth, "
+    "buffered, written, dropped, sampled-out rows, write errors).")
 _CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": chat.ChatErrorBody, "description": text} for status, text in (
         (400, "Missing or unknown variables, a scikit-learn model's name, a malformed or non-object body"),
@@ -701,20 +774,44 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
 
     settings = settings or get_settings()
     state = ServerState(settings, TrackingConfig.from_settings(settings), served_model_names(settings),
-                        check_prompt_names(settings))
+                        check_prompt_names(settings), id_columns(settings))
     backend = chat.ChatBackend(provider, prices)
     max_bytes, max_rows = settings.server_max_body_bytes, settings.server_max_rows
+    capture_config = CaptureConfig.from_settings(settings)
+    metrics = state.metrics = ServerMetrics(state.live, state.capture_stats if capture_config.enabled else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await state.load()
+        state.capture = Capture(capture_config) if capture_config.enabled else None
         try:
+            await state.load()
             yield
         finally:
             backend.close()
+            if state.capture is not None:  # uvicorn's graceful shutdown (SIGTERM): queued rows written, parts closed
+                await asyncio.to_thread(state.capture.close)
 
     app = FastAPI(title="nightshift model server", version="1", description=__doc__, lifespan=lifespan)
     app.add_exception_handler(ScoringError, _scoring_error)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, default_model=settings.model_name,  # type: ignore[arg-type]
+                       served=state.slots.__contains__)
+
+    async def answer(request: Request, response: Response, slot: ModelSlot,
+                     reply: Callable[[Served, Any, int, str | None], Reply]) -> dict[str, Any]:
+        """A scoring route's work: request id, the model's reply, metrics marks, the rows offered to capture."""
+        rid = request_id(request.headers.get("x-request-id"))
+        setattr(request.state, REQUEST_ID_KEY, rid)
+        served = slot.served_or_503()
+        mark(request.state, served.version)
+        body, scored, ids = reply(served, await _read_json(request, max_bytes), max_rows,
+                                  state.id_columns.get(served.name))
+        mark(request.state, served.version, len(scored.labels))
+        if state.capture is not None:  # never blocks or raises: a full queue drops (and counts) the rows
+            state.capture.offer(served.name, served.version, rid, scored.batch, scored.labels, scored.raw,
+                                served.classes, row_ids=ids)
+        response.headers["X-Request-Id"] = rid
+        body["request_id"] = rid
+        return body
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:
@@ -730,22 +827,27 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
 
     @app.post("/invocations", summary="MLflow scoring-server compatible predictions (default model)",
               description=_SCORING_BODY_RULES, openapi_extra={"requestBody": _INVOCATIONS_BODY})
-    async def invocations(request: Request) -> dict[str, Any]:
-        served = state.served_or_503()
-        return _invocations_reply(served, await _read_json(request, max_bytes), max_rows)
+    async def invocations(request: Request, response: Response) -> dict[str, Any]:
+        return await answer(request, response, state.default, _invocations_reply)
 
     @app.post("/predict", summary="Typed predictions (request schema from the default model's data contract)",
               description=_SCORING_BODY_RULES)
-    async def predict(request: Request) -> dict[str, Any]:
-        served = state.served_or_503()
-        return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
+    async def predict(request: Request, response: Response) -> dict[str, Any]:
+        return await answer(request, response, state.default, _predict_reply)
 
     @app.post("/reload", summary="Load the default model's champion, smoke-test it, swap atomically (bearer token)",
               description=_RELOAD.lstrip())
     async def reload(credentials: Credentials, allow_schema_change: AllowChange = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
+            metrics.reload(settings.model_name, "refused")
             return refusal
         return await state.reload(app, allow_schema_change)
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format; no token)",
+             response_class=PlainTextResponse, description=_METRICS)
+    async def scrape() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/models", summary="Every served model: its loaded version, or why none is loaded")
     async def models() -> dict[str, Any]:
@@ -761,15 +863,13 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
 
     @app.post("/models/{name}/invocations", summary="MLflow scoring-server compatible predictions of one model",
               description=_SCORING_BODY_RULES, openapi_extra={"requestBody": _INVOCATIONS_BODY})
-    async def model_invocations(name: ModelName, request: Request) -> dict[str, Any]:
-        served = state.slot(name).served_or_503()
-        return _invocations_reply(served, await _read_json(request, max_bytes), max_rows)
+    async def model_invocations(name: ModelName, request: Request, response: Response) -> dict[str, Any]:
+        return await answer(request, response, state.slot(name), _invocations_reply)
 
     @app.post("/models/{name}/predict", summary="Typed predictions of one model (request schema from its contract)",
               description=_SCORING_BODY_RULES + _MODEL_PREDICT)
-    async def model_predict(name: ModelName, request: Request) -> dict[str, Any]:
-        served = state.slot(name).served_or_503()
-        return _predict_reply(served, await _read_json(request, max_bytes), max_rows)
+    async def model_predict(name: ModelName, request: Request, response: Response) -> dict[str, Any]:
+        return await answer(request, response, state.slot(name), _predict_reply)
 
     @app.post("/models/{name}/reload", summary="Reload one model's champion only, smoke-tested, swapped atomically "
                                                "(bearer token)",
@@ -778,6 +878,7 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
     async def model_reload(name: ModelName, credentials: Credentials,
                            allow_schema_change: AllowChange = False) -> JSONResponse:
         if (refusal := _token_refusal(credentials, settings.server_token)) is not None:
+            metrics.reload(name if name in state.slots else "", "refused")  # made-up names: one label
             return refusal
         return await state.reload(app, allow_schema_change, name)
 
@@ -790,6 +891,7 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
         rid = chat.request_id(request.headers.get("x-request-id"))
         try:
             served = state.slot(name).prompt_or_503()
+            mark(request.state, served.version)
             variables = chat.parse_request(await _read_json(request, max_bytes), served)
             reply: dict[str, Any] = (await backend.answer(served, variables, rid)).model_dump(mode="json")
             status = 200
@@ -798,7 +900,7 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
             status = exc.status
             reply = chat.ChatErrorBody(error_code=chat.error_code(status), message=str(exc), request_id=rid,
                                        **extra).model_dump(mode="json")
-        # The one place a chat request and its answer (or failure) are both known: metrics and traffic capture go here.
+        # The one place a chat request and its answer (or failure) are both known (metrics: the middleware counts it).
         return JSONResponse(reply, status_code=status, headers={"X-Request-Id": rid})
 
     app.openapi = partial(_openapi, app, state)  # type: ignore[method-assign]

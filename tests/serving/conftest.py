@@ -29,7 +29,8 @@ class Server:
 
 
 def start_server(model_name: str, log: Path, wait_for: str = "/ready", **env: str) -> Server:
-    """The server on a free port, serving `model_name` alone unless `env` names a catalogue (never the project's).
+    """The server on a free port, serving `model_name` alone unless `env` names a catalogue (never the project's),
+    capturing traffic into the log's folder (`served/`) unless `env` says otherwise.
 
     It is up once `wait_for` answers 200: `/ready` needs the default model's champion, `/health` only start-up done.
     """
@@ -37,6 +38,7 @@ def start_server(model_name: str, log: Path, wait_for: str = "/ready", **env: st
     environ = {**os.environ, "NIGHTSHIFT_MODEL_NAME": model_name, "NIGHTSHIFT_SERVER_TOKEN": TOKEN,
                "NIGHTSHIFT_SERVER_MAX_ROWS": "500", "NIGHTSHIFT_CATALOGUE_PATH": str(log.with_name("no-models.yaml")),
                "NIGHTSHIFT_SERVER_PROMPTS": "",  # nor the project's default prompts: a test names its own
+               "NIGHTSHIFT_CAPTURE_DIR": str(log.with_name("served")),  # captured traffic next to the log
                **env}
     proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--port", str(port)], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
