@@ -16,7 +16,8 @@ from flows.monitor import MonitorParams, monitor
 from flows.nightly import (NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons)
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
-from tasks.catalogue import load_catalogue
+from serving.capture import CaptureConfig
+from tasks.catalogue import SERVED, load_catalogue
 from tasks.data import DatasetParams
 from tasks.estimate import EstimateCheck
 from tasks.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
@@ -58,7 +59,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     champion = alias_state_task(cfg, model.name).champion
 
     # 1. Tonight's rows (every file its template names), validated and drift-checked against the champion.
-    tonight = stage_features_task(model, night, settings.state_dir)
+    served_root = CaptureConfig.from_settings(settings).root
+    tonight = stage_features_task(model, night, settings.state_dir, served_root)
     result = partial(NightlyResult, model_name=model.name, night=night, batch=tonight.resolved, rows=tonight.rows,
                      champion_before=champion, report=None, drift_share=None, alert_reasons=[])
     if tonight.missing:
@@ -70,7 +72,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=params.seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
         sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None,
-        slice_columns=m.slice_columns)) if champion else None  # this flow retrains itself
+        slice_columns=m.slice_columns, day=night if model.features != SERVED else None,  # vs served: skew
+        id_column=next(iter(model.id_columns), None))) if champion else None  # this flow retrains itself
     if checked and checked.estimate:  # tonight's metric before its labels: compared when they land
         record_estimate_task(cfg, model, night, checked.model_version, checked.estimate)
 

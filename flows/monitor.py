@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from nightshift.errors import DataValidationError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
+from serving.capture import CaptureConfig
 from tasks import tracking
 from tasks.data import DatasetParams, load_dataset_task
 from tasks.drift import DriftResult, compute_drift_task, current_sample_task
 from tasks.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
 from tasks.evaluate import Metric, PerformanceCheck, batch_performance_task
+from tasks.skew import SERVED_PREFIX, SkewReport, skew_check_task
 from tasks.tracking import (REFERENCE_ARTIFACT, TrackingConfig, finish_run_task, load_frame_artifact_task,
                             load_version_task, log_outputs_task, resolve_version_task, start_run_task)
 from tasks.validate import ValidationReport, validate_batch_task
@@ -63,6 +65,11 @@ class MonitorParams(BaseModel):
     labels_land_later: bool = Field(False, title="Labels land later",
                                     description="The batch has no label column by design (labels land apart, days "
                                                 "later): its absence is not a warning.")
+    day: date | None = Field(None, title="Day of the batch",
+                             description="The UTC day the batch file holds: when the model server captured traffic "
+                                         "that day, the two are compared (training-serving skew).")
+    id_column: str | None = Field(None, title="Id column", description="Matches batch rows to served rows for the "
+                                                                       "skew check (else distributions compared).")
     slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
                                      description="Columns whose categories get their own performance estimate when "
                                                  "the batch has no labels.")
@@ -83,6 +90,7 @@ class MonitorResult(BaseModel):
     performance: PerformanceCheck | None
     estimate: EstimateCheck | None = Field(None, description="The metric estimated from calibrated probabilities "
                                                              "(CBPE) when the batch has no labels.")
+    skew: SkewReport | None = Field(None, description="The batch file vs the traffic served the same day.")
     alert: bool
     reasons: list[str]
     mlflow_run_id: str
@@ -156,6 +164,15 @@ def _record_results(cfg: TrackingConfig, run_id: str, drift: DriftResult, perfor
                      texts={"drift/drift.md": drift.markdown()}, tags={"nightshift.alert": str(bool(reasons))})
 
 
+def _publish_skew(cfg: TrackingConfig, run_id: str, skew: SkewReport) -> None:
+    """Skew between the batch file and served traffic: MLflow metrics, a Prefect table, a warning when found."""
+    log_outputs_task(cfg, run_id, metrics=skew.metrics(), texts={"skew/skew.json": skew.model_dump_json(indent=2)})
+    create_table_artifact(key=artifact_key("skew", skew.model_name), table=skew.table(),
+                          description=skew.summary()[:500])
+    (get_run_logger().warning if skew.skewed_columns else get_run_logger().info)("Training-serving skew: %s",
+                                                                              skew.summary())
+
+
 def _publish_drift(name: str, version: str, batch_name: str, drift: DriftResult) -> None:
     """The drift table (every column's test, score and verdict) and a link to Evidently's HTML report."""
     create_table_artifact(key=artifact_key("drift", name), table=drift.table(),
@@ -187,14 +204,18 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
                           version.alias or "latest version, no champion yet")
 
     # 2. The new batch, checked against the contract (all failures at once).
+    served, served_root = params.batch.source.startswith(SERVED_PREFIX), CaptureConfig.from_settings(settings).root
     batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
-                              seed=params.seed)
-    unlabeled = params.labels_land_later and contract.label not in batch.frame.columns
+                              seed=params.seed, served_root=served_root)
+    unlabeled = (params.labels_land_later or served) and contract.label not in batch.frame.columns
     report, clean = validate_batch_task(batch.frame, contract, batch.source, check_label=not unlabeled)
     run_id = start_run_task(cfg, run_name=f"monitor-{name}-v{version.version}",
                             tags=_run_tags(name, version.version, batch))
     try:
         _publish_validation(cfg, run_id, name, report)  # errors stop the flow here, the registry untouched
+        skew = skew_check_task(name, params.day, clean, served_root, list(contract.numeric),
+                               list(contract.categorical), params.id_column, params.seed) \
+            if params.day and not served else None  # the file vs what the server was sent that day
 
         # 3. Data and prediction drift against the version's held-out reference; quality when the batch has labels.
         current = current_sample_task(model, clean, contract.features, cap, params.seed)
@@ -212,6 +233,8 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
         quality = performance or estimate  # measured on labels, else estimated without them
         reasons = drift.alert_reasons() + (quality.alert_reasons() if quality else [])
         _record_results(cfg, run_id, drift, performance, estimate, reasons)
+        if skew is not None:
+            _publish_skew(cfg, run_id, skew)
     except BaseException:
         finish_run_task(cfg, run_id, "FAILED")
         raise
@@ -230,7 +253,7 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     return MonitorResult(
         model_name=name, model_version=version.version, model_alias=version.alias, label=contract.label,
         batch_source=batch.source, batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint,
-        validation=report, drift=drift, performance=performance, estimate=estimate, alert=bool(reasons),
+        validation=report, drift=drift, performance=performance, estimate=estimate, skew=skew, alert=bool(reasons),
         reasons=reasons, mlflow_run_id=run_id, events=events,
     )
 

@@ -93,7 +93,7 @@ class LabelSource(BaseModel):
     @field_validator("source")
     @classmethod
     def _template(cls, value: str) -> str:
-        return check_template(value)
+        return value if value == SERVED else check_template(value)
 
 
 class MonitorSettings(BaseModel):
@@ -113,6 +113,9 @@ class MonitorSettings(BaseModel):
                                                  "nights whose labels have not landed.")
 
 
+SERVED = "served"  # a model's features: the traffic its server captured that day
+
+
 class CatalogueModel(BaseModel):
     """One model: its data, how it is trained and gated, when its night runs."""
 
@@ -121,7 +124,8 @@ class CatalogueModel(BaseModel):
     name: str = Field(..., pattern=MODEL_NAME_PATTERN, title="Registered model name")
     features: str = Field(..., title="Features source",
                           description="Path/URL template of night D's rows, e.g. data/churn/{date:%Y-%m-%d}.parquet "
-                                      "(globs allowed: s3://bucket/dt={date:%Y-%m-%d}/*.parquet).")
+                                      "(globs allowed: s3://bucket/dt={date:%Y-%m-%d}/*.parquet), or 'served': "
+                                      "the rows the model server scored on day D (traffic capture).")
     label: str = Field(..., min_length=1, title="Label column")
     labels: LabelSource | None = Field(None, title="Labels source",
                                        description="Set when labels land apart from the features; else they come "

@@ -19,6 +19,8 @@ from tasks.demo_data import DemoDrift
 from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo  # noqa: F401
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
 IRIS = "iris"
@@ -36,7 +38,8 @@ class DatasetParams(BaseModel):
 
     source: str = Field(
         IRIS, min_length=1, title="Dataset",
-        description="'iris', 'demo' (bundled generator), or a path/fsspec URL to a .csv or .parquet file.",
+        description="'iris', 'demo' (bundled generator), a path/fsspec URL to a .csv or .parquet file, or "
+                    "'served:<model>/<YYYY-MM-DD>' (the model server's captured traffic of that UTC day).",
     )
     label: str | None = Field(
         None, title="Label column",
@@ -159,15 +162,27 @@ def looks_like_path(source: str) -> bool:
     return "/" in source or "\\" in source or "://" in source or source.lower().endswith(READABLE_SUFFIXES)
 
 
-def load_dataset_params(params: DatasetParams, seed: int) -> LoadedDataset:
-    """Load the dataset a parameter model describes."""
-    return load_dataset(params.source, label=params.label, rows=params.rows, seed=seed, day=params.day, drift=params.drift)
+def load_dataset_params(params: DatasetParams, seed: int, served_root: Path | None = None) -> LoadedDataset:
+    """Load the dataset a parameter model describes (captured traffic from `served_root`)."""
+    return load_dataset(params.source, label=params.label, rows=params.rows, seed=seed, day=params.day,
+                        drift=params.drift, served_root=served_root)
 
 
 def load_dataset(source: str, *, label: str | None = None, rows: int | None = None, seed: int = 42,
-                 day: int = 0, drift: DemoDrift | None = None) -> LoadedDataset:
-    """Resolve a dataset name ('iris', 'demo') or a path/URL into a table with its label column."""
-    if source == IRIS:
+                 day: int = 0, drift: DemoDrift | None = None, served_root: Path | None = None) -> LoadedDataset:
+    """Resolve a dataset name ('iris', 'demo'), a path/URL or a day of served traffic into a table with its label
+    column."""
+    from tasks.skew import SERVED_PREFIX
+
+    if source.startswith(SERVED_PREFIX):
+        from tasks.skew import load_served, parse_served
+
+        if served_root is None:
+            raise DataLoadError(f"{source}: no capture directory given (NIGHTSHIFT_CAPTURE_DIR)")
+        model, served_day = parse_served(source)
+        frame, name, default_label = load_served(served_root, model, served_day), source, "label"
+        where = f"{source} ({served_root})"
+    elif source == IRIS:
         from tasks.demo_data import IRIS_LABEL, load_iris
 
         frame, name, default_label, where = load_iris(), IRIS, IRIS_LABEL, "sklearn.datasets.load_iris"

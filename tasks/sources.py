@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from nightshift.errors import DataValidationError
 from nightshift.naming import artifact_key, slug
 from tasks import tracking
-from tasks.catalogue import CatalogueModel, resolve_files
+from tasks.catalogue import SERVED, CatalogueModel, resolve_files
 from tasks.data import retry_if_transient
 from tasks.estimate import EstimateCheck
 from tasks.evaluate import PerformanceCheck
@@ -119,12 +119,22 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def stage_features(model: CatalogueModel, day: date, state_dir: Path) -> StagedDay:
-    """The day's feature rows (every file its template names) as one Parquet file; `missing` if none landed."""
-    resolved, files = resolve_files(model.features, day, state_dir)
-    if not files:
-        return StagedDay(day=day, resolved=resolved)
-    frame = _read_all(files)
+def stage_features(model: CatalogueModel, day: date, state_dir: Path, served_root: Path | None = None) -> StagedDay:
+    """The day's feature rows (every file its template names, or the traffic the server captured) as one Parquet
+    file; `missing` if none landed."""
+    if model.features == SERVED:
+        from tasks.skew import SERVED_PREFIX, load_served, served_parts
+
+        resolved = f"{SERVED_PREFIX}{model.name}/{day} ({served_root})"
+        files = [str(p) for p in served_parts(served_root, model.name, day)] if served_root else []
+        if not files:
+            return StagedDay(day=day, resolved=resolved)
+        frame = load_served(served_root, model.name, day, model.id_columns[0] if model.id_columns else None)
+    else:
+        resolved, files = resolve_files(model.features, day, state_dir)
+        if not files:
+            return StagedDay(day=day, resolved=resolved)
+        frame = _read_all(files)
     path = night_dir(state_dir, model, day) / "features.parquet"
     fp = _write_once(frame, path)
     return StagedDay(day=day, resolved=resolved, files=files, path=str(path), rows=len(frame), fingerprint=fp)

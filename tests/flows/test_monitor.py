@@ -171,3 +171,44 @@ def test_a_caller_that_retrains_itself_can_keep_the_alert_events_quiet(trained) 
     result = monitor(MonitorParams(batch=DatasetParams(source="demo", day=2, rows=3_000, drift=drift),
                                    model_name=trained.model_name, drift_share_threshold=0.2, emit_events=False))
     assert result.alert and result.drift.dataset_drift and result.events == []
+
+
+@pytest.mark.integration  # two monitor runs with their drift steps (~15 s); the skew maths is in tests/tasks
+def test_served_traffic_is_a_batch_and_a_file_of_the_same_day_is_checked_for_skew(trained, tracking,
+                                                                                  tmp_path: Path) -> None:
+    """A day of what the server scored is monitored like a file (no labels: estimated); a file of the same day is
+    compared with it row by row: the feature the online pipeline computes differently is named."""
+    from datetime import date, datetime, timezone
+
+    from nightshift.settings import get_settings
+    from serving.capture import Capture, CaptureConfig
+
+    day = date(2026, 3, 2)
+    frame = generate_demo(2_000, seed=31, day=1)
+    frame.insert(0, "customer_id", np.arange(2_000))
+    served = frame.drop(columns=["churned"]).copy()
+    served.loc[served.index[::10], "tenure_months"] += 3  # 10% of rows: the online feature is off
+    model = tr.load_version(tracking, trained.model_name, trained.model_version)
+    at = datetime(2026, 3, 2, 9, tzinfo=timezone.utc).timestamp()
+    with Capture(CaptureConfig.from_settings(get_settings())) as capture:
+        for start in range(0, 2_000, 250):
+            rows = served.iloc[start:start + 250]
+            proba = model.model.predict_proba(rows[model.contract.features])
+            capture.offer(trained.model_name, trained.model_version, f"r{start}", rows[model.contract.features],
+                          proba.argmax(axis=1).tolist(), proba, model.model.classes_.tolist(),
+                          row_ids=rows["customer_id"].tolist(), at=at)
+
+    live = monitor(MonitorParams(batch=DatasetParams(source=f"served:{trained.model_name}/{day}"),
+                                 model_name=trained.model_name))
+    assert live.batch_rows == 2_000 and live.performance is None and live.estimate is not None
+    assert not any(f.check == "label_missing" for f in live.validation.warnings)  # served rows never have labels
+    assert live.skew is None
+
+    source = tmp_path / "day.parquet"
+    frame.to_parquet(source)
+    checked = monitor(MonitorParams(batch=DatasetParams(source=str(source)), model_name=trained.model_name, day=day,
+                                    id_column="customer_id"))
+    assert checked.skew is not None and checked.skew.view == "rows" and checked.skew.matched_rows == 2_000
+    assert checked.skew.skewed_columns == ["tenure_months"]
+    assert tr.get_run(tracking, checked.mlflow_run_id).data.metrics["skew_columns"] == 1.0
+    assert not any("skew" in r for r in checked.reasons)  # reported, not a retrain reason: retraining cannot fix it
