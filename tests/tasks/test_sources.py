@@ -279,3 +279,29 @@ def test_an_estimate_made_before_the_labels_is_compared_when_they_land(champion,
     assert run.data.metrics["estimate_error_roc_auc"] == pytest.approx(realized - 0.5)
     steps = [m.step for m in tr.client(tracking).get_metric_history(run_id, "estimated_roc_auc")]
     assert steps == [int(f"{day(n):%Y%m%d}") for n in (2, 3)]
+
+
+def test_a_model_fed_by_served_traffic_stages_the_days_captured_rows_and_joins_labels_by_id(
+        demo, tmp_path: Path) -> None:
+    """features: served: the night's rows are what the server scored that UTC day, ids as the model's key."""
+    from datetime import datetime, timezone
+
+    from serving.capture import Capture, CaptureConfig
+
+    churn, _ = demo
+    model = churn.model_copy(update={"features": "served"})
+    _land(churn, tmp_path, range(9, 12))  # labels of NIGHT land 2 days later
+    rows = pd.read_parquet(tmp_path / "landing" / "churn" / "features" / f"{NIGHT}.parquet")
+    features = [c for c in rows.columns if c not in churn.non_features]
+    root = tmp_path / "served"
+    with Capture(CaptureConfig(root=root)) as capture:
+        at = datetime(NIGHT.year, NIGHT.month, NIGHT.day, 8, tzinfo=timezone.utc).timestamp()
+        capture.offer(churn.name, "1", "one-request", rows[features], [0] * len(rows), None, (),
+                      row_ids=rows["customer_id"].tolist(), at=at)
+    assert stage_features(model, NIGHT - timedelta(days=1), tmp_path, root).missing  # nothing served that day
+    staged = stage_features(model, NIGHT, tmp_path, root)
+    assert staged.rows == len(rows) and staged.resolved.startswith(f"served:{churn.name}/{NIGHT}")
+    frame = pd.read_parquet(staged.path)
+    assert frame["customer_id"].tolist() == rows["customer_id"].tolist()
+    joined = join_labels(model, NIGHT, tmp_path)
+    assert joined is not None and joined[0]["churned"].notna().all() and len(joined[0]) == len(rows)
