@@ -43,8 +43,8 @@ class LLMEvalParams(BaseModel):
                                       description="Grades replies that passed the deterministic checks, 0..1.")
     gate: LLMGateConfig = Field(default_factory=LLMGateConfig, title="Promotion gate",
                                 description="Metric, margin, floor and the cost and latency budgets vs the champion.")
-    champion_cache_hours: float = Field(168.0, ge=0, le=8760, title="Reuse the champion's results (hours)", description=
-                                        "An unchanged champion on the same items, judge and provider: not re-run.")
+    champion_cache_hours: float = Field(168.0, ge=0, le=8760, title="Reuse champion results (hours)",
+                                        description="Same champion, items, judge, provider: not re-run (0: always).")
 
     @model_validator(mode="after")
     def _judge_for_judge_metric(self) -> LLMEvalParams:
