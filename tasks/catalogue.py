@@ -152,6 +152,8 @@ class CatalogueModel(BaseModel):
         never = {*self.id_columns, *self.exclude_columns, *([self.time_column] if self.time_column else [])}
         if self.label in never:
             raise ValueError(f"label '{self.label}' is also listed as an id, time or excluded column")
+        if self.features == SERVED and self.labels is None:
+            raise ValueError("features: served needs a labels source: served rows never carry their labels")
         return self
 
     @property

@@ -140,11 +140,20 @@ def stage_features(model: CatalogueModel, day: date, state_dir: Path, served_roo
     return StagedDay(day=day, resolved=resolved, files=files, path=str(path), rows=len(frame), fingerprint=fp)
 
 
+def day_rows(model: CatalogueModel, day: date, state_dir: Path) -> tuple[str, list[str]]:
+    """Where a day's rows are and the files holding them: the template's files, or for a model fed by served traffic
+    the copy its night staged (what the server captured can roll off; the night's copy is what was monitored)."""
+    if model.features != SERVED:
+        return resolve_files(model.features, day, state_dir)
+    staged = night_dir(state_dir, model, day) / "features.parquet"
+    return str(staged), [str(staged)] if staged.is_file() else []
+
+
 def join_labels(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.DataFrame, LabelJoin] | None:
     """Day `day`'s rows with their labels joined by key; None while its labels (or its rows) have not landed."""
     assert model.labels is not None, "join_labels is for models whose labels land apart"
     labels_resolved, label_files = resolve_files(model.labels.source, day, state_dir)
-    features_resolved, feature_files = resolve_files(model.features, day, state_dir)
+    features_resolved, feature_files = day_rows(model, day, state_dir)
     if not label_files or not feature_files:
         return None
     key, label = model.labels.key, model.label
@@ -232,11 +241,11 @@ def labels_landed(model: CatalogueModel, day: date, night: date, state_dir: Path
     if day > night:
         return False
     if model.labels is None:
-        return bool(resolve_files(model.features, day, state_dir)[1])
+        return bool(day_rows(model, day, state_dir)[1])
     if day > night - timedelta(days=model.labels.lag_days):
         return False  # not landed yet as of this night (a backfill sees files from its future: ignored)
     return bool(resolve_files(model.labels.source, day, state_dir)[1]) and \
-        bool(resolve_files(model.features, day, state_dir)[1])
+        bool(day_rows(model, day, state_dir)[1])
 
 
 def labeled_window(model: CatalogueModel, night: date, state_dir: Path) -> LabeledWindow:
