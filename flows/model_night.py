@@ -16,7 +16,6 @@ from flows.monitor import MonitorParams, monitor
 from flows.nightly import (NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons)
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
-from serving.capture import CaptureConfig
 from tasks.catalogue import SERVED, load_catalogue
 from tasks.data import DatasetParams
 from tasks.estimate import EstimateCheck
@@ -59,8 +58,7 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     champion = alias_state_task(cfg, model.name).champion
 
     # 1. Tonight's rows (every file its template names), validated and drift-checked against the champion.
-    served_root = CaptureConfig.from_settings(settings).root
-    tonight = stage_features_task(model, night, settings.state_dir, served_root)
+    tonight = stage_features_task(model, night, settings.state_dir, settings.served_dir)
     result = partial(NightlyResult, model_name=model.name, night=night, batch=tonight.resolved, rows=tonight.rows,
                      champion_before=champion, report=None, drift_share=None, alert_reasons=[])
     if tonight.missing:

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from nightshift.errors import DataValidationError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
-from serving.capture import CaptureConfig
 from tasks import tracking
 from tasks.data import DatasetParams, load_dataset_task
 from tasks.drift import DriftResult, compute_drift_task, current_sample_task
@@ -204,7 +203,7 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
                           version.alias or "latest version, no champion yet")
 
     # 2. The new batch, checked against the contract (all failures at once).
-    served, served_root = params.batch.source.startswith(SERVED_PREFIX), CaptureConfig.from_settings(settings).root
+    served, served_root = params.batch.source.startswith(SERVED_PREFIX), settings.served_dir
     batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
                               seed=params.seed, served_root=served_root)
     unlabeled = (params.labels_land_later or served) and contract.label not in batch.frame.columns

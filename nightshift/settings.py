@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         """Where drift/validation reports are written before they are logged."""
         return self.state_dir / "reports"
 
+    @property
+    def served_dir(self) -> Path:
+        """Where the model server's captured traffic is ({dir}/{model}/{YYYY-MM-DD}/part-*.parquet)."""
+        return self.capture_dir or self.state_dir / "served"
+
     def ensure_dirs(self) -> None:
         """Create the local state dir (only when it is used)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
