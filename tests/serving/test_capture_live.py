@@ -5,10 +5,10 @@ match the requests sent."""
 from __future__ import annotations
 
 import json
-import math
+import signal
 import threading
+import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +211,142 @@ def test_chat_requests_and_prompt_reloads_are_in_the_metrics(fake_openai, tracki
     assert _requests(after, "", "", route, 404) == 1
     assert not any(name.startswith("nightshift_capture") and value for (name, _), value in after.items())
     assert not root.exists()  # chat traffic is not captured
+
+
+def _stop_gracefully(srv) -> None:
+    """SIGTERM, as a deployment stops it: uvicorn's shutdown runs the lifespan's capture.close(), then re-raises the
+    signal (exit status -15); -9 would mean it did not stop within stop_server's 10 s."""
+    stop_server(srv)
+    assert srv.process.returncode in (0, -signal.SIGTERM), srv.log.read_text()[-3000:]
+
+
+def _scrape(url: str) -> Samples:
+    response = httpx.get(f"{url}/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return _samples(response.text)
+
+
+@pytest.mark.integration
+def test_a_real_server_captures_exactly_the_rows_it_answered(models, tmp_path) -> None:
+    names = models["names"]
+    srv = start_server(names["a"], tmp_path / "server.log", NIGHTSHIFT_CATALOGUE_PATH=str(models["catalogue"]),
+                       NIGHTSHIFT_CAPTURE_FLUSH_SECONDS="0.2")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            answered = _send_mix(lambda path, body, rid: client.post(path, json=body, headers={"X-Request-Id": rid}),
+                                 names, "live")
+            bad = client.post(f"/models/{names['b']}/invocations", json={"dataframe_records": [{"age": 1}]},
+                              headers={"X-Request-Id": "live-bad"})
+            assert bad.status_code == 400 and bad.headers["x-request-id"] == "live-bad"
+    finally:
+        _stop_gracefully(srv)
+    root = tmp_path / "served"
+    assert not list(root.rglob(f"*{IN_PROGRESS}"))  # every part closed by the shutdown
+    _check_captured(root, answered, ["0", "1"])
+    print(f"captured {sum(len(a['labels']) for a in answered)} rows of {len(answered)} requests to 2 models")
+
+
+@pytest.mark.integration
+def test_a_full_capture_queue_drops_and_counts_rows_but_fails_no_request(models, tmp_path) -> None:
+    names = models["names"]
+    srv = start_server(names["a"], tmp_path / "server.log", NIGHTSHIFT_CATALOGUE_PATH=str(models["catalogue"]),
+                       NIGHTSHIFT_CAPTURE_QUEUE_ROWS="15", NIGHTSHIFT_CAPTURE_FLUSH_SECONDS="0.2",
+                       NIGHTSHIFT_CAPTURE_ROLL_SECONDS="0.3")
+    paths = {names["a"]: "/invocations", names["b"]: f"/models/{names['b']}/invocations"}
+    body = _body("records", _frame(10, seed=3), None)
+    statuses: list[int] = []
+
+    def burst(model: str) -> None:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            statuses.extend(client.post(paths[model], json=body).status_code for _ in range(60))
+
+    try:
+        workers = [threading.Thread(target=burst, args=(model,)) for model in (*paths, *paths)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert statuses == [200] * 240
+        answered = {model: 2 * 60 * 10 for model in paths}
+
+        def settled() -> Samples | None:
+            s = _scrape(srv.url)
+            done = all(_value(s, "nightshift_capture_written_rows_total", model=m)
+                       + _value(s, "nightshift_capture_dropped_rows_total", model=m) == answered[m] for m in paths)
+            return s if done else None
+
+        deadline = time.monotonic() + 30
+        while (s := settled()) is None:
+            assert time.monotonic() < deadline, f"capture never settled: {_scrape(srv.url)}"
+            time.sleep(0.2)
+        dropped = {m: _value(s, "nightshift_capture_dropped_rows_total", model=m) for m in paths}
+        written = {m: _value(s, "nightshift_capture_written_rows_total", model=m) for m in paths}
+        for m in paths:
+            assert _value(s, "nightshift_capture_offered_rows_total", model=m) == answered[m]
+            assert _value(s, "nightshift_capture_queue_rows", model=m) == 0
+            assert _value(s, "nightshift_capture_buffered_rows", model=m) == 0
+        assert sum(dropped.values()) > 0 and sum(written.values()) > 0, (dropped, written)
+    finally:
+        _stop_gracefully(srv)
+    root = tmp_path / "served"
+    for m in paths:
+        rows = sum(len(read_served(root, m, day)) for day in served_days(root, m))
+        assert rows == written[m]
+    print(f"burst of 240 requests x 10 rows, queue of 15 rows: written {written}, dropped {dropped}, none failed")
+
+
+@pytest.mark.integration
+def test_metrics_count_the_requests_rows_and_reloads_sent(models, tracking, tmp_path) -> None:
+    from tasks import tracking as tr
+
+    names, versions = models["names"], dict(models["versions"])
+    a, b, c = names["a"], names["b"], names["c"]
+    srv = start_server(a, tmp_path / "server.log", NIGHTSHIFT_CATALOGUE_PATH=str(models["catalogue"]))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            for n in (1, 2, 3):
+                assert client.post("/invocations", json=_body("split", _frame(n, n), None)).status_code == 200
+            for _ in range(2):
+                assert client.post(f"/models/{b}/predict", json=_body("rows", _frame(4, 9), None)).status_code == 200
+            assert client.post(f"/models/{b}/invocations", json={"dataframe_records": [{"age": 1}]}).status_code == 400
+            assert client.post("/invocations", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
+            assert client.post(f"/models/{c}/predict", json={"rows": []}).status_code == 503
+            assert client.post("/models/nope/predict", json={"rows": []}).status_code == 404
+            first = _scrape(srv.url)
+            assert _value(first, "nightshift_model_loaded", model=b, version=versions["b"], scorer="compiled forest") == 1
+
+            assert client.post("/reload").status_code == 401
+            assert client.post(f"/models/{b}/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
+            new_b = register_servable(tracking, b, seed=13)
+            tr.move_champion(tracking, b, new_b)
+            assert client.post(f"/models/{b}/reload", headers=AUTH).json()["status"] == "swapped"
+            assert client.post(f"/models/{c}/reload", headers=AUTH).status_code == 503  # kept: nothing to load
+            tr.delete_alias(tracking, a, tr.CHAMPION)
+            assert client.post("/reload", headers=AUTH).json()["status"] == "unloaded"
+            assert client.post(f"/models/{b}/predict", json=_body("rows", _frame(1, 9), None)).status_code == 200
+        s = _scrape(srv.url)
+    finally:
+        stop_server(srv)
+        tr.move_champion(tracking, a, versions["a"])  # for the other tests of the module
+    va, vb = versions["a"], versions["b"]
+    expected = {(a, va, "/invocations", 200): 3, (a, va, "/invocations", 415): 1,
+                (b, vb, "/models/{name}/predict", 200): 2, (b, vb, "/models/{name}/invocations", 400): 1,
+                (c, "", "/models/{name}/predict", 503): 1, ("", "", "/models/{name}/predict", 404): 1,
+                (a, "", "/reload", 401): 1, (b, "", "/models/{name}/reload", 403): 1,
+                (b, "", "/models/{name}/reload", 200): 1, (c, "", "/models/{name}/reload", 503): 1,
+                (a, "", "/reload", 200): 1, (b, new_b, "/models/{name}/predict", 200): 1}
+    requests = [(dict(labels), value) for (name, labels), value in s.items() if name == "nightshift_requests_total"]
+    got = {(x["model"], x["version"], x["route"], int(x["status"])): v for x, v in requests
+           if x["route"] not in ("/metrics", "/health", "/ready")}
+    assert got == expected
+    assert _value(s, "nightshift_rows_scored_total", model=a, version=va) == 6
+    assert _value(s, "nightshift_rows_scored_total", model=b, version=vb) == 8
+    assert _value(s, "nightshift_rows_scored_total", model=b, version=new_b) == 1
+    assert _value(s, "nightshift_request_duration_seconds_count", model=a, route="/invocations") == 4
+    reloads = {(dict(labels)["model"], dict(labels)["outcome"]): v for (name, labels), v in s.items()
+               if name == "nightshift_reloads_total"}
+    assert reloads == {(a, "refused"): 1, (b, "refused"): 1, (b, "swapped"): 1, (c, "kept"): 1, (a, "unloaded"): 1}
+    loaded = {k[1] for k, v in s.items() if k[0] == "nightshift_model_loaded" and v == 1}
+    assert loaded == {(("model", b), ("scorer", "compiled forest"), ("version", new_b))}  # a unloaded, c never
+    assert _value(s, "nightshift_capture_offered_rows_total", model=a) == 6
+    assert _value(s, "nightshift_capture_offered_rows_total", model=b) == 9
