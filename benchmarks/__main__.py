@@ -1,4 +1,5 @@
-"""`python -m benchmarks` (make bench): the drift, serving, batch and fleet benchmarks; ratios and verdicts."""
+"""`python -m benchmarks` (make bench): the drift, serving, capture, batch and fleet benchmarks; ratios and
+verdicts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import batch, fleet, serving
+from benchmarks import batch, capture, fleet, serving
 from benchmarks.drift import (
     DEFAULT_ROWS,
     QUICK_ROWS,
@@ -17,7 +18,8 @@ from benchmarks.drift import (
     write_results,
 )
 
-BENCHMARKS = ("drift", "serving", "batch", "fleet")
+CAPTURE_REPEAT = 3  # capture's ratios compare two runs of one server: a single pair is too noisy on 2 cores
+BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="drift: nightly drift step (sampled Evidently) vs bare scipy and full-data Evidently. serving: "
-                    "our model server vs `mlflow models serve` on the same model (latency, requests/s). batch: peak "
+                    "our model server vs `mlflow models serve` on the same model (latency, requests/s). capture: "
+                    "our server capturing every request vs capture off (latency, requests/s). batch: peak "
                     "RSS of chunked scoring. fleet: N small models' nights one after another vs the fleet flow "
                     "(wall time, peak RSS). Each measurement runs in a fresh subprocess.",
     )
@@ -36,29 +39,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="drift: scenarios to run (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help=f"drift: only {QUICK_ROWS[0]:,} rows (overrides --rows); serving: only the "
-                             f"{serving.TARGET_MODEL} model (overrides --models); batch: {batch.QUICK_SIZES}; fleet: "
+                             f"{serving.TARGET_MODEL} model (overrides --models); capture: only the "
+                             f"{capture.TARGET_MODEL} model; batch: {batch.QUICK_SIZES}; fleet: "
                              f"{fleet.QUICK_MODELS} models of {fleet.QUICK_ROWS:,} rows, {fleet.QUICK_CONCURRENCY} "
                              "at once")
     parser.add_argument("--skip-full", action="store_true",
                         help="drift: skip full-data Evidently (~2 min per scenario at 1M rows); no decision "
                              "agreement then")
-    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+    parser.add_argument("--repeat", type=int, default=None, metavar="K",
                         help="drift: run scipy and nightshift K times each, alternating, best time kept; serving: "
-                             "measure each server K times (fresh start, alternating order), medians reported "
-                             "(default: %(default)s)")
+                             "measure each server K times (fresh start, alternating order), medians reported; "
+                             f"capture: each mode K times, off and on alternating (default: 1; capture: "
+                             f"{CAPTURE_REPEAT})")
     parser.add_argument("--models", nargs="+", choices=list(serving.MODELS), default=list(serving.MODELS),
-                        help="serving: models to train and serve (default: all)")
+                        help="serving, capture: models to train and serve (default: all)")
     parser.add_argument("--requests", type=int, default=serving.SINGLE_REQUESTS, metavar="N",
-                        help="serving: sequential one-row requests on one connection (default: %(default)s)")
+                        help="serving, capture: sequential one-row requests on one connection (default: %(default)s)")
     parser.add_argument("--connections", type=int, default=serving.CONCURRENCY, metavar="C",
-                        help="serving: concurrent connections of the throughput phase (default: %(default)s)")
+                        help="serving, capture: concurrent connections of the throughput phase (default: %(default)s)")
     parser.add_argument("--concurrent-requests", type=int, default=serving.CONCURRENT_REQUESTS, metavar="N",
-                        help="serving: request budget of the throughput phase (default: %(default)s)")
+                        help="serving, capture: request budget of the throughput phase (default: %(default)s)")
     parser.add_argument("--concurrent-seconds", type=float, default=serving.CONCURRENT_SECONDS, metavar="S",
-                        help="serving: time limit of the throughput phase (default: %(default)s)")
+                        help="serving, capture: time limit of the throughput phase (default: %(default)s)")
     parser.add_argument("--state-dir", type=Path, metavar="DIR",
-                        help="serving: keep the trained models here and reuse them on the next run (default: a "
-                             "temporary directory, deleted afterwards)")
+                        help="serving, capture: keep the trained models here and reuse them on the next run "
+                             "(default: a temporary directory, deleted afterwards)")
     parser.add_argument("--batch-rows", type=int, nargs=2, default=list(batch.SIZES), metavar=("SMALL", "LARGE"),
                         help="batch: rows of the baseline and the large file (default: %(default)s; --quick: "
                              f"{batch.QUICK_SIZES})")
@@ -70,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fleet: rows per model per night (default: %(default)s)")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of a saved result file and exit")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be positive")
+    if args.requests < 1 or args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
             or args.concurrent_seconds <= 0 or args.fleet_models < 1 or min(args.fleet_concurrency) < 1:
         parser.error("--repeat, --requests, --connections, --concurrent-requests, --concurrent-seconds, "
                      "--fleet-models and --fleet-concurrency must be positive")
@@ -84,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.show is not None:
         saved = json.loads(args.show.read_text())
-        show = {"serving": serving.print_results, "batch": batch.print_results,
+        show = {"serving": serving.print_results, "capture": capture.print_results, "batch": batch.print_results,
                 "fleet": fleet.print_results}.get(saved.get("benchmark"), print_results)
         show(saved)
         return 0
     if args.only in (None, "drift"):
         rows = list(QUICK_ROWS) if args.quick else args.rows
-        results = run_benchmark(rows, args.scenarios, skip_full=args.skip_full, repeat=args.repeat)
+        results = run_benchmark(rows, args.scenarios, skip_full=args.skip_full, repeat=args.repeat or 1)
         print_results(results)
         print(f"results: {write_results(results)}", file=sys.stderr)
     if args.only in (None, "serving"):
@@ -98,11 +105,21 @@ def main(argv: list[str] | None = None) -> int:
             print()
         models = [serving.TARGET_MODEL] if args.quick else args.models
         results = serving.run_benchmark(
-            models, state_dir=args.state_dir, repeat=args.repeat, requests=args.requests,
+            models, state_dir=args.state_dir, repeat=args.repeat or 1, requests=args.requests,
             connections=args.connections, concurrent_requests=args.concurrent_requests,
             concurrent_seconds=args.concurrent_seconds)
         serving.print_results(results)
         print(f"results: {serving.write_results(results)}", file=sys.stderr)
+    if args.only in (None, "capture"):
+        if args.only is None:
+            print()
+        models = [capture.TARGET_MODEL] if args.quick else args.models
+        results = capture.run_benchmark(
+            models, state_dir=args.state_dir, repeat=args.repeat or CAPTURE_REPEAT, requests=args.requests,
+            connections=args.connections, concurrent_requests=args.concurrent_requests,
+            concurrent_seconds=args.concurrent_seconds)
+        capture.print_results(results)
+        print(f"results: {capture.write_results(results)}", file=sys.stderr)
     if args.only in (None, "batch"):
         import tempfile
 

@@ -200,11 +200,14 @@ def machine_seconds() -> tuple[float, float]:
     return (sum(values[:8]) - values[3] - values[4]) / tick, values[7] / tick
 
 
-def start_server(server: str, model_name: str, state: Path, log_path: Path) -> tuple[subprocess.Popen, int, float]:
-    """Start one server on a free loopback port and wait until it is ready; returns the process, port, start-up s."""
+def start_server(server: str, model_name: str, state: Path, log_path: Path,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, float]:
+    """Start one server on a free loopback port and wait until it is ready; returns the process, port, start-up s.
+
+    `env`: extra environment for the server (e.g. NIGHTSHIFT_CAPTURE_*)."""
     port = free_port()
     command, ready_path = server_command(server, model_name, state, port)
-    env = child_env(state) | {"NIGHTSHIFT_MODEL_NAME": model_name}
+    env = child_env(state) | {"NIGHTSHIFT_MODEL_NAME": model_name} | (env or {})
     start = time.perf_counter()
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -441,22 +444,28 @@ def measure_server(server: str, key: str, model: dict[str, Any], state: Path, op
     try:
         pids = process_tree(proc.pid)
         log(f"[serving] {key:<5} {server:<10} ready in {ready_seconds:.1f} s on {HOST}:{port} (pids {pids}); load ...")
-        out = _run_child(["-m", "benchmarks.serving", "--child", "load", "--port", str(port),
-                          "--payload", str(payload_path), "--server-pids", ",".join(map(str, pids)),
-                          "--warmup", str(options["warmup"]), "--requests", str(options["requests"]),
-                          "--connections", str(options["connections"]),
-                          "--concurrent-requests", str(options["concurrent_requests"]),
-                          "--concurrent-seconds", str(options["concurrent_seconds"])],
-                         state, CHILD_TIMEOUT, f"load child against {server}")
+        result = run_load(port, pids, payload_path, state, options, f"load child against {server}")
     finally:
         stop_server(proc)
-    result = json.loads(out.strip().splitlines()[-1])
     result.update(server=server, ready_seconds=ready_seconds)
     s, c = result["single"], result["concurrent"]
     log(f"[serving] {key:<5} {server:<10} 1 conn: p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "
         f"{s['rps']:.0f} req/s  |  {c['connections']} conn: {c['rps']:.0f} req/s  p99 {c['p99_ms']:.1f} ms  "
         f"|  errors {s['errors'] + c['errors']}")
     return result
+
+
+def run_load(port: int, pids: list[int], payload_path: Path, state: Path, options: dict[str, Any],
+             what: str) -> dict[str, Any]:
+    """The load child (sanity, warm-up, one connection, then `connections`) against a server on `port`; its result."""
+    out = _run_child(["-m", "benchmarks.serving", "--child", "load", "--port", str(port),
+                      "--payload", str(payload_path), "--server-pids", ",".join(map(str, pids)),
+                      "--warmup", str(options["warmup"]), "--requests", str(options["requests"]),
+                      "--connections", str(options["connections"]),
+                      "--concurrent-requests", str(options["concurrent_requests"]),
+                      "--concurrent-seconds", str(options["concurrent_seconds"])],
+                     state, CHILD_TIMEOUT, what)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _median(values: list[float]) -> float:

@@ -1,0 +1,237 @@
+"""Capture benchmark: the model server with traffic capture at 100% vs capture off, same model, same run.
+
+Each measurement starts a fresh server (a subprocess) and runs the serving benchmark's load child against it:
+sequential one-row requests on one keep-alive connection (p50/p99, requests/s), then `connections` at once
+(requests/s). Capture on and off alternate, so drift in the machine's load hits both. With capture on, /metrics is
+scraped after the load (rows offered, dropped, written), the server is stopped with SIGTERM and the rows in its
+Parquet parts are counted: a run that dropped rows, or whose files hold fewer rows than it answered, is reported.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks import save_results
+from benchmarks import serving as sv
+
+MODES = ("off", "on")
+TARGET_MODEL = "demo"  # 25 features, 5 of them categories: more to capture per row than iris' 4 numbers
+TARGET_RPS_RATIO = 0.90  # capture on / off requests/s, one connection and `connections` at once
+TARGET_P99_RATIO = 1.2  # capture on / off single-row p99
+
+
+def mode_env(mode: str, folder: Path) -> dict[str, str]:
+    """The server's capture settings for one mode: off, or every request captured into `folder`."""
+    if mode == "off":
+        return {"NIGHTSHIFT_CAPTURE_ENABLED": "false"}
+    return {"NIGHTSHIFT_CAPTURE_ENABLED": "true", "NIGHTSHIFT_CAPTURE_SAMPLE_RATE": "1",
+            "NIGHTSHIFT_CAPTURE_DIR": str(folder)}
+
+
+def scrape_capture(port: int, model: str) -> dict[str, float]:
+    """The capture counters of `model` from the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection(sv.HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("nightshift_capture_") and sample.labels.get("model") == model:
+                out[sample.name.removeprefix("nightshift_capture_").removesuffix("_total")] = sample.value
+    return out
+
+
+def captured_rows(folder: Path, model: str) -> tuple[int, int]:
+    """Rows in the closed Parquet parts of `model` under `folder`, and the number of parts."""
+    import pyarrow.parquet as pq
+
+    from serving.capture import served_days, served_parts
+
+    parts = [p for day in served_days(folder, model) for p in served_parts(folder, model, day)]
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts), len(parts)
+
+
+def measure(mode: str, key: str, model: dict[str, Any], state: Path, options: dict[str, Any], run: int,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """One fresh server in `mode`, the load child against it; with capture on, its counters and files."""
+    payload_path = state / f"rows-{key}.json"
+    payload_path.write_text(json.dumps({"features": model["features"], "rows": model["rows"]}))
+    folder = state / "served" / f"{key}-{run}"
+    shutil.rmtree(folder, ignore_errors=True)
+    log(f"[capture] {key:<5} capture {mode:<3} (run {run + 1}) starting ...")
+    proc, port, ready_seconds = sv.start_server("nightshift", model["name"], state,
+                                                state / f"capture-{mode}-{key}.log", env=mode_env(mode, folder))
+    try:
+        pids = sv.process_tree(proc.pid)
+        result = sv.run_load(port, pids, payload_path, state, options, f"load child against capture {mode}")
+        counters = scrape_capture(port, model["name"]) if mode == "on" else {}
+    finally:
+        stop = time.perf_counter()
+        sv.stop_server(proc)
+        stop_seconds = time.perf_counter() - stop
+    result.update(mode=mode, ready_seconds=ready_seconds, stop_seconds=stop_seconds, capture=counters)
+    if mode == "on":
+        result["capture"]["file_rows"], result["capture"]["parts"] = captured_rows(folder, model["name"])
+        shutil.rmtree(folder, ignore_errors=True)
+    s, c = result["single"], result["concurrent"]
+    log(f"[capture] {key:<5} capture {mode:<3} 1 conn: p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "
+        f"{s['rps']:.0f} req/s  |  {c['connections']} conn: {c['rps']:.0f} req/s  p99 {c['p99_ms']:.1f} ms  "
+        f"|  errors {s['errors'] + c['errors']}"
+        + (f"  |  captured {counters.get('offered_rows', 0):.0f} rows, dropped {counters.get('dropped_rows', 0):.0f},"
+           f" in files {result['capture']['file_rows']}" if mode == "on" else ""))
+    return result
+
+
+def run_benchmark(keys: list[str], *, state_dir: Path | None = None, repeat: int = 3, warmup: int = sv.WARMUP,
+                  requests: int = sv.SINGLE_REQUESTS, connections: int = sv.CONCURRENCY,
+                  concurrent_requests: int = sv.CONCURRENT_REQUESTS, concurrent_seconds: float = sv.CONCURRENT_SECONDS,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train/promote the models (shared with the serving benchmark's --state-dir), then capture off vs on."""
+    log = log or sv._log_default
+    options = {"warmup": warmup, "requests": requests, "connections": connections,
+               "concurrent_requests": concurrent_requests, "concurrent_seconds": concurrent_seconds}
+    results: dict[str, Any] = {
+        "benchmark": "capture",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "loadavg_at_start": list(os.getloadavg())},
+        "versions": sv._versions(),
+        "targets": {"model": TARGET_MODEL, "rps_ratio": TARGET_RPS_RATIO, "p99_ratio": TARGET_P99_RATIO},
+        "options": options | {"repeat": max(repeat, 1)},
+        "models": {},
+    }
+    temp = None if state_dir else tempfile.mkdtemp(prefix="nightshift-bench-capture-")
+    state = Path(state_dir or temp).resolve()  # type: ignore[arg-type]
+    state.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = sv.prepare_models(state, keys, log)
+        for key in keys:
+            model = manifest[key]
+            runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+            for r in range(max(repeat, 1)):
+                for mode in (MODES if r % 2 == 0 else tuple(reversed(MODES))):
+                    runs[mode].append(measure(mode, key, model, state, options, r, log))
+            summary = {m: sv.summarize(rs) for m, rs in runs.items()}
+            off, on = summary["off"], summary["on"]
+            results["models"][key] = {
+                "name": model["name"], "version": model["version"], "title": sv.MODELS[key]["title"],
+                "features": len(model["features"]), "summary": summary,
+                "runs": {m: [{k: v for k, v in run.items() if k != "sanity"} for run in rs] for m, rs in runs.items()},
+                "same_predictions": all(run["sanity"] == runs["off"][0]["sanity"] for rs in runs.values() for run in rs),
+                "capture": [run["capture"] for run in runs["on"]],
+                "ratio_single_rps": on["single"]["rps"] / off["single"]["rps"],
+                "ratio_concurrent_rps": on["concurrent"]["rps"] / off["concurrent"]["rps"],
+                "ratio_single_p50": on["single"]["p50_ms"] / off["single"]["p50_ms"],
+                "ratio_single_p99": on["single"]["p99_ms"] / off["single"]["p99_ms"],
+                "ratio_concurrent_p99": on["concurrent"]["p99_ms"] / off["concurrent"]["p99_ms"],
+                "ratio_server_cpu": (on["single"]["server_cpu_ms_per_request"]
+                                     / off["single"]["server_cpu_ms_per_request"]),
+            }
+    finally:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+    results["state_dir"] = None if temp else str(state)
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["verdicts"] = verdicts(results)
+    return results
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, str]]:
+    """PASS/FAIL for the targets on TARGET_MODEL; the same checks reported for the other models."""
+    out: list[dict[str, str]] = []
+    for key, m in results["models"].items():
+        tag = "target" if key == TARGET_MODEL else "report"
+        off, on = m["summary"]["off"], m["summary"]["on"]
+        for phase, ratio in (("single", m["ratio_single_rps"]), ("concurrent", m["ratio_concurrent_rps"])):
+            conns = "1 connection" if phase == "single" else f"{on[phase]['connections']:.0f} connections"
+            out.append({"model": key, "kind": tag, "target": f"requests/s on {conns}",
+                        "status": "PASS" if ratio >= TARGET_RPS_RATIO else "FAIL",
+                        "detail": f"{key}: capture on {on[phase]['rps']:.0f} vs off {off[phase]['rps']:.0f} req/s = "
+                                  f"{ratio:.2f}x ({(1 - ratio) * 100:.1f}% loss), target >= {TARGET_RPS_RATIO}x"})
+        ratio = m["ratio_single_p99"]
+        out.append({"model": key, "kind": tag, "target": "single-row p99",
+                    "status": "PASS" if ratio <= TARGET_P99_RATIO else "FAIL",
+                    "detail": f"{key}: capture on {on['single']['p99_ms']:.2f} ms vs off {off['single']['p99_ms']:.2f} "
+                              f"ms = {ratio:.2f}x, target <= {TARGET_P99_RATIO}x"})
+        errors = sum(m["summary"][mode][ph]["errors"] for mode in MODES for ph in ("single", "concurrent"))
+        lost = [c for c in m["capture"] if c.get("dropped_rows", 0) or c.get("write_errors", 0)
+                or c.get("file_rows") != c.get("offered_rows")]
+        out.append({"model": key, "kind": tag, "target": "everything captured, nothing failed",
+                    "status": "PASS" if not lost and errors == 0 and m["same_predictions"] else "FAIL",
+                    "detail": f"{key}: failed requests {errors}; rows offered / dropped / in files per run: "
+                              + ", ".join(f"{c.get('offered_rows', 0):.0f}/{c.get('dropped_rows', 0):.0f}/"
+                                          f"{c.get('file_rows', 0)}" for c in m["capture"])
+                              + f"; same predictions on and off: {'yes' if m['same_predictions'] else 'NO'}"})
+    if TARGET_MODEL not in results["models"]:
+        out.insert(0, {"model": TARGET_MODEL, "kind": "target", "target": "capture targets", "status": "NOT MEASURED",
+                       "detail": f"the {TARGET_MODEL} model was not run"})
+    return out
+
+
+def print_results(results: dict[str, Any]) -> None:
+    """One table per model (capture off, on, ratio on/off), then the verdicts."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    opts = results["options"]
+    conns = opts["connections"]
+    for m in results["models"].values():
+        table = Table(title=f"Capture benchmark: {m['title']} ({m['name']} v{m['version']}), POST /invocations, one "
+                            f"row per request, capture of every request vs capture off", title_justify="left")
+        for name in ("capture", "p50 ms", "p99 ms", "req/s 1 conn", f"p50 ms {conns} conn", f"p99 ms {conns} conn",
+                     f"req/s {conns} conn", "server CPU ms/req", "errors"):
+            table.add_column(name, justify="left" if name == "capture" else "right")
+        for mode in MODES:
+            one, many = m["summary"][mode]["single"], m["summary"][mode]["concurrent"]
+            table.add_row(mode, f"{one['p50_ms']:.2f}", f"{one['p99_ms']:.2f}", f"{one['rps']:.0f}",
+                          f"{many['p50_ms']:.2f}", f"{many['p99_ms']:.2f}", f"{many['rps']:.0f}",
+                          f"{one['server_cpu_ms_per_request']:.2f}", str(one["errors"] + many["errors"]))
+
+        def mark(value: float, ok: bool) -> str:
+            return f"{value:.2f}x" if ok else f"[red]{value:.2f}x[/red]"
+
+        table.add_row("ratio on/off", f"{m['ratio_single_p50']:.2f}x",
+                      mark(m["ratio_single_p99"], m["ratio_single_p99"] <= TARGET_P99_RATIO),
+                      mark(m["ratio_single_rps"], m["ratio_single_rps"] >= TARGET_RPS_RATIO), "",
+                      f"{m['ratio_concurrent_p99']:.2f}x",
+                      mark(m["ratio_concurrent_rps"], m["ratio_concurrent_rps"] >= TARGET_RPS_RATIO),
+                      f"{m['ratio_server_cpu']:.2f}x", "", end_section=True)
+        console.print(table)
+        for i, c in enumerate(m["capture"]):
+            console.print(f"  run {i + 1}: {c.get('offered_rows', 0):.0f} rows captured, "
+                          f"{c.get('dropped_rows', 0):.0f} dropped, {c.get('file_rows', 0)} in {c.get('parts', 0)} "
+                          f"Parquet part(s) after SIGTERM")
+        console.print()
+    machine = results["machine"]
+    console.print(f"Load generator: the serving benchmark's ({opts['requests']} sequential one-row requests after "
+                  f"{opts['warmup']} warm-up, then {conns} connections sharing at most {opts['concurrent_requests']} "
+                  f"requests or {opts['concurrent_seconds']:g} s) on the same {machine['cpus']} cores as the server "
+                  f"(load average at start {machine['loadavg_at_start'][0]:.2f}). Medians over {opts['repeat']} "
+                  f"run(s) per mode, off and on alternating, each server started fresh.")
+    console.print()
+    for v in results["verdicts"]:
+        colour = {"PASS": "green", "FAIL": "red"}.get(v["status"], "yellow")
+        label = "" if v["kind"] == "target" else " (reported, not a target)"
+        console.print(f"[{colour}]{v['status']}[/{colour}] {v['target']}{label}: {v['detail']}")
+
+
+def write_results(results: dict[str, Any]) -> Path:
+    """Save the full results as JSON under benchmarks/results/."""
+    return save_results("capture", results)
