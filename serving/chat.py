@@ -91,27 +91,13 @@ def load_prompt(cfg: TrackingConfig, name: str, alias: str | None = None) -> Ser
                         loaded_at=datetime.now(timezone.utc).isoformat())
 
 
-def schema_changes(live: LLMConfig, candidate: LLMConfig) -> list[str]:
-    """How a candidate's interface differs from the live config's: template variables (callers send exactly these)
-    and the response format (callers read `json` for json_object); empty when callers need not change."""
-    added = [v for v in candidate.variables if v not in live.variables]
-    dropped = [v for v in live.variables if v not in candidate.variables]
-    changes = []
-    if added:
-        changes.append(f"new template variable(s) {', '.join(map(repr, added))}: callers must send them")
-    if dropped:
-        changes.append(f"template variable(s) {', '.join(map(repr, dropped))} no longer used: callers still "
-                       f"sending them get 400")
-    if live.response_format != candidate.response_format:
-        changes.append(f"response format {live.response_format} -> {candidate.response_format}")
-    return changes
-
-
 def check_schema(live: ServedPrompt | None, candidate: ServedPrompt, allow_change: bool) -> list[str]:
     """The candidate's interface changes vs the live prompt; a 422 unless the caller allows a change."""
     if live is None:  # nothing served yet: no caller to break
         return []
-    changes = schema_changes(live.config, candidate.config)
+    from tasks.llm import interface_changes
+
+    changes = interface_changes(live.config, candidate.config)
     if changes and not allow_change:
         raise ChatError(422, f"prompt interface differs from the live v{live.version}: {'; '.join(changes)}; "
                              "pass allow_schema_change=true to swap anyway")

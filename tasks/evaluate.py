@@ -458,6 +458,10 @@ class LLMGateConfig(BaseModel):
                               description="Per-item score the gate compares: exact (1 for the expected answer) or "
                                           "judge (the LLM judge's 0..1; needs a judge). The floor and margin apply to "
                                           "its mean.")
+    allow_schema_change: bool = Field(False, title="Allow an interface change",
+                                      description="Promote a challenger whose template variables or response format "
+                                                  "differ from the champion's (callers of the chat route must "
+                                                  "change with it); otherwise such a challenger is refused.")
 
 
 def paired_bootstrap_mean(challenger: Sequence[float], champion: Sequence[float], resamples: int, confidence: float,
@@ -501,7 +505,7 @@ def _values(scores: Scores) -> Sequence[float]:
 def gate_scores(challenger: Scores, champion: Scores | None, config: LLMGateConfig, *,
                 challenger_cost_per_1k: float, challenger_p95_ms: float, champion_cost_per_1k: float | None = None,
                 champion_p95_ms: float | None = None, challenger_version: str | None = None,
-                champion_version: str | None = None) -> GateDecision:
+                champion_version: str | None = None, schema_changes: Sequence[str] = ()) -> GateDecision:
     """The gate on per-item scores of `config.metric` (challenger and champion on the same items: paired by item id
     when given as {id: score}, else by position): above the floor, CI lower bound above the margin, cost per 1k
     items and p95 latency within the budgets."""
@@ -510,7 +514,8 @@ def gate_scores(challenger: Scores, champion: Scores | None, config: LLMGateConf
     metric, label = METRIC_NAMES[config.metric]
     common = dict(metric=metric, rows=len(values), challenger=chal, confidence=config.confidence,
                   min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
-                  challenger_version=challenger_version, champion_version=champion_version)
+                  challenger_version=challenger_version, champion_version=champion_version,
+                  schema_changes=list(schema_changes))
     floor = f"{label} {chal:.4f} {'meets' if chal >= config.absolute_floor else 'misses'} the floor " \
             f"{config.absolute_floor}"
     if champion is None:
@@ -531,7 +536,10 @@ def gate_scores(challenger: Scores, champion: Scores | None, config: LLMGateConf
                f"(allowed +{config.max_cost_increase:.0%})",
                f"p95 latency {challenger_p95_ms:.0f} ms vs champion {champion_p95_ms or 0:.0f} ms "
                f"(allowed +{config.max_p95_latency_increase:.0%} + {config.latency_slack_ms:.0f} ms)"]
-    if chal < config.absolute_floor:
+    if schema_changes and not config.allow_schema_change:
+        promote, reason = False, (f"interface differs from champion v{champion_version}: {'; '.join(schema_changes)} "
+                                  "(set the gate's allow_schema_change to promote it anyway)")
+    elif chal < config.absolute_floor:
         promote, reason = False, f"challenger {floor}"
     elif not lo > config.min_margin:
         promote, reason = False, f"not measurably better: improvement {ci}, needs CI low > {config.min_margin}"

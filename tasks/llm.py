@@ -647,7 +647,24 @@ def gate_candidate(challenger: Candidate, champion: Candidate | None, config: LL
                        challenger_p95_ms=challenger.stats.latency_p95_ms,
                        champion_cost_per_1k=champion.stats.cost_per_1k_items if champion else None,
                        champion_p95_ms=champion.stats.latency_p95_ms if champion else None,
-                       challenger_version=challenger_version, champion_version=champion_version)
+                       challenger_version=challenger_version, champion_version=champion_version,
+                       schema_changes=interface_changes(champion.config, challenger.config) if champion else ())
+
+
+def interface_changes(live: LLMConfig, candidate: LLMConfig) -> list[str]:
+    """How a candidate's interface differs from the live config's: template variables (callers send exactly these)
+    and the response format (callers read `json` for json_object); empty when callers need not change."""
+    added = [v for v in candidate.variables if v not in live.variables]
+    dropped = [v for v in live.variables if v not in candidate.variables]
+    changes = []
+    if added:
+        changes.append(f"new template variable(s) {', '.join(map(repr, added))}: callers must send them")
+    if dropped:
+        changes.append(f"template variable(s) {', '.join(map(repr, dropped))} no longer used: callers still "
+                       f"sending them get 400")
+    if live.response_format != candidate.response_format:
+        changes.append(f"response format {live.response_format} -> {candidate.response_format}")
+    return changes
 
 
 def _model_config(config: LLMConfig) -> dict[str, Any]:

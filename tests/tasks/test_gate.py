@@ -135,6 +135,24 @@ def test_llm_gate_pairs_items_and_holds_the_budgets() -> None:
     assert "Budgets:" in ok.markdown()
     with pytest.raises(ValueError, match="not the same items"):
         gate_scores(better[:10], champion, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=1.0, **costs)
+    changed = ["new template variable(s) 'customer_tier': callers must send them"]
+    refused = gate_scores(better, champion, cfg, challenger_cost_per_1k=1.0, challenger_p95_ms=800.0,
+                          champion_version="3", schema_changes=changed, **costs)
+    assert not refused.promote and refused.reason.startswith("interface differs from champion v3: new template")
+    allowed = gate_scores(better, champion, cfg.model_copy(update={"allow_schema_change": True}),
+                          challenger_cost_per_1k=1.0, challenger_p95_ms=800.0, schema_changes=changed, **costs)
+    assert allowed.promote and allowed.schema_changes == changed  # promote() then lets the servers swap interfaces
+
+
+def test_a_prompt_with_other_variables_or_response_format_is_an_interface_change() -> None:
+    from tasks.llm import LLMConfig, interface_changes
+
+    live = LLMConfig(template="Ticket: {{ subject }} {{ body }}", model="fake-small",
+                     response_format="json_object")
+    assert interface_changes(live, live.model_copy(update={"model": "fake-large", "temperature": 0.7})) == []
+    changed = interface_changes(live, LLMConfig(template="{{ subject }} {{ tier }}", model="fake-small"))
+    assert changed[0].startswith("new template variable(s) 'tier'") and "'body' no longer used" in changed[1]
+    assert changed[2].startswith("response format")
 
 
 def test_the_llm_gate_pairs_by_item_id_and_can_gate_on_the_judge() -> None:
