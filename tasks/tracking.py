@@ -966,3 +966,17 @@ def log_realized_quality(cfg: TrackingConfig, run_id: str, day: date, metrics: d
     step = int(day.strftime("%Y%m%d"))
     points = [Metric(k, float(v), at, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
     client(cfg).log_batch(run_id, metrics=points, tags=[RunTag(f"{prefix}{day.isoformat()}", record)])
+
+
+def monitored_metric(cfg: TrackingConfig, name: str, metric: str) -> dict[str, float]:
+    """`metric` as the monitor measured it on each labeled batch of `name` (its batch_<metric>), by batch source;
+    the newest monitoring run of a batch wins. Labels that come with the rows have no other realized record."""
+    c = client(cfg)
+    exp = c.get_experiment_by_name(cfg.experiment_name)
+    if exp is None:
+        return {}
+    where = f"tags.`nightshift.kind` = 'monitor' and tags.`nightshift.model_name` = '{name}'"
+    runs = c.search_runs([exp.experiment_id], filter_string=where, max_results=50_000,
+                         order_by=["attributes.start_time ASC"])
+    return {r.data.tags.get("nightshift.batch", ""): float(r.data.metrics[f"batch_{metric}"]) for r in runs
+            if f"batch_{metric}" in r.data.metrics}
