@@ -1,21 +1,29 @@
 """All Evidently code: data and prediction drift between a model's reference data and a new batch.
 
-Scale: Evidently's DataDriftPreset costs ~10x bare scipy (it computes each column's drift several
-times and builds Plotly widgets), so both sides are first capped to a uniform random sample of
-`sample_cap` rows (default 100k). Above 1000 reference rows Evidently's tests are distances
-(normed Wasserstein for numbers, Jensen-Shannon for categories, drift at >= 0.1), and their
-sampling error shrinks like 1/sqrt(n): at 100k rows per side the score of an undrifted column is
-~0.005, so a sampled score differs from the full-data score by far less than the 0.1 threshold;
-only columns whose full-data score lies within that error of the threshold could flip, and
+Decisions: every column is judged by the test Evidently's DataDriftPreset would pick for it, run by Evidently's own
+test code (`evidently.legacy.calculations.stattests`: the same functions the preset's `ValueDrift` metrics call, on
+the same NaN/inf-cleaned values), so method, score, threshold and verdict are the preset's. What is left out is
+everything the preset does besides deciding: each column's drift computed three times (`ValueDrift`,
+`DriftedColumnsCount`, the preset's render), histograms, correlations and Plotly figures built during `run`. That
+is 5-15x the cost of the tests themselves; the full preset runs only for its HTML report (`report`: "on_drift", the
+default, when any column or the prediction drifted; "always"; "never"). `compute_drift_preset` is the preset path
+itself, kept to prove the two agree (tests/tasks/test_drift.py) and to benchmark them (benchmarks/drift.py).
+
+Scale: both sides are first capped to a uniform random sample of `sample_cap` rows (default 100k). Above 1000
+reference rows Evidently's tests are distances (normed Wasserstein for numbers, Jensen-Shannon for categories and
+numbers with at most 5 values, drift at >= 0.1), and their sampling error shrinks like 1/sqrt(n): at 100k rows per
+side the score of an undrifted column is ~0.005, so a sampled score differs from the full-data score by far less
+than the 0.1 threshold; only columns whose full-data score lies within that error of the threshold could flip, and
 `make bench` checks decision agreement with full-data Evidently on its drift scenarios.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -54,9 +62,15 @@ class DriftResult(BaseModel):
     current_rows: int
     sampled_reference_rows: int
     sampled_current_rows: int
-    html_path: str | None = None
-    json_path: str | None = None
+    html_path: str | None = Field(None, description="Evidently's HTML report, when one was made (see `report`).")
+    json_path: str | None = Field(None, description="This result as JSON: every column's test, score and verdict.")
     seconds: float = 0.0
+    report_seconds: float = Field(0.0, description="Part of `seconds` spent on the HTML report.")
+
+    @property
+    def any_drift(self) -> bool:
+        """Whether any feature column or the prediction drifted (what makes the "on_drift" report)."""
+        return bool(self.drifted_columns) or (self.prediction is not None and self.prediction.drifted)
 
     def top(self, n: int = 5) -> list[ColumnDrift]:
         """The n columns furthest over (or closest to) their thresholds."""
@@ -170,48 +184,192 @@ def _parse_snapshot(snapshot: dict[str, Any], kinds: dict[str, str]) -> tuple[li
     return columns, share_threshold
 
 
-def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str], *,
-                  prediction_kind: str | None = None, sample_cap: int | None = DEFAULT_SAMPLE_ROWS,
-                  drift_share: float = 0.5, seed: int = 0, report_dir: Path | None = None) -> DriftResult:
-    """Evidently DataDriftPreset over declared columns (on capped samples); HTML/JSON saved to report_dir."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+@dataclass(frozen=True)
+class _Sides:
+    """Both samples, reduced to the compared columns, and each column's kind."""
 
-    start = time.perf_counter()
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    numeric: list[str]
+    categorical: list[str]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {**{c: "numeric" for c in self.numeric}, **{c: "categorical" for c in self.categorical}}
+
+
+def _sides(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str],
+           prediction_kind: str | None, sample_cap: int | None, seed: int) -> _Sides:
     num, cat = list(numeric), list(categorical)
     if prediction_kind == "numeric":
         num.append(PREDICTION_COLUMN)
     elif prediction_kind == "categorical":
         cat.append(PREDICTION_COLUMN)
-    cols = num + cat
     if sample_cap is not None and sample_cap < MIN_SAMPLE_ROWS:
         raise ValueError(f"sample_cap={sample_cap} is below {MIN_SAMPLE_ROWS}: a small sample would switch Evidently "
                          "from distance tests to p-value tests and change the decisions.")
     # Sample first, then pick columns: never copies the full table.
-    ref = sample_rows(reference, sample_cap, seed)[cols]
-    cur = sample_rows(current, sample_cap, seed + 1)[cols]
-    definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
-    report = Report([DataDriftPreset(columns=cols, drift_share=drift_share)], include_tests=True)
-    snapshot = report.run(current_data=Dataset.from_pandas(cur, data_definition=definition),
-                          reference_data=Dataset.from_pandas(ref, data_definition=definition))
-    kinds = {**{c: "numeric" for c in num}, **{c: "categorical" for c in cat}}
-    all_columns, share_threshold = _parse_snapshot(snapshot.dict(), kinds)
-    prediction = next((c for c in all_columns if c.column == PREDICTION_COLUMN), None)
-    columns = [c for c in all_columns if c.column != PREDICTION_COLUMN]
-    drifted = [c.column for c in columns if c.drifted]
-    share = len(drifted) / len(columns) if columns else 0.0
-    html_path = json_path = None
+    cols = num + cat
+    return _Sides(sample_rows(reference, sample_cap, seed)[cols], sample_rows(current, sample_cap, seed + 1)[cols],
+                  num, cat)
+
+
+def _run_preset(sides: _Sides, drift_share: float) -> Any:
+    """Evidently's full DataDriftPreset on both samples: the snapshot behind the HTML report."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(numerical_columns=sides.numeric, categorical_columns=sides.categorical)
+    report = Report([DataDriftPreset(columns=sides.numeric + sides.categorical, drift_share=drift_share)],
+                    include_tests=True)
+    return report.run(current_data=Dataset.from_pandas(sides.current, data_definition=definition),
+                      reference_data=Dataset.from_pandas(sides.reference, data_definition=definition))
+
+
+def _finite(values: pd.Series, column: str, side: str) -> pd.Series:
+    """The values Evidently tests: +-inf and missing values dropped (a float column by mask, same result, faster)."""
+    import numpy as np
+
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "f":
+        kept = values[np.isfinite(values.to_numpy())]
+    else:
+        kept = values.replace([-np.inf, np.inf], np.nan).dropna()
+    if kept.empty:
+        raise ValueError(f"An empty column '{column}' was provided for drift calculation in the {side} dataset.")
+    return kept
+
+
+def _more_distinct_than(reference: pd.Series, current: pd.Series, limit: int, head: int = 512) -> bool:
+    """Whether both sides together hold more than `limit` distinct values, counted as Evidently counts them.
+
+    A prefix of the same concatenation has at most as many distinct values as the whole, so a prefix with more
+    than `limit` answers without hashing every row; otherwise every row is counted."""
+    import pandas as pd
+
+    if pd.concat([reference.iloc[:head], current.iloc[:head]]).nunique() > limit:
+        return True
+    return pd.concat([reference, current]).nunique() > limit
+
+
+def _default_test(reference: pd.Series, current: pd.Series, column_type: Any) -> Any:
+    """The test DataDriftPreset picks for a column (Evidently's `_get_default_stattest`), its distinct count cut short.
+
+    Above 1000 reference rows: Jensen-Shannon for categories and for numbers with at most 5 distinct values,
+    normed Wasserstein for other numbers. Evidently counts every distinct value of both sides for that (twice for
+    numbers); only "more than 5?" matters. Small samples go to Evidently's own chooser (K-S, chi-square, Z-test)."""
+    from evidently.legacy.calculations import stattests
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    if reference.shape[0] <= 1000 or column_type not in (ColumnType.Numerical, ColumnType.Categorical):
+        return get_stattest(reference, current, column_type, None)
+    if column_type == ColumnType.Categorical or not _more_distinct_than(reference, current, 5):
+        return stattests.jensenshannon_stat_test
+    return stattests.wasserstein_stat_test
+
+
+def column_drift(reference: pd.Series, current: pd.Series, column: str, kind: str) -> ColumnDrift:
+    """One column judged as DataDriftPreset's `ValueDrift` judges it: the same cleaning, test choice and test code."""
+    from pandas.api.types import is_numeric_dtype
+
+    from evidently.legacy.core import ColumnType
+
+    column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+    ref, cur = _finite(reference, column, "reference"), _finite(current, column, "current")
+    if column_type == ColumnType.Numerical:
+        for side, values in (("reference", ref), ("current", cur)):
+            if not is_numeric_dtype(values):
+                raise ValueError(f"Column '{column}' in {side} dataset should contain numerical values only.")
+    test = _default_test(ref, cur, column_type)
+    outcome = test(ref, cur, column_type, None)
+    return ColumnDrift(column=column, kind=kind, method=test.display_name, score=float(outcome.drift_score),
+                       threshold=float(outcome.actual_threshold), drifted=bool(outcome.drifted))
+
+
+def _result(columns: list[ColumnDrift], share_threshold: float, reference: pd.DataFrame, current: pd.DataFrame,
+            sides: _Sides) -> DriftResult:
+    prediction = next((c for c in columns if c.column == PREDICTION_COLUMN), None)
+    features = [c for c in columns if c.column != PREDICTION_COLUMN]
+    drifted = [c.column for c in features if c.drifted]
+    share = len(drifted) / len(features) if features else 0.0
+    return DriftResult(
+        dataset_drift=share >= share_threshold, drift_share=share, drift_share_threshold=share_threshold,
+        drifted_columns=drifted, columns=features, prediction=prediction, reference_rows=len(reference),
+        current_rows=len(current), sampled_reference_rows=len(sides.reference),
+        sampled_current_rows=len(sides.current))
+
+
+ReportMode = Literal["on_drift", "always", "never"]
+
+
+def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str], *,
+                  prediction_kind: str | None = None, sample_cap: int | None = DEFAULT_SAMPLE_ROWS,
+                  drift_share: float = 0.5, seed: int = 0, report_dir: Path | None = None,
+                  report: ReportMode = "on_drift") -> DriftResult:
+    """Every column's drift as DataDriftPreset decides it (capped samples); in report_dir the verdicts as JSON, and
+    Evidently's HTML report when `report` asks for it ("on_drift": a column or the prediction drifted)."""
+    start = time.perf_counter()
+    sides = _sides(reference, current, numeric, categorical, prediction_kind, sample_cap, seed)
+    kinds = sides.kinds
+    columns = [column_drift(sides.reference[c], sides.current[c], c, kinds[c]) for c in kinds]
+    result = _result(columns, drift_share, reference, current, sides)
+    if report_dir is None:
+        if report == "always":
+            raise ValueError("report='always' needs a report_dir to write the HTML report to.")
+        return result.model_copy(update={"seconds": time.perf_counter() - start})
+    report_dir.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = report_dir / "drift_report.html", report_dir / "drift_report.json"
+    html_path.unlink(missing_ok=True)  # never leave an older night's report behind this result
+    report_seconds = 0.0
+    if report == "always" or (report == "on_drift" and result.any_drift):
+        begun = time.perf_counter()
+        try:
+            snapshot = _run_preset(sides, drift_share)
+            snapshot.save_html(str(html_path))
+        except Exception as error:  # noqa: BLE001 - the verdicts stand; only the pictures are missing
+            # e.g. a bool column, or nullable floats with inf: the tests take them, the preset's plots do not
+            logging.getLogger(__name__).warning("No Evidently HTML report: its preset failed (%s: %s); the drift "
+                                                "verdicts are unaffected", type(error).__name__, error)
+        else:
+            _warn_if_preset_disagrees(result, snapshot.dict(), kinds)
+        report_seconds = time.perf_counter() - begun
+    result = result.model_copy(update={"html_path": str(html_path) if html_path.exists() else None,
+                                       "json_path": str(json_path), "report_seconds": report_seconds})
+    result = result.model_copy(update={"seconds": time.perf_counter() - start})
+    json_path.write_text(result.model_dump_json(indent=2))
+    return result
+
+
+def _warn_if_preset_disagrees(result: DriftResult, snapshot: dict[str, Any], kinds: dict[str, str]) -> None:
+    """The HTML report must show the verdicts we act on: log any column where the preset decided otherwise."""
+    preset = {c.column: c for c in _parse_snapshot(snapshot, kinds)[0]}
+    ours = [*result.columns, *([result.prediction] if result.prediction else [])]
+    differ = [c.column for c in ours if (p := preset.get(c.column)) is None
+              or (p.method, p.drifted) != (c.method, c.drifted) or abs(p.score - c.score) > 1e-9]
+    if differ:
+        logging.getLogger(__name__).warning("Evidently's report decided differently on %s than the drift verdicts "
+                                            "acted on; please report this with the Evidently version", differ)
+
+
+def compute_drift_preset(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str],
+                         *, prediction_kind: str | None = None, sample_cap: int | None = DEFAULT_SAMPLE_ROWS,
+                         drift_share: float = 0.5, seed: int = 0, report_dir: Path | None = None) -> DriftResult:
+    """The same comparison decided by Evidently's full DataDriftPreset (HTML and Evidently's JSON to report_dir).
+
+    Slow (the preset computes each column three times and builds every figure): kept as the yardstick that
+    `compute_drift` must match, in tests and benchmarks."""
+    start = time.perf_counter()
+    sides = _sides(reference, current, numeric, categorical, prediction_kind, sample_cap, seed)
+    snapshot = _run_preset(sides, drift_share)
+    columns, share_threshold = _parse_snapshot(snapshot.dict(), sides.kinds)
+    result = _result(columns, share_threshold, reference, current, sides)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         html_path, json_path = str(report_dir / "drift_report.html"), str(report_dir / "drift_report.json")
         snapshot.save_html(html_path)
         snapshot.save_json(json_path)
-    return DriftResult(
-        dataset_drift=share >= share_threshold, drift_share=share, drift_share_threshold=share_threshold,
-        drifted_columns=drifted, columns=columns, prediction=prediction, reference_rows=len(reference),
-        current_rows=len(current), sampled_reference_rows=len(ref), sampled_current_rows=len(cur),
-        html_path=html_path, json_path=json_path, seconds=time.perf_counter() - start,
-    )
+        result = result.model_copy(update={"html_path": html_path, "json_path": json_path})
+    return result.model_copy(update={"seconds": time.perf_counter() - start})
 
 
 build_reference_task = task(build_reference, name="build-drift-reference", cache_policy=NO_CACHE)

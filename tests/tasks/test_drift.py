@@ -2,14 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC, DemoDrift, generate_demo
-from tasks.drift import PREDICTION_COLUMN, compute_drift, sample_rows
+from tasks.drift import PREDICTION_COLUMN, DriftResult, compute_drift, compute_drift_preset, sample_rows
 
 NUM, CAT = list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)
 
@@ -19,14 +17,14 @@ def reference() -> pd.DataFrame:
     return generate_demo(6_000, seed=1)
 
 
-def test_no_drift_means_no_drifted_columns(reference, tmp_path: Path) -> None:
+def test_no_drift_means_no_drifted_columns_and_no_html(reference, tmp_path: Path) -> None:
     result = compute_drift(reference, generate_demo(6_000, seed=1, day=1), NUM, CAT, report_dir=tmp_path)
-    assert result.drifted_columns == [] and not result.dataset_drift
+    assert result.drifted_columns == [] and not result.dataset_drift and not result.any_drift
     assert len(result.columns) == 25
     assert {c.method for c in result.columns} == {"Wasserstein distance (normed)", "Jensen-Shannon distance"}
     assert all(c.threshold == 0.1 for c in result.columns)
-    assert Path(result.html_path).stat().st_size > 100_000
-    assert "metrics" in json.loads(Path(result.json_path).read_text())
+    assert result.html_path is None and not (tmp_path / "drift_report.html").exists()  # "on_drift": nothing drifted
+    assert DriftResult.model_validate_json(Path(result.json_path).read_text()).columns == result.columns
 
 
 def test_covariate_drift_flags_exactly_the_shifted_columns(reference) -> None:
@@ -70,7 +68,7 @@ def test_sampling_caps_both_sides_and_small_data_uses_p_value_tests() -> None:
 
 
 # ----------------------------------------------------------------------------- what the monitor reads off a result
-from tasks.drift import ColumnDrift, DriftResult, current_sample  # noqa: E402
+from tasks.drift import ColumnDrift, current_sample  # noqa: E402
 
 
 def _column(name: str, score: float, kind: str = "numeric") -> ColumnDrift:
@@ -124,3 +122,134 @@ def test_current_sample_scores_a_capped_sample_like_the_reference() -> None:
                                   np.sort(sample.frame[PREDICTION_COLUMN].to_numpy()))  # same rows, same scores
     assert current_sample(model, frame.head(100), spec.features, cap=5_000, seed=1).frame.index.equals(
         frame.head(100).index)  # below the cap: every row
+
+
+# ----------------------------------------------------------------------------- the fast path decides as the preset does
+MIXED_NUM = ["wide", "skewed", "counts", "flag", "tiny_ints", "holes", "nullable_ints"]
+MIXED_CAT = ["colour", "yes_no", "sparse", "coded", "tier"]
+
+
+def _mixed(rows: int, seed: int, drift: bool, prediction: str | None = None) -> pd.DataFrame:
+    """Columns that reach every test DataDriftPreset picks: many values, <= 5 values, 2 values, NaN, inf, codes."""
+    rng = np.random.default_rng(seed)
+    shift = 0.6 if drift else 0.0
+    frame = pd.DataFrame({
+        "wide": rng.normal(shift, 1, rows),
+        "skewed": rng.lognormal(shift, 1, rows),
+        "counts": rng.poisson(3 + 3 * shift, rows),  # ints, > 5 values
+        "flag": rng.binomial(1, 0.3 + 0.3 * shift, rows).astype(float),  # 2 values: Z-test / Jensen-Shannon
+        "tiny_ints": rng.integers(0, 4 + int(drift), rows),  # 4 or 5 values: chi-square / Jensen-Shannon
+        "holes": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(shift, 2, rows)),
+        "colour": rng.choice(["red", "green", "blue", "grey"], rows, p=[0.4, 0.3, 0.2, 0.1] if not drift
+                             else [0.1, 0.2, 0.3, 0.4]),
+        "yes_no": rng.choice(["yes", "no"], rows, p=[0.5 + 0.3 * shift, 0.5 - 0.3 * shift]),
+        "sparse": pd.Series(rng.choice(["a", "b", "c", None], rows, p=[0.3, 0.3, 0.1, 0.3]), dtype=object),
+        "coded": rng.integers(1, 8, rows),  # numbers declared categorical
+        "tier": pd.Categorical(rng.choice(["gold", "silver", "bronze"], rows, p=[0.2, 0.3, 0.5] if drift
+                                          else [0.1, 0.3, 0.6])),
+    })
+    frame.loc[frame.index[:3], "holes"] = [np.inf, -np.inf, np.nan]
+    frame["nullable_ints"] = pd.array(rng.poisson(5 + 2 * shift, rows), dtype="Int64")
+    frame.loc[frame.index[3:9], "nullable_ints"] = pd.NA
+    if prediction == "numeric":
+        frame[PREDICTION_COLUMN] = rng.beta(2 + 3 * shift, 5, rows)
+    elif prediction == "categorical":
+        frame[PREDICTION_COLUMN] = rng.choice(["setosa", "versicolor", "virginica"], rows,
+                                              p=[0.2, 0.3, 0.5] if drift else [0.4, 0.3, 0.3])
+    return frame
+
+
+def _assert_same_decisions(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str],
+                           **kwargs) -> DriftResult:
+    fast = compute_drift(reference, current, numeric, categorical, **kwargs)
+    preset = compute_drift_preset(reference, current, numeric, categorical, **kwargs)
+    pairs = list(zip([*fast.columns, fast.prediction], [*preset.columns, preset.prediction], strict=True))
+    for ours, theirs in pairs:
+        if theirs is None:
+            assert ours is None
+            continue
+        assert (ours.column, ours.kind, ours.method, ours.threshold, ours.drifted) == \
+            (theirs.column, theirs.kind, theirs.method, theirs.threshold, theirs.drifted)
+        assert ours.score == pytest.approx(theirs.score, abs=1e-9, rel=0), ours.column
+    assert (fast.drifted_columns, fast.drift_share, fast.dataset_drift, fast.drift_share_threshold) == \
+        (preset.drifted_columns, preset.drift_share, preset.dataset_drift, preset.drift_share_threshold)
+    return fast
+
+
+@pytest.mark.parametrize(("rows", "drift", "prediction"), [(600, True, "categorical"), (4_000, False, "numeric"),
+                                                           (4_000, True, "categorical")])
+def test_fast_path_matches_the_preset_column_by_column(rows: int, drift: bool, prediction: str) -> None:
+    reference, current = _mixed(rows, seed=1, drift=False, prediction=prediction), _mixed(rows, 2, drift, prediction)
+    result = _assert_same_decisions(reference, current, MIXED_NUM, MIXED_CAT, prediction_kind=prediction,
+                                    sample_cap=None, drift_share=0.3)
+    methods = {c.method for c in result.columns}
+    if rows <= 1000:  # p-value tests: K-S, chi-square and Z-test all reached
+        assert {"K-S p_value", "chi-square p_value", "Z-test p_value"} <= methods
+    else:  # distances: Jensen-Shannon on the <= 5-valued numbers too
+        assert methods == {"Wasserstein distance (normed)", "Jensen-Shannon distance"}
+        assert {c.column: c.method for c in result.columns}["tiny_ints"] == "Jensen-Shannon distance"
+    assert bool(result.drifted_columns) == drift
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("rows", [1_000, 1_001, 20_000])
+@pytest.mark.parametrize("drift", [False, True])
+@pytest.mark.parametrize("prediction", [None, "numeric", "categorical"])
+def test_fast_path_matches_the_preset_on_more_data(rows: int, drift: bool, prediction: str | None) -> None:
+    reference, current = _mixed(rows, seed=3, drift=False, prediction=prediction), _mixed(rows, 4, drift, prediction)
+    _assert_same_decisions(reference, current, MIXED_NUM, MIXED_CAT, prediction_kind=prediction,
+                           sample_cap=None if rows < 20_000 else 8_000, seed=7)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("drift", [DemoDrift(), DemoDrift(covariate_shift=0.5), DemoDrift(category_mix=0.5),
+                                   DemoDrift(covariate_shift=0.1, category_mix=0.1)])
+def test_fast_path_matches_the_preset_on_demo_days(drift: DemoDrift) -> None:
+    _assert_same_decisions(generate_demo(30_000, seed=1), generate_demo(30_000, seed=1, day=2, drift=drift), NUM, CAT,
+                           sample_cap=20_000)
+
+
+@pytest.mark.parametrize("rows", [1_000, 1_001, 3_000])
+@pytest.mark.parametrize("distinct", [1, 2, 3, 5, 6])
+def test_test_choice_is_evidentlys_even_when_the_values_show_up_late(rows: int, distinct: int) -> None:
+    from evidently.legacy.calculations.stattests.registry import _get_default_stattest
+    from evidently.legacy.core import ColumnType
+
+    from tasks.drift import _default_test
+
+    late = pd.Series(np.r_[np.zeros(rows - distinct), np.arange(distinct)])  # the head holds one value only
+    for reference, current in [(late, late.iloc[:50]), (late.iloc[: rows - distinct], late)]:
+        for column_type in (ColumnType.Numerical, ColumnType.Categorical):
+            assert _default_test(reference, current, column_type) is \
+                _get_default_stattest(reference, current, column_type)
+
+
+def test_report_modes(tmp_path: Path) -> None:
+    reference, current = _mixed(5_000, seed=1, drift=False), _mixed(5_000, seed=2, drift=False)
+    quiet = compute_drift(reference, current, MIXED_NUM, MIXED_CAT, report_dir=tmp_path / "never", report="never")
+    assert not quiet.any_drift and quiet.html_path is None and Path(quiet.json_path).exists()
+    always = compute_drift(reference, current, MIXED_NUM, MIXED_CAT, report_dir=tmp_path / "always", report="always")
+    assert Path(always.html_path).stat().st_size > 100_000 and always.report_seconds > 0
+    assert always.columns == quiet.columns
+    drifted = compute_drift(reference, _mixed(5_000, seed=2, drift=True), MIXED_NUM, MIXED_CAT, report_dir=tmp_path / "on")
+    assert drifted.any_drift and Path(drifted.html_path).exists()  # "on_drift", the default
+    assert compute_drift(reference, current, MIXED_NUM, MIXED_CAT).json_path is None  # no report_dir: nothing written
+    with pytest.raises(ValueError, match="report_dir"):
+        compute_drift(reference, current, MIXED_NUM, MIXED_CAT, report="always")
+
+
+def test_a_column_the_preset_cannot_draw_still_gets_its_verdict(tmp_path: Path, caplog) -> None:
+    reference, current = _mixed(5_000, seed=1, drift=False), _mixed(5_000, seed=2, drift=True)
+    reference["switch"], current["switch"] = reference["flag"] > 0, current["flag"] > 0  # bool: the preset's plots fail
+    result = compute_drift(reference, current, [*MIXED_NUM, "switch"], MIXED_CAT, report_dir=tmp_path, report="always")
+    switch = next(c for c in result.columns if c.column == "switch")
+    assert switch.method == "Jensen-Shannon distance" and switch.drifted
+    assert result.html_path is None and Path(result.json_path).exists() and "No Evidently HTML report" in caplog.text
+
+
+def test_an_empty_column_fails_like_the_preset() -> None:
+    reference, current = _mixed(1_500, seed=1, drift=False), _mixed(1_500, seed=2, drift=False)
+    current["holes"] = np.nan
+    for path in (compute_drift, compute_drift_preset):
+        with pytest.raises(ValueError, match="empty column 'holes'.*current"):
+            path(reference, current, MIXED_NUM, MIXED_CAT)
