@@ -1,19 +1,24 @@
 """Capture benchmark: the model server with traffic capture at 100% vs capture off, same model, same run.
 
-Each measurement starts a fresh server (a subprocess) and runs the serving benchmark's load child against it:
-sequential one-row requests on one keep-alive connection (p50/p99, requests/s), then `connections` at once
-(requests/s). Capture on and off alternate, so drift in the machine's load hits both. With capture on, /metrics is
-scraped after the load (rows offered, dropped, written), the server is stopped with SIGTERM and the rows in its
-Parquet parts are counted: a run that dropped rows, or whose files hold fewer rows than it answered, is reported.
+Each run starts two fresh servers (subprocesses) on the same model, one capturing every request and one not, and a
+load child that takes turns between them: sequential one-row requests on one keep-alive connection per server in
+blocks of BLOCK (p50/p99, requests/s), then `connections` at once in SLICES turns each (requests/s). Taking turns
+puts the machine's other load on both sides alike, which two measurements one after the other cannot on a shared
+2-core box. After the load, the capturing server's /metrics is scraped (rows offered, dropped), it is stopped with
+SIGTERM and the rows in its Parquet parts are counted: a run that dropped rows, or whose files hold fewer rows than
+it answered, is reported.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
+import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -27,6 +32,8 @@ MODES = ("off", "on")
 TARGET_MODEL = "demo"  # 25 features, 5 of them categories: more to capture per row than iris' 4 numbers
 TARGET_RPS_RATIO = 0.90  # capture on / off requests/s, one connection and `connections` at once
 TARGET_P99_RATIO = 1.2  # capture on / off single-row p99
+BLOCK = 50  # sequential requests per turn
+SLICES = 10  # turns per server in the concurrent phase
 
 
 def mode_env(mode: str, folder: Path) -> dict[str, str]:
@@ -65,38 +72,120 @@ def captured_rows(folder: Path, model: str) -> tuple[int, int]:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in parts), len(parts)
 
 
-def measure(mode: str, key: str, model: dict[str, Any], state: Path, options: dict[str, Any], run: int,
-            log: Callable[[str], None]) -> dict[str, Any]:
-    """One fresh server in `mode`, the load child against it; with capture on, its counters and files."""
+# ---- the load child: takes turns between the two servers ----
+
+def _order(turn: int) -> tuple[str, ...]:
+    return MODES if turn % 2 == 0 else tuple(reversed(MODES))
+
+
+def _single_turns(ports: dict[str, int], pids: dict[str, list[int]], bodies: list[bytes],
+                  requests: int) -> dict[str, dict[str, Any]]:
+    """`requests` sequential one-row requests per server, BLOCK at a time, the servers taking turns."""
+    clients = {m: sv._Client(port) for m, port in ports.items()}
+    acc = {m: {"latencies": [], "seconds": 0.0, "errors": 0, "first_error": None,
+               "cpu": dict.fromkeys(("server", "client", "busy", "steal"), 0.0)} for m in ports}
+    for turn in range(math.ceil(requests / BLOCK)):
+        for m in _order(turn):
+            a, meter, start = acc[m], sv._CpuMeter(pids[m]), time.perf_counter()
+            for i in range(turn * BLOCK, min((turn + 1) * BLOCK, requests)):
+                t0 = time.perf_counter()
+                status, payload = clients[m].post(bodies[i % len(bodies)])
+                t1 = time.perf_counter()
+                if status == 200:
+                    a["latencies"].append((t1 - t0) * 1000)
+                else:
+                    a["errors"] += 1
+                    a["first_error"] = a["first_error"] or f"{status}: {payload[:300].decode(errors='replace')}"
+            a["seconds"] += time.perf_counter() - start
+            for key, value in meter.stop().items():
+                a["cpu"][key] += value
+    for client in clients.values():
+        client.close()
+    return {m: sv._stats(a["latencies"], a["seconds"], a["errors"], a["first_error"], a["cpu"]) for m, a in acc.items()}
+
+
+def _concurrent_turns(ports: dict[str, int], pids: dict[str, list[int]], bodies: list[bytes], connections: int,
+                      total: int, seconds: float) -> dict[str, dict[str, Any]]:
+    """The serving benchmark's concurrent phase in SLICES turns per server (total requests and seconds split)."""
+    acc: dict[str, dict[str, Any]] = {m: {"latencies": [], "seconds": 0.0, "errors": 0, "first_error": None,
+                                          "cpu": dict.fromkeys(("server", "client", "busy", "steal"), 0.0)}
+                                      for m in ports}
+    for turn in range(SLICES):
+        for m in _order(turn):
+            r = sv._concurrent_phase(ports[m], bodies, connections, max(total // SLICES, 1), seconds / SLICES, pids[m],
+                                     keep_latencies=True)
+            a = acc[m]
+            a["latencies"] += r["latencies_ms"]
+            a["seconds"] += r["seconds"]
+            a["errors"] += r["errors"]
+            a["first_error"] = a["first_error"] or r["first_error"]
+            for key in a["cpu"]:
+                a["cpu"][key] += r[f"{key}_cores"] * r["seconds"]
+    return {m: sv._stats(a["latencies"], a["seconds"], a["errors"], a["first_error"], a["cpu"]) | {
+        "connections": connections} for m, a in acc.items()}
+
+
+def load_child(ports: dict[str, int], pids: dict[str, list[int]], payload_path: Path, warmup: int, requests: int,
+               connections: int, concurrent_requests: int, concurrent_seconds: float) -> dict[str, Any]:
+    """Sanity predictions and warm-up on both servers, then both phases, the servers taking turns."""
+    payload = json.loads(payload_path.read_text())
+    features, rows = payload["features"], payload["rows"]
+    bodies = [sv._body(features, [row]) for row in rows]
+    sanity = {m: sv._sanity(port, features, rows) for m, port in ports.items()}
+    for port in ports.values():
+        warm = sv._Client(port)
+        for i in range(warmup):
+            warm.post(bodies[i % len(bodies)])
+        warm.close()
+    single = _single_turns(ports, pids, bodies, requests)
+    concurrent = _concurrent_turns(ports, pids, bodies, connections, concurrent_requests, concurrent_seconds)
+    return {m: {"sanity": sanity[m], "single": single[m], "concurrent": concurrent[m]} for m in ports}
+
+
+# ---- orchestration ----
+
+def measure(key: str, model: dict[str, Any], state: Path, options: dict[str, Any], run: int,
+            log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Both servers started fresh, the load child taking turns between them; with capture on, counters and files."""
     payload_path = state / f"rows-{key}.json"
     payload_path.write_text(json.dumps({"features": model["features"], "rows": model["rows"]}))
     folder = state / "served" / f"{key}-{run}"
     shutil.rmtree(folder, ignore_errors=True)
-    log(f"[capture] {key:<5} capture {mode:<3} (run {run + 1}) starting ...")
-    proc, port, ready_seconds = sv.start_server("nightshift", model["name"], state,
-                                                state / f"capture-{mode}-{key}.log", env=mode_env(mode, folder))
+    log(f"[capture] {key:<5} run {run + 1}: starting a server with capture off and one with capture on ...")
+    procs: dict[str, Any] = {}
     try:
-        pids = sv.process_tree(proc.pid)
-        result = sv.run_load(port, pids, payload_path, state, options, f"load child against capture {mode}")
-        counters = scrape_capture(port, model["name"]) if mode == "on" else {}
+        ready: dict[str, float] = {}
+        ports: dict[str, int] = {}
+        for mode in MODES:
+            procs[mode], ports[mode], ready[mode] = sv.start_server(
+                "nightshift", model["name"], state, state / f"capture-{mode}-{key}.log", env=mode_env(mode, folder))
+        pids = {m: sv.process_tree(p.pid) for m, p in procs.items()}
+        out = sv._run_child(["-m", "benchmarks.capture", "--child", "load", "--payload", str(payload_path),
+                             *[f"--{m}={ports[m]}:{','.join(map(str, pids[m]))}" for m in MODES],
+                             "--warmup", str(options["warmup"]), "--requests", str(options["requests"]),
+                             "--connections", str(options["connections"]),
+                             "--concurrent-requests", str(options["concurrent_requests"]),
+                             "--concurrent-seconds", str(options["concurrent_seconds"])],
+                            state, 2 * sv.CHILD_TIMEOUT, "capture load child")
+        result = json.loads(out.strip().splitlines()[-1])
+        counters = scrape_capture(ports["on"], model["name"])
     finally:
-        stop = time.perf_counter()
-        sv.stop_server(proc)
-        stop_seconds = time.perf_counter() - stop
-    result.update(mode=mode, ready_seconds=ready_seconds, stop_seconds=stop_seconds, capture=counters)
-    if mode == "on":
-        result["capture"]["file_rows"], result["capture"]["parts"] = captured_rows(folder, model["name"])
-        shutil.rmtree(folder, ignore_errors=True)
-    s, c = result["single"], result["concurrent"]
-    log(f"[capture] {key:<5} capture {mode:<3} 1 conn: p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "
-        f"{s['rps']:.0f} req/s  |  {c['connections']} conn: {c['rps']:.0f} req/s  p99 {c['p99_ms']:.1f} ms  "
-        f"|  errors {s['errors'] + c['errors']}"
-        + (f"  |  captured {counters.get('offered_rows', 0):.0f} rows, dropped {counters.get('dropped_rows', 0):.0f},"
-           f" in files {result['capture']['file_rows']}" if mode == "on" else ""))
+        for proc in procs.values():
+            sv.stop_server(proc)
+    counters["file_rows"], counters["parts"] = captured_rows(folder, model["name"])
+    shutil.rmtree(folder, ignore_errors=True)
+    for mode in MODES:
+        result[mode].update(mode=mode, ready_seconds=ready[mode], capture=counters if mode == "on" else {})
+        s, c = result[mode]["single"], result[mode]["concurrent"]
+        log(f"[capture] {key:<5} capture {mode:<3} 1 conn: p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  "
+            f"{s['rps']:.0f} req/s  |  {c['connections']} conn: {c['rps']:.0f} req/s  p99 {c['p99_ms']:.1f} ms  "
+            f"|  errors {s['errors'] + c['errors']}"
+            + (f"  |  captured {counters.get('offered_rows', 0):.0f} rows, dropped "
+               f"{counters.get('dropped_rows', 0):.0f}, in files {counters['file_rows']}" if mode == "on" else ""))
     return result
 
 
-def run_benchmark(keys: list[str], *, state_dir: Path | None = None, repeat: int = 3, warmup: int = sv.WARMUP,
+def run_benchmark(keys: list[str], *, state_dir: Path | None = None, repeat: int = 1, warmup: int = sv.WARMUP,
                   requests: int = sv.SINGLE_REQUESTS, connections: int = sv.CONCURRENCY,
                   concurrent_requests: int = sv.CONCURRENT_REQUESTS, concurrent_seconds: float = sv.CONCURRENT_SECONDS,
                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -123,8 +212,9 @@ def run_benchmark(keys: list[str], *, state_dir: Path | None = None, repeat: int
             model = manifest[key]
             runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
             for r in range(max(repeat, 1)):
-                for mode in (MODES if r % 2 == 0 else tuple(reversed(MODES))):
-                    runs[mode].append(measure(mode, key, model, state, options, r, log))
+                measured = measure(key, model, state, options, r, log)
+                for mode in MODES:
+                    runs[mode].append(measured[mode])
             summary = {m: sv.summarize(rs) for m, rs in runs.items()}
             off, on = summary["off"], summary["on"]
             results["models"][key] = {
@@ -184,8 +274,6 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, str]]:
 
 def print_results(results: dict[str, Any]) -> None:
     """One table per model (capture off, on, ratio on/off), then the verdicts."""
-    import sys
-
     from rich.console import Console
     from rich.table import Table
 
@@ -220,11 +308,12 @@ def print_results(results: dict[str, Any]) -> None:
                           f"Parquet part(s) after SIGTERM")
         console.print()
     machine = results["machine"]
-    console.print(f"Load generator: the serving benchmark's ({opts['requests']} sequential one-row requests after "
-                  f"{opts['warmup']} warm-up, then {conns} connections sharing at most {opts['concurrent_requests']} "
-                  f"requests or {opts['concurrent_seconds']:g} s) on the same {machine['cpus']} cores as the server "
-                  f"(load average at start {machine['loadavg_at_start'][0]:.2f}). Medians over {opts['repeat']} "
-                  f"run(s) per mode, off and on alternating, each server started fresh.")
+    console.print(f"Load generator: per server {opts['requests']} sequential one-row requests after {opts['warmup']} "
+                  f"warm-up, then {conns} connections sharing at most {opts['concurrent_requests']} requests or "
+                  f"{opts['concurrent_seconds']:g} s; the two servers take turns ({BLOCK} sequential requests, then "
+                  f"{SLICES} concurrent slices each), so other load on the {machine['cpus']} shared cores hits both "
+                  f"alike (load average at start {machine['loadavg_at_start'][0]:.2f}). Medians over "
+                  f"{opts['repeat']} run(s), both servers started fresh for each.")
     console.print()
     for v in results["verdicts"]:
         colour = {"PASS": "green", "FAIL": "red"}.get(v["status"], "yellow")
@@ -235,3 +324,31 @@ def print_results(results: dict[str, Any]) -> None:
 def write_results(results: dict[str, Any]) -> Path:
     """Save the full results as JSON under benchmarks/results/."""
     return save_results("capture", results)
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """Entry point of the load subprocess: prints its result as one JSON line on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", choices=("load",), required=True)
+    parser.add_argument("--payload", type=Path, required=True)
+    for mode in MODES:
+        parser.add_argument(f"--{mode}", required=True, metavar="PORT:PIDS", help=f"the capture-{mode} server")
+    parser.add_argument("--warmup", type=int, default=sv.WARMUP)
+    parser.add_argument("--requests", type=int, default=sv.SINGLE_REQUESTS)
+    parser.add_argument("--connections", type=int, default=sv.CONCURRENCY)
+    parser.add_argument("--concurrent-requests", type=int, default=sv.CONCURRENT_REQUESTS)
+    parser.add_argument("--concurrent-seconds", type=float, default=sv.CONCURRENT_SECONDS)
+    args = parser.parse_args(argv)
+    ports, pids = {}, {}
+    for mode in MODES:
+        port, _, ids = getattr(args, mode).partition(":")
+        ports[mode], pids[mode] = int(port), [int(p) for p in ids.split(",") if p]
+    result = load_child(ports, pids, args.payload, args.warmup, args.requests, args.connections,
+                        args.concurrent_requests, args.concurrent_seconds)
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

@@ -355,8 +355,9 @@ def _single_phase(port: int, bodies: list[bytes], n: int, server_pids: list[int]
 
 
 def _concurrent_phase(port: int, bodies: list[bytes], connections: int, total: int, limit_seconds: float,
-                      server_pids: list[int]) -> dict[str, Any]:
-    """`connections` keep-alive connections (a thread each) sharing `total` requests, stopped after `limit_seconds`."""
+                      server_pids: list[int], keep_latencies: bool = False) -> dict[str, Any]:
+    """`connections` keep-alive connections (a thread each) sharing `total` requests, stopped after `limit_seconds`
+    (`keep_latencies`: each request's milliseconds under `latencies_ms` too)."""
     lock = threading.Lock()
     issued = [0]
     errors: list[str] = []
@@ -399,6 +400,8 @@ def _concurrent_phase(port: int, bodies: list[bytes], connections: int, total: i
     latencies = [ms for out in per_thread for ms in out]
     result = _stats(latencies, seconds, len(errors), errors[0] if errors else None, cpu)
     result["connections"] = connections
+    if keep_latencies:
+        result["latencies_ms"] = latencies
     return result
 
 
