@@ -41,7 +41,7 @@ def test_each_run_takes_the_next_week_that_has_not_fully_landed(tmp_path: Path) 
 def _table(out: str, model: str) -> list[dict[str, str]]:
     """One model's printed table as rows of {column: text} (cells folded over several lines joined again)."""
     text = out.split(f"\n{model} (", 1)[-1].split("Where to look")[0]
-    text = re.split(r"\ndemo-\w+ \(", text)[0]  # up to the next model's table
+    text = re.split(r"\ndemo-\w+(?: \(|:)", text)[0]  # up to the next table (a model's night, its estimates)
     header: list[str] = []
     rows: list[list[str]] = []
     for line in text.splitlines():
