@@ -6,7 +6,8 @@ each night it lands that night's files where the catalogue's templates look ({st
 both models' `model-night` flows side by side in two threads, exactly as the `fleet` flow runs them in-process, and
 keeps each night's full NightlyResult (the fleet's summary rows carry only action and champion, and a model-night
 run inside the fleet's task does not persist its result, so it cannot be read back from the API). The week ends
-with one table per model and where to look.
+with one table per model, a picture of the week (tasks.charts; logged to MLflow and as a Prefect link artifact) and
+where to look.
 
 The week is generated, never scripted: the demo world changes and the nights decide. Churn's customers start
 churning for other reasons on the week's third day (its labels show it two nights later) and a campaign brings
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from flows.nightly import NightlyResult
     from tasks.catalogue import CatalogueModel
+    from tasks.charts import ModelWeek
     from tasks.demo_data import DemoDrift
     from tasks.evaluate import GateDecision
 
@@ -291,6 +293,61 @@ def estimate_table(cfg: TrackingConfig, model: CatalogueModel, first: date, last
     return table
 
 
+def model_week(cfg: TrackingConfig, model: CatalogueModel, rows: list[Row], state_dir: Path) -> ModelWeek:
+    """One model's row of the week picture: its nights, and the champion's metric realized and estimated per day."""
+    from tasks.charts import Band, ModelWeek, NightPoint
+    from tasks.sources import DayEstimate, DayQuality, night_dir
+    from tasks.tracking import ESTIMATE_DAY_TAG, monitored_metric, quality_run
+
+    metric, days = model.monitor.metric, {row.night.night for row in rows}
+    nights = [NightPoint(row.night.night) if (r := row.result) is None else
+              NightPoint(row.night.night, r.action, r.drift_share, r.decision.challenger if r.decision else None,
+                         r.decision.champion if r.decision else None, r.challenger_version) for row in rows]
+    if model.labels is None:  # labels come with the rows: the monitor measured the champion on the night's batch
+        measured = monitored_metric(cfg, model.name, metric)
+        staged = {day: str(night_dir(state_dir, model, day) / "features.parquet") for day in days}  # stage_features'
+        realized = {day: measured[source] for day, source in staged.items() if source in measured}
+        how = "realized (tonight's labels)"
+    else:
+        quality = (DayQuality.model_validate_json(r) for r in quality_run(cfg, model.name)[1].values())
+        realized = {q.day: q.check.batch_metrics[metric] for q in quality
+                    if q.day in days and q.check and metric in q.check.batch_metrics}
+        how = f"realized (labels {model.labels.lag_days} days later)"
+    estimates = (DayEstimate.model_validate_json(r) for r in quality_run(cfg, model.name, ESTIMATE_DAY_TAG)[1].values())
+    estimated = {e.day: Band(e.value, e.lower, e.upper) for e in estimates if e.day in days and e.metric == metric}
+    return ModelWeek(model.name, metric, nights, realized, how, estimated)
+
+
+def _publish_picture(cfg: TrackingConfig, path: Path, title: str) -> str:
+    """The picture as an artifact of a run in MLflow's '<experiment>-demo' experiment and as the Prefect link artifact
+    'demo-week' (of this flow run: the UI's Artifacts page lists it); returns the MLflow run id."""
+    from prefect.artifacts import create_link_artifact
+
+    from tasks.tracking import finish_run, log_artifact, start_run
+
+    demo = cfg.model_copy(update={"experiment_name": f"{cfg.experiment_name}-demo"})
+    run_id = start_run(demo, path.stem, tags={"nightshift.kind": "demo-week", "mlflow.note.content": title})
+    log_artifact(demo, run_id, path)
+    finish_run(demo, run_id)
+    create_link_artifact(link=path.resolve().as_uri(), link_text=path.name, key="demo-week",
+                         description=f"{title}: drift share, the champion's metric (realized, estimated before the "
+                                     f"labels), challengers promoted and refused. Also in MLflow: experiment "
+                                     f"'{demo.experiment_name}', run {run_id} (make mlflow-ui).")
+    return run_id
+
+
+def week_picture(cfg: TrackingConfig, models: list[CatalogueModel], rows: dict[str, list[Row]], state_dir: Path,
+                 path: Path, title: str) -> str:
+    """Draw the week (tasks.charts) at `path`, then log it to MLflow and Prefect from a small 'demo-week-picture'
+    flow run (a Prefect artifact needs a run); returns the MLflow run id."""
+    from prefect import flow
+
+    from tasks.charts import week_chart
+
+    week_chart([model_week(cfg, m, rows[m.name], state_dir) for m in models], path, title)
+    return flow(name="demo-week-picture", validate_parameters=False)(_publish_picture)(cfg, path, title)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Land and run a week of the catalogue's demo models, print one table per model; returns an exit code."""
     started = time.perf_counter()
@@ -360,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(table)
     console.print("The estimate sees covariate drift but not a change in how churn follows the features (concept "
                   "drift): only the labels show that.", highlight=False)
+    picture = settings.reports_dir / f"demo-week-{plan[0].night}.png"
+    picture_run = week_picture(cfg, models, rows, state_dir, picture,
+                               f"nightshift demo: week {week + 1}, {plan[0].night} .. {plan[-1].night}")
     failed = [f"{n} {r.night.night}" for n, rs in rows.items() for r in rs if r.result is None]
     reports = [r.result.report for rs in rows.values() for r in rs if r.result and r.result.report]
     console.rule("Where to look")
@@ -373,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{plan[-1].night})", highlight=False)
     if reports:
         console.print(f"Latest drift report: {reports[-1]}", highlight=False)
+    console.print(f"Week picture: {picture}  (drift, the champion's metric realized and estimated, promotions and "
+                  f"refusals; MLflow experiment {cfg.experiment_name}-demo run {picture_run}, Prefect artifact "
+                  f"demo-week)", highlight=False, soft_wrap=True)
     console.print(f"Run `make demo` again for week {week + 2}: the champions carry over.")
     if failed:
         console.print(f"[red]{len(failed)} model-night(s) failed: {', '.join(failed)}")

@@ -59,6 +59,8 @@ def _table(out: str, model: str) -> list[dict[str, str]]:
 @pytest.mark.usefixtures("prefect_harness")
 def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """The real catalogue's demo models in a fresh state dir and MLflow store: the story happens, it is not printed."""
+    from prefect.artifacts import Artifact
+
     from tasks import tracking as tr
     from tasks.tracking import TrackingConfig
 
@@ -90,3 +92,15 @@ def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.
         trail = [r.action for r in tr.read_audit(cfg, name)]
         assert trail.count("promote") >= 2 and "refuse" in trail, (name, trail)
         assert tr.get_alias(cfg, name, tr.CHAMPION) is not None
+
+    # The week's picture: written to the state dir, logged to MLflow and as a Prefect link artifact.
+    picture = re.search(r"Week picture: (\S+\.png) .* run (\w+), Prefect artifact demo-week", out)
+    assert picture, out[-2000:]
+    path = Path(picture[1])
+    assert path == tmp_path / "state" / "reports" / "demo-week-2026-01-01.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [a.path for a in tr.client(cfg).list_artifacts(picture[2])] == [path.name]
+    link = Artifact.get("demo-week")
+    assert link is not None and link.flow_run_id is not None and path.resolve().as_uri() in str(link.data), link
+    # Fraud's labels come with its rows: its realized series is what the monitor measured on the nights it ran.
+    assert len(tr.monitored_metric(cfg, FRAUD, "roc_auc")) == 4  # nights 4..7: a champion from night 2, 3 no-data
