@@ -18,7 +18,7 @@ from benchmarks.drift import (
     write_results,
 )
 
-CAPTURE_REPEAT = 3  # capture's ratios compare two runs of one server: a single pair is too noisy on 2 cores
+CAPTURE_REPEAT = 5  # capture's ratios are medians of per-run pairs: one pair is too noisy on a shared 2-core box
 BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet")
 
 

@@ -790,7 +790,9 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
             if freeze_heap:
                 # MLflow, sklearn and pandas leave ~2M objects behind: a full collection walks them all, 0.1-0.4 s of
                 # GIL held on this machine. Requests whose rows wait in the capture queue outlive the young
-                # generations and set such collections off; frozen, the start-up heap is never walked again.
+                # generations and set such collections off; frozen, the start-up heap is never walked again. (A
+                # start-up model swapped out later is still freed by reference counting; only cycles among its
+                # objects would stay, once.)
                 gc.collect()
                 gc.freeze()
             yield
