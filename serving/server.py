@@ -808,7 +808,11 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
 
     async def answer(request: Request, response: Response, slot: ModelSlot,
                      reply: Callable[[Served, Any, int, str | None], Reply]) -> dict[str, Any]:
-        """A scoring route's work: request id, the model's reply, metrics marks, the rows offered to capture."""
+        """A scoring route's work: request id, the model's reply, metrics marks, the rows offered to capture.
+
+        The request id goes back in the X-Request-Id header, and in MLflow's scoring reply as `request_id` too (its
+        scoring server puts extra keys beside `predictions` the same way); /predict's body stays as it was.
+        """
         rid = request_id(request.headers.get("x-request-id"))
         setattr(request.state, REQUEST_ID_KEY, rid)
         served = slot.served_or_503()
@@ -820,7 +824,8 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
             state.capture.offer(served.name, served.version, rid, scored.batch, scored.labels, scored.raw,
                                 served.classes, row_ids=ids)
         response.headers["X-Request-Id"] = rid
-        body["request_id"] = rid
+        if reply is _invocations_reply:
+            body["request_id"] = rid
         return body
 
     @app.get("/health", summary="Liveness")
