@@ -225,7 +225,8 @@ def run_benchmark(keys: list[str], *, state_dir: Path | None = None, repeat: int
                 "name": model["name"], "version": model["version"], "title": sv.MODELS[key]["title"],
                 "features": len(model["features"]), "summary": summary,
                 "runs": {m: [{k: v for k, v in run.items() if k != "sanity"} for run in rs] for m, rs in runs.items()},
-                "same_predictions": all(run["sanity"] == runs["off"][0]["sanity"] for rs in runs.values() for run in rs),
+                "same_predictions": all(run["sanity"] == runs["off"][0]["sanity"]
+                                        for rs in runs.values() for run in rs),
                 "capture": [run["capture"] for run in runs["on"]],
                 # medians of each run's own on/off ratio: both sides of a run met the same load on the machine
                 "ratio_single_rps": paired_ratio(runs, "single", "rps"),
@@ -255,7 +256,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, str]]:
             out.append({"model": key, "kind": tag, "target": f"requests/s on {conns}",
                         "status": "PASS" if ratio >= TARGET_RPS_RATIO else "FAIL",
                         "detail": f"{key}: capture on {on[phase]['rps']:.0f} vs off {off[phase]['rps']:.0f} req/s "
-                                  f"(medians), on/off within a run {ratio:.2f}x ({(1 - ratio) * 100:.1f}% loss), target >= {TARGET_RPS_RATIO}x"})
+                                  f"(medians), on/off within a run {ratio:.2f}x ({(1 - ratio) * 100:.1f}% loss), "
+                                  f"target >= {TARGET_RPS_RATIO}x"})
         ratio = m["ratio_single_p99"]
         out.append({"model": key, "kind": tag, "target": "single-row p99",
                     "status": "PASS" if ratio <= TARGET_P99_RATIO else "FAIL",
@@ -317,8 +319,8 @@ def print_results(results: dict[str, Any]) -> None:
                   f"{opts['concurrent_seconds']:g} s; the two servers take turns ({BLOCK} sequential requests, then "
                   f"{SLICES} concurrent slices each), so other load on the {machine['cpus']} shared cores hits both "
                   f"alike (load average at start {machine['loadavg_at_start'][0]:.2f}). Medians over "
-                  f"{opts['repeat']} run(s), both servers started fresh for each; the ratios are medians of each run's own "
-                  f"on/off ratio.")
+                  f"{opts['repeat']} run(s), both servers started fresh for each; the ratios are medians of each "
+                  f"run's own on/off ratio.")
     console.print()
     for v in results["verdicts"]:
         colour = {"PASS": "green", "FAIL": "red"}.get(v["status"], "yellow")

@@ -751,8 +751,8 @@ _CHAT = (
     "provider did not answer within the timeout. The API key is never in a reply. " + _SCORING_BODY_RULES)
 _METRICS = (
     "Requests by model, version, route and status (`nightshift_requests_total`), their latency "
-    "(`nightshift_request_duration_seconds`, by model and route), rows scored (`nightshift_rows_scored_total`), reloads "
-    "by outcome (`nightshift_reloads_total`: swapped, unloaded, kept, refused), what is live "
+    "(`nightshift_request_duration_seconds`, by model and route), rows scored (`nightshift_rows_scored_total`), "
+    "reloads by outcome (`nightshift_reloads_total`: swapped, unloaded, kept, refused), what is live "
     "(`nightshift_model_loaded{model,version,scorer}`) and traffic capture (`nightshift_capture_*`: queue depth, "
     "buffered, written, dropped, sampled-out rows, write errors).")
 _CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
