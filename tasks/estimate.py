@@ -52,6 +52,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from nightshift.errors import NightshiftError
+from nightshift.runlog import run_logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -610,7 +611,7 @@ def estimate_batch(model: Any, reference: pd.DataFrame, features: Sequence[str],
     try:
         estimate = estimate_performance(proba, classes, metric, calibrator, seed=seed)  # type: ignore[arg-type]
     except EstimationError as exc:  # e.g. a batch of 40 rows: no estimate tonight, not a failed night
-        _logger().warning("performance not estimated: %s", exc)
+        run_logger(__name__).warning("performance not estimated: %s", exc)
         return None
     reference_value = test_metrics.get(metric)
     drop = estimated_drop(estimate, reference_value, max_drop) if reference_value is not None else None
@@ -618,19 +619,6 @@ def estimate_batch(model: Any, reference: pd.DataFrame, features: Sequence[str],
     slices = estimate_by_slice(current, proba, classes, columns, metric, calibrator,  # type: ignore[arg-type]
                                seed=seed) if columns else None
     return EstimateCheck(estimate=estimate, calibration=calibrator.summary(), drop=drop, slices=slices)
-
-
-def _logger() -> Any:
-    """The Prefect run logger inside a run, else this module's."""
-    import logging
-
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 fit_calibrator_task = task(fit_calibrator, name="fit-calibrator", cache_policy=NO_CACHE)

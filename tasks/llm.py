@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nightshift.errors import NightshiftError, TrackingError
+from nightshift.runlog import run_logger
 from tasks import tracking
 
 if TYPE_CHECKING:
@@ -582,7 +583,7 @@ def load_eval_set(path: str | Path, schema_path: str | Path | None,
 
 def _progress(what: str, total: int) -> Progress:
     """Logs a run's progress about every quarter, with the last error."""
-    logger, step = _logger(), max(1, total // 4)
+    logger, step = run_logger(__name__), max(1, total // 4)
 
     def progress(done: int, total: int, result: CallResult) -> None:
         if done % step == 0 or done == total:
@@ -735,7 +736,7 @@ def store_results(cfg: TrackingConfig, name: str, version: str, candidate: Candi
     """Keep a version's results on these items as an MLflow eval run (metrics, params, the calls as a JSON
     artifact), tagged on the version, so evaluating it as champion again sends nothing; the run id, or None when
     not stored (a failed call would be repeated forever, or the tracking store failed: logged, the run goes on)."""
-    logger = _logger()
+    logger = run_logger(__name__)
     failed = sum(not r.ok for r in [*candidate.results, *candidate.judge_results])
     if failed:
         logger.warning("%s v%s: results not stored for reuse: %d call(s) failed", name, version, failed)
@@ -777,9 +778,9 @@ def evaluate_champion(cfg: TrackingConfig, client: openai.OpenAI, name: str, ver
     stored, note = load_results_task(cfg, name, version, results_key(name, version, config, setup), setup,
                                      max_age_hours)
     if stored is not None:
-        _logger().info("%s: champion v%s cache hit, nothing sent: %s", name, version, note)
+        run_logger(__name__).info("%s: champion v%s cache hit, nothing sent: %s", name, version, note)
         return score_candidate(config, setup, *stored, cached=True), "hit"
-    _logger().info("%s: champion v%s cache miss (%s): running it again", name, version, note)
+    run_logger(__name__).info("%s: champion v%s cache miss (%s): running it again", name, version, note)
     champion = evaluate_candidate_task(client, config, setup)
     store_results_task(cfg, name, version, champion, setup)
     return champion, "miss"
@@ -807,19 +808,6 @@ def spent_usd(candidates: list[Candidate]) -> float:
     """USD sent to the provider for these candidates now, the judge's included (stored results cost nothing)."""
     return sum(c.stats.cost_usd + (c.judge_stats.cost_usd if c.judge_stats else 0.0)
                for c in candidates if not c.cached)
-
-
-def _logger() -> Any:
-    """The Prefect run logger inside a run, else this module's."""
-    import logging
-
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 load_eval_set_task = task(load_eval_set, name="load-eval-set", cache_policy=NO_CACHE)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import socket
 import time
@@ -26,6 +25,7 @@ from pydantic import BaseModel
 from nightshift.errors import LockTimeout, NightshiftError, PromotionRefused
 from nightshift.faults import fault_point
 from nightshift.naming import slug
+from nightshift.runlog import run_logger
 from tasks import tracking
 from tasks.evaluate import GateConfig, GateDecision, gate
 from tasks.tracking import AliasState, AuditRecord, TrackingConfig
@@ -59,16 +59,6 @@ class PromotionOutcome(BaseModel):
     champion_after: str | None
     deploy: DeployOutcome | None = None
     detail: str
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("nightshift.promote")
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +102,7 @@ def _file_lock(path: Path, what: str, timeout_seconds: float) -> Iterator[None]:
             who = holder.read_text() if holder.exists() else "unknown holder"
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"{what} is still held by {who} after {timeout_seconds:.0f} s ({path}).") from None
-            _logger().info("Waiting for %s, held by %s", what, who)
+            run_logger("nightshift.promote").info("Waiting for %s, held by %s", what, who)
     try:
         holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                       "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
@@ -149,7 +139,7 @@ def _prefect_lease(name: str, what: str, timeout_seconds: float) -> Iterator[Non
                 raise LockTimeout(f"{what} (Prefect concurrency limit '{name}') is still taken after "
                                   f"{timeout_seconds:.0f} s; a dead holder's lease expires {_LEASE_SECONDS:.0f} s "
                                   f"after its last renewal.") from None
-            _logger().info("Waiting for %s (Prefect concurrency limit '%s')", what, name)
+            run_logger("nightshift.promote").info("Waiting for %s (Prefect concurrency limit '%s')", what, name)
     with stack:
         yield
 
@@ -387,7 +377,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             if deploy is not None and deploy.status == "deployed":  # the servers took v{target}: back to the old one
                 _reload_old_champion(exc, deploy.servers, token, name, target)
             raise
-    _logger().info("%s: champion v%s -> v%s", name, state.champion, target)
+    run_logger("nightshift.promote").info("%s: champion v%s -> v%s", name, state.champion, target)
     return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,
                             detail=reason)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from nightshift.errors import DataValidationError
 from nightshift.naming import artifact_key, slug
+from nightshift.runlog import run_logger
 from tasks import tracking
 from tasks.catalogue import SERVED, CatalogueModel, resolve_files
 from tasks.data import retry_if_transient
@@ -342,24 +343,11 @@ def emit_missing_data(model: CatalogueModel, staged: StagedDay) -> str:
     """A Prefect event an automation can alert on: nothing landed for this model tonight; returns its id."""
     from prefect.events import emit_event
 
-    get_logger().warning("%s: %s", model.name, staged.describe())
+    run_logger(__name__).warning("%s: %s", model.name, staged.describe())
     event = emit_event(MISSING_DATA_EVENT, resource={"prefect.resource.id": f"nightshift.model.{model.name}",
                                                      "prefect.resource.name": model.name},
                        payload={"night": staged.day.isoformat(), "looked_at": staged.resolved})
     return str(event.id) if event else MISSING_DATA_EVENT
-
-
-def get_logger() -> Any:
-    """The run logger inside a flow or task, else this module's logger."""
-    import logging
-
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 class DayEstimate(BaseModel):
@@ -475,7 +463,7 @@ def _measure(cfg: Any, model: CatalogueModel, champion: str, days: list[date], n
     for day in days:
         frame, warnings = labeled_day(model, day, state_dir)
         for warning in warnings:
-            get_logger().warning("%s: %s", model.name, warning)
+            run_logger(__name__).warning("%s: %s", model.name, warning)
         check = None
         if not frame.empty:
             proba = loaded.model.predict_proba(frame[loaded.contract.features])
@@ -511,7 +499,7 @@ def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: Label
     quality = RealizedQuality(model_name=model.name, night=night, measured=measured, mlflow_run_id=run_id,
                               newest=newest if newest and newest.night == night else None)
     for q in measured:
-        get_logger().info("%s: realized quality on %s%s", model.name, q.describe(),
+        run_logger(__name__).info("%s: realized quality on %s%s", model.name, q.describe(),
                           "" if quality.alerts_on(q.day) else " (labels landed late: reported, not alerting)")
     _publish(quality)
     return quality
