@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install demo demo-llm test test-integration bench serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
+.PHONY: help install demo demo-llm test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test       run the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks: drift step vs scipy + full-data Evidently; model server vs mlflow models serve"
+	@echo "make screenshots  the README's pictures (docs/*.png): a real demo week on temporary servers, shot by chromium"
 	@echo "make serve      model server for the champion on http://127.0.0.1:8000 (NIGHTSHIFT_SERVER_PORT)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"
 	@echo "make server     Prefect UI on http://127.0.0.1:4200 (shows the demo's runs)"
@@ -56,6 +57,9 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+screenshots: $(STAMP)
+	$(PY) docs/screenshots.py
 
 lock:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
