@@ -37,6 +37,11 @@ def test_predictions_match_mlflow_pyfunc(server, tracking) -> None:
     expected = tr.load_pyfunc(tracking, server.model_name, version=version).predict(frame)
     assert body["predictions"] == np.asarray(expected).tolist()
     assert body["model_version"] == version and np.allclose(np.sum(body["probabilities"], axis=1), 1)
+    assert response.headers["x-request-id"] == body["request_id"]  # an extra key, as MLflow's own server adds them
+    from mlflow.deployments import PredictionsResponse
+
+    parsed = PredictionsResponse.from_json(response.text)  # what MLflow's deployment client does with the reply
+    assert parsed.get_predictions("ndarray").tolist() == np.asarray(expected).tolist()
     records = httpx.post(f"{server.url}/invocations", json={"dataframe_records": _rows(5)}).json()
     assert records["predictions"] == body["predictions"][:5]
 
