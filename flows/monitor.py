@@ -18,7 +18,7 @@ from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
 from tasks import tracking
 from tasks.data import DatasetParams, load_dataset_task
-from tasks.drift import DriftResult, compute_drift_task, current_sample_task
+from tasks.drift import DriftResult, ReportMode, compute_drift_task, current_sample_task
 from tasks.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
 from tasks.evaluate import Metric, PerformanceCheck, batch_performance_task
 from tasks.skew import SERVED_PREFIX, SkewReport, skew_check_task
@@ -69,6 +69,10 @@ class MonitorParams(BaseModel):
                                          "that day, the two are compared (training-serving skew).")
     id_column: str | None = Field(None, title="Id column", description="Matches batch rows to served rows for the "
                                                                        "skew check (else distributions compared).")
+    drift_report: ReportMode = Field("on_drift", title="Evidently HTML report",
+                                     description="When to build Evidently's full HTML report (seconds at 100k rows): "
+                                                 "on a night with drift, always, or never. The per-column verdicts "
+                                                 "are always kept (table artifact and JSON).")
     slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
                                      description="Columns whose categories get their own performance estimate when "
                                                  "the batch has no labels.")
@@ -222,7 +226,7 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
             reference, current.frame, list(contract.numeric), list(contract.categorical),
             prediction_kind=current.prediction_kind, sample_cap=cap, seed=params.seed,
             drift_share=params.drift_share_threshold or settings.drift_share_threshold,
-            report_dir=_report_dir(settings, name)).model_copy(update={"current_rows": len(clean)})
+            report_dir=_report_dir(settings, name), report=params.drift_report).model_copy(update={"current_rows": len(clean)})
         tested = run_metrics_task(cfg, version.run_id, "test_")
         performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_, tested,
                                              params.metric, max_drop)

@@ -39,8 +39,8 @@ def test_quiet_night_raises_no_alert(trained, tracking) -> None:
     assert run.info.status == "FINISHED" and run.data.tags["nightshift.kind"] == "monitor"
     assert run.data.metrics["drift_share"] == 0 and "batch_roc_auc" in run.data.metrics
     files = {a.path for a in tr.client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
-    assert {"drift/drift_report.html", "drift/drift_report.json", "drift/drift.md"} <= files
-    assert Path(result.drift.html_path).exists()
+    assert {"drift/drift_report.json", "drift/drift.md"} <= files  # a quiet night: no HTML report built
+    assert result.drift.html_path is None and Path(result.drift.json_path).exists()
     assert _registry(tracking, trained.model_name) == before
 
 
@@ -56,6 +56,9 @@ def test_drifted_night_alerts_and_emits_events(trained, tracking) -> None:
     assert len(result.events) == 2 and DEGRADED_EVENT not in result.events  # real event ids, not placeholders
     warnings = {f.check for f in result.validation.warnings}
     assert "unseen_category" in warnings  # 'international' region: reported, not fatal
+    assert Path(result.drift.html_path).exists()  # drift found: Evidently's HTML report is built
+    files = {a.path for a in tr.client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
+    assert "drift/drift_report.html" in files
 
 
 def _write(tmp_path: Path, name: str, frame: pd.DataFrame | None = None, raw: bytes | None = None) -> str:
