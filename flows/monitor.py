@@ -115,7 +115,7 @@ def _report_dir(settings: Settings, name: str) -> Path:
 
 
 def _emit_events(name: str, version: str, drift: DriftResult, performance: PerformanceCheck | None,
-                 estimate: EstimateCheck | None, reasons: list[str]) -> list[str]:
+                 reasons: list[str], estimate: EstimateCheck | None = None) -> list[str]:
     """Prefect events a deployment trigger can react to (resource = the model)."""
     from prefect.events import emit_event
 
@@ -249,7 +249,7 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
         create_table_artifact(key=artifact_key("estimate", name), table=estimate.table(),
                               description=f"{name} v{version.version} before labels: {estimate.summary()}"[:500])
     alerting = bool(reasons) and params.emit_events
-    events = _emit_events(name, version.version, drift, performance, estimate, reasons) if alerting else []
+    events = _emit_events(name, version.version, drift, performance, reasons, estimate) if alerting else []
     measured = quality.summary() if quality else "quality not checked (no labels)"
     print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
           f"{measured}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
