@@ -224,6 +224,22 @@ def test_test_choice_is_evidentlys_even_when_the_values_show_up_late(rows: int, 
                 _get_default_stattest(reference, current, column_type)
 
 
+@pytest.mark.parametrize("values", [
+    pd.Series([1.5, np.nan, np.inf, -np.inf, 2.0]),
+    pd.Series(["a", None, "b", np.nan, "inf"], dtype=object),
+    pd.Series(["a", np.inf, 3, None, -np.inf], dtype=object),  # mixed: Evidently's own way
+    pd.Series([1, None, 3], dtype="Int64"),
+    pd.Series(["x", None, "y"], dtype="category"),
+    pd.Series(["x", None, "y"], dtype="string"),
+    pd.Series([3, 4, 5]),
+], ids=["float", "strings", "mixed", "Int64", "category", "string", "int"])
+def test_cleaning_keeps_exactly_what_evidently_keeps(values: pd.Series) -> None:
+    from tasks.drift import _finite
+
+    expected = values.replace([-np.inf, np.inf], np.nan).dropna()  # get_one_column_drift's cleaning
+    pd.testing.assert_series_equal(_finite(values.copy(), "c", "current"), expected)
+
+
 def test_report_modes(tmp_path: Path) -> None:
     reference, current = _mixed(5_000, seed=1, drift=False), _mixed(5_000, seed=2, drift=False)
     quiet = compute_drift(reference, current, MIXED_NUM, MIXED_CAT, report_dir=tmp_path / "never", report="never")
@@ -231,7 +247,8 @@ def test_report_modes(tmp_path: Path) -> None:
     always = compute_drift(reference, current, MIXED_NUM, MIXED_CAT, report_dir=tmp_path / "always", report="always")
     assert Path(always.html_path).stat().st_size > 100_000 and always.report_seconds > 0
     assert always.columns == quiet.columns
-    drifted = compute_drift(reference, _mixed(5_000, seed=2, drift=True), MIXED_NUM, MIXED_CAT, report_dir=tmp_path / "on")
+    drifted = compute_drift(reference, _mixed(5_000, seed=2, drift=True), MIXED_NUM, MIXED_CAT,
+                            report_dir=tmp_path / "on")
     assert drifted.any_drift and Path(drifted.html_path).exists()  # "on_drift", the default
     assert compute_drift(reference, current, MIXED_NUM, MIXED_CAT).json_path is None  # no report_dir: nothing written
     with pytest.raises(ValueError, match="report_dir"):
