@@ -130,8 +130,15 @@ def test_a_scheduled_night_covers_its_scheduled_date_in_the_model_time_zone(sqli
     created = sqlite_stack.api("POST", f"/deployments/{deployment['id']}/create_flow_run", json={
         "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": "2026-11-24T23:30:00+00:00"}}})
     run = sqlite_stack.wait_for_run(created["id"], timeout=300)
-    logs = [entry["message"] for entry in sqlite_stack.api("POST", "/logs/filter", json={
-        "logs": {"flow_run_id": {"any_": [created["id"]]}}, "limit": 200})]
+
+    def logs() -> list[str]:
+        return [entry["message"] for entry in sqlite_stack.api("POST", "/logs/filter", json={
+            "logs": {"flow_run_id": {"any_": [created["id"]]}}, "limit": 200})]
+
+    deadline = time.monotonic() + 30  # the worker's log batches may reach the API after the final state
+    while not any(f"{model}: no-data" in m for m in logs()) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    logs = logs()
     assert run["state_type"] == "COMPLETED", (run["state"], logs[-20:])
     assert run["parameters"] == {"params": {"model_name": model}}
     assert any(f"{model}: no-data" in m and "no data for 2026-11-25 at " in m for m in logs), logs[-20:]
