@@ -118,6 +118,7 @@ def _champion_calls(fake, system: str, model: str = "fake-small") -> int:
     return sum(r.messages[0]["content"] == system for r in fake.chat_requests(model))
 
 
+@pytest.mark.integration  # three flow runs (~9 s); the judge and cache functions have fast tests in tests/tasks
 def test_the_judge_gates_and_an_unchanged_champion_is_not_called_again(fake_openai, tracking, tmp_path,
                                                                       monkeypatch) -> None:
     """Gate metric "judge": the judge grades every reply that passed the schema (its cost reported apart); the

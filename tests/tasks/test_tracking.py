@@ -137,7 +137,8 @@ def test_load_version_by_alias_or_number(tracking, versions) -> None:
     assert tr.load_version(tracking, versions, "1").ref.version == "1" and hasattr(loaded.model, "predict_proba")
 
 
-@pytest.mark.parametrize("kind", ["logistic_regression", "hist_gradient_boosting"])
+@pytest.mark.parametrize("kind", ["logistic_regression", pytest.param(
+    "hist_gradient_boosting", marks=pytest.mark.integration)])  # OpenMP threads: 3 s quiet, 31 s on a busy machine
 def test_every_estimator_round_trips_through_the_registry(tracking, model_name, kind) -> None:
     """Every estimator tasks.train offers can be logged and loaded (skops refused HistGradientBoosting before)."""
     frame = generate_demo(600, seed=12)
