@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import save_results
+from benchmarks import print_verdicts, save_results
 from benchmarks import serving as sv
 
 MODES = ("off", "on")
@@ -322,10 +322,7 @@ def print_results(results: dict[str, Any]) -> None:
                   f"{opts['repeat']} run(s), both servers started fresh for each; the ratios are medians of each "
                   f"run's own on/off ratio.")
     console.print()
-    for v in results["verdicts"]:
-        colour = {"PASS": "green", "FAIL": "red"}.get(v["status"], "yellow")
-        label = "" if v["kind"] == "target" else " (reported, not a target)"
-        console.print(f"[{colour}]{v['status']}[/{colour}] {v['target']}{label}: {v['detail']}")
+    print_verdicts(console, results["verdicts"])
 
 
 def write_results(results: dict[str, Any]) -> Path:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import save_results
+from benchmarks import print_verdicts, save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # every server binds loopback and every request goes there
@@ -653,10 +653,7 @@ def print_results(results: dict[str, Any]) -> None:
                   f"worker; mlflow logs every request (its default access log), ours does not. "
                   f"Medians over {opts['repeat']} run(s); each server started fresh per run.")
     console.print()
-    for v in results["verdicts"]:
-        colour = {"PASS": "green", "FAIL": "red"}.get(v["status"], "yellow")
-        label = "" if v["kind"] == "target" else " (reported, not a target)"
-        console.print(f"[{colour}]{v['status']}[/{colour}] {v['target']}{label}: {v['detail']}")
+    print_verdicts(console, results["verdicts"])
 
 
 def write_results(results: dict[str, Any]) -> Path:
