@@ -22,7 +22,7 @@ from tasks.evaluate import Metric
 from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, DatasetRef, TrackingConfig, finish_run_task,
                             log_training_task, model_uri, register_task, start_run_task)
 from tasks.train import (CandidateScore, EstimatorParams, candidate_grid, candidates_table, cross_validate_task,
-                         evaluate_task, fit_task, select_best, split_task, training_metrics)
+                         cv_sample, evaluate_task, fit_task, select_best, split_task, training_metrics)
 from tasks.validate import check_training_data_task, infer_contract_task
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def _run_params(params: TrainParams, label: str, rows: int, best: CandidateScore
     return {"estimator": params.estimator.kind, "test_size": params.test_size, "cv_folds": params.cv_folds,
             "selection_metric": params.selection_metric, "seed": params.seed, "stratify": params.stratify,
             "dataset": params.dataset.source, "label": label, "rows": rows,
+            "search_rows": params.estimator.search_rows,
             **{f"model.{k}": v for k, v in best.params.items()}}
 
 
@@ -108,16 +109,18 @@ def _lineage(dataset: LoadedDataset, train_df: pd.DataFrame, test_df: pd.DataFra
             for frame, part, context in ((train_df, "train", "training"), (test_df, "test", "evaluation"))]
 
 
-def _cross_validate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainParams) -> list[CandidateScore]:
-    """Every candidate of the grid cross-validated as its own task, side by side on the flow run's task runner."""
+def _cross_validate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainParams) -> tuple[list[CandidateScore], int]:
+    """Every candidate of the grid cross-validated as its own task, side by side on the flow run's task runner, on
+    the search sample; returns the scores and the sample's rows."""
     candidates = candidate_grid(params.estimator.param_grid)
     runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
-    get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %s", len(candidates), params.cv_folds,
-                          type(runner).__name__)
+    sample = cv_sample(frame, spec.label, params.estimator.search_rows, params.seed)
+    get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %d of %d training rows on %s",
+                          len(candidates), params.cv_folds, len(sample), len(frame), type(runner).__name__)
     return cross_validate_task.map(
-        frame=unmapped(frame), spec=unmapped(spec), kind=unmapped(params.estimator.kind), params=candidates,
+        frame=unmapped(sample), spec=unmapped(spec), kind=unmapped(params.estimator.kind), params=candidates,
         folds=unmapped(params.cv_folds), seed=unmapped(params.seed), index=list(range(len(candidates))),
-    ).result()
+    ).result(), len(sample)
 
 
 def _summary(result: TrainResult, tracking_uri: str) -> str:
@@ -149,7 +152,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
 
     run_id = start_run_task(cfg, run_name=f"train-{flow_run.get_name() or name}", tags=_run_tags(name, dataset))
     try:
-        scores = _cross_validate(train_df, spec, params)
+        scores, rows_search = _cross_validate(train_df, spec, params)
         best = select_best(scores, params.selection_metric)
         model = fit_task(train_df, spec, kind, best.params, seed)
         test_metrics = evaluate_task(model, test_df, spec)
@@ -158,7 +161,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
         reference = build_reference_task(model, test_df, spec.features, spec.label, settings.reference_rows, seed)
         logged = log_training_task(
             cfg, run_id, params=_run_params(params, spec.label, len(data.frame), best),
-            metrics=training_metrics(best, test_metrics, len(train_df), len(test_df)),
+            metrics={**training_metrics(best, test_metrics, len(train_df), len(test_df)), "rows_search": rows_search},
             datasets=_lineage(dataset, train_df, test_df, spec.label),
             model=model, input_example=train_df[spec.features].head(5),
             artifacts={CONTRACT_ARTIFACT: contract.model_dump(mode="json"),

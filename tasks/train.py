@@ -52,6 +52,11 @@ class EstimatorParams(BaseModel):
         title="Hyper-parameter grid",
         description="Estimator parameter → candidate values; every combination is cross-validated. {} = defaults.",
     )
+    search_rows: int | None = Field(
+        100_000, ge=1_000, title="Search sample rows",
+        description="The CV search sees a stratified sample of at most this many training rows (empty = all); the "
+                    "chosen candidate is then fitted on every training row.",
+    )
 
     @model_validator(mode="after")
     def _known_params(self) -> EstimatorParams:
@@ -131,6 +136,19 @@ def split_train_test(frame: pd.DataFrame, label: str, test_size: float, seed: in
     train, test = train_test_split(frame, test_size=test_size, random_state=seed,
                                    stratify=frame[label] if stratify else None)
     return train, test
+
+
+def cv_sample(frame: pd.DataFrame, label: str, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """The rows the CV search sees: all of them, or a class-stratified sample of `max_rows` (the refit uses all)."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    from sklearn.model_selection import train_test_split
+
+    try:
+        sample, _ = train_test_split(frame, train_size=max_rows, random_state=seed, stratify=frame[label])
+    except ValueError:  # a class too rare to stratify: a uniform sample keeps the search going
+        sample = frame.sample(n=max_rows, random_state=seed)
+    return sample
 
 
 @dataclass

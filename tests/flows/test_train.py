@@ -44,7 +44,8 @@ def test_seed_parity_iris_random_forest_from_the_registry(tracking, model_name) 
 def test_demo_training_searches_candidates_and_records_lineage(tracking, model_name) -> None:
     params = TrainParams(
         dataset=DatasetParams(source="demo", rows=3_000, day=0), model_name=model_name, cv_folds=3,
-        estimator=EstimatorParams(param_grid={"n_estimators": [30], "max_depth": [4, None]}), stratify=True,
+        estimator=EstimatorParams(param_grid={"n_estimators": [30], "max_depth": [4, None]}, search_rows=1_000),
+        stratify=True,
     )
     state = train(params, return_state=True)
     assert state.is_completed()
@@ -58,6 +59,9 @@ def test_demo_training_searches_candidates_and_records_lineage(tracking, model_n
     assert run.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
     assert run.data.tags["nightshift.dataset_fingerprint"] == result.dataset_fingerprint
     assert {"cv_roc_auc", "test_roc_auc", "test_log_loss", "test_f1", "test_accuracy"} <= set(run.data.metrics)
+    # The search saw a 1000-row sample; the chosen candidate was refitted on all 2100 training rows.
+    assert run.data.metrics["rows_search"] == 1_000 and run.data.metrics["rows_train"] == 2_100
+    assert run.data.params["search_rows"] == "1000"
     contexts = sorted(t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context")
     assert contexts == ["evaluation", "training"]
     (version,) = tr.list_versions(tracking, model_name)

@@ -7,8 +7,8 @@ from nightshift.errors import ConfigError
 from tasks.data import infer_features
 from tasks.demo_data import generate_demo
 from tasks.train import (CONTROLLED_PARAMS, TUNABLE_PARAMS, CandidateScore, build_pipeline, candidate_grid,
-                         check_param_grid, cross_validate_candidate, fit_pipeline, make_estimator, select_best,
-                         split_train_test)
+                         check_param_grid, cross_validate_candidate, cv_sample, fit_pipeline, make_estimator,
+                         select_best, split_train_test)
 
 
 @pytest.mark.parametrize("kind", sorted(TUNABLE_PARAMS))
@@ -102,3 +102,15 @@ def test_candidates_table_and_training_metrics() -> None:
          "seconds": 1.2, "selected": True}]
     assert training_metrics(scores[1], {"roc_auc": 0.8}, 70, 30) == {
         "cv_roc_auc": 0.85, "cv_accuracy": 0.9, "test_roc_auc": 0.8, "rows_train": 70, "rows_test": 30}
+
+
+def test_cv_sample_is_stratified_capped_and_leaves_small_frames_alone() -> None:
+    frame = generate_demo(5_000, seed=3)
+    assert cv_sample(frame, "churned", None, 0) is frame
+    assert cv_sample(frame, "churned", 5_000, 0) is frame
+    sample = cv_sample(frame, "churned", 1_000, 0)
+    assert len(sample) == 1_000 and sample.index.isin(frame.index).all() and not sample.index.duplicated().any()
+    assert abs(sample["churned"].mean() - frame["churned"].mean()) < 0.002  # class shares kept
+    assert cv_sample(frame, "churned", 1_000, 0).index.equals(sample.index)  # seeded
+    rare = frame.assign(churned=np.r_[np.zeros(len(frame) - 1), 2.0])  # a class of one row cannot be stratified
+    assert len(cv_sample(rare, "churned", 1_000, 0)) == 1_000
