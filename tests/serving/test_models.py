@@ -46,10 +46,15 @@ def test_served_models_are_the_default_then_the_enabled_catalogue_ones(tmp_path:
     assert served_model_names(Settings(model_name="solo", catalogue_path=path)) == ["solo", "a", "b"]
 
 
-def test_an_invalid_catalogue_stops_start_up_with_its_message(tmp_path: Path) -> None:
+def test_an_invalid_catalogue_names_the_model(tmp_path: Path) -> None:
     path = _catalogue(tmp_path / "models.yaml", _entry("a"), {"name": "b", "features": "no-date.parquet"})
     with pytest.raises(ConfigError, match="model 'b'"):
         served_model_names(Settings(model_name="solo", catalogue_path=path))
+
+
+@pytest.mark.integration
+def test_an_invalid_catalogue_stops_start_up_with_its_message(tmp_path: Path) -> None:
+    path = _catalogue(tmp_path / "models.yaml", _entry("a"), {"name": "b", "features": "no-date.parquet"})
     env = {**os.environ, "NIGHTSHIFT_CATALOGUE_PATH": str(path), "NIGHTSHIFT_MODEL_NAME": "solo"}
     proc = subprocess.run([sys.executable, "-m", "serving.server", "--port", "1"], env=env, capture_output=True,
                           text=True, timeout=120)
