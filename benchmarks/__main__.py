@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import batch, capture, fleet, serving
+from benchmarks import batch, capture, fleet, night, serving
 from benchmarks.drift import (
     DEFAULT_ROWS,
     QUICK_ROWS,
@@ -19,7 +19,7 @@ from benchmarks.drift import (
 )
 
 CAPTURE_REPEAT = 5  # capture's ratios are medians of per-run pairs: one pair is too noisy on a shared 2-core box
-BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet")
+BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fleet: models at once, one fleet run per value (default: %(default)s)")
     parser.add_argument("--fleet-rows", type=int, default=fleet.ROWS, metavar="N",
                         help="fleet: rows per model per night (default: %(default)s)")
+    parser.add_argument("--night-rows", type=int, nargs="+", default=list(night.ROWS), metavar="N",
+                        help="night: rows per night, one flow-vs-script pair per value (default: %(default)s; "
+                             f"--quick: {night.QUICK_ROWS} with the {night.QUICK_ESTIMATOR!r} estimator)")
+    parser.add_argument("--night-estimator", choices=list(night.ESTIMATORS), default="default",
+                        help="night: the challenger's estimator and grid (default: the nightly flow's)")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of a saved result file and exit")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show is not None:
         saved = json.loads(args.show.read_text())
         show = {"serving": serving.print_results, "capture": capture.print_results, "batch": batch.print_results,
-                "fleet": fleet.print_results}.get(saved.get("benchmark"), print_results)
+                "fleet": fleet.print_results, "night": night.print_results}.get(saved.get("benchmark"), print_results)
         show(saved)
         return 0
     if args.only in (None, "drift"):
@@ -142,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
                                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
         fleet.print_results(results)
         print(f"results: {save_results('fleet', results)}", file=sys.stderr)
+        if results["failed"]:
+            return 1
+    if args.only in (None, "night"):
+        import tempfile
+
+        from benchmarks import save_results
+
+        rows = list(night.QUICK_ROWS) if args.quick else args.night_rows
+        estimator = night.QUICK_ESTIMATOR if args.quick else args.night_estimator
+        with tempfile.TemporaryDirectory(prefix="nightshift-night-") as tmp:
+            results = night.run_benchmark(rows, estimator, Path(tmp),
+                                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        night.print_results(results)
+        print(f"results: {save_results('night', results)}", file=sys.stderr)
         if results["failed"]:
             return 1
     return 0
