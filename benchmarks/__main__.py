@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="nightshift-night-") as tmp:
             results = night.run_benchmark(rows, estimator, Path(tmp),
                                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        night.print_results(results)
         print(f"results: {save_results('night', results)}", file=sys.stderr)
+        night.print_results(results)
         if results["failed"]:
             return 1
     return 0

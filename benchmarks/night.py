@@ -722,7 +722,8 @@ def child(mode: str, state: Path, rows: int, estimator: str, out: Path) -> None:
     measured = marks["measured_end"] - marks["measured_start"]
     out.write_text(json.dumps({
         "result": result, "marks": marks, "loadavg_1min": load,
-        "import_seconds": marks["imported"] - marks["start"],  # imports + warm_libraries(), both sides "server_seconds": marks["server"] - marks["imported"],
+        "import_seconds": marks["imported"] - marks["start"],  # imports + warm_libraries(), both sides
+        "server_seconds": marks["server"] - marks["imported"],
         "warmup_seconds": marks["measured_start"] - marks["server"], "measured_seconds": measured,
         "seconds": measured, "champion_after": result.get("champion_after"), "action": result.get("action"),
         "measured_cpu_seconds": main_cpu + others_cpu, "main_cpu_seconds": main_cpu,
