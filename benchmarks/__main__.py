@@ -19,7 +19,7 @@ from benchmarks.drift import (
 )
 
 CAPTURE_REPEAT = 5  # capture's ratios are medians of per-run pairs: one pair is too noisy on a shared 2-core box
-BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night")
+BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--night-estimator", choices=list(night.ESTIMATORS), default="default",
                         help="night: the challenger's estimator and grid (default: the nightly flow's)")
     parser.add_argument("--show", type=Path, metavar="JSON", help="print the tables of a saved result file and exit")
+    parser.add_argument("--hpsearch-rows", type=int, default=None, metavar="N",
+                        help="hpsearch: demo rows generated, 70 %% of them cross-validated (default: 50000; --quick: "
+                             "10000)")
+    parser.add_argument("--hpsearch-ways", nargs="+", default=None, metavar="WAY",
+                        choices=["sequential", "threads", "dask", "dask-api", "sklearn"],
+                        help="hpsearch: ways to measure (default: all; sequential is the speed-up's baseline)")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be positive")
@@ -96,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.show is not None:
         saved = json.loads(args.show.read_text())
+        if saved.get("benchmark") == "hpsearch":
+            from benchmarks import hpsearch
+
+            hpsearch.print_results(saved)
+            return 0
         show = {"serving": serving.print_results, "capture": capture.print_results, "batch": batch.print_results,
                 "fleet": fleet.print_results, "night": night.print_results}.get(saved.get("benchmark"), print_results)
         show(saved)
@@ -135,6 +146,21 @@ def main(argv: list[str] | None = None) -> int:
             results = batch.run_benchmark(sizes, Path(tmp), log=lambda msg: print(msg, file=sys.stderr))
         batch.print_results(results)
         print(f"results: {save_results('batch', results)}", file=sys.stderr)
+    if args.only in (None, "hpsearch"):
+        import tempfile
+
+        from benchmarks import hpsearch, save_results
+
+        hp_rows = args.hpsearch_rows or (hpsearch.QUICK_ROWS if args.quick else hpsearch.ROWS)
+        hp_ways = tuple(w for w in hpsearch.WAYS if w in (args.hpsearch_ways or hpsearch.WAYS))
+        with tempfile.TemporaryDirectory(prefix="nightshift-hpsearch-") as tmp:
+            results = hpsearch.run_benchmark(hp_rows, args.repeat or (1 if args.quick else 2), Path(tmp), hp_ways,
+                                             log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        saved_to = save_results("hpsearch", results)  # saved before the tables: a printing error loses nothing
+        hpsearch.print_results(results)
+        print(f"results: {saved_to}", file=sys.stderr)
+        if any(v["status"] == "FAIL" and "identical" in v["target"] for v in results["verdicts"]):
+            return 1
     if args.only in (None, "fleet"):
         import tempfile
 
