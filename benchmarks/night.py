@@ -479,6 +479,15 @@ def check_same(flow_run: dict[str, Any], script_run: dict[str, Any]) -> list[str
     return problems
 
 
+def between_steps(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Wall time outside the timed steps, flow minus script, per task + flow run: Prefect's own cost without the
+    noise of the steps' compute (valid when steps do not overlap: a one-candidate grid)."""
+    gaps = {m: r["measured_seconds"] - sum(r["stages"].values()) for m, r in runs.items()}
+    count = runs["flow"]["task_runs"] + runs["flow"]["flow_runs"]
+    return {"gap_flow_seconds": gaps["flow"], "gap_script_seconds": gaps["script"],
+            "gap_ms_per_run": 1000 * (gaps["flow"] - gaps["script"]) / count}
+
+
 def run_benchmark(rows_list: list[int], estimator: str, work: Path, log: Callable[[str], None] = print,
                   keep: bool = False) -> dict[str, Any]:
     """Per size: prepare once, then the flow and the script each on a fresh copy; ratios, overheads, checks."""
@@ -499,7 +508,8 @@ def run_benchmark(rows_list: list[int], estimator: str, work: Path, log: Callabl
             count = runs["flow"]["task_runs"] + runs["flow"]["flow_runs"]
             sizes.append({"rows": rows, "prepare": prep, "flow": runs["flow"], "script": runs["script"],
                           "ratio": flow_s / script_s, "overhead_seconds": flow_s - script_s,
-                          "overhead_ms_per_run": 1000 * (flow_s - script_s) / count, "problems": problems})
+                          "overhead_ms_per_run": 1000 * (flow_s - script_s) / count, **between_steps(runs),
+                          "problems": problems})
             log(f"[night] {rows:,} rows: flow {flow_s:.1f} s / script {script_s:.1f} s = {flow_s / script_s:.2f}x"
                 f"{'; DIFFERENT: ' + '; '.join(problems) if problems else ''}")
         except RuntimeError as exc:
@@ -546,7 +556,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, str]]:
     for s in ok:
         out.append({"status": "INFO", "kind": "report", "target": f"{s['rows']:,} rows: orchestration overhead",
                     "detail": f"{s['overhead_seconds']:+.1f} s over {s['flow']['task_runs']} task + "
-                              f"{s['flow']['flow_runs']} flow runs = {s['overhead_ms_per_run']:+.0f} ms per run"})
+                              f"{s['flow']['flow_runs']} flow runs = {s['overhead_ms_per_run']:+.0f} ms per run; "
+                              f"outside the steps {s.get('gap_ms_per_run', float('nan')):+.0f} ms per run"})
     return out
 
 
@@ -562,17 +573,20 @@ def print_results(results: dict[str, Any]) -> None:
                         f"{json.dumps(results['estimator_params'])}, {results['cores']} cores, each side a fresh "
                         "process", title_justify="left")
     for name in ("rows", "script s", "flow s", "flow/script", "overhead s", "task+flow runs", "ms/run",
+                 "between steps s", "ms/run (steps)",
                  "imports s", "Prefect start-up s", "script CPU s", "flow CPU s", "peak RSS MB", "server swap", "failed req",
                  "load avg"):
         table.add_column(name, justify="right")
     for s in results["sizes"]:
         if "error" in s:
-            table.add_row(f"{s['rows']:,}", "[red]FAILED[/red]", *[""] * 13)
+            table.add_row(f"{s['rows']:,}", "[red]FAILED[/red]", *[""] * 15)
             continue
         f, p = s["flow"], s["script"]
         table.add_row(
             f"{s['rows']:,}", f"{p['measured_seconds']:.1f}", f"{f['measured_seconds']:.1f}", f"{s['ratio']:.2f}x",
             f"{s['overhead_seconds']:+.1f}", f"{f['task_runs']}+{f['flow_runs']}", f"{s['overhead_ms_per_run']:+.0f}",
+            *((f"{s['gap_script_seconds']:.1f} / {s['gap_flow_seconds']:.1f}", f"{s['gap_ms_per_run']:+.0f}")
+              if "gap_ms_per_run" in s else ("", "")),
             f"{p['import_seconds']:.0f} / {f['import_seconds']:.0f}",
             f"{f['server_seconds']:.0f} + {f['warmup_seconds']:.1f}", f"{p['measured_cpu_seconds']:.0f}",
             f"{f['measured_cpu_seconds']:.0f}", f"{p['peak_tree_rss_mb']:.0f} / {f['peak_tree_rss_mb']:.0f}",
@@ -581,7 +595,9 @@ def print_results(results: dict[str, Any]) -> None:
             f"{p['loadavg_1min']:.1f} / {f['loadavg_1min']:.1f}")
     console.print(table)
     console.print("script s / flow s: the measured night only (imports, Prefect server and warm-up flow not in it); "
-                  "overhead = flow - script, per task run + flow run; imports s = imports + the libraries a night loads "
+                  "overhead = flow - script, per task run + flow run; between steps = wall minus the summed step seconds "
+                  "(script / flow), ms/run (steps) = their difference per run (the steps' compute noise left out); "
+                  "imports s = imports + the libraries a night loads "
                   "lazily + MLflow's store opened (script / flow); Prefect start-up = ephemeral server + a trivial "
                   "warm-up flow; peak RSS = script / flow process tree (flow + Prefect server); failed req = script, "
                   "flow; load avg = 1-min at the night's start (script / flow)")
