@@ -281,6 +281,8 @@ def run_benchmark(rows: int, repeat: int, work: Path, ways: tuple[str, ...] = WA
                "default": DEFAULT_WAY, "kept": "fastest CV of each way",
                "runs": {w: {k: v for k, v in run.items() if k != "scores"} for w, run in kept.items()},
                "all_cv_seconds": {w: [run["cv_seconds"] for run in runs] for w, runs in all_runs.items()},
+               "all_runs": {w: [{k: v for k, v in run.items() if k != "scores"} for run in runs]
+                            for w, runs in all_runs.items()},  # every round's numbers (steal, others' cores, ...)
                "scores": scores, "flow_ways_identical_every_round": same_everywhere,
                "candidates": kept[ways[0]]["scores"], "loadavg_1min": [min(loads), max(loads)]}
     results["verdicts"] = verdicts(results)
