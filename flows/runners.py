@@ -19,10 +19,22 @@ def task_runner(settings: Settings | None = None) -> TaskRunner:
             return DaskTaskRunner(address=settings.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": settings.task_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None,
-                                              "host": "127.0.0.1"})
+                                              "host": "127.0.0.1", "env": _api_env()})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=settings.task_workers)
+
+
+def _api_env() -> dict[str, str]:
+    """The Prefect API this process uses, for local Dask workers: on the ephemeral server each worker would otherwise
+    start a temporary server of its own (~20 CPU s inside a CV search on 2 cores, benchmarks/hpsearch.py)."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return {}  # the workers inherit it from the environment or the profile
+    from prefect.client.orchestration import get_client
+
+    return {"PREFECT_API_URL": str(get_client(sync_client=True).api_url)}  # the ephemeral server already running
 
 
 class SettingsTaskRunner(TaskRunner[Any]):

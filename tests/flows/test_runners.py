@@ -37,3 +37,22 @@ def test_a_flow_run_gets_the_runner_chosen_at_call_time_and_with_options_still_w
     monkeypatch.setenv("NIGHTSHIFT_TASK_WORKERS", "5")  # same imported flow, new settings
     assert _which_runner() == "ThreadPoolTaskRunner/5"
     assert _which_runner.with_options(task_runner=ThreadPoolTaskRunner(max_workers=7))() == "ThreadPoolTaskRunner/7"
+
+
+def test_local_dask_workers_share_this_process_prefect_api(monkeypatch) -> None:
+    """On the ephemeral server, local Dask workers get its URL rather than each starting a temporary server."""
+    import prefect.client.orchestration as orchestration
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.runners import task_runner
+    from nightshift.settings import Settings
+
+    class Client:
+        api_url = "http://127.0.0.1:8123/api/"
+
+    monkeypatch.setattr(orchestration, "get_client", lambda sync_client=False: Client())
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        assert task_runner(Settings(task_runner="dask")).cluster_kwargs["env"] == {
+            "PREFECT_API_URL": "http://127.0.0.1:8123/api/"}
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):  # a real server: inherited
+        assert task_runner(Settings(task_runner="dask")).cluster_kwargs["env"] == {}
