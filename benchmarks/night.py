@@ -160,8 +160,8 @@ def plain_train(params: TrainParams, cfg: TrackingConfig, t: Stages) -> dict[str
     from tasks import tracking as tr
     from tasks.data import load_dataset_params
     from tasks.drift import build_reference
-    from tasks.train import (candidate_grid, cross_validate_candidate, cv_sample, evaluate_model, fit_pipeline,
-                             select_best, split_train_test, training_metrics)
+    from tasks.train import (candidate_grid, candidate_threads, cross_validate_candidate, cv_sample, evaluate_model,
+                             fit_pipeline, select_best, split_train_test, training_metrics)
     from tasks.validate import check_training_data, infer_contract
 
     settings = get_settings()
@@ -177,8 +177,9 @@ def plain_train(params: TrainParams, cfg: TrackingConfig, t: Stages) -> dict[str
         candidates = candidate_grid(params.estimator.param_grid)
         sample = cv_sample(train_df, spec.label, params.estimator.search_rows, seed)
         with t.time("cross-validate"), ThreadPoolExecutor(max_workers=settings.task_workers) as pool:
+            n_jobs = candidate_threads(settings.task_workers, len(candidates))
             scores = list(pool.map(lambda i: cross_validate_candidate(sample, spec, kind, candidates[i],
-                                                                      params.cv_folds, seed, i),
+                                                                      params.cv_folds, seed, i, n_jobs),
                                    range(len(candidates))))
         best = select_best(scores, params.selection_metric)
         model = t.call("fit-final-model", fit_pipeline, train_df, spec, kind, best.params, seed)

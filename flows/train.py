@@ -21,8 +21,9 @@ from tasks.drift import build_reference_task
 from tasks.evaluate import Metric
 from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, DatasetRef, TrackingConfig, finish_run_task,
                             log_training_task, model_uri, register_task, start_run_task)
-from tasks.train import (CandidateScore, EstimatorParams, candidate_grid, candidates_table, cross_validate_task,
-                         cv_sample, evaluate_task, fit_task, select_best, split_task, training_metrics)
+from tasks.train import (CandidateScore, EstimatorParams, candidate_grid, candidate_threads, candidates_table,
+                         cross_validate_task, cv_sample, evaluate_task, fit_task, select_best, split_task,
+                         training_metrics)
 from tasks.validate import check_training_data_task, infer_contract_task
 
 if TYPE_CHECKING:
@@ -117,9 +118,12 @@ def _cross_validate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainParams)
     sample = cv_sample(frame, spec.label, params.estimator.search_rows, params.seed)
     get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %d of %d training rows on %s",
                           len(candidates), params.cv_folds, len(sample), len(frame), type(runner).__name__)
+    # Threads share the cores between the candidates (a 1-candidate grid gets them all); a Dask worker has one.
+    n_jobs = candidate_threads(getattr(runner, "_max_workers", 1) or 1, len(candidates))
     return cross_validate_task.map(
         frame=unmapped(sample), spec=unmapped(spec), kind=unmapped(params.estimator.kind), params=candidates,
         folds=unmapped(params.cv_folds), seed=unmapped(params.seed), index=list(range(len(candidates))),
+        n_jobs=unmapped(n_jobs),
     ).result(), len(sample)
 
 

@@ -171,8 +171,8 @@ def _set_threads(model: Pipeline, n_jobs: int) -> None:
 
 
 def cross_validate_candidate(frame: pd.DataFrame, spec: FeatureSpec, kind: Estimator, params: dict[str, ParamValue],
-                             folds: int, seed: int, index: int = 0) -> CandidateScore:
-    """Stratified K-fold CV of one candidate on the training split."""
+                             folds: int, seed: int, index: int = 0, n_jobs: int = 1) -> CandidateScore:
+    """Stratified K-fold CV of one candidate on the training split (`n_jobs`: the forest's threads; same scores)."""
     import time
 
     from sklearn.base import clone
@@ -181,10 +181,11 @@ def cross_validate_candidate(frame: pd.DataFrame, spec: FeatureSpec, kind: Estim
     start = time.perf_counter()
     X, y = frame[spec.features], frame[spec.label].to_numpy()
     template = build_pipeline(spec, kind, params, seed)
-    _set_threads(template, 1)  # candidates already run side by side
+    _set_threads(template, n_jobs)  # candidates run side by side: 1 each, unless there are more cores than them
     per_fold: list[dict[str, float]] = []
     for train_idx, val_idx in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, y):
         model = clone(template).fit(X.iloc[train_idx], y[train_idx])
+        _set_threads(model, 1)  # threaded prediction sums the trees in any order: scores would differ in the 5th digit
         proba = model.predict_proba(X.iloc[val_idx])
         per_fold.append(classification_metrics(y[val_idx], proba, model.classes_))
     mean = {m: float(np.nanmean([f[m] for f in per_fold])) for m in METRICS}
@@ -233,6 +234,11 @@ def evaluate_model(model: Pipeline, frame: pd.DataFrame, spec: FeatureSpec) -> d
 
 
 split_task = task(split_train_test, name="split-train-test", cache_policy=NO_CACHE)
+def candidate_threads(workers: int, candidates: int) -> int:
+    """Threads per candidate so a grid smaller than the runner's workers still keeps every core busy."""
+    return max(1, workers // max(1, candidates))
+
+
 cross_validate_task = task(cross_validate_candidate, name="cross-validate", task_run_name="cv-candidate-{index}",
                            cache_policy=NO_CACHE)
 fit_task = task(fit_pipeline, name="fit-final-model", cache_policy=NO_CACHE)

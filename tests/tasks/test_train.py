@@ -114,3 +114,14 @@ def test_cv_sample_is_stratified_capped_and_leaves_small_frames_alone() -> None:
     assert cv_sample(frame, "churned", 1_000, 0).index.equals(sample.index)  # seeded
     rare = frame.assign(churned=np.r_[np.zeros(len(frame) - 1), 2.0])  # a class of one row cannot be stratified
     assert len(cv_sample(rare, "churned", 1_000, 0)) == 1_000
+
+
+def test_a_grid_smaller_than_the_workers_gets_the_spare_cores_with_the_same_scores() -> None:
+    from tasks.train import candidate_threads
+
+    assert [candidate_threads(2, n) for n in (1, 2, 3)] == [2, 1, 1] and candidate_threads(8, 3) == 2
+    frame = generate_demo(1_500, seed=4)
+    spec = infer_features(frame, "churned")
+    params = {"n_estimators": 20, "min_samples_leaf": 3}
+    one, two = (cross_validate_candidate(frame, spec, "random_forest", params, 3, 0, n_jobs=n) for n in (1, 2))
+    assert one.fold_metrics == two.fold_metrics
