@@ -102,15 +102,19 @@ def memory_mb(pid: int) -> tuple[float, float] | None:
         return None
 
 
-def _sample(proc: subprocess.Popen, timeout: float) -> tuple[list[tuple[float, float]], dict[int, float]]:
-    """Until the child exits: its tree's summed RSS every SAMPLE_SECONDS (time, MB), and each process's peak MB."""
+def _sample(proc: subprocess.Popen, timeout: float, what: str = "fleet benchmark child",
+            each: Callable[[], None] | None = None) -> tuple[list[tuple[float, float]], dict[int, float]]:
+    """Until the child exits: its tree's summed RSS every SAMPLE_SECONDS (time, MB), and each process's peak MB;
+    `each` runs at every sample (e.g. to sample another process too)."""
     samples, peaks = [], {}
     deadline = time.monotonic() + timeout
     while proc.poll() is None:
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            raise RuntimeError(f"fleet benchmark child did not finish in {timeout:.0f} s")
+            raise RuntimeError(f"{what} did not finish in {timeout:.0f} s")
+        if each is not None:
+            each()
         total = 0.0
         for pid in process_tree(proc.pid):
             memory = memory_mb(pid)

@@ -392,7 +392,7 @@ def served_version(port: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 def measure(state: Path, rows: int, mode: str, estimator: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Start the model server and its load, run one night in a fresh child, sample the child tree's RSS."""
-    from benchmarks.fleet import memory_mb
+    from benchmarks.fleet import _sample, memory_mb
     from benchmarks.serving import start_server, stop_server
 
     server, port, server_start = start_server("nightshift", MODEL, state, state / "server.log")
@@ -402,29 +402,18 @@ def measure(state: Path, rows: int, mode: str, estimator: str, log: Callable[[st
         load.start()
         out, err = state / "result.json", state / "child.log"
         env = child_env(state) | {"NIGHTSHIFT_SERVER_URL": f"http://{HOST}:{port}"}
-        samples: list[tuple[float, float]] = []
-        peaks: dict[int, float] = {}
-        server_peak = 0.0
+        server_peak = [0.0]
+
+        def sample_server() -> None:
+            tree = process_tree(server.pid)
+            server_peak[0] = max(server_peak[0], sum((memory_mb(p) or (0.0, 0.0))[0] for p in tree))
+
         with err.open("w") as log_file:
             started = time.time()
             proc = subprocess.Popen([sys.executable, "-m", "benchmarks.night", "--child", mode, str(state), str(rows),
                                      estimator, str(out)], cwd=ROOT, env=env, stdout=log_file,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            deadline = time.monotonic() + CHILD_TIMEOUT
-            while proc.poll() is None:
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
-                    raise RuntimeError(f"night child ({mode}, {rows:,} rows) did not finish in {CHILD_TIMEOUT:.0f} s")
-                total = 0.0
-                for pid in process_tree(proc.pid):
-                    memory = memory_mb(pid)
-                    if memory is not None:
-                        total += memory[0]
-                        peaks[pid] = max(peaks.get(pid, 0.0), memory[1])
-                samples.append((time.time(), total))
-                server_peak = max(server_peak, sum((memory_mb(p) or (0.0, 0.0))[0] for p in process_tree(server.pid)))
-                time.sleep(SAMPLE_SECONDS)
+            samples, peaks = _sample(proc, CHILD_TIMEOUT, f"night child ({mode}, {rows:,} rows)", sample_server)
         exited = time.time()
         time.sleep(1.0)  # a few requests after the swap
         load.stop.set()
@@ -450,7 +439,7 @@ def measure(state: Path, rows: int, mode: str, estimator: str, log: Callable[[st
                    "first_error": load.first_error, "versions_seen": [v for _, v in load.versions],
                    "swapped_at": next((ts - marks["measured_start"] for ts, v in load.versions
                                        if v != before["model_version"]), None),
-                   "peak_rss_mb": server_peak},
+                   "peak_rss_mb": server_peak[0]},
     })
     log(f"[night] {rows:,} rows, {mode}: night {run['measured_seconds']:.1f} s ({run['result']['action']}, "
         f"v{run['server']['version_before']} -> v{run['server']['version_after']} served, "
