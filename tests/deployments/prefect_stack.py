@@ -76,7 +76,12 @@ class PrefectStack:
         return out.stdout
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+        """One API call; a 503 (the SQLite server busy) is retried with backoff, as Prefect's own client does."""
+        for attempt in range(8):
+            response = httpx.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** min(attempt, 3))
         response.raise_for_status()
         return response.json() if response.content else None
 
