@@ -24,7 +24,7 @@ def write_file(path: Path, rows: int) -> float:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.demo_data import iter_demo
+    from tasks.data.demo import iter_demo
 
     start = time.perf_counter()
     writer = None
@@ -41,11 +41,11 @@ def child(path: str, chunk_rows: int) -> dict[str, Any]:
     """Fit a small demo model, score `path` with score_file; peak RSS before and after scoring."""
     import resource
 
-    from tasks.data import infer_features
-    from tasks.demo_data import generate_demo
-    from tasks.score import score_file
-    from tasks.train import fit_pipeline
-    from tasks.validate import infer_contract
+    from tasks.data.contract import infer_contract
+    from tasks.data.datasets import infer_features
+    from tasks.data.demo import generate_demo
+    from tasks.model.score import score_file
+    from tasks.model.train import fit_pipeline
 
     frame = generate_demo(20_000, seed=1)
     spec = infer_features(frame, "churned", exclude=("event_date",))

@@ -66,7 +66,7 @@ def captured_rows(folder: Path, model: str) -> tuple[int, int]:
     """Rows in the closed Parquet parts of `model` under `folder`, and the number of parts."""
     import pyarrow.parquet as pq
 
-    from serving.capture import served_days, served_parts
+    from tasks.data.served import served_days, served_parts
 
     parts = [p for day in served_days(folder, model) for p in served_parts(folder, model, day)]
     return sum(pq.ParquetFile(p).metadata.num_rows for p in parts), len(parts)

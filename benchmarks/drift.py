@@ -22,7 +22,7 @@ from benchmarks import save_results
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.demo_data import DemoDrift
+    from tasks.data.demo import DemoDrift
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = (10_000, 100_000, 1_000_000)
@@ -43,7 +43,7 @@ DECIDE_RATIO = 3.0  # deciding (every night's cost; a drift night adds the HTML)
 
 def scenario_drift(name: str) -> DemoDrift:
     """The drift injected into the current day for one benchmark scenario."""
-    from tasks.demo_data import DemoDrift
+    from tasks.data.demo import DemoDrift
 
     if name == "no_drift":
         return DemoDrift()
@@ -56,14 +56,14 @@ def scenario_drift(name: str) -> DemoDrift:
 
 def feature_columns() -> tuple[list[str], list[str]]:
     """Numeric and categorical feature columns of the demo table (no label, no date)."""
-    from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC
+    from tasks.data.demo import DEMO_CATEGORICAL, DEMO_NUMERIC
 
     return list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)
 
 
 def make_data(rows: int, scenario: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference (day 0) and current (day 1, drifted per scenario) demo tables of `rows` rows each."""
-    from tasks.demo_data import generate_demo
+    from tasks.data.demo import generate_demo
 
     reference = generate_demo(rows, seed=1, day=0)
     current = generate_demo(rows, seed=1, day=1, drift=scenario_drift(scenario))
@@ -127,14 +127,14 @@ def run_child(kind: str, rows: int, scenario: str) -> dict[str, Any]:
     import scipy.spatial.distance  # noqa: F401
     import scipy.stats  # noqa: F401
 
-    import tasks.data  # noqa: F401  (imports prefect)
+    import tasks.data.datasets  # noqa: F401  (imports prefect)
 
     if kind != "scipy":
         import evidently  # noqa: F401
         from evidently import DataDefinition, Dataset, Report  # noqa: F401
         from evidently.presets import DataDriftPreset  # noqa: F401
 
-        import tasks.drift  # noqa: F401
+        import tasks.monitoring.drift  # noqa: F401
     import_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -151,9 +151,7 @@ def run_child(kind: str, rows: int, scenario: str) -> dict[str, Any]:
         columns = scipy_drift(reference, current, numeric, categorical)
         seconds = time.perf_counter() - start
     else:
-        from tasks.drift import compute_drift
-
-        from tasks.drift import compute_drift_preset
+        from tasks.monitoring.drift import compute_drift, compute_drift_preset
 
         if kind in ("nightshift", "preset"):  # as the monitor runs it (report "on_drift"), and as it did before
             step = compute_drift if kind == "nightshift" else compute_drift_preset

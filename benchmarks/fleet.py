@@ -57,7 +57,7 @@ def catalogue_entry(name: str) -> dict[str, Any]:
 
 def measured_night() -> date:
     """The night every model runs: the last one landed."""
-    from tasks.demo_data import DEMO_START
+    from tasks.data.demo import DEMO_START
 
     return DEMO_START + timedelta(days=NIGHTS - 1)
 
@@ -66,8 +66,8 @@ def prepare(state: Path, count: int, rows: int) -> Path:
     """Write the catalogue (measured models + warm-up models) and land every model's nights; the catalogue path."""
     import yaml
 
-    from tasks.catalogue import load_catalogue
-    from tasks.demo_data import DEMO_START, land_demo_night
+    from tasks.catalogue.schema import load_catalogue
+    from tasks.data.demo import DEMO_START, land_demo_night
 
     state.mkdir(parents=True, exist_ok=True)
     path = state / "models.yaml"
@@ -250,7 +250,8 @@ def child(mode: str, concurrency: int, out: Path, names: list[str]) -> None:
     from flows.fleet import FleetParams, fleet
     from flows.model_night import ModelNightParams, model_night
     from nightshift.settings import get_settings
-    from tasks import tracking as tr
+    from tasks.registry.store import TrackingConfig
+    from tasks.registry.versions import CHAMPION, get_alias
 
     marks["imported"] = time.time()
     with get_client(sync_client=True) as client:  # starts the ephemeral server (a subprocess), as a flow would
@@ -281,9 +282,9 @@ def child(mode: str, concurrency: int, out: Path, names: list[str]) -> None:
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu = cpu_seconds(server_pids) - server_cpu_before
     machine_after, steal_after = machine_seconds()
-    cfg = tr.TrackingConfig.from_settings(get_settings())
+    cfg = TrackingConfig.from_settings(get_settings())
     for row in rows:
-        row["registry_champion"] = tr.get_alias(cfg, row["model_name"], tr.CHAMPION)
+        row["registry_champion"] = get_alias(cfg, row["model_name"], CHAMPION)
     main_cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     marks["end"] = time.time()
     out.write_text(json.dumps({

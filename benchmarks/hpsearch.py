@@ -42,9 +42,9 @@ LABELS = {"sequential": "sequential (plain loop)", "threads": "flow, threads x2 
 
 def prepare(rows: int, folds: int, seed: int) -> tuple[Any, Any]:
     """The train flow's CV input: the demo table checked and split (test_size 0.3, not stratified); (frame, spec)."""
-    from tasks.data import DatasetParams, load_dataset_params
-    from tasks.train import split_train_test
-    from tasks.validate import check_training_data
+    from tasks.data.datasets import DatasetParams, load_dataset_params
+    from tasks.data.validate import check_training_data
+    from tasks.model.train import split_train_test
 
     dataset = load_dataset_params(DatasetParams(source="demo", rows=rows), seed=seed)
     data = check_training_data(dataset, test_size=0.3, cv_folds=folds)
@@ -55,7 +55,7 @@ def prepare(rows: int, folds: int, seed: int) -> tuple[Any, Any]:
 def train_params(folds: int, seed: int) -> Any:
     """The TrainParams whose estimator grid, folds and seed every way searches."""
     from flows.train import TrainParams
-    from tasks.train import EstimatorParams
+    from tasks.catalogue.config import EstimatorParams
 
     return TrainParams(estimator=EstimatorParams(kind="random_forest", param_grid=GRID), cv_folds=folds, seed=seed)
 
@@ -94,7 +94,7 @@ def _sklearn_search(frame: Any, spec: Any, folds: int, seed: int, workers: int) 
     """GridSearchCV over the same pipeline, grid and folds; per candidate the same means as ours (roc_auc, accuracy)."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from tasks.train import _set_threads, build_pipeline, candidate_grid
+    from tasks.model.train import _set_threads, build_pipeline, candidate_grid
 
     pipeline = build_pipeline(spec, "random_forest", {}, seed)
     _set_threads(pipeline, 1)
@@ -148,7 +148,7 @@ def child(way: str, rows: int, folds: int, seed: int, out: Path) -> None:
     load = os.getloadavg()[0]
     import sklearn  # noqa: F401  # every way pays it; not in the CV time
 
-    from tasks import train as _train  # noqa: F401
+    pass
 
     if way in FLOW_WAYS:
         from prefect.client.orchestration import get_client
@@ -167,14 +167,14 @@ def child(way: str, rows: int, folds: int, seed: int, out: Path) -> None:
         marks["flow_returned"] = time.time()
     else:
         marks["imported"] = time.time()
-        from tasks.train import cv_sample
+        from tasks.model.train import cv_sample
 
         frame, spec = prepare(rows, folds, seed)
         frame = cv_sample(frame, spec.label, train_params(folds, seed).estimator.search_rows, seed)  # as the flow
         marks["data_end"] = time.time()
         marks["cv_start"], marks["cpu_start"] = time.time(), tree_cpu()
         if way == "sequential":
-            from tasks.train import candidate_grid, cross_validate_candidate
+            from tasks.model.train import candidate_grid, cross_validate_candidate
 
             scores = _scores_json([cross_validate_candidate(frame, spec, "random_forest", params, folds, seed, i)
                                    for i, params in enumerate(candidate_grid(GRID))])
@@ -257,7 +257,7 @@ def compare_scores(runs: dict[str, list[dict[str, Any]]], base: str = "sequentia
 def run_benchmark(rows: int, repeat: int, work: Path, ways: tuple[str, ...] = WAYS,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every way `repeat` times, order alternating, each in a fresh process; the fastest CV of each way kept."""
-    from tasks.train import candidate_grid
+    from tasks.model.train import candidate_grid
 
     log(f"[hpsearch] {len(candidate_grid(GRID))} candidates x {FOLDS} folds on {rows:,} demo rows "
         f"(70 % train), {repeat} round(s), ways: {', '.join(ways)}")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from flows.monitor import MonitorParams
     from flows.nightly import NightlyParams
     from flows.train import TrainParams
-    from tasks.tracking import TrackingConfig
+    from tasks.registry.store import TrackingConfig
 
 ROWS = (10_000, 100_000, 1_000_000)
 QUICK_ROWS = (5_000,)
@@ -95,31 +95,39 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
     from flows.monitor import _report_dir, _run_tags
     from nightshift.errors import DataValidationError
     from nightshift.settings import get_settings
-    from tasks import tracking as tr
-    from tasks.data import load_dataset_params
-    from tasks.drift import compute_drift, current_sample
-    from tasks.estimate import estimate_batch
-    from tasks.evaluate import batch_performance
-    from tasks.validate import validate_batch
+    from tasks.data.datasets import load_dataset_params
+    from tasks.data.validate import validate_batch
+    from tasks.monitoring.drift import compute_drift, current_sample
+    from tasks.monitoring.estimate import estimate_batch
+    from tasks.monitoring.performance import batch_performance
+    from tasks.registry.runs import (
+        REFERENCE_ARTIFACT,
+        finish_run,
+        load_frame_artifact,
+        log_outputs,
+        run_metrics,
+        start_run,
+    )
+    from tasks.registry.versions import load_version, resolve_version
 
     settings = get_settings()
     name = params.model_name or settings.model_name
     cap = params.sample_rows or settings.drift_sample_rows
     max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
-    version = t.call("resolve-model-version", tr.resolve_version, cfg, name)
-    loaded = t.call("load-model-version", tr.load_version, cfg, name, version.version)
+    version = t.call("resolve-model-version", resolve_version, cfg, name)
+    loaded = t.call("load-model-version", load_version, cfg, name, version.version)
     contract, model = loaded.contract, loaded.model
-    reference = t.call("load-reference", tr.load_frame_artifact, cfg, version.run_id, tr.REFERENCE_ARTIFACT)
+    reference = t.call("load-reference", load_frame_artifact, cfg, version.run_id, REFERENCE_ARTIFACT)
     batch = t.call("load-dataset", load_dataset_params,
                    params.batch.model_copy(update={"label": params.batch.label or contract.label}), seed=params.seed,
                    served_root=settings.served_dir)
     unlabeled = params.labels_land_later and contract.label not in batch.frame.columns
     report, clean = t.call("validate-batch", validate_batch, batch.frame, contract, batch.source,
                            check_label=not unlabeled)
-    run_id = t.call("mlflow-start-run", tr.start_run, cfg, run_name=f"monitor-{name}-v{version.version}",
+    run_id = t.call("mlflow-start-run", start_run, cfg, run_name=f"monitor-{name}-v{version.version}",
                     tags=_run_tags(name, version.version, batch))
     try:
-        t.call("mlflow-log-outputs", tr.log_outputs, cfg, run_id, texts={"validation/validation.md": report.markdown()},
+        t.call("mlflow-log-outputs", log_outputs, cfg, run_id, texts={"validation/validation.md": report.markdown()},
                metrics=report.metrics())
         if not report.ok:
             raise DataValidationError(report.summary())
@@ -129,7 +137,7 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
                        seed=params.seed, drift_share=params.drift_share_threshold or settings.drift_share_threshold,
                        report_dir=_report_dir(settings, name), report=params.drift_report
                        ).model_copy(update={"current_rows": len(clean)})
-        tested = t.call("read-test-metrics", tr.run_metrics, cfg, version.run_id, "test_")
+        tested = t.call("read-test-metrics", run_metrics, cfg, version.run_id, "test_")
         performance = t.call("check-performance", batch_performance, current.frame, current.proba, contract.label,
                              model.classes_, tested, params.metric, max_drop)
         estimate = None if performance else t.call(
@@ -138,15 +146,15 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
             params.seed)
         quality = performance or estimate
         reasons = drift.alert_reasons() + (quality.alert_reasons() if quality else [])
-        t.call("mlflow-log-outputs", tr.log_outputs, cfg, run_id,
+        t.call("mlflow-log-outputs", log_outputs, cfg, run_id,
                metrics={**drift.metrics(), **(performance.metrics() if performance else {}),
                         **(estimate.metrics() if estimate else {}), "alert": float(bool(reasons))},
                files=[(p, "drift") for p in (drift.html_path, drift.json_path) if p],
                texts={"drift/drift.md": drift.markdown()}, tags={"nightshift.alert": str(bool(reasons))})
     except BaseException:
-        tr.finish_run(cfg, run_id, "FAILED")
+        finish_run(cfg, run_id, "FAILED")
         raise
-    t.call("mlflow-finish-run", tr.finish_run, cfg, run_id, "FINISHED")
+    t.call("mlflow-finish-run", finish_run, cfg, run_id, "FINISHED")
     return {"label": contract.label, "reasons": reasons, "drift_share": drift.drift_share,
             "validation": report.summary()}
 
@@ -157,12 +165,23 @@ def plain_train(params: TrainParams, cfg: TrackingConfig, t: Stages) -> dict[str
 
     from flows.train import _lineage, _run_params, _run_tags, _version_tags
     from nightshift.settings import get_settings
-    from tasks import tracking as tr
-    from tasks.data import load_dataset_params
-    from tasks.drift import build_reference
-    from tasks.train import (candidate_grid, candidate_threads, cross_validate_candidate, cv_sample, evaluate_model,
-                             fit_pipeline, select_best, split_train_test, training_metrics)
-    from tasks.validate import check_training_data, infer_contract
+    from tasks.data.contract import infer_contract
+    from tasks.data.datasets import load_dataset_params
+    from tasks.data.validate import check_training_data
+    from tasks.model.train import (
+        candidate_grid,
+        candidate_threads,
+        cross_validate_candidate,
+        cv_sample,
+        evaluate_model,
+        fit_pipeline,
+        select_best,
+        split_train_test,
+        training_metrics,
+    )
+    from tasks.monitoring.drift import build_reference
+    from tasks.registry.runs import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, finish_run, log_training, start_run
+    from tasks.registry.versions import register_model_version
 
     settings = get_settings()
     name, kind, seed = params.model_name or settings.model_name, params.estimator.kind, params.seed
@@ -172,7 +191,7 @@ def plain_train(params: TrainParams, cfg: TrackingConfig, t: Stages) -> dict[str
     spec = data.spec
     train_df, test_df = t.call("split-train-test", split_train_test, data.frame, spec.label, params.test_size, seed,
                                params.stratify)
-    run_id = t.call("mlflow-start-run", tr.start_run, cfg, run_name=f"train-{name}", tags=_run_tags(name, dataset))
+    run_id = t.call("mlflow-start-run", start_run, cfg, run_name=f"train-{name}", tags=_run_tags(name, dataset))
     try:
         candidates = candidate_grid(params.estimator.param_grid)
         sample = cv_sample(train_df, spec.label, params.estimator.search_rows, seed)
@@ -188,45 +207,47 @@ def plain_train(params: TrainParams, cfg: TrackingConfig, t: Stages) -> dict[str
         reference = t.call("build-drift-reference", build_reference, model, test_df, spec.features, spec.label,
                            settings.reference_rows, seed)
         logged = t.call(
-            "mlflow-log-training", tr.log_training, cfg, run_id,
+            "mlflow-log-training", log_training, cfg, run_id,
             params=_run_params(params, spec.label, len(data.frame), best),
             metrics={**training_metrics(best, test_metrics, len(train_df), len(test_df)), "rows_search": len(sample)},
             datasets=_lineage(dataset, train_df, test_df, spec.label), model=model,
             input_example=train_df[spec.features].head(5),
-            artifacts={tr.CONTRACT_ARTIFACT: contract.model_dump(mode="json"),
+            artifacts={CONTRACT_ARTIFACT: contract.model_dump(mode="json"),
                        "cv_results.json": [s.__dict__ for s in scores]},
-            frames={tr.REFERENCE_ARTIFACT: reference})
-        version = t.call("mlflow-register-version", tr.register_model_version, cfg, name, logged,
+            frames={REFERENCE_ARTIFACT: reference})
+        version = t.call("mlflow-register-version", register_model_version, cfg, name, logged,
                          tags={**_version_tags(dataset, contract, test_metrics), **params.version_tags})
     except BaseException:
-        tr.finish_run(cfg, run_id, "FAILED")
+        finish_run(cfg, run_id, "FAILED")
         raise
-    t.call("mlflow-finish-run", tr.finish_run, cfg, run_id, "FINISHED")
+    t.call("mlflow-finish-run", finish_run, cfg, run_id, "FINISHED")
     return {"version": version, "test_metrics": test_metrics, "best_params": best.params,
             "cv_metrics": best.mean, "rows_train": len(train_df)}
 
 
 def plain_promote(cfg: TrackingConfig, name: str, decision: Any, server_url: str | None, token: str | None,
                   fingerprint: str, t: Stages) -> dict[str, Any]:
-    """tasks.promote.promote's happy path and undo as plain calls: lock, compare-and-swap, move, reload, audit."""
-    from tasks import tracking as tr
-    from tasks.promote import audit_record, model_lock, redeploy
+    """tasks.registry.promote.promote's happy path and undo as plain calls: lock, compare-and-swap, move, reload, audit."""
+    from tasks.registry.audit import append_audit, read_audit
+    from tasks.registry.locks import model_lock
+    from tasks.registry.promote import audit_record, redeploy
+    from tasks.registry.versions import alias_state, move_champion, restore_aliases
 
     target = decision.challenger_version
     with model_lock(cfg, name, "promote"):
-        state = t.call("read-aliases", tr.alias_state, cfg, name)
-        audit = t.call("read-audit-trail", tr.read_audit, cfg, name)
+        state = t.call("read-aliases", alias_state, cfg, name)
+        audit = t.call("read-audit-trail", read_audit, cfg, name)
         if any(r.action == "promote" and r.to_version == target for r in audit) or state.champion == target:
             return {"status": "already-promoted", "champion_after": state.champion}
         if state.champion != decision.champion_version:
             return {"status": "superseded", "champion_after": state.champion}
-        before = t.call("move-champion-alias", tr.move_champion, cfg, name, target)
+        before = t.call("move-champion-alias", move_champion, cfg, name, target)
         try:
             deploy = t.call("redeploy-model-server", redeploy, server_url, token, name, bool(decision.schema_changes))
-            t.call("append-audit-record", tr.append_audit, cfg,
+            t.call("append-audit-record", append_audit, cfg,
                    audit_record(name, "promote", decision.reason, state.champion, target, decision, fingerprint))
         except BaseException:
-            tr.restore_aliases(cfg, name, before)
+            restore_aliases(cfg, name, before)
             raise
     return {"status": "promoted", "champion_after": target, "deploy": deploy.status}
 
@@ -237,15 +258,17 @@ def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any
     from flows.nightly import REASONS_TAG, TRAINING_TAG, WINDOW_TAG, build_window, retrain_reasons, training_key
     from flows.train import TrainParams
     from nightshift.settings import get_settings
-    from tasks import tracking as tr
-    from tasks.data import DatasetParams, load_dataset_params
-    from tasks.promote import gate_challenger, model_lock, record_refusal
+    from tasks.data.datasets import DatasetParams, load_dataset_params
+    from tasks.registry import store as registry_store
+    from tasks.registry.locks import model_lock
+    from tasks.registry.promote import gate_challenger, record_refusal
+    from tasks.registry.versions import CHALLENGER, alias_state, find_version_by_tag, set_alias
 
     t = t or Stages()
     settings = get_settings()
-    cfg = tr.TrackingConfig.from_settings(settings)
+    cfg = registry_store.TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
-    champion = t.call("read-aliases", tr.alias_state, cfg, name).champion
+    champion = t.call("read-aliases", alias_state, cfg, name).champion
     tonight = params.batches[-1]
     checked = plain_monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed), cfg, t) \
         if champion else None
@@ -269,7 +292,7 @@ def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any
     key = training_key(window_fp, params.estimator, params.cv_folds, params.seed)
     trained: dict[str, Any] = {}
     with model_lock(cfg, name, f"train-{key[:16]}"):
-        version = t.call("find-version-by-tag", tr.find_version_by_tag, cfg, name, TRAINING_TAG, key)
+        version = t.call("find-version-by-tag", find_version_by_tag, cfg, name, TRAINING_TAG, key)
         if version is None:
             trained = plain_train(TrainParams(
                 dataset=DatasetParams(source=window_path, label=label),
@@ -277,7 +300,7 @@ def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any
                 seed=params.seed, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key,
                                                 REASONS_TAG: "; ".join(reasons)[:5000]}), cfg, t)
             version = trained["version"]
-    t.call("set-alias", tr.set_alias, cfg, name, tr.CHALLENGER, version)
+    t.call("set-alias", set_alias, cfg, name, CHALLENGER, version)
     decision = t.call("gate-challenger", gate_challenger, cfg, name, version, champion, holdout_path, params.gate)
     out |= {"challenger_version": version, "decision": decision.model_dump(mode="json"), "train": trained}
     if not decision.promote:
@@ -296,7 +319,7 @@ def night_params(state: Path, rows: int, estimator: str, night: int) -> NightlyP
     """Night 1 (no champion: trains, promotes) or night 2 (concept drift: degrades, retrains, promotes)."""
     from flows.nightly import NightlyParams
     from flows.train import EstimatorParams
-    from tasks.data import DatasetParams
+    from tasks.data.datasets import DatasetParams
 
     batch = DatasetParams(source=str(state / "landing" / f"night-{night}-{rows}.parquet"), label=LABEL)
     return NightlyParams(model_name=MODEL, batches=[batch], reference=None, window=1,
@@ -305,7 +328,7 @@ def night_params(state: Path, rows: int, estimator: str, night: int) -> NightlyP
 
 def prepare(state: Path, rows: int, estimator: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Land nights 1 and 2 as Parquet and make night 1's champion (plain script, fresh process); its summary."""
-    from tasks.data import DemoDrift, generate_demo
+    from tasks.data.demo import DemoDrift, generate_demo
 
     landing = state / "landing"
     landing.mkdir(parents=True, exist_ok=True)
@@ -669,16 +692,17 @@ def warm_libraries() -> None:
     import mlflow.pyfunc
     import mlflow.sklearn  # noqa: F401
     import pyarrow.parquet  # noqa: F401
-    import skops.io  # noqa: F401
     import sklearn.ensemble  # noqa: F401
+    import skops.io  # noqa: F401
     from evidently import Report  # noqa: F401
     from evidently.legacy.calculations.stattests.registry import get_stattest  # noqa: F401
     from evidently.presets import DataDriftPreset  # noqa: F401
 
     from nightshift.settings import get_settings
-    from tasks import tracking as tr
+    from tasks.registry import store as registry_store
+    from tasks.registry.versions import alias_state
 
-    tr.alias_state(tr.TrackingConfig.from_settings(get_settings()), MODEL)
+    alias_state(registry_store.TrackingConfig.from_settings(get_settings()), MODEL)
 
 
 def child(mode: str, state: Path, rows: int, estimator: str, out: Path) -> None:

@@ -118,17 +118,18 @@ def prepare_models(state: Path, keys: list[str], log: Callable[[str], None]) -> 
 def setup_child(specs: list[str]) -> dict[str, Any]:
     """Promote each NAME=VERSION to champion; its features and request rows (from its reference sample)."""
     from nightshift.settings import get_settings
-    from tasks import tracking
-    from tasks.tracking import TrackingConfig, move_champion
+    from tasks.registry.runs import REFERENCE_ARTIFACT, load_frame_artifact
+    from tasks.registry.store import TrackingConfig
+    from tasks.registry.versions import load_version, move_champion
 
     cfg = TrackingConfig.from_settings(get_settings())
     out: dict[str, Any] = {}
     for spec in specs:
         name, version = spec.split("=", 1)
         move_champion(cfg, name, version)
-        loaded = tracking.load_version(cfg, name, version)
+        loaded = load_version(cfg, name, version)
         contract = loaded.contract
-        reference = tracking.load_frame_artifact(cfg, loaded.ref.run_id, tracking.REFERENCE_ARTIFACT)
+        reference = load_frame_artifact(cfg, loaded.ref.run_id, REFERENCE_ARTIFACT)
         frame = reference[contract.features].head(PAYLOAD_ROWS)
         rows = [[_json_value(v) for v in row] for row in frame.itertuples(index=False, name=None)]
         out[name] = {"features": list(contract.features), "rows": rows,

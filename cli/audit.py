@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from nightshift.settings import get_settings
-    from tasks.tracking import TrackingConfig, read_audit
+    from tasks.registry.audit import read_audit
+    from tasks.registry.store import TrackingConfig
 
     records = read_audit(TrackingConfig.from_settings(get_settings()), args.model_name)
     if args.json:

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nightshift.errors import ConfigError
     from nightshift.settings import get_settings
-    from tasks.catalogue import load_catalogue, resolve_files
+    from tasks.catalogue.schema import load_catalogue, resolve_files
 
     settings = get_settings()
     path = args.path or settings.catalogue_path

@@ -6,7 +6,7 @@ each night it lands that night's files where the catalogue's templates look ({st
 both models' `model-night` flows side by side in two threads, exactly as the `fleet` flow runs them in-process, and
 keeps each night's full NightlyResult (the fleet's summary rows carry only action and champion, and a model-night
 run inside the fleet's task does not persist its result, so it cannot be read back from the API). The week ends
-with one table per model, a picture of the week (tasks.charts; logged to MLflow and as a Prefect link artifact) and
+with one table per model, a picture of the week (tasks.monitoring.charts; logged to MLflow and as a Prefect link artifact) and
 where to look.
 
 The week is generated, never scripted: the demo world changes and the nights decide. Churn's customers start
@@ -40,13 +40,12 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
-    from tasks.tracking import TrackingConfig
-
     from flows.nightly import NightlyResult
-    from tasks.catalogue import CatalogueModel
-    from tasks.charts import ModelWeek
-    from tasks.demo_data import DemoDrift
-    from tasks.evaluate import GateDecision
+    from tasks.catalogue.schema import CatalogueModel
+    from tasks.data.demo import DemoDrift
+    from tasks.model.gate import GateDecision
+    from tasks.monitoring.charts import ModelWeek
+    from tasks.registry.store import TrackingConfig
 
 CHURN, FRAUD = "demo-churn", "demo-fraud"
 WEEK_NIGHTS = 7
@@ -68,7 +67,7 @@ class DemoNight:
 
 
 def _index(day: date) -> int:
-    from tasks.demo_data import DEMO_START
+    from tasks.data.demo import DEMO_START
 
     return (day - DEMO_START).days
 
@@ -81,7 +80,7 @@ def flipped(day: date, flip_day: int) -> bool:
 
 def world(model_name: str, day: date) -> DemoDrift:
     """The world a demo model's `day` is drawn from (labels landing days later are regenerated from the same one)."""
-    from tasks.demo_data import DemoDrift
+    from tasks.data.demo import DemoDrift
 
     if model_name == FRAUD:  # for fraud, `concept` moves spending online and abroad and changes what fraud looks like
         return DemoDrift(concept=1.0 if flipped(day, FRAUD_SHIFT_DAY) else 0.0)
@@ -92,7 +91,7 @@ def world(model_name: str, day: date) -> DemoDrift:
 
 def week_plan(week: int, nights: int = WEEK_NIGHTS) -> list[DemoNight]:
     """The first `nights` nights of demo week `week` (0 = the first), each with what the world does."""
-    from tasks.demo_data import DEMO_START
+    from tasks.data.demo import DEMO_START
 
     plan = []
     for d in range(nights):
@@ -116,8 +115,8 @@ def week_plan(week: int, nights: int = WEEK_NIGHTS) -> list[DemoNight]:
 
 def next_week(models: list[CatalogueModel], state_dir: Path) -> int:
     """The first demo week whose last night has not landed for every demo model (0 on a fresh state dir)."""
-    from tasks.catalogue import resolve_files
-    from tasks.demo_data import DEMO_START
+    from tasks.catalogue.schema import resolve_files
+    from tasks.data.demo import DEMO_START
 
     week = 0
     while all(resolve_files(m.features, DEMO_START + timedelta(days=(week + 1) * WEEK_NIGHTS - 1), state_dir)[1]
@@ -128,7 +127,7 @@ def next_week(models: list[CatalogueModel], state_dir: Path) -> int:
 
 def land(model: CatalogueModel, night: DemoNight, state_dir: Path, rows: int, seed: int) -> str:
     """Write what lands for `model` tonight where its catalogue entry looks; returns what landed, in words."""
-    from tasks.demo_data import DEMO_START, land_demo_night
+    from tasks.data.demo import DEMO_START, land_demo_night
 
     if model.name in night.missing:
         return "features missing"
@@ -167,7 +166,7 @@ class Row:
 
 def gated_on(model: CatalogueModel, night: date, state_dir: Path, result: NightlyResult | None) -> str:
     """The labeled days a night trained and was judged on, as it saw them (recomputed from the landed files)."""
-    from tasks.sources import labeled_window
+    from tasks.data.sources import labeled_window
 
     if result is None or result.action not in GATED:
         return "-"
@@ -267,8 +266,7 @@ def estimate_table(cfg: TrackingConfig, model: CatalogueModel, first: date, last
     """The model's metric estimated before its labels (CBPE) beside the realized one once they landed, per day."""
     from rich.table import Table
 
-    from tasks.sources import DayEstimate, DayQuality
-    from tasks.tracking import ESTIMATE_DAY_TAG, quality_run
+    from tasks.registry.quality import ESTIMATE_DAY_TAG, DayEstimate, DayQuality, quality_run
 
     estimates = {e.day: e for e in (DayEstimate.model_validate_json(r) for r in
                                     quality_run(cfg, model.name, ESTIMATE_DAY_TAG)[1].values())}
@@ -295,9 +293,9 @@ def estimate_table(cfg: TrackingConfig, model: CatalogueModel, first: date, last
 
 def model_week(cfg: TrackingConfig, model: CatalogueModel, rows: list[Row], state_dir: Path) -> ModelWeek:
     """One model's row of the week picture: its nights, and the champion's metric realized and estimated per day."""
-    from tasks.charts import Band, ModelWeek, NightPoint
-    from tasks.sources import DayEstimate, DayQuality, night_dir
-    from tasks.tracking import ESTIMATE_DAY_TAG, monitored_metric, quality_run
+    from tasks.data.sources import night_dir
+    from tasks.monitoring.charts import Band, ModelWeek, NightPoint
+    from tasks.registry.quality import ESTIMATE_DAY_TAG, DayEstimate, DayQuality, monitored_metric, quality_run
 
     metric, days = model.monitor.metric, {row.night.night for row in rows}
     nights = [NightPoint(row.night.night) if (r := row.result) is None else
@@ -323,7 +321,7 @@ def _publish_picture(cfg: TrackingConfig, path: Path, title: str) -> str:
     'demo-week' (of this flow run: the UI's Artifacts page lists it); returns the MLflow run id."""
     from prefect.artifacts import create_link_artifact
 
-    from tasks.tracking import finish_run, log_artifact, start_run
+    from tasks.registry.runs import finish_run, log_artifact, start_run
 
     demo = cfg.model_copy(update={"experiment_name": f"{cfg.experiment_name}-demo"})
     run_id = start_run(demo, path.stem, tags={"nightshift.kind": "demo-week", "mlflow.note.content": title})
@@ -338,11 +336,11 @@ def _publish_picture(cfg: TrackingConfig, path: Path, title: str) -> str:
 
 def week_picture(cfg: TrackingConfig, models: list[CatalogueModel], rows: dict[str, list[Row]], state_dir: Path,
                  path: Path, title: str) -> str:
-    """Draw the week (tasks.charts) at `path`, then log it to MLflow and Prefect from a small 'demo-week-picture'
+    """Draw the week (tasks.monitoring.charts) at `path`, then log it to MLflow and Prefect from a small 'demo-week-picture'
     flow run (a Prefect artifact needs a run); returns the MLflow run id."""
     from prefect import flow
 
-    from tasks.charts import week_chart
+    from tasks.monitoring.charts import week_chart
 
     week_chart([model_week(cfg, m, rows[m.name], state_dir) for m in models], path, title)
     return flow(name="demo-week-picture", validate_parameters=False)(_publish_picture)(cfg, path, title)
@@ -374,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nightshift.errors import ConfigError
-    from tasks.catalogue import load_catalogue
-    from tasks.tracking import TrackingConfig, alias_state
+    from tasks.catalogue.schema import load_catalogue
+    from tasks.registry.store import TrackingConfig
+    from tasks.registry.versions import alias_state
 
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 180)
     try:

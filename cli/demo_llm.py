@@ -1,7 +1,7 @@
 """`make demo-llm`: prompt + model candidates for support-ticket triage evaluated, gated and promoted, offline.
 
-Two stand-in models (tasks/demo_llm.py) answer through an OpenAI-compatible server on loopback
-(serving/fake_openai.py), called with the real `openai` client: `fake-small` (cheap) and `fake-large` (~16x the
+Two stand-in models (cli/demo_tickets.py) answer through an OpenAI-compatible server on loopback
+(cli/fake_openai.py), called with the real `openai` client: `fake-small` (cheap) and `fake-large` (~16x the
 price). Three evaluation runs of the `llm-eval` flow on the bundled 40 tickets: the small model with a plain prompt
 becomes the first champion; the same model with priority rules in its prompt beats it; the large model is refused
 (not measurably better than the improved prompt, and over the cost budget). A stand-in judge (`fake-judge`) grades
@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from cli.demo_tickets import ticket_answers
+    from cli.fake_openai import FakeOpenAI
     from flows.llm_eval import LLMEvalParams, llm_eval
-    from serving.fake_openai import FakeOpenAI
-    from tasks.demo_llm import ticket_answers
 
     fake = FakeOpenAI(answers=ticket_answers())
     url, stop = fake.start()

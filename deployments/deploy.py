@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nightshift.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
-    from tasks.catalogue import Catalogue
+    from tasks.catalogue.schema import Catalogue
 
 PREFECT_FILE = "prefect.yaml"
 MODEL_NIGHT_FLOW = "model-night"
@@ -77,7 +77,7 @@ def render(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
     Rendering with the default settings and the committed models.yaml gives back the file unchanged (tests check it).
     """
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     config = copy.deepcopy(config)
     kept = [d for d in config["deployments"] if GENERATED_TAG not in (d.get("tags") or [])]
@@ -125,7 +125,7 @@ def deploy_all(settings: Settings | None = None, project_dir: Path = PROJECT_ROO
         # From the project root: entrypoints and the pull step's directory are where `prefect deploy` runs.
         subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file",
                         str(prefect_file)], cwd=project_dir, check=True)
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     for name in pause_removed_models({m.name for m in load_catalogue(settings.catalogue_path).models}):
         print(f"paused deployment {MODEL_NIGHT_FLOW}/{name}: model '{name}' is no longer in the catalogue")
@@ -155,7 +155,7 @@ if __name__ == "__main__":
     if args.print:
         import yaml
 
-        from tasks.catalogue import load_catalogue
+        from tasks.catalogue.schema import load_catalogue
 
         settings = get_settings()
         generated = catalogue_deployments(load_catalogue(settings.catalogue_path), settings.work_pool)

@@ -6,21 +6,28 @@ import argparse
 import sys
 
 from prefect import flow, task, unmapped
-from prefect.futures import wait
 from prefect.artifacts import create_table_artifact
+from prefect.futures import wait
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.runners import SettingsTaskRunner
 from nightshift.errors import TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks import tracking
-from tasks.score import (ScoreSummary, combine_parts_task, default_output, plan_parts, remove_path, score_file_task,
-                          score_part_task)
-from tasks.tracking import TrackingConfig, load_version_task
+from tasks.model.score import (
+    ScoreSummary,
+    combine_parts_task,
+    default_output,
+    plan_parts,
+    remove_path,
+    score_file_task,
+    score_part_task,
+)
+from tasks.registry.store import RETRY, TrackingConfig
+from tasks.registry.versions import CHAMPION, get_alias, load_version_task
 
-# Not (yet) among tasks.tracking's task wrappers: which version an alias points at, read with registry retries.
-get_alias_task = task(tracking.get_alias, name="read-alias", **tracking.RETRY)
+# Not (yet) among tasks.registry's task wrappers: which version an alias points at, read with registry retries.
+get_alias_task = task(get_alias, name="read-alias", **RETRY)
 
 
 class BatchPredictParams(BaseModel):
@@ -47,7 +54,7 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
-    version = get_alias_task(cfg, name, tracking.CHAMPION)
+    version = get_alias_task(cfg, name, CHAMPION)
     if version is None:
         raise TrackingError(f"Model '{name}' has no champion yet: run the nightly flow (or promote a version) first.")
     champion = load_version_task(cfg, name, version)  # by number: the champion read above, even if the alias moves

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.model_night import ModelNightParams, load_catalogue_task, model_night
 from nightshift.settings import get_settings
-from tasks.sources import resolve_night
+from tasks.data.sources import resolve_night
 
 MODEL_NIGHT_DEPLOYMENT = "model-night/model-night"  # flow name / deployment name in prefect.yaml
 

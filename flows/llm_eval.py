@@ -14,12 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import PROJECT_ROOT, get_settings
-from tasks.evaluate import GateDecision, LLMGateConfig
-from tasks.llm import (DEFAULT_PRICES, CacheState, Candidate, EvalSetup, JudgeConfig, LLMConfig, PriceTable,
-                       ProviderSettings, best_candidate, evaluate_candidate_task, evaluate_champion, gate_candidate,
-                       load_eval_set_task, make_client, register_candidate_task, settle, spent_usd)
-from tasks.promote import DeployOutcome, alias_state_task
-from tasks.tracking import TrackingConfig
+from tasks.llm.config import DEFAULT_PRICES, LLMConfig, PriceTable, ProviderSettings
+from tasks.llm.evaluation import (
+    CacheState,
+    Candidate,
+    EvalSetup,
+    JudgeConfig,
+    best_candidate,
+    evaluate_candidate_task,
+    evaluate_champion,
+    gate_candidate,
+    load_eval_set_task,
+    register_candidate_task,
+    settle,
+    spent_usd,
+)
+from tasks.llm.provider import make_client
+from tasks.llm.scoring import LLMGateConfig
+from tasks.model.gate import GateDecision
+from tasks.registry.promote import DeployOutcome, alias_state_task
+from tasks.registry.store import TrackingConfig
 
 
 class LLMEvalParams(BaseModel):

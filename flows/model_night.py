@@ -13,16 +13,22 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.monitor import MonitorParams, monitor
-from flows.nightly import (NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons)
+from flows.nightly import NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
-from tasks.catalogue import SERVED, load_catalogue
-from tasks.data import DatasetParams
-from tasks.estimate import EstimateCheck
-from tasks.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
-from tasks.sources import (build_labeled_window_task, emit_missing_data, labeled_window_task, landed_quality_task,
-                           record_estimate_task, resolve_night, stage_features_task)
-from tasks.tracking import TrackingConfig
+from tasks.catalogue.schema import SERVED, load_catalogue
+from tasks.data.datasets import DatasetParams
+from tasks.data.sources import (
+    build_labeled_window_task,
+    emit_missing_data,
+    labeled_window_task,
+    resolve_night,
+    stage_features_task,
+)
+from tasks.monitoring.estimate import EstimateCheck
+from tasks.registry.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
+from tasks.registry.quality import landed_quality_task, record_estimate_task
+from tasks.registry.store import TrackingConfig
 
 MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
 load_catalogue_task = task(load_catalogue, name="read-catalogue", cache_policy=NO_CACHE)

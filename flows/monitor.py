@@ -16,24 +16,33 @@ from pydantic import BaseModel, ConfigDict, Field
 from nightshift.errors import DataValidationError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
-from tasks import tracking
-from tasks.data import DatasetParams, load_dataset_task
-from tasks.drift import DriftResult, ReportMode, compute_drift_task, current_sample_task
-from tasks.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
-from tasks.evaluate import Metric, PerformanceCheck, batch_performance_task
-from tasks.skew import SERVED_PREFIX, SkewReport, skew_check_task
-from tasks.tracking import (REFERENCE_ARTIFACT, TrackingConfig, finish_run_task, load_frame_artifact_task,
-                            load_version_task, log_outputs_task, resolve_version_task, start_run_task)
-from tasks.validate import ValidationReport, validate_batch_task
+from tasks.catalogue.config import Metric
+from tasks.data.datasets import DatasetParams, load_dataset_task
+from tasks.data.served import SERVED_PREFIX
+from tasks.data.validate import ValidationReport, validate_batch_task
+from tasks.monitoring.drift import DriftResult, ReportMode, compute_drift_task, current_sample_task
+from tasks.monitoring.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
+from tasks.monitoring.performance import PerformanceCheck, batch_performance_task
+from tasks.monitoring.skew import SkewReport, skew_check_task
+from tasks.registry.runs import (
+    REFERENCE_ARTIFACT,
+    finish_run_task,
+    load_frame_artifact_task,
+    log_outputs_task,
+    run_metrics,
+    start_run_task,
+)
+from tasks.registry.store import RETRY, TrackingConfig
+from tasks.registry.versions import load_version_task, resolve_version_task
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
-    from tasks.data import LoadedDataset
+    from tasks.data.datasets import LoadedDataset
 
 DRIFT_EVENT = "nightshift.drift.detected"
 DEGRADED_EVENT = "nightshift.performance.degraded"
-# Not (yet) among tasks.tracking's task wrappers: the version's recorded test metrics, read with registry retries.
-run_metrics_task = task(tracking.run_metrics, name="read-test-metrics", **tracking.RETRY)
+# Not (yet) among tasks.registry's task wrappers: the version's recorded test metrics, read with registry retries.
+run_metrics_task = task(run_metrics, name="read-test-metrics", **RETRY)
 
 
 class MonitorParams(BaseModel):

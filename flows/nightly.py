@@ -19,12 +19,13 @@ from flows.monitor import MonitorParams, MonitorResult, monitor
 from flows.train import EstimatorParams, TrainParams, train
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks import tracking
-from tasks.data import DatasetParams, fingerprint, load_dataset_task
-from tasks.evaluate import GateConfig, GateDecision
-from tasks.promote import (DeployOutcome, alias_state_task, gate_challenger_task, model_lock, promote,
-                           record_refusal_task)
-from tasks.tracking import TrackingConfig, find_version_task, set_alias_task
+from tasks.catalogue.config import GateConfig
+from tasks.data.datasets import DatasetParams, fingerprint, load_dataset_task
+from tasks.model.gate import GateDecision
+from tasks.registry.locks import model_lock
+from tasks.registry.promote import DeployOutcome, alias_state_task, gate_challenger_task, promote, record_refusal_task
+from tasks.registry.store import TrackingConfig
+from tasks.registry.versions import CHALLENGER, find_version_task, set_alias_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,7 +161,7 @@ def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, windo
                                          REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
         else:
             get_run_logger().info("Window %s was already trained as v%s: reusing it.", window_fp[:12], version)
-    set_alias_task(cfg, name, tracking.CHALLENGER, version)
+    set_alias_task(cfg, name, CHALLENGER, version)
     return version
 
 

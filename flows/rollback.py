@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from nightshift.errors import PromotionRefused, TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks.promote import DeployOutcome, alias_state_task, promote, recorded_decision_task
-from tasks.tracking import TrackingConfig
+from tasks.registry.promote import DeployOutcome, alias_state_task, promote, recorded_decision_task
+from tasks.registry.store import TrackingConfig
 
 
 class RollbackParams(BaseModel):

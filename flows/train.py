@@ -16,21 +16,40 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from flows.runners import SettingsTaskRunner
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks.data import DatasetParams, fingerprint, load_dataset_task
-from tasks.drift import build_reference_task
-from tasks.evaluate import Metric
-from tasks.tracking import (CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, DatasetRef, TrackingConfig, finish_run_task,
-                            log_training_task, model_uri, register_task, start_run_task)
-from tasks.train import (CandidateScore, EstimatorParams, candidate_grid, candidate_threads, candidates_table,
-                         cross_validate_task, cv_sample, evaluate_task, fit_task, select_best, split_task,
-                         training_metrics)
-from tasks.validate import check_training_data_task, infer_contract_task
+from tasks.catalogue.config import EstimatorParams, Metric
+from tasks.data.contract import infer_contract_task
+from tasks.data.datasets import DatasetParams, fingerprint, load_dataset_task
+from tasks.data.validate import check_training_data_task
+from tasks.model.train import (
+    CandidateScore,
+    candidate_grid,
+    candidate_threads,
+    candidates_table,
+    cross_validate_task,
+    cv_sample,
+    evaluate_task,
+    fit_task,
+    select_best,
+    split_task,
+    training_metrics,
+)
+from tasks.monitoring.drift import build_reference_task
+from tasks.registry.runs import (
+    CONTRACT_ARTIFACT,
+    REFERENCE_ARTIFACT,
+    DatasetRef,
+    finish_run_task,
+    log_training_task,
+    start_run_task,
+)
+from tasks.registry.store import TrackingConfig
+from tasks.registry.versions import model_uri, register_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.data import FeatureSpec, LoadedDataset
-    from tasks.validate import Contract
+    from tasks.data.contract import Contract
+    from tasks.data.datasets import FeatureSpec, LoadedDataset
 
 
 class TrainParams(BaseModel):

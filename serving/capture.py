@@ -31,39 +31,30 @@ import atexit
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import quote
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from nightshift.errors import DataLoadError
-from nightshift.naming import MODEL_NAME_PATTERN
 from serving.compiled import Batch
+from tasks.data.served import IN_PROGRESS, META_COLUMNS, PREDICTION, PROBA_PREFIX, model_dir
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
     from nightshift.settings import Settings
-
     Features: TypeAlias = Batch | Mapping[str, Sequence[Any]] | pd.DataFrame  # a request's feature values
 
-log = logging.getLogger(__name__)
 
-IN_PROGRESS = ".inprogress"
-META_COLUMNS = ("request_id", "row", "row_id", "captured_at", "model", "model_version")
-PREDICTION = "prediction"
-PROBA_PREFIX = "proba_"
+log = logging.getLogger(__name__)
 MAX_REQUEST_ID = 128
 COUNTERS = ("offered_rows", "sampled_out_rows", "dropped_rows", "queue_rows", "buffered_rows", "written_rows",
             "error_rows", "write_errors", "parts_written")
@@ -71,10 +62,6 @@ _FULL = 2**32  # sampling threshold that captures every request
 _YIELD_EVERY = 256  # queue items the writer handles between GIL releases (keeps request threads' waits short)
 _CHUNK_ITEMS, _CHUNK_ROWS = 1024, 65_536  # at most this much converted and written in one go (one row group)
 _SEQ = itertools.count()  # part sequence numbers, unique within the process
-
-
-class NoServedData(DataLoadError):
-    """No closed capture part holds rows for the model and day (and version) asked for."""
 
 
 class CaptureConfig(BaseModel):
@@ -557,75 +544,3 @@ def _abandon(part: _Part) -> None:
     except Exception:
         pass
     part.tmp.unlink(missing_ok=True)
-
-
-# -- reading ----------------------------------------------------------------------------------------------------
-
-def model_dir(model: str) -> str:
-    """A model's folder name: the registry name itself when it is path-safe, else percent-encoded."""
-    if re.fullmatch(MODEL_NAME_PATTERN, model):
-        return model
-    return quote(model, safe="").replace(".", "%2E")
-
-
-def served_days(root: Path | str, model: str) -> list[date]:
-    """The days with at least one closed capture part for `model`, oldest first."""
-    folder = Path(root) / model_dir(model)
-    if not folder.is_dir():
-        return []
-    days = []
-    for sub in folder.iterdir():
-        try:
-            day = date.fromisoformat(sub.name)
-        except ValueError:
-            continue
-        if next(sub.glob("part-*.parquet"), None) is not None:
-            days.append(day)
-    return sorted(days)
-
-
-def served_parts(root: Path | str, model: str, day: date | str) -> list[Path]:
-    """The closed parts of one model and UTC day in name (= opening time) order; `.inprogress` files are not."""
-    return sorted((Path(root) / model_dir(model) / _day_name(day)).glob("part-*.parquet"))
-
-
-def read_served(root: Path | str, model: str, day: date | str, version: str | None = None) -> pd.DataFrame:
-    """A UTC day of a model's captured traffic (closed parts only), optionally one version's rows: "current" data.
-
-    Raises NoServedData when there is none, naming the days that have some.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    name = _day_name(day)
-    parts = served_parts(root, model, name)
-    if not parts:
-        days = ", ".join(d.isoformat() for d in served_days(root, model)[-10:]) or "none"
-        raise NoServedData(f"no captured traffic of model {model!r} on {name} under {Path(root)} "
-                           f"(days with traffic: {days})")
-    tables = []
-    for path in parts:
-        try:
-            tables.append(pq.read_table(path))
-        except Exception as exc:
-            raise DataLoadError(f"capture part {path} could not be read: {exc}") from exc
-    table = pa.concat_tables(tables, promote_options="permissive")
-    if version is not None:
-        table = table.filter(pc.equal(table["model_version"], str(version)))
-        if table.num_rows == 0:
-            raise NoServedData(f"no captured traffic of model {model!r} version {version} on {name} under "
-                               f"{Path(root)} (versions that day: {', '.join(_versions(tables))})")
-    return table.to_pandas()
-
-
-def _versions(tables: list[pa.Table]) -> list[str]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return sorted(set(pc.unique(pa.chunked_array([t["model_version"] for t in tables])).to_pylist()))
-
-
-def _day_name(day: date | str) -> str:
-    """A day as YYYY-MM-DD (checked)."""
-    return (day if isinstance(day, date) else date.fromisoformat(str(day))).isoformat()

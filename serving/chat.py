@@ -29,8 +29,9 @@ from nightshift.errors import NightshiftError
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
     import openai
 
-    from tasks.llm import CallResult, LLMConfig, PriceTable, ProviderSettings
-    from tasks.tracking import TrackingConfig
+    from tasks.llm.config import LLMConfig, PriceTable, ProviderSettings
+    from tasks.llm.provider import CallResult
+    from tasks.registry.store import TrackingConfig
 
 KIND = "prompt"
 
@@ -74,17 +75,17 @@ class ServedPrompt:
 def load_prompt(cfg: TrackingConfig, name: str, alias: str | None = None) -> ServedPrompt:
     """The prompt version behind `alias` (default champion), read from the registry and loaded by number (content
     hash checked); NoPromptChampion when there is none, ChatError when the name is a registered model."""
-    from tasks import tracking
-    from tasks.llm import live_config
+    from tasks.llm.evaluation import live_config
+    from tasks.registry.versions import CHAMPION, get_alias, is_prompt, list_versions
 
-    alias = alias or tracking.CHAMPION
-    if not tracking.is_prompt(cfg, name):
-        if tracking.list_versions(cfg, name):
+    alias = alias or CHAMPION
+    if not is_prompt(cfg, name):
+        if list_versions(cfg, name):
             raise ChatError(422, f"'{name}' is a registered model, not a prompt: serve it through the model "
                                  f"catalogue, not NIGHTSHIFT_SERVER_PROMPTS")
         raise NoPromptChampion(503, f"prompt '{name}' has no '{alias}' alias yet (it is not registered): nothing to "
                                     f"serve")
-    version = tracking.get_alias(cfg, name, alias)
+    version = get_alias(cfg, name, alias)
     if version is None:
         raise NoPromptChampion(503, f"prompt '{name}' has no '{alias}' alias yet: nothing to serve")
     return ServedPrompt(name=name, version=version, alias=alias, config=live_config(cfg, name, version),
@@ -95,7 +96,7 @@ def check_schema(live: ServedPrompt | None, candidate: ServedPrompt, allow_chang
     """The candidate's interface changes vs the live prompt; a 422 unless the caller allows a change."""
     if live is None:  # nothing served yet: no caller to break
         return []
-    from tasks.llm import interface_changes
+    from tasks.llm.evaluation import interface_changes
 
     changes = interface_changes(live.config, candidate.config)
     if changes and not allow_change:
@@ -218,7 +219,7 @@ def error_code(status: int) -> str:
 
 def _unpriced_ok(prices: PriceTable, model: str) -> tuple[PriceTable, bool]:
     """The table to call `complete` with (it refuses an unpriced model) and whether `model` is really priced."""
-    from tasks.llm import Price, PriceTable
+    from tasks.llm.config import Price, PriceTable
 
     if model in prices.prices or "*" in prices.prices:
         return prices, True
@@ -240,7 +241,7 @@ class ChatBackend:
     and the bounded thread pool every chat call runs in."""
 
     def __init__(self, provider: ProviderSettings | None = None, prices: PriceTable | None = None) -> None:
-        from tasks.llm import DEFAULT_PRICES, ProviderSettings
+        from tasks.llm.config import DEFAULT_PRICES, ProviderSettings
 
         self.provider = provider or ProviderSettings()
         self.prices = prices if prices is not None else DEFAULT_PRICES
@@ -250,7 +251,8 @@ class ChatBackend:
 
     def client(self) -> openai.OpenAI:
         """The shared client; ChatError 503 naming OPENAI_API_KEY when the server's environment has none."""
-        from tasks.llm import LLMConfigError, make_client
+        from tasks.llm.config import LLMConfigError
+        from tasks.llm.provider import make_client
 
         with self._lock:
             if self._client is None:
@@ -269,7 +271,7 @@ class ChatBackend:
     def _call(self, served: ServedPrompt, variables: dict[str, Any], rid: str,
               submitted: float) -> tuple[CallResult, bool, float]:
         """In a pool thread: the provider call, whether its model is priced, and how long it waited for the thread."""
-        from tasks.llm import complete
+        from tasks.llm.provider import complete
 
         queued_ms = (time.perf_counter() - submitted) * 1000
         prices, priced = _unpriced_ok(self.prices, served.config.model)

@@ -45,9 +45,9 @@ from serving.compiled import Batch, CompiledScorer, compile_pipeline
 from serving.metrics import MetricsMiddleware, ServerMetrics, mark
 
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
-    from tasks.llm import PriceTable, ProviderSettings
-    from tasks.tracking import TrackingConfig
-    from tasks.validate import Contract
+    from tasks.data.contract import Contract
+    from tasks.llm.config import PriceTable, ProviderSettings
+    from tasks.registry.store import TrackingConfig
 
 
 MAX_ABS_VALUE = 1e30
@@ -148,15 +148,16 @@ def _request_model(contract: Contract) -> type[BaseModel]:
 
 def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> Served:
     """Load the version behind `alias` (default champion) from the registry, never a local file, with its contract."""
-    from tasks import tracking
+    from tasks.registry.runs import REFERENCE_ARTIFACT, load_frame_artifact
+    from tasks.registry.versions import CHAMPION, get_alias, load_version
 
-    alias = alias or tracking.CHAMPION
-    version = tracking.get_alias(cfg, name, alias)
+    alias = alias or CHAMPION
+    version = get_alias(cfg, name, alias)
     if version is None:
         raise NoChampionError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
-    loaded = tracking.load_version(cfg, name, version)  # by number: exactly the version the alias named just now
+    loaded = load_version(cfg, name, version)  # by number: exactly the version the alias named just now
     model, contract, run_id = loaded.model, loaded.contract, loaded.ref.run_id
-    reference = tracking.load_frame_artifact(cfg, run_id, tracking.REFERENCE_ARTIFACT)
+    reference = load_frame_artifact(cfg, run_id, REFERENCE_ARTIFACT)
     frame = reference[contract.features].head(SAMPLE_ROWS)
     sample = prepare(_columns_of(frame), len(frame), contract, max(len(frame), 1))
     categories = {c.name: list(c.categories or []) for c in contract.columns if c.kind != "numeric"}
@@ -272,7 +273,7 @@ def prepare(columns: dict[str, list[Any]], n_rows: int, contract: Contract, max_
 
 def check_schema(live: Served | None, candidate: Served, allow_change: bool) -> list[str]:
     """How the candidate's inputs or classes differ from the live model's; a 422 unless the caller allows a change."""
-    from tasks.validate import schema_changes
+    from tasks.data.contract import schema_changes
 
     if live is None:  # nothing served yet: no caller to break
         return []
@@ -285,7 +286,7 @@ def check_schema(live: Served | None, candidate: Served, allow_change: bool) -> 
 
 def served_model_names(settings: Settings) -> list[str]:
     """The default model, then the catalogue's enabled ones (if it exists); ConfigError if the catalogue is invalid."""
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     path = settings.catalogue_path
     if not path.exists():  # no catalogue: the single default model, as before catalogues existed
@@ -295,7 +296,7 @@ def served_model_names(settings: Settings) -> list[str]:
 
 def id_columns(settings: Settings) -> dict[str, str]:
     """Each catalogue model's first id column (its rows' own ids, captured as `row_id` when a request carries them)."""
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     path = settings.catalogue_path
     if not path.exists():
@@ -305,7 +306,7 @@ def id_columns(settings: Settings) -> dict[str, str]:
 
 def not_in_catalogue(settings: Settings, name: str) -> str | None:
     """None if `name` is an enabled model of the catalogue as it is on disk now, else why not (naming the file)."""
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     path = settings.catalogue_path
     if not path.exists():
@@ -515,7 +516,7 @@ class ServerState:
 
 def _is_prompt(cfg: TrackingConfig, name: str) -> bool:
     """Whether `name` is a prompt in the registry; False when the registry cannot say (only a 404's wording)."""
-    from tasks.tracking import is_prompt
+    from tasks.registry.versions import is_prompt
 
     try:
         return is_prompt(cfg, name)
@@ -526,7 +527,7 @@ def _is_prompt(cfg: TrackingConfig, name: str) -> bool:
 def check_prompt_names(settings: Settings) -> list[str]:
     """NIGHTSHIFT_SERVER_PROMPTS, each name clear of the default model and every catalogue model (enabled or not:
     a disabled one may be enabled and reloaded later); ConfigError naming both otherwise."""
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     prompts = settings.server_prompts
     if not prompts:
@@ -769,10 +770,10 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
     """The FastAPI app; loads every served model's and prompt's champion at start-up (one without answers 503).
 
     `provider` (endpoint, timeout, retries, concurrency; default from OPENAI_BASE_URL) and `prices` (default
-    tasks.llm.DEFAULT_PRICES) are for the chat route. `freeze_heap` (the server process: `main`): once start-up is
+    tasks.llm.config.DEFAULT_PRICES) are for the chat route. `freeze_heap` (the server process: `main`): once start-up is
     done, move every object alive into the garbage collector's permanent generation (`gc.freeze`).
     """
-    from tasks.tracking import TrackingConfig
+    from tasks.registry.store import TrackingConfig
 
     settings = settings or get_settings()
     state = ServerState(settings, TrackingConfig.from_settings(settings), served_model_names(settings),

@@ -49,7 +49,7 @@ def tmp_root() -> Path:
 def tracking():
     """The session's MLflow config, the same one the flows read from the environment."""
     from nightshift.settings import get_settings
-    from tasks.tracking import TrackingConfig
+    from tasks.registry.store import TrackingConfig
 
     return TrackingConfig.from_settings(get_settings())
 
@@ -98,7 +98,7 @@ FAKE_OPENAI_KEY = "sk-nightshift-TESTKEY-7f3a9c1e5b"  # distinctive: tests grep 
 @pytest.fixture
 def fake_openai(monkeypatch: pytest.MonkeyPatch):
     """A FakeOpenAI serving on loopback, with OPENAI_API_KEY/OPENAI_BASE_URL pointing at it and no proxy detour."""
-    from serving.fake_openai import FakeOpenAI
+    from cli.fake_openai import FakeOpenAI
 
     for key in ("OPENAI_CUSTOM_HEADERS", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY", "OPENAI_LOG"):
         monkeypatch.delenv(key, raising=False)

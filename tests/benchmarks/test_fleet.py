@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from benchmarks.fleet import WARMUP, catalogue_entry, check_rows, memory_mb, model_names
-from tasks.catalogue import load_catalogue
+from tasks.catalogue.schema import load_catalogue
 
 
 def test_the_generated_catalogue_alternates_both_streams_and_validates(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ import pytest
 from benchmarks.night import Stages, _prefect_runs, plain_night
 from flows.nightly import NightlyParams, nightly
 from flows.train import EstimatorParams
-from tasks import tracking as tr
-from tasks.data import DatasetParams, DemoDrift, generate_demo
-from tasks.evaluate import GateConfig
+from tasks.catalogue.config import GateConfig
+from tasks.data.datasets import DatasetParams
+from tasks.data.demo import DemoDrift, generate_demo
+from tasks.registry.versions import AliasState, alias_state
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 
@@ -45,6 +46,6 @@ def test_plain_script_and_flow_take_the_same_steps_and_branch(tracking, tmp_path
     assert flow.challenger_version == script["challenger_version"] == "2"
     for key in ("challenger", "champion", "ci_low", "ci_high", "promote", "rows"):
         assert getattr(flow.decision, key) == script["decision"][key], key
-    assert tr.alias_state(tracking, flow_model) == tr.alias_state(tracking, script_model) == tr.AliasState("2", "1")
+    assert alias_state(tracking, flow_model) == alias_state(tracking, script_model) == AliasState("2", "1")
     assert set(ran["stages"]) == set(stages.seconds)  # every task the flow ran, the script timed, and no other
     assert ran["flow_runs"] == 3 and ran["subflow_task_runs"] == 2  # nightly + its monitor and train subflows

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 from cli.audit import main
-from tasks import tracking as tr
+from tasks.registry.audit import AuditRecord, append_audit
 
 
 def test_prints_one_models_trail_as_json_and_as_a_table(tracking, model_name, capsys) -> None:
     for i, action in enumerate(("promote", "refuse")):
-        tr.append_audit(tracking, tr.AuditRecord(time=f"2026112{i}T010203.000000Z", model_name=model_name,
+        append_audit(tracking, AuditRecord(time=f"2026112{i}T010203.000000Z", model_name=model_name,
                                                  action=action, from_version="1", to_version="2", reason=f"r{i}"))
-    tr.append_audit(tracking, tr.AuditRecord(time="20261120T000000.000000Z", model_name=f"{model_name}-other",
+    append_audit(tracking, AuditRecord(time="20261120T000000.000000Z", model_name=f"{model_name}-other",
                                              action="promote", to_version="1", reason="another model"))
     assert main(["--model-name", model_name, "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -10,8 +10,8 @@ import pytest
 
 from cli.demo import CHURN, FRAUD, WEEK_NIGHTS, main, next_week, week_plan, world
 from nightshift.settings import get_settings
-from tasks.catalogue import load_catalogue
-from tasks.demo_data import DEMO_START, land_demo_night
+from tasks.catalogue.schema import load_catalogue
+from tasks.data.demo import DEMO_START, land_demo_night
 
 
 def test_the_week_flips_each_world_once_and_back_the_next_week() -> None:
@@ -61,8 +61,10 @@ def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.
     """The real catalogue's demo models in a fresh state dir and MLflow store: the story happens, it is not printed."""
     from prefect.artifacts import Artifact
 
-    from tasks import tracking as tr
-    from tasks.tracking import TrackingConfig
+    from tasks.registry.audit import read_audit
+    from tasks.registry.quality import monitored_metric
+    from tasks.registry.store import TrackingConfig, client
+    from tasks.registry.versions import CHAMPION, get_alias
 
     monkeypatch.setenv("NIGHTSHIFT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("NIGHTSHIFT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -89,9 +91,9 @@ def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.
 
     cfg = TrackingConfig.from_settings(get_settings())
     for name in (CHURN, FRAUD):
-        trail = [r.action for r in tr.read_audit(cfg, name)]
+        trail = [r.action for r in read_audit(cfg, name)]
         assert trail.count("promote") >= 2 and "refuse" in trail, (name, trail)
-        assert tr.get_alias(cfg, name, tr.CHAMPION) is not None
+        assert get_alias(cfg, name, CHAMPION) is not None
 
     # The week's picture: written to the state dir, logged to MLflow and as a Prefect link artifact.
     picture = re.search(r"Week picture: (\S+\.png) .* run (\w+), Prefect artifact demo-week", out)
@@ -99,8 +101,8 @@ def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.
     path = Path(picture[1])
     assert path == tmp_path / "state" / "reports" / "demo-week-2026-01-01.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [a.path for a in tr.client(cfg).list_artifacts(picture[2])] == [path.name]
+    assert [a.path for a in client(cfg).list_artifacts(picture[2])] == [path.name]
     link = Artifact.get("demo-week")
     assert link is not None and link.flow_run_id is not None and path.resolve().as_uri() in str(link.data), link
     # Fraud's labels come with its rows: its realized series is what the monitor measured on the nights it ran.
-    assert len(tr.monitored_metric(cfg, FRAUD, "roc_auc")) == 4  # nights 4..7: a champion from night 2, 3 no-data
+    assert len(monitored_metric(cfg, FRAUD, "roc_auc")) == 4  # nights 4..7: a champion from night 2, 3 no-data

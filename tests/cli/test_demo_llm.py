@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tasks import tracking as tr
+from tasks.registry.audit import read_audit
+from tasks.registry.versions import alias_state
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 
@@ -25,5 +26,5 @@ def test_the_llm_demo_promotes_the_better_prompt_and_refuses_the_bigger_model(ca
     assert "→ v3: refused (" in out, out
     assert out.count("champion: its stored results reused, nothing sent for it") == 2, out  # runs 2 and 3
     assert "judge score" in out
-    assert tr.alias_state(tracking, name).champion == "2"
-    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote", "promote", "refuse"]
+    assert alias_state(tracking, name).champion == "2"
+    assert [r.action for r in read_audit(tracking, name)] == ["promote", "promote", "refuse"]

@@ -71,7 +71,7 @@ def _catalogue(folder: Path) -> Path:
 
 def test_every_catalogue_model_gets_its_own_scheduled_deployment(tmp_path) -> None:
     """make deploy's rendering: the settings' pool everywhere; one model-night deployment per catalogue model."""
-    from tasks.catalogue import load_catalogue
+    from tasks.catalogue.schema import load_catalogue
 
     churn, fraud = load_catalogue(_catalogue(tmp_path)).models
     settings = Settings(state_dir=tmp_path, work_pool="p1", catalogue_path=tmp_path / "models.yaml")
@@ -162,7 +162,7 @@ def test_a_scheduled_night_is_its_start_date_in_the_zone_minus_the_offset(monkey
 
     from prefect.runtime import flow_run
 
-    from tasks.sources import resolve_night
+    from tasks.data.sources import resolve_night
 
     monkeypatch.setattr(flow_run, "get_id", lambda: "00000000-0000-0000-0000-000000000001")
     # a module __getattr__ attribute in prefect.runtime (getattr would ask the API): set in the module's dict

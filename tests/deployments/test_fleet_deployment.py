@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import tracking as tr
-from tasks.catalogue import load_catalogue
-from tasks.demo_data import DEMO_START, land_demo_night
+from tasks.catalogue.schema import load_catalogue
+from tasks.data.demo import DEMO_START, land_demo_night
+from tasks.registry.versions import CHAMPION, get_alias
 from tests.catalogues import two_demo_models, write_catalogue
 from tests.deployments.prefect_stack import deploy_and_start_worker, start_stack
 
@@ -56,7 +56,7 @@ def test_fleet_nights_run_as_model_night_runs_shared_by_workers(tmp_path: Path, 
         assert sorted(i for ids in ran_by.values() for i in ids) == sorted(c["id"] for c in children)
     finally:
         stack.stop()
-    assert tr.get_alias(tracking, churn.name, tr.CHAMPION) == "1" == tr.get_alias(tracking, fraud.name, tr.CHAMPION)
+    assert get_alias(tracking, churn.name, CHAMPION) == "1" == get_alias(tracking, fraud.name, CHAMPION)
 
 
 def _started(worker_log: str) -> set[str]:

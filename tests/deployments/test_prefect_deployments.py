@@ -18,8 +18,10 @@ import pytest
 
 from deployments import postgres
 from nightshift.settings import PROJECT_ROOT
-from tasks import tracking as tr
-from tasks.catalogue import load_catalogue
+from tasks.catalogue.schema import load_catalogue
+from tasks.registry.audit import read_audit
+from tasks.registry.runs import get_run
+from tasks.registry.versions import CHAMPION, get_alias, list_versions, version_run_id
 from tests.catalogues import two_demo_models, write_catalogue
 from tests.conftest import free_port
 from tests.deployments.prefect_stack import PrefectStack, deploy_and_start_worker, start_stack
@@ -201,10 +203,10 @@ def test_nightly_deployment_run_completes_and_mlflow_has_the_champion(request, s
     run = stack.wait_for_run(run_id, timeout=420)
     assert run["state_type"] == "COMPLETED", (run["state"], (stack.logs / "worker.log").read_text()[-4000:])
     assert run["parameters"]["params"]["model_name"] == name
-    assert tr.get_alias(tracking, name, tr.CHAMPION) == "1"
-    mlflow_run = tr.get_run(tracking, tr.version_run_id(tracking, name, "1"))
+    assert get_alias(tracking, name, CHAMPION) == "1"
+    mlflow_run = get_run(tracking, version_run_id(tracking, name, "1"))
     assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["nightshift.model_name"] == name
-    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]
+    assert [r.action for r in read_audit(tracking, name)] == ["promote"]
     if stack.database_url:  # the run is in PostgreSQL, not in some SQLite file
         assert _pg_flow_run_state(stack.database_url, run_id) == "COMPLETED"
 
@@ -236,7 +238,7 @@ def test_train_deployment_on_the_dask_task_runner(sqlite_stack, tracking) -> Non
     logs = sqlite_stack.api("POST", "/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200})
     assert run["state_type"] == "COMPLETED", (run["state"], [entry["message"] for entry in logs][-20:])
     assert any("on DaskTaskRunner" in entry["message"] for entry in logs), [entry["message"] for entry in logs][:20]
-    assert tr.list_versions(tracking, name)
+    assert list_versions(tracking, name)
 
 
 def test_a_custom_run_from_the_ui_form_completes_with_the_changed_parameters(sqlite_stack, tracking) -> None:
@@ -264,14 +266,14 @@ def test_a_custom_run_from_the_ui_form_completes_with_the_changed_parameters(sql
     params = run["parameters"]["params"]
     assert (params["reason"], params["window"], params["model_name"]) == (reason, 2, name)
     assert params["batches"][0]["rows"] == 3000 and params["reference"]["rows"] == 4000
-    assert tr.get_alias(tracking, name, tr.CHAMPION) == "1"
+    assert get_alias(tracking, name, CHAMPION) == "1"
 
 
 _EMIT = """
 import sys
 from flows.monitor import _emit_events
 from prefect.events.worker import EventsWorker
-from tasks.drift import ColumnDrift, DriftResult
+from tasks.monitoring.drift import ColumnDrift, DriftResult
 
 drift = DriftResult(dataset_drift=True, drift_share=0.24, drift_share_threshold=0.2, drifted_columns=["age", "plan"],
                     columns=[ColumnDrift(column=c, kind="num", method="wasserstein", score=0.3, threshold=0.1,
@@ -353,6 +355,6 @@ def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, trac
                             json={"parameters": params})
         run = stack.wait_for_run(created["id"], timeout=300)
         assert run["state_type"] == "COMPLETED", (stack.logs / "serve.log").read_text()[-4000:]
-        assert tr.list_versions(tracking, name)
+        assert list_versions(tracking, name)
     finally:
         stack.stop()

@@ -11,9 +11,9 @@ import pytest
 
 from flows.batch_predict import BatchPredictParams, batch_predict
 from flows.train import EstimatorParams, TrainParams, train
-from tasks import tracking as tr
-from tasks.data import DatasetParams
-from tasks.demo_data import generate_demo
+from tasks.data.datasets import DatasetParams
+from tasks.data.demo import generate_demo
+from tasks.registry.versions import load_sklearn, move_champion
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 
@@ -23,7 +23,7 @@ def champion(prefect_harness, tracking) -> str:
     name = f"batch-{uuid.uuid4().hex[:8]}"
     result = train(TrainParams(dataset=DatasetParams(source="demo", rows=2_000), model_name=name, cv_folds=2,
                                estimator=EstimatorParams(param_grid={"n_estimators": [20]})))
-    tr.move_champion(tracking, name, result.model_version)
+    move_champion(tracking, name, result.model_version)
     return name
 
 
@@ -38,7 +38,7 @@ def test_scores_in_chunks_like_the_registry_model(champion, tracking, tmp_path: 
     assert (summary.rows, summary.chunks) == (5_500, 6)
     assert summary.output == str(tmp_path / "day3.predictions.parquet")
     out = pd.read_parquet(summary.output)
-    model = tr.load_sklearn(tracking, champion, alias="champion")
+    model = load_sklearn(tracking, champion, alias="champion")
     expected = model.predict_proba(frame[list(model.feature_names_in_)])
     np.testing.assert_allclose(out[["proba_0", "proba_1"]].to_numpy(), expected)
     assert list(out.columns) == ["event_date", "prediction", "proba_0", "proba_1"]
@@ -87,7 +87,7 @@ def test_dask_scores_parquet_row_groups_in_parallel_parts(champion, tracking, tm
     summary = flow(params)
     assert (summary.rows, summary.chunks) == (6_000, 3)
     out = pd.read_parquet(summary.output)
-    model = tr.load_sklearn(tracking, champion, alias="champion")
+    model = load_sklearn(tracking, champion, alias="champion")
     np.testing.assert_allclose(out[["proba_0", "proba_1"]].to_numpy(),
                                model.predict_proba(frame[list(model.feature_names_in_)]))
     assert (out["event_date"].to_numpy() == frame["event_date"].to_numpy()).all()  # parts joined in order

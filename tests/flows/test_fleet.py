@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from flows.fleet import FleetParams, fleet
-from tasks import tracking as tr
-from tasks.catalogue import load_catalogue
-from tasks.demo_data import DEMO_START, land_demo_night
+from tasks.catalogue.schema import load_catalogue
+from tasks.data.demo import DEMO_START, land_demo_night
+from tasks.registry.versions import CHAMPION, get_alias
 from tests.catalogues import SMALL, two_demo_models, write_catalogue
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
@@ -43,7 +43,7 @@ def test_a_backfill_runs_every_model_in_date_order_and_isolates_a_broken_one(tmp
     assert [r.action for r in by_model[fraud.name]][:2] == ["no-labels", "promoted"]  # labels inline: day 0 → day 1
     assert [r.action for r in by_model[churn.name]][:3] == ["no-labels"] * 3  # labels 2 days late
     assert by_model[churn.name][3].action == "promoted"  # night 3: train on day 0, judge on day 1
-    assert tr.get_alias(tracking, churn.name, tr.CHAMPION) == "1" == tr.get_alias(tracking, fraud.name, tr.CHAMPION)
+    assert get_alias(tracking, churn.name, CHAMPION) == "1" == get_alias(tracking, fraud.name, CHAMPION)
 
 
 def test_an_unknown_model_or_a_reversed_range_fails_before_any_night() -> None:

@@ -8,10 +8,13 @@ import uuid
 
 import pytest
 
+from cli.demo_tickets import PRIORITY_RULES, ticket_answers
 from flows.llm_eval import LLMEvalParams, llm_eval
-from tasks import tracking as tr
-from tasks.demo_llm import PRIORITY_RULES, ticket_answers
-from tasks.llm import RESULTS_ARTIFACT, RESULTS_TAG
+from tasks.llm.evaluation import RESULTS_ARTIFACT, RESULTS_TAG
+from tasks.registry.audit import read_audit
+from tasks.registry.prompts import load_prompt_version
+from tasks.registry.runs import load_json_artifact
+from tasks.registry.versions import alias_state
 from tests.conftest import FAKE_OPENAI_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -59,17 +62,17 @@ def test_prompts_are_promoted_refused_and_rolled_back_like_models(fake_openai, t
 
     back = rollback(RollbackParams(model_name=name, reason="the rules prompt confuses a partner's tickets"))
     assert (back.from_version, back.to_version) == ("2", "1")
-    assert tr.alias_state(tracking, name).champion == "1"
-    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote", "promote", "refuse", "rollback"]
+    assert alias_state(tracking, name).champion == "1"
+    assert [r.action for r in read_audit(tracking, name)] == ["promote", "promote", "refuse", "rollback"]
 
     # The key never lands in results, registry tags or the audit trail.
     texts = [r.model_dump_json() for r in (first, better, pricey, again)]
-    tags = [tr.load_prompt_version(tracking, name, v).tags for v in ("1", "2", "3")]
+    tags = [load_prompt_version(tracking, name, v).tags for v in ("1", "2", "3")]
     texts += [json.dumps(t) for t in tags]
     stored = [run for t in tags for key, run in t.items() if key.startswith(RESULTS_TAG)]
     assert len(stored) == 2  # the two promoted versions' results, kept for their runs as champion
-    texts += [json.dumps(tr.load_json_artifact(tracking, run, RESULTS_ARTIFACT)) for run in stored]
-    texts += [r.model_dump_json() for r in tr.read_audit(tracking, name)]
+    texts += [json.dumps(load_json_artifact(tracking, run, RESULTS_ARTIFACT)) for run in stored]
+    texts += [r.model_dump_json() for r in read_audit(tracking, name)]
     texts += _prefect_records()
     assert not [t for t in texts if FAKE_OPENAI_KEY in t]
     assert all(r.authorized for r in fake_openai.chat_requests())
@@ -78,8 +81,14 @@ def test_prompts_are_promoted_refused_and_rolled_back_like_models(fake_openai, t
 def _prefect_records() -> list[str]:
     """Everything Prefect kept of the runs: artifacts, flow and task run parameters, states and logs."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId, LogFilter, \
-        LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["llm-eval"])))

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from flows.model_night import ModelNightParams, model_night
-from tasks import tracking as tr
-from tasks.catalogue import load_catalogue
-from tasks.demo_data import DEMO_START, DemoDrift, land_demo_night
+from tasks.catalogue.schema import load_catalogue
+from tasks.data.demo import DEMO_START, DemoDrift, land_demo_night
+from tasks.registry.audit import read_audit
+from tasks.registry.versions import CHAMPION, get_alias, list_versions
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 
@@ -53,10 +54,10 @@ def test_a_week_of_nights_with_delayed_labels(catalogue, tracking) -> None:
     assert [r.action for r in early] == ["no-labels"] * 3 and all(r.night == _day(i) for i, r in enumerate(early))
     first = run(3)  # day 1's labels landed: train on day 0, judge on day 1
     assert (first.action, first.champion_after) == ("promoted", "1") and first.decision.champion is None
-    versions = len(tr.list_versions(tracking, model.name))
+    versions = len(list_versions(tracking, model.name))
     rerun = run(3)  # the champion exists now, so the rerun finds nothing to do: no new version, no move
     assert rerun.action == "no-retrain" and rerun.champion_after == "1"
-    assert len(tr.list_versions(tracking, model.name)) == versions and len(tr.read_audit(tracking, model.name)) == 1
+    assert len(list_versions(tracking, model.name)) == versions and len(read_audit(tracking, model.name)) == 1
 
     quiet = run(4)
     assert quiet.action == "no-retrain" and quiet.champion_after == "1" and quiet.rows == 6_000, quiet.retrain_reasons
@@ -69,13 +70,13 @@ def test_a_week_of_nights_with_delayed_labels(catalogue, tracking) -> None:
     changed = run(7)  # day 5's labels (a changed world) landed tonight: the champion's quality dropped on them
     assert any(r.startswith("performance degraded") for r in changed.retrain_reasons), changed.retrain_reasons
     assert changed.action in ("promoted", "refused") and changed.decision is not None
-    assert tr.get_alias(tracking, model.name, tr.CHAMPION) == changed.champion_after
-    champion, versions = changed.champion_after, len(tr.list_versions(tracking, model.name))
+    assert get_alias(tracking, model.name, CHAMPION) == changed.champion_after
+    champion, versions = changed.champion_after, len(list_versions(tracking, model.name))
 
     # An older night run again with a reason to retrain: the champion already learned from labels that new.
     old = model_night(ModelNightParams(model_name=model.name, night=_day(3), reason="backfill"))
     assert old.action == "champion-newer" and old.champion_after == champion, old
-    assert len(tr.list_versions(tracking, model.name)) == versions
+    assert len(list_versions(tracking, model.name)) == versions
 
 
 def test_a_changed_grid_trains_a_new_challenger_on_the_same_window(catalogue, tracking, tmp_path) -> None:

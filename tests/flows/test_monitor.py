@@ -9,9 +9,11 @@ import pytest
 
 from flows.monitor import DEGRADED_EVENT, MonitorParams, monitor
 from flows.train import EstimatorParams, TrainParams, TrainResult, train
-from tasks import tracking as tr
-from tasks.data import DatasetParams
-from tasks.demo_data import DemoDrift, generate_demo
+from tasks.data.datasets import DatasetParams
+from tasks.data.demo import DemoDrift, generate_demo
+from tasks.registry.runs import get_run
+from tasks.registry.store import client
+from tasks.registry.versions import list_versions, load_version
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -25,7 +27,7 @@ def trained(prefect_harness) -> TrainResult:
 
 
 def _registry(tracking, name: str) -> list[tuple[str, list[str]]]:
-    return [(str(v.version), sorted(v.aliases)) for v in tr.list_versions(tracking, name)]
+    return [(str(v.version), sorted(v.aliases)) for v in list_versions(tracking, name)]
 
 
 def test_quiet_night_raises_no_alert(trained, tracking) -> None:
@@ -35,10 +37,10 @@ def test_quiet_night_raises_no_alert(trained, tracking) -> None:
     assert result.model_version == trained.model_version and result.model_alias is None  # latest, no champion yet
     assert result.drift.drifted_columns == [] and result.drift.prediction is not None
     assert result.performance is not None and not result.performance.degraded
-    run = tr.get_run(tracking, result.mlflow_run_id)
+    run = get_run(tracking, result.mlflow_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["nightshift.kind"] == "monitor"
     assert run.data.metrics["drift_share"] == 0 and "batch_roc_auc" in run.data.metrics
-    files = {a.path for a in tr.client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
+    files = {a.path for a in client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
     assert {"drift/drift_report.json", "drift/drift.md"} <= files  # a quiet night: no HTML report built
     assert result.drift.html_path is None and Path(result.drift.json_path).exists()
     assert _registry(tracking, trained.model_name) == before
@@ -57,7 +59,7 @@ def test_drifted_night_alerts_and_emits_events(trained, tracking) -> None:
     warnings = {f.check for f in result.validation.warnings}
     assert "unseen_category" in warnings  # 'international' region: reported, not fatal
     assert Path(result.drift.html_path).exists()  # drift found: Evidently's HTML report is built
-    files = {a.path for a in tr.client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
+    files = {a.path for a in client(tracking).list_artifacts(result.mlflow_run_id, "drift")}
     assert "drift/drift_report.html" in files
 
 
@@ -124,7 +126,7 @@ def test_bad_batches(case: str, trained, tracking, tmp_path: Path) -> None:
 def test_no_trained_model_yet(tracking) -> None:
     state = monitor(MonitorParams(model_name="never-trained"), return_state=True)
     assert state.is_failed() and "No trained model 'never-trained' yet: run the train flow first" in state.message
-    assert tr.list_versions(tracking, "never-trained") == []
+    assert list_versions(tracking, "never-trained") == []
 
 
 def test_a_blank_label_cell_is_missing_not_a_new_class(trained, tracking, tmp_path: Path) -> None:
@@ -153,7 +155,7 @@ def test_a_batch_without_labels_gets_its_metric_estimated_per_slice(trained, tra
                                    slice_columns=["region"]))
     missing = next(f for f in result.validation.warnings if f.check == "label_missing")
     assert "model quality was not checked" in missing.message
-    model = tr.load_version(tracking, trained.model_name, trained.model_version)
+    model = load_version(tracking, trained.model_name, trained.model_version)
     realized = roc_auc_score(labeled["churned"], model.model.predict_proba(labeled[model.contract.features])[:, 1])
     est = result.estimate
     assert result.performance is None and est is not None and est.estimate.metric == "roc_auc"
@@ -162,7 +164,7 @@ def test_a_batch_without_labels_gets_its_metric_estimated_per_slice(trained, tra
     assert abs(est.estimate.value - realized) < 0.06 and est.estimate.rows == 4_000
     assert est.drop is not None and not est.drop.beyond and not result.alert  # an undrifted day: no alert
     assert {s.value for s in est.slices.slices} == {"north", "south", "east", "west", "central"}
-    run = tr.get_run(tracking, result.mlflow_run_id)
+    run = get_run(tracking, result.mlflow_run_id)
     assert run.data.metrics["estimated_roc_auc"] == pytest.approx(est.estimate.value)
     assert {"estimated_roc_auc_lower", "estimated_roc_auc_upper", "estimated_roc_auc_drop"} <= set(run.data.metrics)
 
@@ -191,7 +193,7 @@ def test_served_traffic_is_a_batch_and_a_file_of_the_same_day_is_checked_for_ske
     frame.insert(0, "customer_id", np.arange(2_000))
     served = frame.drop(columns=["churned"]).copy()
     served.loc[served.index[::10], "tenure_months"] += 3  # 10% of rows: the online feature is off
-    model = tr.load_version(tracking, trained.model_name, trained.model_version)
+    model = load_version(tracking, trained.model_name, trained.model_version)
     at = datetime(2026, 3, 2, 9, tzinfo=timezone.utc).timestamp()
     with Capture(CaptureConfig.from_settings(get_settings())) as capture:
         for start in range(0, 2_000, 250):
@@ -213,5 +215,5 @@ def test_served_traffic_is_a_batch_and_a_file_of_the_same_day_is_checked_for_ske
                                     id_column="customer_id"))
     assert checked.skew is not None and checked.skew.view == "rows" and checked.skew.matched_rows == 2_000
     assert checked.skew.skewed_columns == ["tenure_months"]
-    assert tr.get_run(tracking, checked.mlflow_run_id).data.metrics["skew_columns"] == 1.0
+    assert get_run(tracking, checked.mlflow_run_id).data.metrics["skew_columns"] == 1.0
     assert not any("skew" in r for r in checked.reasons)  # reported, not a retrain reason: retraining cannot fix it

@@ -12,9 +12,11 @@ import pytest
 from flows.nightly import NightlyParams, nightly
 from flows.rollback import RollbackParams, rollback
 from flows.train import EstimatorParams
-from tasks import tracking as tr
-from tasks.data import DatasetParams, DemoDrift, generate_demo
-from tasks.evaluate import GateConfig
+from tasks.catalogue.config import GateConfig
+from tasks.data.datasets import DatasetParams
+from tasks.data.demo import DemoDrift, generate_demo
+from tasks.registry.audit import read_audit
+from tasks.registry.versions import CHAMPION, AliasState, alias_state, get_alias, list_versions
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
 CONCEPT = DemoDrift(concept=1.0)
@@ -57,14 +59,14 @@ def test_a_week_in_the_life(tracking, tmp_path: Path, monkeypatch: pytest.Monkey
     drifted = nightly(_night(name, 3, CONCEPT))
     assert any(r.startswith("performance degraded") for r in drifted.retrain_reasons)
     assert drifted.action == "promoted" and drifted.decision.ci_low > 0
-    assert tr.alias_state(tracking, name) == tr.AliasState(drifted.challenger_version, "1")
+    assert alias_state(tracking, name) == AliasState(drifted.challenger_version, "1")
     assert drifted.deploy.status == "not-deployed"
 
     # Rerunning the same night is idempotent: same window fingerprint → no new version, no second promotion.
-    audit_before, versions_before = len(tr.read_audit(tracking, name)), len(tr.list_versions(tracking, name))
+    audit_before, versions_before = len(read_audit(tracking, name)), len(list_versions(tracking, name))
     again = nightly(_night(name, 3, CONCEPT))
     assert again.action == "already-promoted" and again.challenger_version == drifted.challenger_version
-    assert len(tr.read_audit(tracking, name)) == audit_before and len(tr.list_versions(tracking, name)) == versions_before
+    assert len(read_audit(tracking, name)) == audit_before and len(list_versions(tracking, name)) == versions_before
 
     # Night 4: forced retrain on the same world → not measurably better → refused, champion kept.
     forced = nightly(_night(name, 4, CONCEPT, force=True))
@@ -82,28 +84,28 @@ def test_a_week_in_the_life(tracking, tmp_path: Path, monkeypatch: pytest.Monkey
     assert csv_night.action in ("promoted", "refused") and "2500 rows valid" in csv_night.validation
 
     # A batch that breaks the contract stops the night before any training; champion untouched.
-    champion = tr.get_alias(tracking, name, tr.CHAMPION)
+    champion = get_alias(tracking, name, CHAMPION)
     broken = tmp_path / "broken.parquet"
     generate_demo(500, seed=1, day=5).drop(columns=["plan"]).to_parquet(broken)
     state = nightly(_night(name, 5, source=str(broken)), return_state=True)
     assert state.is_failed() and "required column 'plan' is missing" in state.message
-    assert tr.get_alias(tracking, name, tr.CHAMPION) == champion
+    assert get_alias(tracking, name, CHAMPION) == champion
 
     # The model server refuses the new champion → aliases rolled back, audit record, flow Failed.
     server = HTTPServer(("127.0.0.1", 0), _Refuser)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("NIGHTSHIFT_SERVER_URL", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("NIGHTSHIFT_SERVER_TOKEN", "secret")
-    before = tr.alias_state(tracking, name)
+    before = alias_state(tracking, name)
     state = nightly(_night(name, 6), return_state=True)  # back to the old world: the challenger wins
     server.shutdown()
     assert state.is_failed() and "refused the new model (503)" in state.message
-    assert tr.alias_state(tracking, name) == before
-    assert tr.read_audit(tracking, name)[-1].action == "rollback"
+    assert alias_state(tracking, name) == before
+    assert read_audit(tracking, name)[-1].action == "rollback"
     monkeypatch.delenv("NIGHTSHIFT_SERVER_URL")
 
     # A human rolls back to the previous champion, with a reason on record.
     result = rollback(RollbackParams(reason="latency regression reported by the app team", model_name=name))
-    assert result.to_version == before.previous and tr.get_alias(tracking, name, tr.CHAMPION) == before.previous
-    last = tr.read_audit(tracking, name)[-1]
+    assert result.to_version == before.previous and get_alias(tracking, name, CHAMPION) == before.previous
+    last = read_audit(tracking, name)[-1]
     assert last.action == "rollback" and last.reason.startswith("latency regression")

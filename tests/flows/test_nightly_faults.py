@@ -16,11 +16,13 @@ import pytest
 
 from flows.nightly import NightlyParams, nightly
 from flows.train import EstimatorParams
-from tasks import tracking as tr
-from tasks.data import DatasetParams
-from tasks.demo_data import DemoDrift
-from tasks.evaluate import GateConfig
-from tasks.promote import recorded_decision
+from tasks.catalogue.config import GateConfig
+from tasks.data.datasets import DatasetParams
+from tasks.data.demo import DemoDrift
+from tasks.registry.audit import read_audit
+from tasks.registry.promote import recorded_decision
+from tasks.registry.store import TrackingConfig
+from tasks.registry.versions import CHAMPION, get_alias, list_versions
 from tests.conftest import free_port, wait_until_ok
 from tests.deployments.prefect_stack import stop_process
 from tests.flaky_proxy import FlakyProxy
@@ -54,13 +56,13 @@ def _spawn(params: NightlyParams, log: Path, **extra: str) -> subprocess.Popen:
 
 def _check_invariants(tracking, name: str) -> None:
     """champion passed the gate; one version per window; one promote record per promoted version."""
-    champion = tr.get_alias(tracking, name, tr.CHAMPION)
+    champion = get_alias(tracking, name, CHAMPION)
     decision = recorded_decision(tracking, name, champion)
     assert decision is not None and decision.promote, f"champion v{champion} has no promoting gate decision"
-    windows = [v.tags.get("nightshift.window_fingerprint") for v in tr.list_versions(tracking, name)]
+    windows = [v.tags.get("nightshift.window_fingerprint") for v in list_versions(tracking, name)]
     assert None not in windows, "a version was registered without its window tag"
     assert len(windows) == len(set(windows)), f"two versions for one window: {windows}"
-    promoted = [r.to_version for r in tr.read_audit(tracking, name) if r.action == "promote"]
+    promoted = [r.to_version for r in read_audit(tracking, name) if r.action == "promote"]
     assert len(promoted) == len(set(promoted)), f"a version promoted twice: {promoted}"
     assert champion in promoted, f"champion v{champion} has no promote record"
 
@@ -90,12 +92,12 @@ def test_a_registry_that_errors_fails_the_night_and_changes_nothing(mlflow_serve
     monkeypatch.setenv("NIGHTSHIFT_MLFLOW_ARTIFACT_LOCATION", "mlflow-artifacts:/")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # MLflow's own retries; Prefect's come on top
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    cfg = tr.TrackingConfig(tracking_uri=proxy.url, registry_uri=proxy.url, experiment_name="tests")
+    cfg = TrackingConfig(tracking_uri=proxy.url, registry_uri=proxy.url, experiment_name="tests")
     name = f"proxied-{uuid.uuid4().hex[:8]}"
     try:
         first = nightly(_night(name, 1, 0, reference=True))
         assert first.action == "promoted" and first.champion_after == "1"
-        audit, versions = len(tr.read_audit(cfg, name)), len(tr.list_versions(cfg, name))
+        audit, versions = len(read_audit(cfg, name)), len(list_versions(cfg, name))
 
         # Alias reads answer 503: before, the night read that as "no champion" and gated against the floor only.
         proxy.rule = lambda method, path: 503 if "registered-models/alias" in path else None
@@ -104,11 +106,11 @@ def test_a_registry_that_errors_fails_the_night_and_changes_nothing(mlflow_serve
         assert state.is_failed(), state
         assert proxy.url in state.message and "reading alias 'champion'" in state.message, state.message
         assert len(proxy.failed) >= 3  # the first read and Prefect's two retries
-        assert tr.get_alias(cfg, name, tr.CHAMPION) == "1"
-        assert (len(tr.read_audit(cfg, name)), len(tr.list_versions(cfg, name))) == (audit, versions)
+        assert get_alias(cfg, name, CHAMPION) == "1"
+        assert (len(read_audit(cfg, name)), len(list_versions(cfg, name))) == (audit, versions)
 
         # A missing alias is still just "absent".
-        assert tr.get_alias(cfg, name, "no-such-alias") is None and tr.get_alias(cfg, "no-such-model", "x") is None
+        assert get_alias(cfg, name, "no-such-alias") is None and get_alias(cfg, "no-such-model", "x") is None
     finally:
         proxy.close()
 
@@ -122,14 +124,14 @@ def test_nights_racing_promote_at_most_once_against_one_champion(tracking, tmp_p
     procs = [_spawn(_night(name, day, 1), log) for day, log in zip((2, 3, 3), logs)]
     for proc in procs:
         assert proc.wait(timeout=900) == 0, "\n".join(log.read_text()[-3000:] for log in logs)
-    records = tr.read_audit(tracking, name)
+    records = read_audit(tracking, name)
     against_v1 = [r for r in records if r.action == "promote" and r.from_version == "1"]
     assert len(against_v1) == 1, records
     winner = against_v1[0].to_version
     assert [r.action for r in records if r.action not in ("promote", "superseded")] == [], records
     assert all(r.from_version == winner for r in records if r.action == "superseded"), records
-    assert tr.get_alias(tracking, name, tr.CHAMPION) == winner
-    assert len(tr.list_versions(tracking, name)) == 3  # v1 and one per window
+    assert get_alias(tracking, name, CHAMPION) == winner
+    assert len(list_versions(tracking, name)) == 3  # v1 and one per window
     _check_invariants(tracking, name)
 
 
@@ -139,14 +141,14 @@ def test_a_night_killed_inside_the_promotion_lock_is_finished_by_its_rerun(track
     log = tmp_path / "night.log"
     proc = _spawn(_night(name, 2, 1), log, NIGHTSHIFT_FAULT="after-move")  # SIGKILL after the alias move
     assert proc.wait(timeout=600) == -signal.SIGKILL, log.read_text()[-3000:]
-    assert tr.get_alias(tracking, name, tr.CHAMPION) == "2"
-    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]  # the night died before its record
+    assert get_alias(tracking, name, CHAMPION) == "2"
+    assert [r.action for r in read_audit(tracking, name)] == ["promote"]  # the night died before its record
 
     started = time.monotonic()
     rerun = _spawn(_night(name, 2, 1), log)
     assert rerun.wait(timeout=300) == 0, log.read_text()[-3000:]
     assert time.monotonic() - started < 120  # the dead holder's lock did not make the rerun wait it out
-    records = tr.read_audit(tracking, name)
+    records = read_audit(tracking, name)
     assert [(r.action, r.from_version, r.to_version) for r in records] == [("promote", None, "1"), ("promote", "1", "2")]
     assert "interrupted" in records[-1].reason
     _check_invariants(tracking, name)
@@ -174,4 +176,4 @@ def test_kill_9_at_random_moments_then_rerun(tracking, tmp_path: Path) -> None:
         durations.append(time.monotonic() - started)
         _check_invariants(tracking, name)
     print(f"chaos: {kills} kills, rerun seconds {[round(d, 1) for d in durations]}")
-    assert tr.get_alias(tracking, name, tr.CHAMPION) != "1"  # the loop kept promoting through the kills
+    assert get_alias(tracking, name, CHAMPION) != "1"  # the loop kept promoting through the kills

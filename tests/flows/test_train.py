@@ -8,9 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from flows.train import EstimatorParams, TrainParams, train
-from tasks import tracking as tr
-from tasks.data import DatasetParams
-from tasks.demo_data import load_iris
+from tasks.data.datasets import DatasetParams
+from tasks.data.demo import load_iris
+from tasks.registry.runs import get_run
+from tasks.registry.store import client, ensure_experiment
+from tasks.registry.versions import list_versions, load_pyfunc
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -32,7 +34,7 @@ def test_seed_parity_iris_random_forest_from_the_registry(tracking, model_name) 
     assert f"Accuracy: {result.test_metrics['accuracy']:.2f}" == "Accuracy: 1.00"
     assert result.model_uri == f"models:/{model_name}/1" and result.rows_test == 45
 
-    registered = tr.load_pyfunc(tracking, model_name, version=result.model_version)  # not a pickle
+    registered = load_pyfunc(tracking, model_name, version=result.model_version)  # not a pickle
     frame = load_iris()
     _, test = train_test_split(frame, test_size=0.3, random_state=42)
     features = [c for c in frame.columns if c != "species"]
@@ -54,7 +56,7 @@ def test_demo_training_searches_candidates_and_records_lineage(tracking, model_n
     assert result.rows_train == 2_100 and result.rows_test == 900
     assert 0.7 < result.test_metrics["roc_auc"] < 0.95
 
-    run = tr.get_run(tracking, result.run_id)
+    run = get_run(tracking, result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
     assert run.data.tags["nightshift.dataset_fingerprint"] == result.dataset_fingerprint
@@ -64,7 +66,7 @@ def test_demo_training_searches_candidates_and_records_lineage(tracking, model_n
     assert run.data.params["search_rows"] == "1000"
     contexts = sorted(t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context")
     assert contexts == ["evaluation", "training"]
-    (version,) = tr.list_versions(tracking, model_name)
+    (version,) = list_versions(tracking, model_name)
     assert version.run_id == result.run_id and version.aliases == []  # no promotion here
 
 
@@ -94,22 +96,22 @@ def _csv(tmp_path: Path, frame: pd.DataFrame) -> str:
 )
 def test_bad_input_fails_before_training_and_registers_nothing(tmp_path, tracking, model_name, make_source, label,
                                                               folds, message) -> None:
-    runs_before = len(tr.client(tracking).search_runs([tr.ensure_experiment(tracking)]))
+    runs_before = len(client(tracking).search_runs([ensure_experiment(tracking)]))
     params = TrainParams(dataset=DatasetParams(source=make_source(tmp_path), label=label), model_name=model_name,
                          cv_folds=folds)
     state = train(params, return_state=True)
     assert state.is_failed()
     assert message in state.message
-    assert tr.list_versions(tracking, model_name) == []
-    assert len(tr.client(tracking).search_runs([tr.ensure_experiment(tracking)])) == runs_before  # failed before any run
+    assert list_versions(tracking, model_name) == []
+    assert len(client(tracking).search_runs([ensure_experiment(tracking)])) == runs_before  # failed before any run
 
 
 def test_failure_during_training_marks_the_mlflow_run_failed(tracking, model_name) -> None:
     params = TrainParams(model_name=model_name, estimator=EstimatorParams(param_grid={"max_depth": [-3]}))
     state = train(params, return_state=True)
     assert state.is_failed() and "max_depth" in state.message
-    assert tr.list_versions(tracking, model_name) == []
-    (run,) = tr.client(tracking).search_runs([tr.ensure_experiment(tracking)],
+    assert list_versions(tracking, model_name) == []
+    (run,) = client(tracking).search_runs([ensure_experiment(tracking)],
                                             filter_string=f"tags.`nightshift.model_name` = '{model_name}'")
     assert run.info.status == "FAILED"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from flows.nightly import build_window
-from tasks.demo_data import generate_demo
+from tasks.data.demo import generate_demo
 
 
 def test_a_repeated_row_is_never_both_trained_on_and_judged(tmp_path: Path) -> None:

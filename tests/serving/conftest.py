@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import free_port, wait_until_ok
 
 if TYPE_CHECKING:
-    from tasks.tracking import TrackingConfig
+    from tasks.registry.store import TrackingConfig
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
 
@@ -51,11 +51,13 @@ def register_servable(tracking: TrackingConfig, name: str, seed: int = 11, *, ro
                       broken: bool = False) -> str:
     """A new version of `name` (no alias): a small churn forest with the contract and reference the server loads;
     `broken`: a logistic regression whose probabilities are NaN (a candidate the smoke test must refuse)."""
-    from tasks import tracking as tr
-    from tasks.data import generate_demo, infer_features
-    from tasks.drift import build_reference
-    from tasks.train import fit_pipeline
-    from tasks.validate import infer_contract
+    from tasks.data.contract import infer_contract
+    from tasks.data.datasets import infer_features
+    from tasks.data.demo import generate_demo
+    from tasks.model.train import fit_pipeline
+    from tasks.monitoring.drift import build_reference
+    from tasks.registry.runs import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, log_training, start_run
+    from tasks.registry.versions import register_model_version
 
     frame = generate_demo(rows, seed=seed)
     spec = infer_features(frame, "churned")
@@ -63,13 +65,13 @@ def register_servable(tracking: TrackingConfig, name: str, seed: int = 11, *, ro
                          {} if broken else {"n_estimators": 10, "max_depth": 4}, seed=seed)
     if broken:
         model.named_steps["model"].coef_[:] = float("nan")
-    run_id = tr.start_run(tracking, "servable")
-    logged = tr.log_training(tracking, run_id, params={}, metrics={}, datasets=[], model=model,
+    run_id = start_run(tracking, "servable")
+    logged = log_training(tracking, run_id, params={}, metrics={}, datasets=[], model=model,
                              input_example=frame[spec.features].head(3),
-                             artifacts={tr.CONTRACT_ARTIFACT: infer_contract(frame, spec).model_dump(mode="json")},
-                             frames={tr.REFERENCE_ARTIFACT: build_reference(model, frame, spec.features, spec.label,
+                             artifacts={CONTRACT_ARTIFACT: infer_contract(frame, spec).model_dump(mode="json")},
+                             frames={REFERENCE_ARTIFACT: build_reference(model, frame, spec.features, spec.label,
                                                                             min(500, rows // 4), 0)})
-    return tr.register_model_version(tracking, name, logged)
+    return register_model_version(tracking, name, logged)
 
 
 def stop_server(server: Server) -> None:
@@ -85,13 +87,13 @@ def stop_server(server: Server) -> None:
 def champion(prefect_harness, tracking):
     """A demo model registered and promoted to champion (v1)."""
     from flows.train import EstimatorParams, TrainParams, train
-    from tasks import tracking as tr
-    from tasks.data import DatasetParams
+    from tasks.data.datasets import DatasetParams
+    from tasks.registry.versions import move_champion
 
     name = f"srv-{uuid.uuid4().hex[:8]}"
     result = train(TrainParams(dataset=DatasetParams(source="demo", rows=3_000), model_name=name, cv_folds=2,
                                estimator=EstimatorParams(param_grid={"n_estimators": [30], "max_depth": [8]})))
-    tr.move_champion(tracking, name, result.model_version)
+    move_champion(tracking, name, result.model_version)
     return name
 
 
@@ -106,7 +108,9 @@ def register_prompt(tracking: TrackingConfig, name: str, model: str = "fake-smal
                     template: str = "Ticket: {{ ticket }}", temperature: float = 0.0, max_tokens: int = 64,
                     response_format: str = "text") -> str:
     """A version of prompt `name` (no alias), registered the way llm-eval registers its best candidate."""
-    from tasks.llm import Candidate, LLMConfig, register_candidate, summarize
+    from tasks.llm.config import LLMConfig
+    from tasks.llm.evaluation import Candidate, register_candidate
+    from tasks.llm.provider import summarize
 
     config = LLMConfig(model=model, system=system, template=template, temperature=temperature,
                        max_tokens=max_tokens, response_format=response_format)

@@ -19,10 +19,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from serving import capture as capture_module
-from serving.capture import (IN_PROGRESS, Capture, CaptureConfig, NoServedData, model_dir, read_served, request_id,
-                             sampled, served_days, served_parts)
+from serving import capture as serving_capture
+from serving.capture import COUNTERS, Capture, CaptureConfig, request_id, sampled
 from serving.compiled import Batch
+from tasks.data.served import IN_PROGRESS, NoServedData, model_dir, read_served, served_days, served_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 NUMERIC = ("tenure", "charges", "calls")
@@ -103,14 +103,14 @@ def test_columns_mappings_and_frames_are_captured_too(tmp_path: Path) -> None:
 def test_a_full_queue_drops_at_once_and_counts_while_the_writer_is_stuck(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     release, stuck = threading.Event(), threading.Event()
-    real_table = capture_module._table
+    real_table = serving_capture._table
 
     def slow_table(group):  # the writer blocks on its first batch, as on a hung disk
         stuck.set()
         release.wait(30)
         return real_table(group)
 
-    monkeypatch.setattr(capture_module, "_table", slow_table)
+    monkeypatch.setattr(serving_capture, "_table", slow_table)
     cap = Capture(_config(tmp_path, queue_rows=20, queue_batches=10))
     batch, labels, proba = _request(0, 1)
     assert cap.offer("m", "1", "first", batch, labels, proba, CLASSES, at=NOON)
@@ -160,8 +160,8 @@ def test_parts_roll_by_size_and_by_time_and_in_progress_files_are_never_read(tmp
 def test_close_writes_everything_fsyncs_and_leaves_nothing_in_progress(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[Path] = []
-    real_fsync = capture_module._fsync
-    monkeypatch.setattr(capture_module, "_fsync", lambda path: (synced.append(Path(path)), real_fsync(path)))
+    real_fsync = serving_capture._fsync
+    monkeypatch.setattr(serving_capture, "_fsync", lambda path: (synced.append(Path(path)), real_fsync(path)))
     cap = Capture(_config(tmp_path, flush_seconds=30))  # nothing is written before close
     for i in range(50):
         cap.offer("churn", "3", f"r{i}", *_request(i, 3), CLASSES, at=NOON + 86_400 * (i % 2))  # two days
@@ -225,7 +225,7 @@ def test_write_errors_are_counted_and_the_writer_keeps_going(tmp_path: Path, mon
         cap.offer("ok", "1", "good", *_request(2, 2), CLASSES, at=NOON)
         cap.offer("ok", "1", "weird", object(), ["yes"], at=NOON)  # features of no known kind
         assert cap.flush(10)
-        assert cap.stats()["blocked"] == {**dict.fromkeys(capture_module.COUNTERS, 0), "offered_rows": 4,
+        assert cap.stats()["blocked"] == {**dict.fromkeys(COUNTERS, 0), "offered_rows": 4,
                                           "error_rows": 4, "write_errors": 1}
         assert cap.stats()["ok"]["error_rows"] == 3 and cap.stats()["ok"]["written_rows"] == 2
 

@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from nightshift.settings import Settings
-from serving.capture import IN_PROGRESS, read_served, served_days
 from serving.server import create_app
-from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
+from tasks.data.demo import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
+from tasks.data.served import IN_PROGRESS, read_served, served_days
 from tests.serving.conftest import TOKEN, register_servable, start_server, stop_server
 
 NUMERIC, CATEGORICAL = list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)
@@ -37,13 +37,13 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def models(tracking, tmp_path_factory) -> dict[str, Any]:
     """Default model `a` (no catalogue entry: rows identified by request id + index), catalogue model `b` (id column
     customer_id), catalogue model `c` (no champion); the catalogue file."""
-    from tasks import tracking as tr
+    from tasks.registry.versions import move_champion
 
     tag = uuid.uuid4().hex[:6]
     names = {key: f"cap-{key}-{tag}" for key in "abc"}
     versions = {key: register_servable(tracking, names[key], seed=seed) for key, seed in (("a", 11), ("b", 12))}
     for key, version in versions.items():
-        tr.move_champion(tracking, names[key], version)
+        move_champion(tracking, names[key], version)
     path = tmp_path_factory.mktemp("capture-catalogue") / "models.yaml"
     entries = [{"name": names[k], "features": f"{k}/{{date:%Y-%m-%d}}.parquet", "label": "churned",
                 **({"id_columns": [ID, "other_id"]} if k == "b" else {})} for k in "bc"]
@@ -177,12 +177,12 @@ def test_in_process_request_ids_metrics_and_capture(models, tmp_path) -> None:
 
 def test_chat_requests_and_prompt_reloads_are_in_the_metrics(fake_openai, tracking, tmp_path) -> None:
     """Fast: chat counted by prompt version and status (nothing captured), reload outcomes, the live version swaps."""
-    from tasks import tracking as tr
-    from tasks.llm import ProviderSettings
+    from tasks.llm.config import ProviderSettings
+    from tasks.registry.versions import move_champion
     from tests.serving.conftest import register_prompt
 
     prompt = f"cap-chat-{uuid.uuid4().hex[:6]}"
-    tr.move_champion(tracking, prompt, register_prompt(tracking, prompt))
+    move_champion(tracking, prompt, register_prompt(tracking, prompt))
     root = tmp_path / "served"
     settings = Settings(model_name=f"no-model-{uuid.uuid4().hex[:6]}", catalogue_path=tmp_path / "none.yaml",
                         server_prompts=[prompt], server_token=TOKEN, capture_dir=root)
@@ -196,7 +196,7 @@ def test_chat_requests_and_prompt_reloads_are_in_the_metrics(fake_openai, tracki
         assert _value(before, "nightshift_model_loaded", model=prompt, version="1", scorer="prompt fake-small") == 1
         assert _value(before, "nightshift_rows_scored_total", model=prompt, version="1") == 0
 
-        tr.move_champion(tracking, prompt, register_prompt(tracking, prompt, model="fake-large"))
+        move_champion(tracking, prompt, register_prompt(tracking, prompt, model="fake-large"))
         assert client.post(f"/models/{prompt}/reload").status_code == 401
         assert client.post(f"/models/{prompt}/reload", headers={"Authorization": "Bearer no"}).status_code == 403
         assert client.post("/models/made-up/reload").status_code == 401
@@ -298,7 +298,7 @@ def test_a_full_capture_queue_drops_and_counts_rows_but_fails_no_request(models,
 
 @pytest.mark.integration
 def test_metrics_count_the_requests_rows_and_reloads_sent(models, tracking, tmp_path) -> None:
-    from tasks import tracking as tr
+    from tasks.registry.versions import CHAMPION, delete_alias, move_champion
 
     names, versions = models["names"], dict(models["versions"])
     a, b, c = names["a"], names["b"], names["c"]
@@ -320,16 +320,16 @@ def test_metrics_count_the_requests_rows_and_reloads_sent(models, tracking, tmp_
             assert client.post("/reload").status_code == 401
             assert client.post(f"/models/{b}/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
             new_b = register_servable(tracking, b, seed=13)
-            tr.move_champion(tracking, b, new_b)
+            move_champion(tracking, b, new_b)
             assert client.post(f"/models/{b}/reload", headers=AUTH).json()["status"] == "swapped"
             assert client.post(f"/models/{c}/reload", headers=AUTH).status_code == 503  # kept: nothing to load
-            tr.delete_alias(tracking, a, tr.CHAMPION)
+            delete_alias(tracking, a, CHAMPION)
             assert client.post("/reload", headers=AUTH).json()["status"] == "unloaded"
             assert client.post(f"/models/{b}/predict", json=_body("rows", _frame(1, 9), None)).status_code == 200
         s = _scrape(srv.url)
     finally:
         stop_server(srv)
-        tr.move_champion(tracking, a, versions["a"])  # for the other tests of the module
+        move_champion(tracking, a, versions["a"])  # for the other tests of the module
     va, vb = versions["a"], versions["b"]
     expected = {(a, va, "/invocations", 200): 3, (a, va, "/invocations", 415): 1,
                 (b, vb, "/models/{name}/predict", 200): 2, (b, vb, "/models/{name}/invocations", 400): 1,

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from cli.fake_openai import Fault
 from nightshift.errors import ConfigError
 from nightshift.settings import Settings
-from serving.fake_openai import Fault
 from serving.server import check_prompt_names, create_app
 from tests.conftest import FAKE_OPENAI_KEY, free_port
 from tests.serving.conftest import TOKEN, register_prompt, start_server, stop_server
@@ -30,19 +30,19 @@ SYSTEM = "You triage tickets for {{ product }}. Reply with JSON only."
 @pytest.fixture
 def prompt(tracking) -> str:
     """Prompt v1 (fake-small, JSON replies, variables product + ticket), champion."""
-    from tasks import tracking as tr
+    from tasks.registry.versions import move_champion
 
     name = f"chat-{uuid.uuid4().hex[:8]}"
     version = register_prompt(tracking, name, system=SYSTEM, temperature=0.3, max_tokens=50,
                               response_format="json_object")
-    tr.move_champion(tracking, name, version)
+    move_champion(tracking, name, version)
     return name
 
 
 @contextmanager
 def serve(tmp_path: Path, *prompts: str, **provider: object) -> Iterator[TestClient]:
     """The app in-process with `prompts` served, a default model without champion, no catalogue."""
-    from tasks.llm import ProviderSettings
+    from tasks.llm.config import ProviderSettings
 
     settings = Settings(model_name=f"no-model-{uuid.uuid4().hex[:6]}", catalogue_path=tmp_path / "none.yaml",
                         server_prompts=list(prompts), server_token=TOKEN)
@@ -185,7 +185,7 @@ def test_no_key_on_the_server_is_a_503_at_request_time(fake_openai, prompt, tmp_
 
 
 def test_reload_swaps_checks_the_interface_and_unloads(fake_openai, prompt, tracking, tmp_path) -> None:
-    from tasks import tracking as tr
+    from tasks.registry.versions import AliasState, move_champion, restore_aliases
 
     with serve(tmp_path, prompt) as client:
         reload = f"/models/{prompt}/reload"
@@ -194,7 +194,7 @@ def test_reload_swaps_checks_the_interface_and_unloads(fake_openai, prompt, trac
 
         v2 = register_prompt(tracking, prompt, "fake-large", system=SYSTEM, temperature=0.7, max_tokens=80,
                              response_format="json_object")
-        tr.move_champion(tracking, prompt, v2)
+        move_champion(tracking, prompt, v2)
         assert client.post(f"/models/{prompt}/chat", json=_ticket()).json()["prompt_version"] == "1"  # until reload
         swapped = client.post(reload, headers=AUTH)
         assert swapped.json() == {"status": "swapped", "from_version": "1", "to_version": v2, "schema_changes": []}
@@ -204,7 +204,7 @@ def test_reload_swaps_checks_the_interface_and_unloads(fake_openai, prompt, trac
             "max_completion_tokens"]) == (0.7, 80)
 
         v3 = register_prompt(tracking, prompt, "unpriced-model", template="{{ ticket }} (from {{ customer }})")
-        tr.move_champion(tracking, prompt, v3)
+        move_champion(tracking, prompt, v3)
         kept = client.post(reload, headers=AUTH)
         assert kept.status_code == 422 and kept.json()["status"] == "kept", kept.text
         reason = kept.json()["reason"]
@@ -217,7 +217,7 @@ def test_reload_swaps_checks_the_interface_and_unloads(fake_openai, prompt, trac
         assert unpriced.status_code == 200 and unpriced.json()["cost_usd"] is None, unpriced.text
         assert unpriced.json()["json"] is None and unpriced.json()["text"].startswith("echo: hi (from ann)")
 
-        tr.restore_aliases(tracking, prompt, tr.AliasState(None, None))  # e.g. a first promotion rolled back
+        restore_aliases(tracking, prompt, AliasState(None, None))  # e.g. a first promotion rolled back
         gone = client.post(reload, headers=AUTH)
         assert gone.json() == {"status": "unloaded", "from_version": v3, "to_version": None,
                                "reason": f"prompt '{prompt}' has no 'champion' alias yet: nothing to serve"}
@@ -227,7 +227,7 @@ def test_reload_swaps_checks_the_interface_and_unloads(fake_openai, prompt, trac
 
 
 def test_a_prompt_without_champion_answers_503_on_its_routes_only(fake_openai, tracking, prompt, tmp_path) -> None:
-    from tasks import tracking as tr
+    from tasks.registry.versions import move_champion
 
     later = f"chat-later-{uuid.uuid4().hex[:6]}"
     with serve(tmp_path, later, prompt) as client:
@@ -237,7 +237,7 @@ def test_a_prompt_without_champion_answers_503_on_its_routes_only(fake_openai, t
             assert f"prompt '{later}' has no 'champion' alias yet" in response.json()["message"]
         assert client.post(f"/models/{prompt}/chat", json=_ticket()).status_code == 200
         assert client.post(f"/models/{later}/reload", headers=AUTH).status_code == 503  # nothing registered yet
-        tr.move_champion(tracking, later, register_prompt(tracking, later))  # its first promotion
+        move_champion(tracking, later, register_prompt(tracking, later))  # its first promotion
         online = client.post(f"/models/{later}/reload", headers=AUTH)
         assert online.json()["status"] == "swapped", online.text
         assert client.post(f"/models/{later}/chat", json={"variables": {"ticket": "hi"}}).json()["text"] == \
@@ -279,9 +279,9 @@ def test_promotion_and_rollback_reach_a_real_server_without_a_failed_chat(fake_o
                                                                           monkeypatch, prefect_harness) -> None:
     """promote() and the rollback flow, unchanged, swap the prompt on a real server under concurrent chat traffic."""
     from flows.rollback import RollbackParams, rollback
-    from tasks import tracking as tr
-    from tasks.evaluate import LLMGateConfig, gate_scores
-    from tasks.promote import promote, record_decision
+    from tasks.llm.scoring import LLMGateConfig, gate_scores
+    from tasks.registry.audit import read_audit
+    from tasks.registry.promote import promote, record_decision
 
     name = f"chat-live-{uuid.uuid4().hex[:6]}"
     v1 = register_prompt(tracking, name, "fake-small", system=SYSTEM, temperature=0.1)
@@ -332,7 +332,7 @@ def test_promotion_and_rollback_reach_a_real_server_without_a_failed_chat(fake_o
         assert (again.json()["prompt_version"], again.json()["model"]) == (v1, "fake-small")
         assert fake_openai.chat_requests()[-1].body["temperature"] == 0.1
         assert httpx.post(f"{srv.url}/models/{name}/reload", headers={"Authorization": "Bearer no"}).status_code == 403
-        assert [r.action for r in tr.read_audit(tracking, name)] == ["promote", "promote", "rollback"]
+        assert [r.action for r in read_audit(tracking, name)] == ["promote", "promote", "rollback"]
         bodies = [again.text, httpx.get(f"{srv.url}/models").text, httpx.get(f"{srv.url}/openapi.json").text]
     finally:
         stop_server(srv)
@@ -345,10 +345,10 @@ def test_schemathesis_finds_no_server_errors_on_the_chat_route(fake_openai, trac
     import subprocess
     import sys
 
-    from tasks import tracking as tr
+    from tasks.registry.versions import move_champion
 
     name = f"chat-fuzz-{uuid.uuid4().hex[:6]}"
-    tr.move_champion(tracking, name, register_prompt(tracking, name, system=SYSTEM))
+    move_champion(tracking, name, register_prompt(tracking, name, system=SYSTEM))
     srv = start_server(f"no-model-{uuid.uuid4().hex[:6]}", tmp_path / "server.log", wait_for=f"/models/{name}/ready",
                        NIGHTSHIFT_SERVER_PROMPTS=name)
     try:

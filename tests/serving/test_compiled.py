@@ -7,9 +7,10 @@ import pytest
 
 from serving.compiled import UNSEEN, compile_pipeline
 from serving.server import ScoringError, _columns_of, columns_from_scoring_json, prepare
-from tasks.data import generate_demo, infer_features
-from tasks.train import fit_pipeline
-from tasks.validate import infer_contract
+from tasks.data.contract import infer_contract
+from tasks.data.datasets import infer_features
+from tasks.data.demo import generate_demo
+from tasks.model.train import fit_pipeline
 
 
 @pytest.fixture(scope="module")

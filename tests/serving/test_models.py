@@ -16,7 +16,7 @@ import yaml
 from nightshift.errors import ConfigError
 from nightshift.settings import Settings
 from serving.server import served_model_names
-from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
+from tasks.data.demo import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
 from tests.serving.conftest import TOKEN, Server, register_servable, start_server, stop_server
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -65,7 +65,7 @@ def test_an_invalid_catalogue_stops_start_up_with_its_message(tmp_path: Path) ->
 
 def _train(name: str, source: str) -> str:
     from flows.train import EstimatorParams, TrainParams, train
-    from tasks.data import DatasetParams
+    from tasks.data.datasets import DatasetParams
 
     dataset = DatasetParams(source="demo", rows=2_000) if source == "demo" else DatasetParams(source="iris")
     grid = {"n_estimators": [20], "max_depth": [6]}
@@ -77,12 +77,12 @@ def _train(name: str, source: str) -> str:
 @pytest.fixture(scope="module")
 def fleet(prefect_harness, tracking, tmp_path_factory) -> tuple[Server, dict[str, str]]:
     """A server for default churn model `a` plus catalogue models `b` (iris), `c` (no champion), `d` (disabled)."""
-    from tasks import tracking as tr
+    from tasks.registry.versions import move_champion
 
     tag = uuid.uuid4().hex[:6]
     names = {key: f"fleet-{key}-{tag}" for key in "abcd"}
-    tr.move_champion(tracking, names["a"], _train(names["a"], "demo"))
-    tr.move_champion(tracking, names["b"], _train(names["b"], "iris"))
+    move_champion(tracking, names["a"], _train(names["a"], "demo"))
+    move_champion(tracking, names["b"], _train(names["b"], "iris"))
     folder = tmp_path_factory.mktemp("fleet")
     path = _catalogue(folder / "models.yaml", _entry(names["b"]), _entry(names["c"]),
                       _entry(names["d"], enabled=False))
@@ -147,12 +147,12 @@ def test_a_model_without_a_champion_answers_503_and_the_others_serve(fleet) -> N
 
 @pytest.mark.integration
 def test_single_model_routes_serve_the_default_model(fleet, tracking) -> None:
-    from tasks import tracking as tr
+    from tasks.registry.versions import CHAMPION, get_alias
 
     srv, names = fleet
     a = names["a"]
     version = httpx.get(f"{srv.url}/version").json()
-    assert version["model_name"] == a and version["model_version"] == tr.get_alias(tracking, a, tr.CHAMPION)
+    assert version["model_name"] == a and version["model_version"] == get_alias(tracking, a, CHAMPION)
     assert {k: v for k, v in version.items() if k != "models"} == httpx.get(f"{srv.url}/models/{a}/version").json()
     assert list(version["models"]) == [a, names["b"], names["c"]]
     assert version["models"][names["b"]]["model_version"] == "1" and "loaded_at" in version["models"][names["b"]]
@@ -166,7 +166,7 @@ def test_single_model_routes_serve_the_default_model(fleet, tracking) -> None:
 @pytest.mark.integration
 def test_reloading_one_model_swaps_only_that_one(fleet, tracking) -> None:
     """Runs last in this module: it moves b's and c's champions."""
-    from tasks import tracking as tr
+    from tasks.registry.versions import move_champion
 
     srv, names = fleet
     a, b, c = names["a"], names["b"], names["c"]
@@ -176,7 +176,7 @@ def test_reloading_one_model_swaps_only_that_one(fleet, tracking) -> None:
     assert httpx.post(f"{srv.url}/models/unknown/reload", headers=AUTH).status_code == 404
 
     new = _train(b, "iris")
-    tr.move_champion(tracking, b, new)
+    move_champion(tracking, b, new)
     swapped = httpx.post(f"{srv.url}/models/{b}/reload", headers=AUTH, timeout=120)
     assert swapped.status_code == 200, swapped.text
     assert swapped.json() == {"status": "swapped", "from_version": before[b]["model_version"], "to_version": new,
@@ -189,13 +189,13 @@ def test_reloading_one_model_swaps_only_that_one(fleet, tracking) -> None:
     churn_for_c = _train(c, "demo")  # c gets a champion: a reload brings it online without a restart
     refused = httpx.post(f"{srv.url}/models/{c}/reload", headers=AUTH, timeout=120)
     assert refused.status_code == 503 and refused.json()["status"] == "kept"  # no champion moved yet
-    tr.move_champion(tracking, c, churn_for_c)
+    move_champion(tracking, c, churn_for_c)
     online = httpx.post(f"{srv.url}/models/{c}/reload", headers=AUTH, timeout=120)
     assert online.json() == {"status": "swapped", "from_version": None, "to_version": churn_for_c,
                              "schema_changes": []}
     assert httpx.post(f"{srv.url}/models/{c}/predict", json={"rows": _churn_rows(2)}).status_code == 200
 
-    tr.move_champion(tracking, c, _train(c, "iris"))  # a new input schema: refused for c alone, as /reload does
+    move_champion(tracking, c, _train(c, "iris"))  # a new input schema: refused for c alone, as /reload does
     kept = httpx.post(f"{srv.url}/models/{c}/reload", headers=AUTH, timeout=120)
     assert kept.status_code == 422, kept.text
     assert set(kept.json()) == {"status", "model_version", "reason"} and kept.json()["status"] == "kept"
@@ -234,7 +234,7 @@ def test_schemathesis_finds_no_server_errors_on_the_model_routes(fleet, tmp_path
 def test_a_model_catalogued_after_start_up_is_served_from_its_first_reload(prefect_harness, tracking,
                                                                            tmp_path: Path) -> None:
     """The first promotion of a newly catalogued model reaches a running server; no champion any more unloads it."""
-    from tasks import tracking as tr
+    from tasks.registry.versions import AliasState, move_champion, restore_aliases
 
     tag = uuid.uuid4().hex[:6]
     default, new, off = f"late-default-{tag}", f"late-new-{tag}", f"late-off-{tag}"
@@ -242,7 +242,7 @@ def test_a_model_catalogued_after_start_up_is_served_from_its_first_reload(prefe
     srv = start_server(default, tmp_path / "server.log", wait_for="/health", NIGHTSHIFT_CATALOGUE_PATH=str(path))
     try:
         version = register_servable(tracking, new)
-        tr.move_champion(tracking, new, version)
+        move_champion(tracking, new, version)
         reload = f"{srv.url}/models/{new}/reload"
         unknown = httpx.post(reload, headers=AUTH, timeout=120)
         assert unknown.status_code == 404, unknown.text
@@ -269,7 +269,7 @@ def test_a_model_catalogued_after_start_up_is_served_from_its_first_reload(prefe
         again = httpx.post(reload, headers=AUTH, timeout=120)
         assert again.status_code == 200 and again.json()["to_version"] == version
 
-        tr.restore_aliases(tracking, new, tr.AliasState(None, None))  # e.g. its first promotion rolled back
+        restore_aliases(tracking, new, AliasState(None, None))  # e.g. its first promotion rolled back
         unloaded = httpx.post(reload, headers=AUTH, timeout=120)
         assert unloaded.status_code == 200, unloaded.text
         assert unloaded.json() == {"status": "unloaded", "from_version": version, "to_version": None,
@@ -280,7 +280,7 @@ def test_a_model_catalogued_after_start_up_is_served_from_its_first_reload(prefe
         assert httpx.get(f"{srv.url}/models").json()["models"][new]["status"].startswith("no champion yet: ")
         nothing = httpx.post(reload, headers=AUTH, timeout=120)
         assert nothing.status_code == 503 and nothing.json()["status"] == "kept"
-        tr.move_champion(tracking, new, version)
+        move_champion(tracking, new, version)
         back = httpx.post(reload, headers=AUTH, timeout=120)
         assert back.json() == {"status": "swapped", "from_version": None, "to_version": version, "schema_changes": []}
     finally:

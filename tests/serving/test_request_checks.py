@@ -121,15 +121,14 @@ def _served(version: str, frame: Any, label: str) -> Any:
     """Just what check_schema reads of a Served: the version and the contract."""
     from types import SimpleNamespace
 
-    from tasks.data import infer_features
-    from tasks.validate import infer_contract
+    from tasks.data.contract import infer_contract
+    from tasks.data.datasets import infer_features
 
     return SimpleNamespace(version=version, contract=infer_contract(frame, infer_features(frame, label)))
 
 
 def test_a_candidate_with_another_input_schema_is_refused_unless_allowed() -> None:
-    from tasks.data import generate_demo
-    from tasks.demo_data import load_iris
+    from tasks.data.demo import generate_demo, load_iris
 
     churn, iris = _served("1", generate_demo(500, seed=1), "churned"), _served("2", load_iris(), "species")
     with pytest.raises(ScoringError, match=r"^input schema differs from the live v1: requires column\(s\) the live "

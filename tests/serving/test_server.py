@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tasks import tracking as tr
-from tasks.data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
+from tasks.data.demo import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
+from tasks.registry.versions import CHAMPION, get_alias, load_pyfunc, move_champion
 from tests.serving.conftest import TOKEN, register_servable, start_server, stop_server
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
@@ -33,8 +33,8 @@ def test_predictions_match_mlflow_pyfunc(server, tracking) -> None:
     response = httpx.post(f"{server.url}/invocations", json={"dataframe_split": split}, timeout=30)
     assert response.status_code == 200
     body = response.json()
-    version = tr.get_alias(tracking, server.model_name, tr.CHAMPION)
-    expected = tr.load_pyfunc(tracking, server.model_name, version=version).predict(frame)
+    version = get_alias(tracking, server.model_name, CHAMPION)
+    expected = load_pyfunc(tracking, server.model_name, version=version).predict(frame)
     assert body["predictions"] == np.asarray(expected).tolist()
     assert body["model_version"] == version and np.allclose(np.sum(body["probabilities"], axis=1), 1)
     assert response.headers["x-request-id"] == body["request_id"]  # an extra key, as MLflow's own server adds them
@@ -185,17 +185,17 @@ def test_a_chunked_upload_over_the_limit_is_refused_while_streaming(small_server
 
 def test_reload_refuses_a_new_input_schema_unless_allowed(prefect_harness, tracking, tmp_path) -> None:
     from flows.train import EstimatorParams, TrainParams, train
-    from tasks.data import DatasetParams
+    from tasks.data.datasets import DatasetParams
 
     name = f"schema-{uuid.uuid4().hex[:8]}"
     churn = train(TrainParams(dataset=DatasetParams(source="demo", rows=2_000), model_name=name, cv_folds=2,
                               estimator=EstimatorParams(param_grid={"n_estimators": [20], "max_depth": [6]})))
-    tr.move_champion(tracking, name, churn.model_version)
+    move_champion(tracking, name, churn.model_version)
     srv = start_server(name, tmp_path / "server.log")
     try:
         iris = train(TrainParams(dataset=DatasetParams(source="iris"), model_name=name, cv_folds=2,
                                  estimator=EstimatorParams(param_grid={"n_estimators": [20], "max_depth": [4]})))
-        tr.move_champion(tracking, name, iris.model_version)
+        move_champion(tracking, name, iris.model_version)
         refused = httpx.post(f"{srv.url}/reload", headers=AUTH, timeout=120)
         assert refused.status_code == 422, refused.text
         body = refused.json()
@@ -244,7 +244,7 @@ def test_hot_swap_under_load_drops_nothing_and_a_broken_candidate_is_refused(ser
     for w in workers:
         w.start()
     time.sleep(1.0)
-    tr.move_champion(tracking, name, new)
+    move_champion(tracking, name, new)
     swap = httpx.post(f"{server.url}/reload", headers=AUTH, timeout=120)
     time.sleep(1.0)
     stop.set()
@@ -260,13 +260,13 @@ def test_hot_swap_under_load_drops_nothing_and_a_broken_candidate_is_refused(ser
     print(f"hot swap under load: {len(results)} requests from 4 clients, {len(failures)} failed, "
           f"v{old}: {by_version[old]}, v{new}: {by_version[new]}")
 
-    tr.move_champion(tracking, name, broken)
+    move_champion(tracking, name, broken)
     refused = httpx.post(f"{server.url}/reload", headers=AUTH, timeout=120)
     assert refused.status_code == 422 and refused.json()["status"] == "kept"
     assert "NaN" in refused.json()["reason"]
     assert httpx.get(f"{server.url}/version").json()["model_version"] == new
     assert httpx.post(f"{server.url}/invocations", json=body).status_code == 200
-    tr.move_champion(tracking, name, new)  # leave a servable champion for later tests
+    move_champion(tracking, name, new)  # leave a servable champion for later tests
 
 
 def test_schemathesis_finds_no_server_errors(server, tmp_path) -> None:

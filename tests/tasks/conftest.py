@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import tracking as tr
-from tasks.data import infer_features
-from tasks.demo_data import generate_demo
-from tasks.evaluate import GateDecision
-from tasks.train import fit_pipeline
-from tasks.validate import infer_contract
+from tasks.data.contract import infer_contract
+from tasks.data.datasets import infer_features
+from tasks.data.demo import generate_demo
+from tasks.model.gate import GateDecision
+from tasks.model.train import fit_pipeline
+from tasks.registry.runs import CONTRACT_ARTIFACT, log_dict, log_sklearn_model, start_run
+from tasks.registry.versions import GATE_TAG, register_model_version, tag_version
 
 
 @pytest.fixture(scope="module")
@@ -17,18 +18,18 @@ def logged(tracking):
     frame = generate_demo(500, seed=3)
     spec = infer_features(frame, "churned")
     model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 5}, seed=0)
-    run_id = tr.start_run(tracking, "promotion-tests")
-    tr.log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), tr.CONTRACT_ARTIFACT)
-    return tr.log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3))
+    run_id = start_run(tracking, "promotion-tests")
+    log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), CONTRACT_ARTIFACT)
+    return log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3))
 
 
 @pytest.fixture
 def versions(tracking, model_name, logged) -> str:
     """Three versions; v1 and v2 passed the gate, v3 did not."""
     for passed in (True, True, False):
-        version = tr.register_model_version(tracking, model_name, logged)
+        version = register_model_version(tracking, model_name, logged)
         decision = decision_for(version, passed)
-        tr.tag_version(tracking, model_name, version, {tr.GATE_TAG: decision.model_dump_json()})
+        tag_version(tracking, model_name, version, {GATE_TAG: decision.model_dump_json()})
     return model_name
 
 

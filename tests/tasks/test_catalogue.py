@@ -9,7 +9,7 @@ import pytest
 
 from nightshift.errors import ConfigError
 from nightshift.settings import PROJECT_ROOT
-from tasks.catalogue import load_catalogue, resolve_files
+from tasks.catalogue.schema import load_catalogue, resolve_files
 
 BROKEN = """
 models:

@@ -1,4 +1,4 @@
-"""The demo week's picture (tasks.charts) on made-up nights: a PNG of a fixed size, whatever is missing."""
+"""The demo week's picture (tasks.monitoring.charts) on made-up nights: a PNG of a fixed size, whatever is missing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from tasks.charts import DPI, SIZE_INCHES, Band, ModelWeek, NightPoint, week_chart, week_figure
+from tasks.monitoring.charts import DPI, SIZE_INCHES, Band, ModelWeek, NightPoint, week_chart, week_figure
 
 DAYS = [date(2026, 1, 1) + timedelta(days=d) for d in range(7)]
 
@@ -60,6 +60,6 @@ def test_missing_series_nights_without_data_and_no_models_still_draw(tmp_path: P
 
 
 def test_importing_the_chart_module_does_not_load_matplotlib() -> None:
-    code = "import sys, tasks.charts; print('matplotlib' in sys.modules)"
+    code = "import sys, tasks.monitoring.charts; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from nightshift.errors import DataLoadError
-from tasks.data import fingerprint, infer_features, load_dataset, load_table
-from tasks.demo_data import DEMO_CATEGORICAL, DEMO_DATE, DEMO_LABEL, DEMO_NUMERIC, generate_demo
+from tasks.data.datasets import fingerprint, infer_features, load_dataset, load_table
+from tasks.data.demo import DEMO_CATEGORICAL, DEMO_DATE, DEMO_LABEL, DEMO_NUMERIC, generate_demo
 
 
 def test_fingerprint_sees_any_value_change() -> None:

@@ -6,9 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import fingerprint
-from tasks.demo_data import (DEMO_CATEGORICAL, DEMO_DATE, DEMO_LABEL, DEMO_NUMERIC, DemoDrift, generate_demo, iter_demo,
-                             load_iris)
+from tasks.data.datasets import fingerprint
+from tasks.data.demo import (
+    DEMO_CATEGORICAL,
+    DEMO_DATE,
+    DEMO_LABEL,
+    DEMO_NUMERIC,
+    DemoDrift,
+    generate_demo,
+    iter_demo,
+    load_iris,
+)
 
 
 def test_iris_is_bundled_and_complete() -> None:

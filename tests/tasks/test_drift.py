@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC, DemoDrift, generate_demo
-from tasks.drift import PREDICTION_COLUMN, DriftResult, compute_drift, compute_drift_preset, sample_rows
+from tasks.data.demo import DEMO_CATEGORICAL, DEMO_NUMERIC, DemoDrift, generate_demo
+from tasks.monitoring.drift import PREDICTION_COLUMN, DriftResult, compute_drift, compute_drift_preset, sample_rows
 
 NUM, CAT = list(DEMO_NUMERIC), list(DEMO_CATEGORICAL)
 
@@ -68,7 +68,7 @@ def test_sampling_caps_both_sides_and_small_data_uses_p_value_tests() -> None:
 
 
 # ----------------------------------------------------------------------------- what the monitor reads off a result
-from tasks.drift import ColumnDrift, current_sample  # noqa: E402
+from tasks.monitoring.drift import ColumnDrift, current_sample
 
 
 def _column(name: str, score: float, kind: str = "numeric") -> ColumnDrift:
@@ -107,9 +107,9 @@ def test_drift_metrics_and_alert_reasons() -> None:
 
 
 def test_current_sample_scores_a_capped_sample_like_the_reference() -> None:
-    from tasks.data import infer_features
-    from tasks.drift import build_reference
-    from tasks.train import fit_pipeline
+    from tasks.data.datasets import infer_features
+    from tasks.model.train import fit_pipeline
+    from tasks.monitoring.drift import build_reference
 
     frame = generate_demo(8_000, seed=3)
     spec = infer_features(frame, "churned")
@@ -215,7 +215,7 @@ def test_test_choice_is_evidentlys_even_when_the_values_show_up_late(rows: int, 
     from evidently.legacy.calculations.stattests.registry import _get_default_stattest
     from evidently.legacy.core import ColumnType
 
-    from tasks.drift import _default_test
+    from tasks.monitoring.drift import _default_test
 
     late = pd.Series(np.r_[np.zeros(rows - distinct), np.arange(distinct)])  # the head holds one value only
     for reference, current in [(late, late.iloc[:50]), (late.iloc[: rows - distinct], late)]:
@@ -234,7 +234,7 @@ def test_test_choice_is_evidentlys_even_when_the_values_show_up_late(rows: int, 
     pd.Series([3, 4, 5]),
 ], ids=["float", "strings", "mixed", "Int64", "category", "string", "int"])
 def test_cleaning_keeps_exactly_what_evidently_keeps(values: pd.Series) -> None:
-    from tasks.drift import _finite
+    from tasks.monitoring.drift import _finite
 
     expected = values.replace([-np.inf, np.inf], np.nan).dropna()  # get_one_column_drift's cleaning
     pd.testing.assert_series_equal(_finite(values.copy(), "c", "current"), expected)

@@ -10,9 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.estimate import (ESTIMATED_DROP_EVENT, Calibrator, EstimationError, estimate_by_slice, estimate_performance,
-                            estimated_drop, fit_calibrator, realized_vs_estimated)
-from tasks.evaluate import classification_metrics
+from tasks.model.metrics import classification_metrics
+from tasks.monitoring.calibration import Calibrator, EstimationError, fit_calibrator
+from tasks.monitoring.estimate import (
+    ESTIMATED_DROP_EVENT,
+    estimate_by_slice,
+    estimate_performance,
+    estimated_drop,
+    realized_vs_estimated,
+)
 
 W = np.array([1.5, -1.0, 0.8, 0.0, 0.5])
 W_DRIFTED = np.array([0.5, -1.0, 0.8, 1.2, -0.5])  # concept drift: a new relation between the same inputs and y

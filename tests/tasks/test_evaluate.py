@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
-from tasks.evaluate import classification_metrics, higher_is_better
+from tasks.model.metrics import classification_metrics, higher_is_better
 
 
 def test_binary_metrics_match_scikit_learn() -> None:
@@ -38,7 +38,7 @@ def test_direction() -> None:
 
 
 def test_performance_check_flags_a_real_drop_only() -> None:
-    from tasks.evaluate import performance_check
+    from tasks.monitoring.performance import performance_check
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 2_000)
@@ -55,7 +55,7 @@ def test_performance_check_flags_a_real_drop_only() -> None:
 
 
 def test_drift_predictions_by_model_type() -> None:
-    from tasks.evaluate import drift_predictions
+    from tasks.model.metrics import drift_predictions
 
     values, kind = drift_predictions(np.array([[0.2, 0.8], [0.9, 0.1]]), [0, 1])
     assert kind == "numeric" and values.tolist() == [0.8, 0.1]
@@ -66,7 +66,7 @@ def test_drift_predictions_by_model_type() -> None:
 def test_batch_performance_uses_only_labeled_rows_and_none_without_labels() -> None:
     import pandas as pd
 
-    from tasks.evaluate import batch_performance, performance_check
+    from tasks.monitoring.performance import batch_performance, performance_check
 
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 1_000).astype(float)
@@ -83,7 +83,7 @@ def test_batch_performance_uses_only_labeled_rows_and_none_without_labels() -> N
 
 
 def test_performance_metrics_and_alert_reasons() -> None:
-    from tasks.evaluate import PerformanceCheck
+    from tasks.monitoring.performance import PerformanceCheck
 
     check = PerformanceCheck(metric="roc_auc", rows=10, batch_metrics={"roc_auc": 0.7, "accuracy": 0.8},
                              reference_metrics={"roc_auc": 0.9}, change=-0.2, max_drop=0.05, degraded=True)

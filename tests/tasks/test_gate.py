@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from tasks.evaluate import GateConfig, gate, paired_bootstrap
+from tasks.catalogue.config import GateConfig
+from tasks.model.gate import gate, paired_bootstrap
 
 RNG = np.random.default_rng(7)
 N = 4_000
@@ -106,7 +107,7 @@ EXPECTED = {"category": "billing", "priority": "high"}
     (None, False, False, False, "gpt-x: HTTP 500"),
 ])
 def test_llm_replies_are_scored_by_schema_exact_answer_and_refusal(reply, valid, exact, refusal, error) -> None:
-    from tasks.evaluate import score_reply
+    from tasks.llm.scoring import score_reply
 
     scored = score_reply("t1", reply, EXPECTED, SCHEMA, error="gpt-x: HTTP 500" if reply is None else None)
     assert (scored.json_valid, scored.exact, scored.refusal) == (valid, exact, refusal)
@@ -115,7 +116,7 @@ def test_llm_replies_are_scored_by_schema_exact_answer_and_refusal(reply, valid,
 
 
 def test_llm_gate_pairs_items_and_holds_the_budgets() -> None:
-    from tasks.evaluate import LLMGateConfig, gate_scores
+    from tasks.llm.scoring import LLMGateConfig, gate_scores
 
     rng = np.random.default_rng(3)
     champion = (rng.random(400) < 0.75).astype(float)
@@ -145,7 +146,8 @@ def test_llm_gate_pairs_items_and_holds_the_budgets() -> None:
 
 
 def test_a_prompt_with_other_variables_or_response_format_is_an_interface_change() -> None:
-    from tasks.llm import LLMConfig, interface_changes
+    from tasks.llm.config import LLMConfig
+    from tasks.llm.evaluation import interface_changes
 
     live = LLMConfig(template="Ticket: {{ subject }} {{ body }}", model="fake-small",
                      response_format="json_object")
@@ -156,7 +158,7 @@ def test_a_prompt_with_other_variables_or_response_format_is_an_interface_change
 
 
 def test_the_llm_gate_pairs_by_item_id_and_can_gate_on_the_judge() -> None:
-    from tasks.evaluate import LLMGateConfig, gate_scores
+    from tasks.llm.scoring import LLMGateConfig, gate_scores
 
     ids = [f"t{i:03d}" for i in range(200)]
     rng = np.random.default_rng(5)
@@ -179,7 +181,7 @@ def test_the_llm_gate_pairs_by_item_id_and_can_gate_on_the_judge() -> None:
 
 
 def test_only_replies_that_passed_the_deterministic_checks_get_a_verdict() -> None:
-    from tasks.evaluate import score_reply, with_verdicts
+    from tasks.llm.scoring import score_reply, with_verdicts
 
     good = '{"category": "billing", "priority": "high"}'
     scores = [score_reply("ok", good, EXPECTED, SCHEMA), score_reply("half", good, EXPECTED, SCHEMA),

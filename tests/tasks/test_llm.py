@@ -10,22 +10,10 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from serving.fake_openai import JUDGE_MODEL, Fault, FakeOpenAI, judge_reply, message_key
-from tasks.llm import (
-    CallResult,
-    EvalSetup,
-    JudgeConfig,
-    LLMConfig,
-    LLMConfigError,
-    Price,
-    PriceTable,
-    ProviderSettings,
-    complete,
-    evaluate_candidate,
-    make_client,
-    run_items,
-    summarize,
-)
+from cli.fake_openai import JUDGE_MODEL, FakeOpenAI, Fault, judge_reply, message_key
+from tasks.llm.config import LLMConfig, LLMConfigError, Price, PriceTable, ProviderSettings
+from tasks.llm.evaluation import EvalSetup, JudgeConfig, evaluate_candidate
+from tasks.llm.provider import CallResult, complete, make_client, run_items, summarize
 
 MODEL = "gpt-fake-mini"
 PRICES = PriceTable(prices={MODEL: Price(input_per_1m=2.0, output_per_1m=8.0)})
@@ -169,7 +157,7 @@ def test_the_key_never_lands_in_results_stats_or_logs(fake_openai: FakeOpenAI,
 
 
 def test_provider_message_echoing_the_key_is_redacted(fake_openai: FakeOpenAI) -> None:
-    from tasks.llm import _detail
+    from tasks.llm.provider import _detail
 
     key = os.environ["OPENAI_API_KEY"]
     assert key not in _detail(f"Incorrect API key provided: {key}.", key)

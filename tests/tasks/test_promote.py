@@ -13,9 +13,15 @@ from prefect import flow
 from prefect.transactions import transaction
 
 from nightshift.errors import LockTimeout, PromotionRefused, TrackingUnavailable
-from tasks import promote as promote_module
-from tasks import tracking as tr
-from tasks.promote import DeployRefused, model_lock, move_champion_task, promote, redeploy
+
+pass
+from tasks.registry import locks
+from tasks.registry import promote as promote_module
+from tasks.registry.audit import read_audit
+from tasks.registry.locks import model_lock
+from tasks.registry.promote import DeployRefused, move_champion_task, promote, redeploy
+from tasks.registry.runs import CONTRACT_ARTIFACT, log_dict, log_sklearn_model, start_run
+from tasks.registry.versions import CHAMPION, AliasState, alias_state, get_alias, move_champion, register_model_version
 from tests.tasks.conftest import decision_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -23,18 +29,18 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 def test_failure_after_the_move_rolls_the_aliases_back(tracking, versions) -> None:
     name = versions
-    tr.move_champion(tracking, name, "1")
+    move_champion(tracking, name, "1")
 
     @flow
     def promote_then_fail() -> None:
         with transaction():
             move_champion_task(tracking, name, "2")
-            assert tr.get_alias(tracking, name, tr.CHAMPION) == "2"
+            assert get_alias(tracking, name, CHAMPION) == "2"
             raise DeployRefused("server said no")
 
     with pytest.raises(DeployRefused):
         promote_then_fail()
-    assert tr.alias_state(tracking, name) == tr.AliasState("1", None)
+    assert alias_state(tracking, name) == AliasState("1", None)
 
 
 def test_successful_transaction_keeps_the_move(tracking, versions) -> None:
@@ -46,7 +52,7 @@ def test_successful_transaction_keeps_the_move(tracking, versions) -> None:
             move_champion_task(tracking, name, "1")
 
     promote()
-    assert tr.alias_state(tracking, name) == tr.AliasState("1", None)
+    assert alias_state(tracking, name) == AliasState("1", None)
 
 
 def test_two_promotions_cannot_overlap(tracking, model_name) -> None:
@@ -79,7 +85,7 @@ def test_redeploy_without_a_server_records_not_deployed() -> None:
 def test_promote_refuses_a_decision_that_says_keep(tracking, versions) -> None:
     with pytest.raises(PromotionRefused, match="did not pass the gate"):
         promote(tracking, versions, decision_for("3", False), server_url=None, token=None)
-    assert tr.alias_state(tracking, versions) == tr.AliasState(None, None)
+    assert alias_state(tracking, versions) == AliasState(None, None)
 
 
 def test_promote_is_compare_and_swap_on_the_champion(tracking, versions) -> None:
@@ -88,33 +94,33 @@ def test_promote_is_compare_and_swap_on_the_champion(tracking, versions) -> None
     # A decision made against "no champion" is stale once v1 is champion: refused, recorded, nothing moves.
     outcome = promote(tracking, name, decision_for("2", True), server_url=None, token=None)
     assert (outcome.status, outcome.champion_after) == ("superseded", "1")
-    assert tr.alias_state(tracking, name) == tr.AliasState("1", None)
-    assert [(r.action, r.from_version, r.to_version) for r in tr.read_audit(tracking, name)] == [
+    assert alias_state(tracking, name) == AliasState("1", None)
+    assert [(r.action, r.from_version, r.to_version) for r in read_audit(tracking, name)] == [
         ("promote", None, "1"), ("superseded", "1", "2")]
     # Against the right champion it goes through, once.
     assert promote(tracking, name, decision_for("2", True, "1"), server_url=None, token=None).status == "promoted"
     again = promote(tracking, name, decision_for("2", True, "1"), server_url=None, token=None)
-    assert again.status == "already-promoted" and tr.alias_state(tracking, name) == tr.AliasState("2", "1")
+    assert again.status == "already-promoted" and alias_state(tracking, name) == AliasState("2", "1")
 
 
 def test_promote_completes_a_move_whose_run_died_before_the_audit(tracking, versions) -> None:
     name = versions
-    tr.move_champion(tracking, name, "1")  # what a run killed right after the alias move leaves behind
+    move_champion(tracking, name, "1")  # what a run killed right after the alias move leaves behind
     outcome = promote(tracking, name, decision_for("1", True), server_url=None, token=None)
     assert outcome.status == "completed"
-    assert [r.action for r in tr.read_audit(tracking, name)] == ["promote"]
+    assert [r.action for r in read_audit(tracking, name)] == ["promote"]
     assert promote(tracking, name, decision_for("1", True), server_url=None, token=None).status == "already-promoted"
-    assert len(tr.read_audit(tracking, name)) == 1
+    assert len(read_audit(tracking, name)) == 1
 
 
 @pytest.mark.integration  # a real process SIGKILLed inside the lock (~6 s)
 def test_a_lock_whose_holder_is_killed_is_free_at_once(tracking, model_name, monkeypatch, caplog) -> None:
-    code = (f"import sys, time\nfrom tasks.promote import model_lock\nfrom tasks.tracking import TrackingConfig\n"
+    code = (f"import sys, time\nfrom tasks.registry.locks import model_lock\nfrom tasks.registry.store import TrackingConfig\n"
             f"cfg = TrackingConfig.model_validate_json({tracking.model_dump_json()!r})\n"
             f"with model_lock(cfg, {model_name!r}, 'promote'):\n    print('held', flush=True)\n    time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    monkeypatch.setattr(promote_module, "_WAIT_LOG_SECONDS", 0.5)
+    monkeypatch.setattr(locks, "_WAIT_LOG_SECONDS", 0.5)
     with caplog.at_level("INFO", logger="nightshift.promote"):
         with pytest.raises(LockTimeout, match=f"held by .*{holder.pid}"):
             with model_lock(tracking, model_name, "promote", timeout_seconds=1.2):
@@ -169,10 +175,10 @@ def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, ve
         raise TrackingUnavailable("MLflow registry at test failed while appending an audit record")
 
     monkeypatch.setattr(promote_module, "append_audit_task", task(registry_down, name="append-audit-record"))
-    tr.move_champion(tracking, versions, "1")
+    move_champion(tracking, versions, "1")
     with pytest.raises(TrackingUnavailable):
         promote(tracking, versions, decision_for("2", True, "1"), server_url=url, token="t")
-    assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
+    assert alias_state(tracking, versions) == AliasState("1", None)
     path = f"/models/{versions}/reload"
     assert reloads == [path, f"{path}?allow_schema_change=true"]  # v2 loaded, then the restored v1 again
 
@@ -180,7 +186,7 @@ def test_a_failed_audit_write_puts_aliases_and_the_live_server_back(tracking, ve
 def test_only_an_allowed_schema_change_or_a_rollback_overrides_the_servers_schema_check(tracking, versions,
                                                                                         reload_server) -> None:
     url, reloads = reload_server
-    tr.move_champion(tracking, versions, "1")
+    move_champion(tracking, versions, "1")
     promote(tracking, versions, decision_for("2", True, "1"), server_url=url, token="t")
     changed = decision_for("1", True, "2").model_copy(update={"schema_changes": ["column 'age' is categorical"]})
     promote(tracking, versions, changed, server_url=url, token="t")
@@ -193,14 +199,14 @@ def test_only_an_allowed_schema_change_or_a_rollback_overrides_the_servers_schem
 def test_replicas_all_swap_or_none(tracking, versions) -> None:
     """Three replicas, the third refuses: the first two load the old champion again, aliases back, audited."""
     replicas = [_replica(), _replica(), _replica(status=422)]
-    tr.move_champion(tracking, versions, "1")
+    move_champion(tracking, versions, "1")
     urls = ", ".join(url for url, _, _ in replicas)
     with pytest.raises(DeployRefused, match=r"refused the new model \(422\)"):
         promote(tracking, versions, decision_for("2", True, "1"), server_url=urls, token="t")
     path = f"/models/{versions}/reload"
     assert [r for _, r, _ in replicas] == [[path, f"{path}?allow_schema_change=true"]] * 2 + [[path]]
-    assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
-    assert tr.read_audit(tracking, versions)[-1].action == "rollback"
+    assert alias_state(tracking, versions) == AliasState("1", None)
+    assert read_audit(tracking, versions)[-1].action == "rollback"
     for _, _, server in replicas:
         server.shutdown()
     ok = [_replica(), _replica()]
@@ -213,15 +219,15 @@ def test_replicas_all_swap_or_none(tracking, versions) -> None:
 def test_every_replica_that_swapped_is_put_back_even_when_one_of_them_fails(tracking, versions) -> None:
     """The first replica cannot load the old champion again: the second is still put back, and the audit says so."""
     replicas = [_replica(200, 503), _replica(), _replica(status=422)]
-    tr.move_champion(tracking, versions, "1")
+    move_champion(tracking, versions, "1")
     with pytest.raises(DeployRefused, match=r"refused the new model \(422\)") as refused:
         promote(tracking, versions, decision_for("2", True, "1"), server_url=[u for u, _, _ in replicas], token="t")
     path = f"/models/{versions}/reload"
     assert [r for _, r, _ in replicas] == [[path, f"{path}?allow_schema_change=true"]] * 2 + [[path]]
-    assert tr.alias_state(tracking, versions) == tr.AliasState("1", None)
+    assert alias_state(tracking, versions) == AliasState("1", None)
     stuck = f"{replicas[0][0]} refused the new model (503)"
     assert any("these replicas may still serve v2" in note and stuck in note for note in refused.value.__notes__)
-    last = tr.read_audit(tracking, versions)[-1]
+    last = read_audit(tracking, versions)[-1]
     assert last.action == "rollback" and "may still serve v2" in last.reason and stuck in last.reason
     for _, _, server in replicas:
         server.shutdown()
@@ -245,8 +251,8 @@ def test_a_refused_first_promotion_leaves_no_replica_serving_it(tracking, model_
             promote(tracking, model_name, decision_for(version, True), server_url=[r.url for r in replicas],
                     token=TOKEN)
         assert refused.value.swapped == [replicas[0].url] and not getattr(refused.value, "__notes__", [])
-        assert tr.alias_state(tracking, model_name) == tr.AliasState(None, None)
-        assert [(r.action, r.from_version, r.to_version) for r in tr.read_audit(tracking, model_name)] == [
+        assert alias_state(tracking, model_name) == AliasState(None, None)
+        assert [(r.action, r.from_version, r.to_version) for r in read_audit(tracking, model_name)] == [
             ("rollback", version, None)]
         for replica in replicas:
             for route in ("ready", "version", f"models/{quote(model_name, safe='')}/ready"):
@@ -262,23 +268,23 @@ def test_a_refused_first_promotion_leaves_no_replica_serving_it(tracking, model_
 
 def _register(tracking, name: str, frame, label: str, gate_passed: bool | None = None) -> str:
     """Fit a small forest on `frame`, log it with its contract and register it under `name`."""
-    from tasks.data import infer_features
-    from tasks.train import fit_pipeline
-    from tasks.validate import infer_contract
+    from tasks.data.contract import infer_contract
+    from tasks.data.datasets import infer_features
+    from tasks.model.train import fit_pipeline
 
     spec = infer_features(frame, label)
     model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 20}, seed=0)
-    run_id = tr.start_run(tracking, "schema-tests")
-    tr.log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), tr.CONTRACT_ARTIFACT)
-    return tr.register_model_version(tracking, name, tr.log_sklearn_model(tracking, run_id, model,
+    run_id = start_run(tracking, "schema-tests")
+    log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), CONTRACT_ARTIFACT)
+    return register_model_version(tracking, name, log_sklearn_model(tracking, run_id, model,
                                                                           frame[spec.features].head(3)))
 
 
 def test_gate_refuses_a_challenger_with_another_input_schema_unless_allowed(tracking, model_name, tmp_path) -> None:
     """A challenger needing a column the live callers do not send, or predicting other classes (issue 12)."""
-    from tasks.demo_data import generate_demo, load_iris
-    from tasks.evaluate import GateConfig
-    from tasks.promote import gate_versions
+    from tasks.catalogue.config import GateConfig
+    from tasks.data.demo import generate_demo, load_iris
+    from tasks.registry.promote import gate_versions
 
     frame = generate_demo(3_000, seed=11)
     champion = _register(tracking, model_name, frame, "churned")
@@ -296,7 +302,7 @@ def test_gate_refuses_a_challenger_with_another_input_schema_unless_allowed(trac
     assert allowed.promote and allowed.champion is not None and allowed.schema_changes == refused.schema_changes
 
     # The decision is recorded on the version; a rerun with the override decides again instead of reusing it.
-    from tasks.promote import gate_challenger
+    from tasks.registry.promote import gate_challenger
 
     holdout_path = str(tmp_path / "holdout.parquet")
     holdout.to_parquet(holdout_path)
@@ -313,9 +319,9 @@ def test_gate_judges_only_labeled_rows_however_typed(tracking, model_name) -> No
     """A holdout read from a CSV with blank label cells (labels 0.0/1.0 and NaN) is gated on its labeled rows."""
     import numpy as np
 
-    from tasks.demo_data import generate_demo
-    from tasks.evaluate import GateConfig
-    from tasks.promote import gate_versions
+    from tasks.catalogue.config import GateConfig
+    from tasks.data.demo import generate_demo
+    from tasks.registry.promote import gate_versions
 
     v1 = _register(tracking, model_name, generate_demo(2_000, seed=13), "churned")
     v2 = _register(tracking, model_name, generate_demo(2_000, seed=14), "churned")

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration
 # A registry server (never contacted by the lock) makes model_lock use a Prefect lease, not a file lock.
 _HOLD = """
 import sys, time
-from tasks.promote import local_lock_dir, model_lock
-from tasks.tracking import TrackingConfig
+from tasks.registry.locks import local_lock_dir, model_lock
+from tasks.registry.store import TrackingConfig
 cfg = TrackingConfig(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9", experiment_name="e")
 assert local_lock_dir(cfg) is None
 started = time.monotonic()

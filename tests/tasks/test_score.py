@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from nightshift.errors import DataValidationError
-from tasks.data import infer_features
-from tasks.demo_data import generate_demo
-from tasks.score import combine_parts, plan_parts, score_file, score_part
-from tasks.train import fit_pipeline
-from tasks.validate import infer_contract
+from tasks.data.contract import infer_contract
+from tasks.data.datasets import infer_features
+from tasks.data.demo import generate_demo
+from tasks.model.score import combine_parts, plan_parts, score_file, score_part
+from tasks.model.train import fit_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_csv_has_no_parts_and_an_empty_input_is_an_error(fitted, tmp_path: Path)
 
 
 def test_summary_tables_for_the_artifacts() -> None:
-    from tasks.score import ScoreSummary
+    from tasks.model.score import ScoreSummary
 
     summary = ScoreSummary(source="in.csv", output="out.parquet", rows=200, chunks=2, classes=["0", "1"],
                            class_counts={"0": 150, "1": 50}, histogram_edges=[i / 10 for i in range(11)],

@@ -11,9 +11,10 @@ import pytest
 
 from nightshift.errors import DataLoadError
 from serving.capture import Capture, CaptureConfig
-from tasks.data import load_dataset
-from tasks.demo_data import generate_demo
-from tasks.skew import load_served, parse_served, skew_check, training_serving_skew
+from tasks.data.datasets import load_dataset
+from tasks.data.demo import generate_demo
+from tasks.data.served import load_served, parse_served
+from tasks.monitoring.skew import skew_check, training_serving_skew
 
 DAY = date(2026, 1, 5)
 NUMERIC = ["age", "monthly_spend", "tenure_months"]

@@ -10,9 +10,10 @@ import pytest
 
 from nightshift.errors import DataValidationError
 from nightshift.settings import PROJECT_ROOT
-from tasks.catalogue import CatalogueModel, load_catalogue
-from tasks.demo_data import DEMO_START, demo_day, land_demo_night
-from tasks.sources import join_labels, labeled_window, landed_quality, stage_features
+from tasks.catalogue.schema import CatalogueModel, load_catalogue
+from tasks.data.demo import DEMO_START, demo_day, land_demo_night
+from tasks.data.sources import join_labels, labeled_window, stage_features
+from tasks.registry.quality import landed_quality
 
 NIGHT = DEMO_START + timedelta(days=9)
 
@@ -101,7 +102,7 @@ def test_the_night_is_explicit_or_today_in_the_schedules_time_zone() -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from tasks.sources import resolve_night
+    from tasks.data.sources import resolve_night
 
     assert resolve_night(date(2026, 11, 25), "UTC") == date(2026, 11, 25)
     for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14 and UTC-11: often different dates
@@ -170,38 +171,41 @@ def test_label_rows_without_a_key_are_counted(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def churn_model(tracking):
     """A small churn model logged once, with a test-time roc_auc no real day reaches (every day degrades)."""
-    from tasks import tracking as tr
-    from tasks.data import infer_features
-    from tasks.train import fit_pipeline
-    from tasks.validate import infer_contract
+    from tasks.data.contract import infer_contract
+    from tasks.data.datasets import infer_features
+    from tasks.model.train import fit_pipeline
+    from tasks.registry.runs import CONTRACT_ARTIFACT, log_dict, log_metrics, log_sklearn_model, start_run
 
     frame = demo_day("churned", DEMO_START, 600, 7).drop(columns=["customer_id"])
     spec = infer_features(frame, "churned")
     model = fit_pipeline(frame, spec, "random_forest", {"n_estimators": 5}, seed=0)
-    run_id = tr.start_run(tracking, "quality-tests")
-    tr.log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), tr.CONTRACT_ARTIFACT)
-    tr.log_metrics(tracking, run_id, {"test_roc_auc": 0.999, "test_accuracy": 0.99})
-    return tr.log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3))
+    run_id = start_run(tracking, "quality-tests")
+    log_dict(tracking, run_id, infer_contract(frame, spec).model_dump(mode="json"), CONTRACT_ARTIFACT)
+    log_metrics(tracking, run_id, {"test_roc_auc": 0.999, "test_accuracy": 0.99})
+    return log_sklearn_model(tracking, run_id, model, frame[spec.features].head(3))
 
 
 @pytest.fixture
 def champion(demo, tracking, churn_model, model_name):
     """Demo churn (labels 2 days late) under a fresh name, with v1 as its champion."""
-    from tasks import tracking as tr
+    from tasks.registry.versions import CHAMPION, register_model_version, set_alias
 
-    version = tr.register_model_version(tracking, model_name, churn_model)
-    tr.set_alias(tracking, model_name, tr.CHAMPION, version)
+    version = register_model_version(tracking, model_name, churn_model)
+    set_alias(tracking, model_name, CHAMPION, version)
     return demo[0].model_copy(update={"name": model_name}), version
 
 
 def test_quality_is_measured_once_per_labeled_day_and_late_labels_are_picked_up(
         champion, tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import tracking as tr
+    from tasks.registry import quality, versions
+    from tasks.registry.quality import quality_run
+    from tasks.registry.runs import get_run
+    from tasks.registry.store import client
 
     model, version = champion
     loads = []
-    real_load = tr.load_version
-    monkeypatch.setattr(tr, "load_version", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = versions.load_version
+    monkeypatch.setattr(quality, "load_version", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     day = lambda n: DEMO_START + timedelta(days=n)  # noqa: E731
 
     def night(n: int):
@@ -229,13 +233,13 @@ def test_quality_is_measured_once_per_labeled_day_and_late_labels_are_picked_up(
     assert night(7).measured == [] and night(7).alert_reasons() == []  # nothing new landed for night 7
     assert night(5).alert_reasons() == []  # a backfill of night 5 still sees what night 5 knew
 
-    run_id, records = tr.quality_run(tracking, model.name)
+    run_id, records = quality_run(tracking, model.name)
     assert sorted(records) == [str(day(n)) for n in (2, 3, 4)]
-    history = tr.client(tracking).get_metric_history(run_id, "realized_roc_auc")
+    history = client(tracking).get_metric_history(run_id, "realized_roc_auc")
     assert [m.step for m in history] == [int(f"{day(n):%Y%m%d}") for n in (2, 3, 4)]
-    run = tr.get_run(tracking, run_id)
+    run = get_run(tracking, run_id)
     assert run.info.run_name == model.name and run.data.params["model_name"] == model.name
-    assert tr.client(tracking).get_experiment(run.info.experiment_id).name == f"{tracking.experiment_name}-quality"
+    assert client(tracking).get_experiment(run.info.experiment_id).name == f"{tracking.experiment_name}-quality"
     assert {m.key for m in history} == {"realized_roc_auc"} and run.data.metrics["champion_version"] == float(version)
 
 
@@ -248,9 +252,10 @@ def test_labels_that_come_with_the_rows_are_left_to_the_monitor(demo, tracking, 
 
 def test_an_estimate_made_before_the_labels_is_compared_when_they_land(champion, tracking, tmp_path: Path) -> None:
     """The night of day 2 records its CBPE estimate; the night its labels land records realized - estimated."""
-    from tasks import tracking as tr
-    from tasks.estimate import Estimate, EstimateCheck
-    from tasks.sources import record_estimate
+    from tasks.monitoring.estimate import Estimate, EstimateCheck
+    from tasks.registry.quality import ESTIMATE_DAY_TAG, quality_run, record_estimate
+    from tasks.registry.runs import get_run
+    from tasks.registry.store import client
 
     model, version = champion
     day = lambda n: DEMO_START + timedelta(days=n)  # noqa: E731
@@ -273,11 +278,11 @@ def test_an_estimate_made_before_the_labels_is_compared_when_they_land(champion,
     later = landed_quality(tracking, model, version, labeled_window(model, day(5), tmp_path), day(5), tmp_path)
     assert later.measured[0].day == day(3) and later.measured[0].estimate is None
 
-    run_id, estimates = tr.quality_run(tracking, model.name, tr.ESTIMATE_DAY_TAG)
+    run_id, estimates = quality_run(tracking, model.name, ESTIMATE_DAY_TAG)
     assert sorted(estimates) == [str(day(2)), str(day(3))]
-    run = tr.get_run(tracking, run_id)
+    run = get_run(tracking, run_id)
     assert run.data.metrics["estimate_error_roc_auc"] == pytest.approx(realized - 0.5)
-    steps = [m.step for m in tr.client(tracking).get_metric_history(run_id, "estimated_roc_auc")]
+    steps = [m.step for m in client(tracking).get_metric_history(run_id, "estimated_roc_auc")]
     assert steps == [int(f"{day(n):%Y%m%d}") for n in (2, 3)]
 
 

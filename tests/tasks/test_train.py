@@ -4,11 +4,20 @@ import numpy as np
 import pytest
 
 from nightshift.errors import ConfigError
-from tasks.data import infer_features
-from tasks.demo_data import generate_demo
-from tasks.train import (CONTROLLED_PARAMS, TUNABLE_PARAMS, CandidateScore, build_pipeline, candidate_grid,
-                         check_param_grid, cross_validate_candidate, cv_sample, fit_pipeline, make_estimator,
-                         select_best, split_train_test)
+from tasks.catalogue.config import CONTROLLED_PARAMS, TUNABLE_PARAMS, check_param_grid
+from tasks.data.datasets import infer_features
+from tasks.data.demo import generate_demo
+from tasks.model.train import (
+    CandidateScore,
+    build_pipeline,
+    candidate_grid,
+    cross_validate_candidate,
+    cv_sample,
+    fit_pipeline,
+    make_estimator,
+    select_best,
+    split_train_test,
+)
 
 
 @pytest.mark.parametrize("kind", sorted(TUNABLE_PARAMS))
@@ -90,7 +99,7 @@ def test_candidate_grid_follows_parameter_grid_order() -> None:
 
 
 def test_candidates_table_and_training_metrics() -> None:
-    from tasks.train import candidates_table, training_metrics
+    from tasks.model.train import candidates_table, training_metrics
 
     scores = [CandidateScore(index=i, params={"max_depth": d}, mean={"roc_auc": m, "accuracy": 0.9},
                              std={"roc_auc": 0.01, "accuracy": 0.02}, folds=3, seconds=1.234)
@@ -117,7 +126,7 @@ def test_cv_sample_is_stratified_capped_and_leaves_small_frames_alone() -> None:
 
 
 def test_a_grid_smaller_than_the_workers_gets_the_spare_cores_with_the_same_scores() -> None:
-    from tasks.train import candidate_threads
+    from tasks.model.train import candidate_threads
 
     assert [candidate_threads(2, n) for n in (1, 2, 3)] == [2, 1, 1] and candidate_threads(8, 3) == 2
     frame = generate_demo(1_500, seed=4)

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from nightshift.errors import DataValidationError
-from tasks.data import LoadedDataset
-from tasks.demo_data import generate_demo, load_iris
-from tasks.validate import check_training_data
+from tasks.data.datasets import LoadedDataset
+from tasks.data.demo import generate_demo, load_iris
+from tasks.data.validate import check_training_data
 
 
 def _ds(frame: pd.DataFrame, label: str = "species") -> LoadedDataset:
@@ -67,9 +67,10 @@ def test_no_features() -> None:
 # ----------------------------------------------------------------------------- data contract
 import numpy as np  # noqa: E402
 
-from tasks.data import infer_features  # noqa: E402
-from tasks.demo_data import DemoDrift  # noqa: E402
-from tasks.validate import Contract, infer_contract, validate_batch  # noqa: E402
+from tasks.data.contract import Contract, infer_contract
+from tasks.data.datasets import infer_features
+from tasks.data.demo import DemoDrift
+from tasks.data.validate import validate_batch
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +239,7 @@ def test_training_labels_keep_their_type_despite_blank_cells() -> None:
 
 
 def test_string_classes_match_exactly_and_numbers_by_value() -> None:
-    from tasks.validate import align_labels, canonical_labels, class_order
+    from tasks.data.contract import align_labels, canonical_labels, class_order
 
     aligned, unknown = align_labels(pd.Series(["01", " 1 ", "007", 7, 1.0, None, ""]), ["01", "007", "1", "7"])
     assert aligned.tolist() == ["01", "1", "007", "7", "1", None, None] and unknown.empty
@@ -250,7 +251,7 @@ def test_string_classes_match_exactly_and_numbers_by_value() -> None:
 
 
 def test_schema_changes_name_what_would_break_callers(contract: Contract) -> None:
-    from tasks.validate import schema_changes
+    from tasks.data.contract import schema_changes
 
     assert schema_changes(contract, contract) == []
     narrower = contract.model_copy(update={"columns": contract.columns[1:]})

@@ -6,7 +6,7 @@ Two views, on the same day of one model:
   values as text; missing on one side only counts as different). This is the skew that bites: the online feature
   pipeline computing something else than the offline one, for the same entity;
 - as distributions otherwise (no ids, or none matched): Evidently's per-column drift test, the file as reference
-  and served traffic as current (tasks.drift); a drifted column is a skewed one.
+  and served traffic as current (tasks.monitoring.drift); a drifted column is a skewed one.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from nightshift.errors import DataLoadError
+from tasks.data.served import load_served, served_parts
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SERVED_PREFIX = "served:"  # a dataset source "served:<model>/<YYYY-MM-DD>": that day's captured traffic
+
 SKEW_TOLERANCE = 1e-6  # relative: float32/float64 round trips are not skew
 MAX_SKEW_SHARE = 0.01  # a column whose values differ on more than 1% of matched rows is skewed
 
@@ -75,51 +75,6 @@ class SkewReport(BaseModel):
                 "served_rows": float(self.served_rows)}
 
 
-def parse_served(source: str) -> tuple[str, date]:
-    """The model and day of a "served:<model>/<YYYY-MM-DD>" source; DataLoadError saying the form otherwise."""
-    body = source[len(SERVED_PREFIX):]
-    model, _, day = body.rpartition("/")
-    try:
-        if not model:
-            raise ValueError("no model")
-        return model, date.fromisoformat(day)
-    except ValueError:
-        raise DataLoadError(f"served source {source!r}: write served:<model>/<YYYY-MM-DD>, e.g. "
-                            f"served:demo-churn/2026-01-05") from None
-
-
-def load_served(root: Path, model: str, day: date, id_column: str | None = None) -> pd.DataFrame:
-    """A day of the model's captured traffic as a batch: its feature columns (and, named `id_column`, the id the
-    requests sent), without the capture's bookkeeping, prediction and probability columns."""
-    from serving.capture import META_COLUMNS, PREDICTION, PROBA_PREFIX, read_served
-
-    frame = read_served(root, model, day)
-    features = [c for c in frame.columns if c not in META_COLUMNS and c != PREDICTION
-                and not c.startswith(PROBA_PREFIX)]
-    out = frame[features].copy()
-    if id_column and "row_id" in frame.columns and frame["row_id"].notna().any():
-        out.insert(0, id_column, _ids(frame["row_id"]))
-    return out
-
-
-def _ids(values: pd.Series) -> pd.Series:
-    """Captured ids (kept as text) back as integers when every one is an integer, so they join numeric keys."""
-    import pandas as pd
-
-    try:
-        numbers = pd.to_numeric(values, errors="raise")
-    except (ValueError, TypeError):
-        return values
-    return numbers.astype("int64") if numbers.notna().all() and (numbers % 1 == 0).all() else values
-
-
-def served_parts(root: Path, model: str, day: date) -> list[Path]:
-    """The closed capture parts holding the model's traffic of `day`."""
-    from serving import capture
-
-    return capture.served_parts(root, model, day)
-
-
 def _differs(a: pd.Series, b: pd.Series) -> pd.Series:
     """Row-wise: the two sides' values differ (beyond tolerance for numbers; missing on one side only)."""
     import numpy as np
@@ -155,7 +110,7 @@ def training_serving_skew(model_name: str, day: date, file_frame: pd.DataFrame, 
                                           example=example))
             return SkewReport(model_name=model_name, day=day, view="rows", file_rows=len(file_frame),
                               served_rows=len(served), matched_rows=len(shared), columns=columns)
-    from tasks.drift import compute_drift
+    from tasks.monitoring.drift import compute_drift
 
     drift = compute_drift(file_frame, served, [c for c in numeric if c in features],
                           [c for c in categorical if c in features], seed=seed)

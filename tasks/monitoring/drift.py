@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+
 DEFAULT_SAMPLE_ROWS = 100_000
 MIN_SAMPLE_ROWS = 5_000  # keeps the sample on the same (distance) tests as big full data
 PREDICTION_COLUMN = "__prediction__"
@@ -136,7 +137,7 @@ def sample_rows(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame
 
 def build_reference(model: Any, frame: pd.DataFrame, features: list[str], label: str, cap: int, seed: int) -> pd.DataFrame:
     """The drift reference stored with a model version: held-out rows (capped) plus the model's predictions on them."""
-    from tasks.evaluate import drift_predictions
+    from tasks.model.metrics import drift_predictions
 
     ref = sample_rows(frame[[*features, label]], cap, seed).reset_index(drop=True)
     ref[PREDICTION_COLUMN], _ = drift_predictions(model.predict_proba(ref[features]), model.classes_)
@@ -154,7 +155,7 @@ class CurrentSample:
 
 def current_sample(model: Any, frame: pd.DataFrame, features: list[str], cap: int | None, seed: int) -> CurrentSample:
     """A uniform sample of the batch scored by the model, its predictions in PREDICTION_COLUMN (like the reference)."""
-    from tasks.evaluate import drift_predictions
+    from tasks.model.metrics import drift_predictions
 
     current = sample_rows(frame, cap, seed).copy()
     proba = model.predict_proba(current[features])
@@ -275,9 +276,8 @@ def _default_test(reference: pd.Series, current: pd.Series, column_type: Any) ->
 
 def column_drift(reference: pd.Series, current: pd.Series, column: str, kind: str) -> ColumnDrift:
     """One column judged as DataDriftPreset's `ValueDrift` judges it: the same cleaning, test choice and test code."""
-    from pandas.api.types import is_numeric_dtype
-
     from evidently.legacy.core import ColumnType
+    from pandas.api.types import is_numeric_dtype
 
     column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
     ref, cur = _finite(reference, column, "reference"), _finite(current, column, "current")

@@ -1,4 +1,4 @@
-"""Datasets: file/URL loaders, content fingerprints and feature inference (bundled data: tasks.demo_data)."""
+"""Datasets: file/URL loaders, content fingerprints and feature inference (bundled data: tasks.data.demo)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
 
 from nightshift.errors import DataLoadError, TransientLoadError
-from tasks.demo_data import DemoDrift
-# Re-exported until tests/tasks/test_tracking.py, tests/flows/test_nightly.py, tests/serving/test_compiled.py and
-# tests/serving/test_server.py import them from tasks.demo_data (DemoDrift is used here by DatasetParams).
-from tasks.demo_data import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo  # noqa: F401
+from tasks.data.demo import DemoDrift
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
+
 
 IRIS = "iris"
 DEMO = "demo"
@@ -172,10 +169,10 @@ def load_dataset(source: str, *, label: str | None = None, rows: int | None = No
                  day: int = 0, drift: DemoDrift | None = None, served_root: Path | None = None) -> LoadedDataset:
     """Resolve a dataset name ('iris', 'demo'), a path/URL or a day of served traffic into a table with its label
     column."""
-    from tasks.skew import SERVED_PREFIX
+    from tasks.data.served import SERVED_PREFIX
 
     if source.startswith(SERVED_PREFIX):
-        from tasks.skew import load_served, parse_served
+        from tasks.data.served import load_served, parse_served
 
         if served_root is None:
             raise DataLoadError(f"{source}: no capture directory given (NIGHTSHIFT_CAPTURE_DIR)")
@@ -183,11 +180,11 @@ def load_dataset(source: str, *, label: str | None = None, rows: int | None = No
         frame, name, default_label = load_served(served_root, model, served_day), source, "label"
         where = f"{source} ({served_root})"
     elif source == IRIS:
-        from tasks.demo_data import IRIS_LABEL, load_iris
+        from tasks.data.demo import IRIS_LABEL, load_iris
 
         frame, name, default_label, where = load_iris(), IRIS, IRIS_LABEL, "sklearn.datasets.load_iris"
     elif source == DEMO:
-        from tasks.demo_data import DEMO_LABEL, generate_demo
+        from tasks.data.demo import DEMO_LABEL, generate_demo
 
         n = 20_000 if rows is None else rows
         frame = generate_demo(n, seed=seed, day=day, drift=drift)

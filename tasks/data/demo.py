@@ -14,12 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tasks.catalogue import CatalogueModel
+    from tasks.catalogue.schema import CatalogueModel
+
 
 IRIS_LABEL = "species"
 DEMO_LABEL = "churned"
 DEMO_DATE = "event_date"
 DEMO_START = date(2026, 1, 1)
+
+
 # Rows are generated in fixed blocks, each from its own seed, so any prefix of the stream is the
 # same whatever size is asked for, and huge sizes can be produced one block at a time.
 DEMO_BLOCK_ROWS = 100_000
@@ -94,6 +97,8 @@ _CATEGORICAL: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "device_os": (("android", "ios", "windows", "macos", "linux"), (0.38, 0.30, 0.20, 0.09, 0.03)),
     "payment_method": (("card", "paypal", "bank_transfer", "invoice"), (0.55, 0.22, 0.15, 0.08)),
 }
+
+
 # Where category_mix moves the frequencies to; "international" is a region the reference never saw.
 _SHIFTED_MIX: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "plan": (("basic", "standard", "premium", "enterprise"), (0.15, 0.20, 0.35, 0.30)),
@@ -109,7 +114,6 @@ DEMO_CATEGORICAL = tuple(_CATEGORICAL)
 def load_iris() -> pd.DataFrame:
     """The iris table shipped inside scikit-learn (no download): four measurements and `species`."""
     import pandas as pd
-
     from sklearn.datasets import load_iris as sk_load_iris
 
     bunch = sk_load_iris(as_frame=True)
@@ -296,7 +300,7 @@ def generate_fraud(rows: int, seed: int = 42, day: int = 0, shift: float = 0.0) 
 
 def _landing_path(template: str, day: date, state_dir: Path, part: int) -> Path:
     """A concrete file for a (possibly globbing) catalogue template: '*' becomes part-<n>."""
-    from tasks.catalogue import render
+    from tasks.catalogue.schema import render
 
     return Path(render(template, day, state_dir).replace("*", f"part-{part}"))
 

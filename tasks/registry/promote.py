@@ -7,32 +7,34 @@ redeploys the live server and writes the audit record, inside a transaction that
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import socket
-import time
-from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timezone
-from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction, transaction
 from pydantic import BaseModel
 
-from nightshift.errors import LockTimeout, NightshiftError, PromotionRefused
+from nightshift.errors import NightshiftError, PromotionRefused
 from nightshift.faults import fault_point
-from nightshift.naming import slug
 from nightshift.runlog import run_logger
-from tasks import tracking
-from tasks.evaluate import GateConfig, GateDecision, gate
-from tasks.tracking import AliasState, AuditRecord, TrackingConfig
-
-# How often a waiting run says what it waits for; and the Prefect lease (the server's minimum is 60 s).
-_WAIT_LOG_SECONDS = 10.0
-_LEASE_SECONDS = 60.0
+from tasks.catalogue.config import GateConfig
+from tasks.model.gate import GateDecision, gate
+from tasks.registry.audit import AuditRecord, append_audit, read_audit
+from tasks.registry.locks import model_lock
+from tasks.registry.runs import log_outputs
+from tasks.registry.store import RETRY, TrackingConfig
+from tasks.registry.versions import (
+    GATE_TAG,
+    AliasState,
+    alias_state,
+    load_version,
+    move_champion,
+    restore_aliases,
+    tag_version,
+    version_run_id,
+    version_tags,
+)
 
 
 class DeployRefused(NightshiftError):
@@ -61,115 +63,14 @@ class PromotionOutcome(BaseModel):
     detail: str
 
 
-# --------------------------------------------------------------------------------------------
-# Per-model locks whose holder's death frees them.
-# --------------------------------------------------------------------------------------------
-def local_lock_dir(cfg: TrackingConfig) -> Path | None:
-    """Where file locks live when every writer is on this machine, or None when writers may be anywhere.
-
-    That is the case for a local SQLite/file registry (locks beside it), and for embedded Prefect with a remote
-    registry (locks in PREFECT_HOME: a Prefect limit there would only reach this machine anyway, and the
-    embedded server never reclaims a dead holder's slot).
-    """
-    from prefect.settings import get_current_settings
-
-    store = tracking.local_store_dir(cfg)
-    if store is not None:
-        return store / "locks"
-    settings = get_current_settings()
-    return Path(settings.home).expanduser() / "nightshift-locks" if settings.api.url is None else None
-
-
-def _lock_name(model_name: str, purpose: str) -> str:
-    digest = hashlib.sha1(model_name.encode()).hexdigest()[:8]  # slugs of 'a.b' and 'a_b' would collide
-    return f"nightshift-{purpose}-{slug(model_name, 60)}-{digest}"
-
-
-@contextmanager
-def _file_lock(path: Path, what: str, timeout_seconds: float) -> Iterator[None]:
-    """flock(2) on a file: the kernel releases it the moment its holder exits, SIGKILL included."""
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    holder = path.with_suffix(".holder")
-    lock = FileLock(str(path), thread_local=False)
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        try:
-            lock.acquire(timeout=max(0.0, min(_WAIT_LOG_SECONDS, deadline - time.monotonic())))
-            break
-        except Timeout:
-            who = holder.read_text() if holder.exists() else "unknown holder"
-            if time.monotonic() >= deadline:
-                raise LockTimeout(f"{what} is still held by {who} after {timeout_seconds:.0f} s ({path}).") from None
-            run_logger("nightshift.promote").info("Waiting for %s, held by %s", what, who)
-    try:
-        holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
-def _prefect_lease(name: str, what: str, timeout_seconds: float) -> Iterator[None]:
-    """A Prefect global concurrency slot with a renewed lease: the server reclaims it when its holder dies."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:  # created concurrently by another run
-                pass
-    deadline = time.monotonic() + timeout_seconds
-    stack = ExitStack()
-    while True:
-        try:
-            stack.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=_LEASE_SECONDS,
-                                            timeout_seconds=max(1.0, min(_WAIT_LOG_SECONDS, deadline - time.monotonic()))))
-            break
-        except TimeoutError:
-            if time.monotonic() >= deadline:
-                raise LockTimeout(f"{what} (Prefect concurrency limit '{name}') is still taken after "
-                                  f"{timeout_seconds:.0f} s; a dead holder's lease expires {_LEASE_SECONDS:.0f} s "
-                                  f"after its last renewal.") from None
-            run_logger("nightshift.promote").info("Waiting for %s (Prefect concurrency limit '%s')", what, name)
-    with stack:
-        yield
-
-
-@contextmanager
-def model_lock(cfg: TrackingConfig, model_name: str, purpose: str, timeout_seconds: float = 600) -> Iterator[None]:
-    """At most one `purpose` (promote, train-<window>) per model at a time, across processes.
-
-    A local SQLite/file registry means every writer runs on this machine: a file lock, freed by the kernel when
-    its holder dies. A registry server means writers anywhere: a Prefect concurrency slot held by a lease.
-    """
-    what = f"the {purpose.split('-')[0]} lock of model '{model_name}'"
-    name = _lock_name(model_name, purpose)
-    local = local_lock_dir(cfg)
-    with (_file_lock(local / f"{name}.lock", what, timeout_seconds) if local is not None
-          else _prefect_lease(name[:120], what, timeout_seconds)):
-        yield
-
-
-# --------------------------------------------------------------------------------------------
-# The gate step, the alias move with its undo, redeploy and audit.
-# --------------------------------------------------------------------------------------------
 def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout: Any,
                   config: GateConfig) -> GateDecision:
     """Score both registry versions on the same fresh holdout's labeled rows and decide."""
     import numpy as np
 
-    from tasks.validate import align_labels, class_order, schema_changes
+    from tasks.data.contract import align_labels, class_order, schema_changes
 
-    chal = tracking.load_version(cfg, name, challenger)
+    chal = load_version(cfg, name, challenger)
     classes = np.asarray(chal.model.classes_)
     labels, _ = align_labels(holdout[chal.contract.label], classes)  # blank or unknown labels are not judged
     holdout = holdout.loc[labels.notna().to_numpy()]
@@ -177,7 +78,7 @@ def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str
     chal_proba = chal.model.predict_proba(holdout[list(chal.model.feature_names_in_)])
     champ_proba, changes = None, []
     if champion is not None:
-        champ = tracking.load_version(cfg, name, champion)
+        champ = load_version(cfg, name, champion)
         changes = schema_changes(champ.contract, chal.contract)
         order = class_order(champ.model.classes_, classes)
         if order is not None:  # the same classes: the champion's columns in the challenger's order
@@ -198,7 +99,7 @@ def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: s
     decision = gate_versions(cfg, name, challenger, champion, pd.read_parquet(holdout_path), config)
     record_decision(cfg, name, challenger, decision)
     numbers = decision.model_dump(include={"challenger", "champion", "ci_low", "ci_high"}, exclude_none=True)
-    tracking.log_outputs(cfg, tracking.version_run_id(cfg, name, challenger),
+    log_outputs(cfg, version_run_id(cfg, name, challenger),
                          metrics={f"gate_{k}": v for k, v in numbers.items()},
                          texts={"gate/decision.md": decision.markdown()},
                          tags={"nightshift.gate.promote": decision.promote, "nightshift.gate.reason": decision.reason})
@@ -207,12 +108,12 @@ def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: s
 
 def record_decision(cfg: TrackingConfig, name: str, version: str, decision: GateDecision) -> None:
     """Record the gate's decision on the version: a rollback brings back only versions that passed it."""
-    tracking.tag_version(cfg, name, version, {tracking.GATE_TAG: decision.model_dump_json()})
+    tag_version(cfg, name, version, {GATE_TAG: decision.model_dump_json()})
 
 
 def recorded_decision(cfg: TrackingConfig, name: str, version: str) -> GateDecision | None:
     """The gate decision recorded on a version (None if it was never gated); fails if the version does not exist."""
-    recorded = tracking.version_tags(cfg, name, version).get(tracking.GATE_TAG)
+    recorded = version_tags(cfg, name, version).get(GATE_TAG)
     if not recorded:
         return None
     return GateDecision.model_validate_json(recorded).model_copy(update={"challenger_version": str(version)})
@@ -221,9 +122,9 @@ def recorded_decision(cfg: TrackingConfig, name: str, version: str) -> GateDecis
 def record_refusal(cfg: TrackingConfig, name: str, decision: GateDecision, fingerprint: str | None) -> bool:
     """Audit a refused challenger once (a rerun of the night finds the record); True if written now."""
     target = decision.challenger_version
-    if any(r.action == "refuse" and r.to_version == target for r in tracking.read_audit(cfg, name)):
+    if any(r.action == "refuse" and r.to_version == target for r in read_audit(cfg, name)):
         return False
-    tracking.append_audit(cfg, audit_record(name, "refuse", decision.reason, decision.champion_version, target,
+    append_audit(cfg, audit_record(name, "refuse", decision.reason, decision.champion_version, target,
                                             decision, fingerprint))
     return True
 
@@ -231,7 +132,7 @@ def record_refusal(cfg: TrackingConfig, name: str, decision: GateDecision, finge
 @task(name="move-champion-alias", cache_policy=NO_CACHE)
 def move_champion_task(cfg: TrackingConfig, model_name: str, version: str) -> AliasState:
     """champion := version (previous := old champion); registers its own undo with the transaction."""
-    before = tracking.move_champion(cfg, model_name, version)
+    before = move_champion(cfg, model_name, version)
     txn = get_transaction()
     if txn is not None:
         txn.set("undo", {"cfg": cfg.model_dump(), "model_name": model_name,
@@ -242,7 +143,7 @@ def move_champion_task(cfg: TrackingConfig, model_name: str, version: str) -> Al
 @move_champion_task.on_rollback
 def _restore_aliases(txn: Transaction) -> None:
     undo = txn.get("undo")
-    tracking.restore_aliases(TrackingConfig(**undo["cfg"]), undo["model_name"],
+    restore_aliases(TrackingConfig(**undo["cfg"]), undo["model_name"],
                              AliasState(champion=undo["champion"], previous=undo["previous"]))
 
 
@@ -298,13 +199,13 @@ def audit_record(name: str, action: str, reason: str, from_version: str | None, 
 
 
 redeploy_task = task(redeploy, name="redeploy-model-server", cache_policy=NO_CACHE)
-append_audit_task = task(tracking.append_audit, name="append-audit-record", **tracking.RETRY)
-read_audit_task = task(tracking.read_audit, name="read-audit-trail", **tracking.RETRY)
-alias_state_task = task(tracking.alias_state, name="read-aliases", **tracking.RETRY)
-gate_challenger_task = task(gate_challenger, name="gate-challenger", **tracking.RETRY)
-record_refusal_task = task(record_refusal, name="audit-refusal", **tracking.RETRY)
-recorded_decision_task = task(recorded_decision, name="read-gate-decision", **tracking.RETRY)
-record_decision_task = task(record_decision, name="record-gate-decision", **tracking.RETRY)
+append_audit_task = task(append_audit, name="append-audit-record", **RETRY)
+read_audit_task = task(read_audit, name="read-audit-trail", **RETRY)
+alias_state_task = task(alias_state, name="read-aliases", **RETRY)
+gate_challenger_task = task(gate_challenger, name="gate-challenger", **RETRY)
+record_refusal_task = task(record_refusal, name="audit-refusal", **RETRY)
+recorded_decision_task = task(recorded_decision, name="read-gate-decision", **RETRY)
+record_decision_task = task(record_decision, name="record-gate-decision", **RETRY)
 
 
 def _reload_old_champion(cause: Exception, urls: list[str], token: str | None, name: str, target: str) -> str:
@@ -388,11 +289,11 @@ HOLDOUT_TAG = "nightshift.holdout_day"  # the newest labeled day a catalogue mod
 def champion_is_newer(cfg: TrackingConfig, name: str, champion: str, holdout_day: date) -> str | None:
     """Why a night should not retrain: the champion was gated on labels at least as new as `holdout_day` (a rerun or
     backfill of an older night would judge an older window against it); None when tonight's labels are newer."""
-    gated = tracking.version_tags(cfg, name, champion).get(HOLDOUT_TAG)
+    gated = version_tags(cfg, name, champion).get(HOLDOUT_TAG)
     if gated is None or date.fromisoformat(gated) < holdout_day:
         return None
     return (f"champion v{champion} was gated on labels of {gated}, not older than this night's newest labeled day "
             f"{holdout_day}: nothing newer to learn from (an older night rerun or backfilled; force_retrain overrides)")
 
 
-champion_is_newer_task = task(champion_is_newer, name="champion-newer-than-night", **tracking.RETRY)
+champion_is_newer_task = task(champion_is_newer, name="champion-newer-than-night", **RETRY)

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import known_timezone
-from tasks.evaluate import GateConfig, Metric
-from tasks.train import EstimatorParams
+from tasks.catalogue.config import EstimatorParams, GateConfig, MonitorSettings
+
 
 PLACEHOLDERS = ("date", "state_dir")
 SAMPLE_NIGHT = date(2026, 11, 25)
@@ -94,23 +94,6 @@ class LabelSource(BaseModel):
     @classmethod
     def _template(cls, value: str) -> str:
         return value if value == SERVED else check_template(value)
-
-
-class MonitorSettings(BaseModel):
-    """When a night raises an alert: drift share, and the allowed drop of the monitored metric."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    drift_share: float = Field(0.2, gt=0, le=1, title="Dataset drift share",
-                               description="Share of drifted feature columns that raises an alert.")
-    drift_sample_rows: int = Field(100_000, ge=5_000, le=10_000_000, title="Drift sample cap",
-                                   description="Rows per side for the drift report.")
-    metric: Metric = Field("roc_auc", title="Monitored metric", description="Metric compared once labels land.")
-    max_metric_drop: float = Field(0.05, ge=0, le=1, title="Allowed metric drop",
-                                   description="Drop vs the model's test value that counts as degradation.")
-    slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
-                                     description="Columns whose categories get their own performance estimate on "
-                                                 "nights whose labels have not landed.")
 
 
 SERVED = "served"  # a model's features: the traffic its server captured that day

@@ -42,7 +42,7 @@ class ScoreSummary(BaseModel):
 
 def default_output(source: str) -> str:
     """`<input without suffix>.predictions.parquet`, next to the input."""
-    from tasks.data import READABLE_SUFFIXES
+    from tasks.data.datasets import READABLE_SUFFIXES
 
     base = source.split("?", 1)[0]
     for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
@@ -79,7 +79,7 @@ class _ChunkScorer:
         import pyarrow.parquet as pq
 
         from nightshift.errors import DataValidationError
-        from tasks.validate import validate_batch
+        from tasks.data.validate import validate_batch
 
         report, clean = validate_batch(chunk, self.contract,
                                        f"{self.source} (rows {first_row}..{first_row + len(chunk) - 1})", check_label=False)
@@ -144,7 +144,7 @@ def score_file(model: Any, contract: Any, source: str, output: str, chunk_rows: 
                keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
     """Score a file chunk by chunk: validate each chunk, predict, append to a Parquet file; nothing partial is left."""
     from nightshift.errors import DataValidationError
-    from tasks.data import iter_table
+    from tasks.data.datasets import iter_table
 
     tmp = f"{output}.partial"
     scorer = _ChunkScorer(model, contract, source, tmp, keep_columns)
@@ -174,7 +174,7 @@ def plan_parts(source: str, chunk_rows: int) -> list[Part]:
     import fsspec
     import pyarrow.parquet as pq
 
-    from tasks.data import read_errors, table_format
+    from tasks.data.datasets import read_errors, table_format
 
     if table_format(source) != "parquet":
         return []
@@ -195,7 +195,7 @@ def plan_parts(source: str, chunk_rows: int) -> list[Part]:
 def score_part(model: Any, contract: Any, source: str, part: Part, parts_dir: str, chunk_rows: int,
                keep_columns: tuple[str, ...] = ()) -> ScoreSummary:
     """Score one part of a Parquet file into `parts_dir/part-<index>.parquet` (a task of the parallel path)."""
-    from tasks.data import iter_parquet_batches
+    from tasks.data.datasets import iter_parquet_batches
 
     path = f"{parts_dir.rstrip('/')}/part-{part.index:06d}.parquet"
     scorer = _ChunkScorer(model, contract, source, path, keep_columns)
@@ -214,7 +214,7 @@ def combine_parts(parts: list[ScoreSummary], source: str, output: str) -> ScoreS
     import pyarrow.parquet as pq
 
     from nightshift.errors import DataValidationError
-    from tasks.data import iter_parquet_batches
+    from tasks.data.datasets import iter_parquet_batches
 
     if not parts or sum(p.rows for p in parts) == 0:
         raise DataValidationError(f"batch {source} has no rows")

@@ -1,12 +1,12 @@
 """An OpenAI-compatible stand-in for offline tests and the offline demo: canned chat answers keyed by model and
 messages, word-count `usage`, and injected faults (429 with Retry-After, 5xx, malformed JSON, slow replies).
 
-Run `python -m serving.fake_openai --port 8765 --answers answers.jsonl` (then OPENAI_BASE_URL=http://127.0.0.1:8765/v1
+Run `python -m cli.fake_openai --port 8765 --answers answers.jsonl` (then OPENAI_BASE_URL=http://127.0.0.1:8765/v1
 and any non-empty OPENAI_API_KEY), or in-process: `url, stop = FakeOpenAI(answers={...}).start()`.
 Answers file: JSON list or JSONL of {"model", "messages", "answer"} records; a record without "messages" is the
 model's answer to anything. Control API (no auth): GET /_fake/requests, POST /_fake/faults {"key", "fault"},
 DELETE /_fake/faults. `judge_reply` is a deterministic LLM judge, served as "fake-judge" by the command line and by
-tasks/demo_llm.ticket_answers. Standard library only (ThreadingHTTPServer): nothing to install, quick to start and
+cli/demo_tickets.ticket_answers. Standard library only (ThreadingHTTPServer): nothing to install, quick to start and
 stop.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
+
 
 Answer = Callable[[list[dict[str, Any]]], str]
 FaultKind = Literal["status", "malformed", "slow", "not_json"]

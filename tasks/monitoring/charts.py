@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+
 SIZE_INCHES = (12.0, 7.0)
 DPI = 120
 PROMOTED, REFUSED = "promoted", "refused"

@@ -3,65 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nightshift.errors import ConfigError
-from tasks.data import FeatureSpec
-from tasks.evaluate import METRICS, classification_metrics, higher_is_better
+from tasks.catalogue.config import Estimator, ParamValue
+from tasks.data.datasets import FeatureSpec
+from tasks.model.metrics import METRICS, classification_metrics, higher_is_better
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
-
-Estimator = Literal["random_forest", "logistic_regression", "hist_gradient_boosting"]
-ParamValue = int | float | str | bool | None
-# Checked without importing scikit-learn (parameter forms must validate fast); a test keeps this
-# table equal to each estimator's get_params() minus what nightshift itself controls.
-CONTROLLED_PARAMS = frozenset({"random_state", "n_jobs", "verbose", "warm_start"})
-TUNABLE_PARAMS: dict[str, frozenset[str]] = {
-    "random_forest": frozenset({
-        "bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features", "max_leaf_nodes",
-        "max_samples", "min_impurity_decrease", "min_samples_leaf", "min_samples_split", "min_weight_fraction_leaf",
-        "monotonic_cst", "n_estimators", "oob_score",
-    }),
-    "logistic_regression": frozenset({
-        "C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "penalty",
-        "solver", "tol",
-    }),
-    "hist_gradient_boosting": frozenset({
-        "categorical_features", "class_weight", "early_stopping", "interaction_cst", "l2_regularization",
-        "learning_rate", "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes",
-        "min_samples_leaf", "monotonic_cst", "n_iter_no_change", "scoring", "tol", "validation_fraction",
-    }),
-}
-
-
-class EstimatorParams(BaseModel):
-    """The model family and the hyper-parameter grid searched by cross-validation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Estimator = Field("random_forest", title="Estimator", description="Model family inside the pipeline.")
-    param_grid: dict[str, list[ParamValue]] = Field(
-        default_factory=lambda: {"max_depth": [None, 12], "min_samples_leaf": [1, 4]},
-        title="Hyper-parameter grid",
-        description="Estimator parameter → candidate values; every combination is cross-validated. {} = defaults.",
-    )
-    search_rows: int | None = Field(
-        100_000, ge=1_000, title="Search sample rows",
-        description="The CV search sees a stratified sample of at most this many training rows (empty = all); the "
-                    "chosen candidate is then fitted on every training row.",
-    )
-
-    @model_validator(mode="after")
-    def _known_params(self) -> EstimatorParams:
-        check_param_grid(self.kind, self.param_grid)
-        return self
 
 
 def make_estimator(kind: Estimator, params: dict[str, Any], seed: int) -> Any:
@@ -81,22 +36,6 @@ def make_estimator(kind: Estimator, params: dict[str, Any], seed: int) -> Any:
     else:
         raise ConfigError(f"Unknown estimator '{kind}': use random_forest, logistic_regression or hist_gradient_boosting.")
     return base.set_params(**params)
-
-
-def check_param_grid(kind: Estimator, grid: dict[str, list[ParamValue]]) -> None:
-    """Reject hyper-parameter names the estimator does not take and empty value lists, before any work."""
-    known = TUNABLE_PARAMS.get(kind)
-    if known is None:
-        raise ConfigError(f"Unknown estimator '{kind}': use {', '.join(TUNABLE_PARAMS)}.")
-    unknown = sorted(set(grid) - known)
-    if unknown:
-        raise ConfigError(
-            f"Estimator {kind} has no tunable hyper-parameter {', '.join(map(repr, unknown))}; "
-            f"choose from {', '.join(sorted(known))}."
-        )
-    empty = [k for k, v in grid.items() if not v]
-    if empty:
-        raise ConfigError(f"Hyper-parameter {empty[0]!r} has an empty list of candidate values.")
 
 
 def candidate_grid(grid: dict[str, list[ParamValue]]) -> list[dict[str, ParamValue]]:
@@ -234,6 +173,8 @@ def evaluate_model(model: Pipeline, frame: pd.DataFrame, spec: FeatureSpec) -> d
 
 
 split_task = task(split_train_test, name="split-train-test", cache_policy=NO_CACHE)
+
+
 def candidate_threads(workers: int, candidates: int) -> int:
     """Threads per candidate so a grid smaller than the runner's workers still keeps every core busy."""
     return max(1, workers // max(1, candidates))

@@ -2,7 +2,7 @@
 
 `fake-small` is cheap and gets the category right but often misjudges the priority unless the system prompt spells
 out the priority rules; `fake-large` is right almost always, at about 16x the price; `fake-judge` grades a reply by
-the share of the expected fields it matches. Served by serving/fake_openai.py so the demo, the tests and the
+the share of the expected fields it matches. Served by cli/fake_openai.py so the demo, the tests and the
 evaluation flow run with the real `openai` client and no internet.
 """
 
@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.fake_openai import JUDGE_MODEL, judge_reply
 from nightshift.settings import PROJECT_ROOT
-from serving.fake_openai import JUDGE_MODEL, judge_reply
+
 
 TICKETS = PROJECT_ROOT / "evalsets" / "support_tickets.jsonl"
 PRIORITY_RULES = "priority rules"  # a system prompt containing this helps fake-small with priorities
