@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make demo-llm   prompt + model candidates evaluated, gated and promoted (stand-in provider, offline)"
-	@echo "make test       run the fast test suite (under ~3 minutes)"
+	@echo "make test       the layer contracts (lint-imports), then the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks: drift step vs scipy + full-data Evidently; model server vs mlflow models serve"
 	@echo "make screenshots  the README's pictures (docs/*.png): a real demo week on temporary servers, shot by chromium"
@@ -47,6 +47,7 @@ demo-llm: $(STAMP)
 	$(PY) -m cli.demo_llm
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not integration"
 
 test-integration: $(STAMP)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 
+from nightshift.settings import PROJECT_ROOT
+from tasks.catalogue.schema import load_catalogue
 from tasks.data.contract import infer_contract
 from tasks.data.datasets import infer_features
-from tasks.data.demo import generate_demo
+from tasks.data.demo import DEMO_START, generate_demo, land_demo_night
 from tasks.model.gate import GateDecision
 from tasks.model.train import fit_pipeline
 from tasks.registry.runs import CONTRACT_ARTIFACT, log_dict, log_sklearn_model, start_run
@@ -38,3 +43,17 @@ def decision_for(version: str, promote: bool, champion: str | None = None) -> Ga
     return GateDecision(promote=promote, reason="test decision", metric="roc_auc", rows=100, challenger=0.8,
                         champion=None if champion is None else 0.7, confidence=0.95, min_margin=0.0,
                         absolute_floor=0.6, resamples=100, challenger_version=version, champion_version=champion)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The catalogue's churn and fraud models (models.yaml)."""
+    churn, fraud = load_catalogue(PROJECT_ROOT / "models.yaml").models[:2]
+    return churn, fraud
+
+
+def land_nights(model, state_dir: Path, nights: range, rows: int = 400, skip: tuple[int, ...] = ()) -> None:
+    """The demo's files of nights DEMO_START + n for n in `nights` (but `skip`), without drift."""
+    for n in nights:
+        if n not in skip:
+            land_demo_night(model, DEMO_START + timedelta(days=n), state_dir, rows, drift_for=lambda d: None)
