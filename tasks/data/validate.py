@@ -1,4 +1,5 @@
-"""Checks that a dataset can be trained on, each failing with one sentence that names the problem."""
+"""Validation: a table checked before training, and each night's batch checked against the champion's contract
+(pandera), every failure one sentence naming the column, the value and the file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,12 @@
-"""Calls to an OpenAI-compatible provider: one completion with retries that honour Retry-After, a bounded set of
-items run concurrently, and the latency, token and cost summary of a run."""
+"""Calling a hosted chat model through the official `openai` client: a prompt + model config, its price, one call
+per eval item (never raising for a provider error), bounded concurrency and the run's token/cost/latency stats.
+
+Retries are the SDK's own (`max_retries`): 408/409/429/5xx, timeouts and connection errors, with exponential
+backoff, honouring `retry-after-ms`/`Retry-After` up to 120 s. A Retry-After beyond 120 s makes the SDK give up at
+once; the item then fails with a message naming the model, the status and the Retry-After (we do not wait longer:
+an eval run that sleeps for minutes per item is worse than a failed item the gate counts).
+The API key is read from OPENAI_API_KEY only in `make_client` and lives only inside the client object.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ the cost of the tests on 100k-row samples, 15-27x on 10k (`make bench`). So the 
 report (`report`: "on_drift", the default, when any column or the prediction drifted; "always"; "never"), and the
 verdicts are always saved as JSON. Caching the reference side per model version was measured and dropped: the
 tests' cost is the joint sort of both sides (a pre-sorted reference saved nothing). `compute_drift_preset` is the
-preset path itself, kept to prove the two agree (tests/tasks/test_drift.py) and to benchmark them.
+preset path itself, kept to prove the two agree (tests/tasks/monitoring/test_drift.py) and to benchmark them.
 
 Scale: both sides are first capped to a uniform random sample of `sample_cap` rows (default 100k). Above 1000
 reference rows Evidently's tests are distances (normed Wasserstein for numbers, Jensen-Shannon for categories and

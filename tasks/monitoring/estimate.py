@@ -20,7 +20,7 @@ draw (vectorised: AUC by the rank-sum formula), and the band is the central `lev
 sampling error of the realized metric *given that the calibrated probabilities are right*: how far a night's
 labels can land from the expectation by chance. It does NOT cover:
 - concept drift: if P(y | x) changes, nothing in (x, model) shows it; the estimate keeps the old relation and
-  stays put while the realized metric moves (tests/tasks/test_estimate.py shows it). Pure label-prior shift is
+  stays put while the realized metric moves (tests/tasks/monitoring/test_estimate.py shows it). Pure label-prior shift is
   the same case. Only labels (realized_vs_estimated) or drift on the inputs can hint at it;
 - calibration error: the map comes from a finite reference. A calibration error too small to detect there
   still shifts the estimate: a logistic model fitted on 5000 rows (slopes 4-10% low, ECE within chance) was

@@ -159,8 +159,8 @@ def test_a_batch_without_labels_gets_its_metric_estimated_per_slice(trained, tra
     realized = roc_auc_score(labeled["churned"], model.model.predict_proba(labeled[model.contract.features])[:, 1])
     est = result.estimate
     assert result.performance is None and est is not None and est.estimate.metric == "roc_auc"
-    # CBPE accuracy itself is tested in tests/tasks/test_estimate.py. Here the reference is this small model's 1,200
-    # held-out rows: over 3 splits x 3 batches its estimates were 0.699..0.765 for realized 0.729..0.761.
+    # CBPE accuracy itself is tested in tests/tasks/monitoring/test_estimate.py. Here the reference is this small
+    # model's 1,200 held-out rows: over 3 splits x 3 batches its estimates were 0.699..0.765 for realized 0.729..0.761.
     assert abs(est.estimate.value - realized) < 0.06 and est.estimate.rows == 4_000
     assert est.drop is not None and not est.drop.beyond and not result.alert  # an undrifted day: no alert
     assert {s.value for s in est.slices.slices} == {"north", "south", "east", "west", "central"}
