@@ -37,10 +37,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
     from rich.table import Table
 
     from flows.nightly import NightlyResult
+    from nightshift.settings import Settings
     from tasks.catalogue.schema import CatalogueModel
     from tasks.data.demo import DemoDrift
     from tasks.model.gate import GateDecision
@@ -346,9 +348,8 @@ def week_picture(cfg: TrackingConfig, models: list[CatalogueModel], rows: dict[s
     return flow(name="demo-week-picture", validate_parameters=False)(_publish_picture)(cfg, path, title)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Land and run a week of the catalogue's demo models, print one table per model; returns an exit code."""
-    started = time.perf_counter()
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The demo's options (rows per night, nights, seed), checked before anything starts; a bad one exits 2."""
     parser = argparse.ArgumentParser(prog="python -m cli.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=6_000,
@@ -360,45 +361,46 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 100:
         parser.error("--rows must be at least 100")
+    return args
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the tables tell the story; the UI has the logs
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-    from nightshift.settings import apply_prefect_defaults, get_settings
 
-    settings = get_settings()
-    apply_prefect_defaults(settings)
-    from prefect.client.orchestration import get_client
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+def _demo_models(settings: Settings, console: Console) -> list[CatalogueModel] | None:
+    """The catalogue's two demo models; None (after saying why) when the catalogue lacks them."""
     from nightshift.errors import ConfigError
     from tasks.catalogue.schema import load_catalogue
-    from tasks.registry.store import TrackingConfig
-    from tasks.registry.versions import alias_state
 
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 180)
     try:
         catalogue = load_catalogue(settings.catalogue_path)
-        models = [catalogue.get(name) for name in (CHURN, FRAUD)]
+        return [catalogue.get(name) for name in (CHURN, FRAUD)]
     except ConfigError as exc:
         console.print(f"[red]The demo needs the catalogue's demo models: {exc}")
-        return 2
-    state_dir = settings.state_dir
-    week = next_week(models, state_dir)
-    plan = week_plan(week, args.nights)
-    cfg = TrackingConfig.from_settings(settings)
-    before = {m.name: alias_state(cfg, m.name).champion for m in models}
+        return None
 
+
+def _print_plan(console: Console, settings: Settings, cfg: TrackingConfig, models: list[CatalogueModel], week: int,
+                plan: list[DemoNight]) -> None:
+    """The week's title, where its state lives, the champions carried over and each night's story, before it runs."""
+    from tasks.registry.versions import alias_state
+
+    before = {m.name: alias_state(cfg, m.name).champion for m in models}
     console.rule(f"[bold]nightshift demo: week {week + 1} of the catalogue's demo models, "
                  f"{plan[0].night} .. {plan[-1].night}")
-    console.print(f"Catalogue: {settings.catalogue_path}   State: {state_dir}   MLflow: {settings.tracking_uri}",
-                  highlight=False)
+    console.print(f"Catalogue: {settings.catalogue_path}   State: {settings.state_dir}   "
+                  f"MLflow: {settings.tracking_uri}", highlight=False)
     if any(before.values()):
         console.print("Champions carry over from the last run (" +
                       ", ".join(f"{n} v{v}" if v else f"{n} none" for n, v in before.items()) +
                       "): this run lands the next week.", highlight=False)
     for night in plan:
         console.print(f"  {night.night:%a %m-%d}  {night.story}", highlight=False)
+
+
+def _run_with_progress(console: Console, models: list[CatalogueModel], plan: list[DemoNight], state_dir: Path,
+                       rows: int, seed: int) -> dict[str, list[Row]]:
+    """run_week behind a progress bar, the embedded Prefect server started first; the flows' stray prints swallowed."""
+    from prefect.client.orchestration import get_client
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     # The flows' own prints go to their run logs; with two flows in threads Prefect's print patch can come undone
     # for one of them, so stray prints are swallowed here (the console keeps the real stdout).
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} nights"),
@@ -407,8 +409,12 @@ def main(argv: list[str] | None = None) -> int:
         bar = progress.add_task("starting Prefect…", total=len(plan))
         with get_client(sync_client=True) as client:  # the embedded server, started before two threads want it
             client.api_healthcheck()
-        rows = run_week(models, plan, state_dir, args.rows, args.seed, progress, bar)
+        return run_week(models, plan, state_dir, rows, seed, progress, bar)
 
+
+def _print_tables(console: Console, cfg: TrackingConfig, models: list[CatalogueModel], rows: dict[str, list[Row]],
+                  plan: list[DemoNight]) -> None:
+    """The week as it happened: one table per model, then the estimates before the labels beside the realized."""
     for m in models:
         console.print(model_table(m, rows[m.name]))
     for m in models:
@@ -416,10 +422,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(table)
     console.print("The estimate sees covariate drift but not a change in how churn follows the features (concept "
                   "drift): only the labels show that.", highlight=False)
-    picture = settings.reports_dir / f"demo-week-{plan[0].night}.png"
-    picture_run = week_picture(cfg, models, rows, state_dir, picture,
-                               f"nightshift demo: week {week + 1}, {plan[0].night} .. {plan[-1].night}")
-    failed = [f"{n} {r.night.night}" for n, rs in rows.items() for r in rs if r.result is None]
+
+
+def _print_where_to_look(console: Console, settings: Settings, cfg: TrackingConfig, models: list[CatalogueModel],
+                         rows: dict[str, list[Row]], last: date, week: int, picture: Path, picture_run: str) -> None:
+    """Where to look next: the UIs, the audit trails, the landed files, the latest drift report and the picture."""
     reports = [r.result.report for rs in rows.values() for r in rs if r.result and r.result.report]
     console.rule("Where to look")
     console.print("Prefect UI:  make server      → http://127.0.0.1:4200 (model-night runs: validation, drift and "
@@ -428,14 +435,44 @@ def main(argv: list[str] | None = None) -> int:
                   "experiment)")
     for m in models:
         console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {m.name}")
-    console.print(f"Landed files: {state_dir / 'landing'}  (.venv/bin/python -m cli.catalogue resolve --date "
-                  f"{plan[-1].night})", highlight=False)
+    console.print(f"Landed files: {settings.state_dir / 'landing'}  (.venv/bin/python -m cli.catalogue resolve --date "
+                  f"{last})", highlight=False)
     if reports:
         console.print(f"Latest drift report: {reports[-1]}", highlight=False)
     console.print(f"Week picture: {picture}  (drift, the champion's metric realized and estimated, promotions and "
                   f"refusals; MLflow experiment {cfg.experiment_name}-demo run {picture_run}, Prefect artifact "
                   f"demo-week)", highlight=False, soft_wrap=True)
     console.print(f"Run `make demo` again for week {week + 2}: the champions carry over.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Land and run a week of the catalogue's demo models, print one table per model; returns an exit code."""
+    started = time.perf_counter()
+    args = _parse_args(argv)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the tables tell the story; the UI has the logs
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+    from nightshift.settings import apply_prefect_defaults, get_settings
+
+    settings = get_settings()
+    apply_prefect_defaults(settings)  # before anything imports prefect
+    from rich.console import Console
+
+    from tasks.registry.store import TrackingConfig
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 180)
+    if (models := _demo_models(settings, console)) is None:
+        return 2
+    week = next_week(models, settings.state_dir)
+    plan = week_plan(week, args.nights)
+    cfg = TrackingConfig.from_settings(settings)
+    _print_plan(console, settings, cfg, models, week, plan)
+    rows = _run_with_progress(console, models, plan, settings.state_dir, args.rows, args.seed)
+    _print_tables(console, cfg, models, rows, plan)
+    picture = settings.reports_dir / f"demo-week-{plan[0].night}.png"
+    picture_run = week_picture(cfg, models, rows, settings.state_dir, picture,
+                               f"nightshift demo: week {week + 1}, {plan[0].night} .. {plan[-1].night}")
+    _print_where_to_look(console, settings, cfg, models, rows, plan[-1].night, week, picture, picture_run)
+    failed = [f"{n} {r.night.night}" for n, rs in rows.items() for r in rs if r.result is None]
     if failed:
         console.print(f"[red]{len(failed)} model-night(s) failed: {', '.join(failed)}")
     console.print(f"Wall time: {time.perf_counter() - started:.1f} s")

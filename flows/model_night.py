@@ -7,12 +7,13 @@ import argparse
 import sys
 from datetime import date
 from functools import partial
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.monitor import MonitorParams, monitor
+from flows.monitor import MonitorParams, MonitorResult, monitor
 from flows.nightly import NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
@@ -29,6 +30,12 @@ from tasks.monitoring.estimate import EstimateCheck
 from tasks.registry.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
 from tasks.registry.quality import landed_quality_task, record_estimate_task
 from tasks.registry.store import TrackingConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tasks.catalogue.schema import CatalogueModel
+    from tasks.data.sources import LabeledWindow, StagedDay, WindowFiles
 
 MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
 load_catalogue_task = task(load_catalogue, name="read-catalogue", cache_policy=NO_CACHE)
@@ -68,16 +75,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     result = partial(NightlyResult, model_name=model.name, night=night, batch=tonight.resolved, rows=tonight.rows,
                      champion_before=champion, report=None, drift_share=None, alert_reasons=[])
     if tonight.missing:
-        event = emit_missing_data(model, tonight)
-        return finish(result(action="no-data", validation=tonight.describe(), retrain_reasons=[],
-                             champion_after=champion, events=[event]), tonight.describe())
-    m = model.monitor
-    checked = monitor(MonitorParams(
-        batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=params.seed,
-        drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
-        sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None,
-        slice_columns=m.slice_columns, day=night if model.features != SERVED else None,  # vs served: skew
-        id_column=next(iter(model.id_columns), None))) if champion else None  # this flow retrains itself
+        return _no_data(model, tonight, champion, result)
+    checked = _monitor_tonight(model, night, tonight, params.seed) if champion else None  # this flow retrains itself
     if checked and checked.estimate:  # tonight's metric before its labels: compared when they land
         record_estimate_task(cfg, model, night, checked.model_version, checked.estimate)
 
@@ -85,28 +84,14 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     # MLflow; the newest day alerts); the days a challenger would learn from.
     window = labeled_window_task(model, night, settings.state_dir)
     quality = landed_quality_task(cfg, model, champion, window, night, settings.state_dir) if champion else None
-    reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked,
-                              quality.alert_reasons() if quality else [])
-    result = partial(result, validation=checked.validation.summary() if checked else "checked by training",
-                     drift_share=checked.drift.drift_share if checked else None,
-                     alert_reasons=(checked.reasons if checked else []) + (quality.alert_reasons() if quality else []),
-                     retrain_reasons=reasons, report=checked.drift.html_path if checked else None,
-                     estimated=_estimated(checked.estimate) if checked and checked.estimate else None)
-    if not reasons:
-        return finish(result(action="no-retrain", champion_after=champion), "nothing drifted or degraded")
-    if window.holdout_day is None or not window.window:
-        return finish(result(action="no-labels", champion_after=champion), f"retrain wanted: {window.describe()}")
-    newer = champion_is_newer_task(cfg, model.name, champion, window.holdout_day) if champion and not \
-        params.force_retrain else None
-    if newer:
-        return finish(result(action="champion-newer", champion_after=champion), newer)
-    files = build_labeled_window_task(model, window, settings.state_dir)
-    for warning in files.warnings:
-        get_run_logger().warning("%s", warning)
-    if min(files.window_rows, files.holdout_rows) < MIN_LABELED_ROWS:
-        return finish(result(action="no-labels", champion_after=champion),
-                      f"retrain wanted, too few labeled rows ({files.window_rows} to train, {files.holdout_rows} to "
-                      f"judge): {window.describe()}")
+    landed = quality.alert_reasons() if quality else []
+    reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked, landed)
+    result = _with_checks(result, checked, landed, reasons)
+    if kept := _keep_champion(cfg, model.name, champion, params.force_retrain, reasons, window):
+        return finish(result(action=kept[0], champion_after=champion), kept[1])
+    files = _labeled_files(model, window, settings.state_dir)
+    if short := _too_few_labels(files, window):
+        return finish(result(action="no-labels", champion_after=champion), short)
 
     # 3. A challenger trained once per window, gated on the newest labeled day, promoted or refused.
     dataset = DatasetParams(source=files.window_path, label=model.label, exclude_columns=list(model.non_features))
@@ -114,6 +99,64 @@ def model_night(params: ModelNightParams) -> NightlyResult:
                                 model.cv_folds, params.seed, tags={HOLDOUT_TAG: window.holdout_day.isoformat()})
     return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
                             files.fingerprint, result)
+
+
+def _no_data(model: CatalogueModel, tonight: StagedDay, champion: str | None,
+             result: partial[NightlyResult]) -> NightlyResult:
+    """Nothing landed tonight: an event says so (what is missing, where), the champion stays."""
+    event = emit_missing_data(model, tonight)
+    return finish(result(action="no-data", validation=tonight.describe(), retrain_reasons=[],
+                         champion_after=champion, events=[event]), tonight.describe())
+
+
+def _monitor_tonight(model: CatalogueModel, night: date, tonight: StagedDay, seed: int) -> MonitorResult:
+    """The monitor subflow on tonight's staged rows under the catalogue's limits, its alert events off (this flow
+    retrains itself); vs served traffic too when the rows are a file."""
+    m = model.monitor
+    return monitor(MonitorParams(
+        batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=seed,
+        drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
+        sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None,
+        slice_columns=m.slice_columns, day=night if model.features != SERVED else None,  # vs served: skew
+        id_column=next(iter(model.id_columns), None)))
+
+
+def _with_checks(result: partial[NightlyResult], checked: MonitorResult | None, landed: list[str],
+                 reasons: list[str]) -> partial[NightlyResult]:
+    """The night's result so far, with what tonight's checks and the landed labels found and why to retrain."""
+    return partial(result, validation=checked.validation.summary() if checked else "checked by training",
+                   drift_share=checked.drift.drift_share if checked else None,
+                   alert_reasons=(checked.reasons if checked else []) + landed,
+                   retrain_reasons=reasons, report=checked.drift.html_path if checked else None,
+                   estimated=_estimated(checked.estimate) if checked and checked.estimate else None)
+
+
+def _keep_champion(cfg: TrackingConfig, name: str, champion: str | None, force: bool, reasons: list[str],
+                   window: LabeledWindow) -> tuple[str, str] | None:
+    """Why tonight trains no challenger, as (action, note): no reason to, no labeled days to train and judge on, or
+    a champion gated on labels at least as new (unless forced); None when it trains one."""
+    if not reasons:
+        return "no-retrain", "nothing drifted or degraded"
+    if window.holdout_day is None or not window.window:
+        return "no-labels", f"retrain wanted: {window.describe()}"
+    newer = champion_is_newer_task(cfg, name, champion, window.holdout_day) if champion and not force else None
+    return ("champion-newer", newer) if newer else None
+
+
+def _labeled_files(model: CatalogueModel, window: LabeledWindow, state_dir: Path) -> WindowFiles:
+    """The window's labeled days and the holdout day written as files; what was noticed on the way is logged."""
+    files = build_labeled_window_task(model, window, state_dir)
+    for warning in files.warnings:
+        get_run_logger().warning("%s", warning)
+    return files
+
+
+def _too_few_labels(files: WindowFiles, window: LabeledWindow) -> str | None:
+    """Why the labeled rows cannot train and judge a challenger (too few on either side); None when they can."""
+    if min(files.window_rows, files.holdout_rows) < MIN_LABELED_ROWS:
+        return (f"retrain wanted, too few labeled rows ({files.window_rows} to train, {files.holdout_rows} to "
+                f"judge): {window.describe()}")
+    return None
 
 
 def _estimated(check: EstimateCheck) -> str:

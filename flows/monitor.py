@@ -26,9 +26,9 @@ from tasks.monitoring.performance import PerformanceCheck, batch_performance_tas
 from tasks.monitoring.skew import SkewReport, skew_check_task
 from tasks.registry.runs import (
     REFERENCE_ARTIFACT,
-    finish_run_task,
     load_frame_artifact_task,
     log_outputs_task,
+    run_closed,
     run_metrics,
     start_run_task,
 )
@@ -36,8 +36,13 @@ from tasks.registry.store import RETRY, TrackingConfig
 from tasks.registry.versions import load_version_task, resolve_version_task
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from nightshift.settings import Settings
+    from tasks.data.contract import Contract
     from tasks.data.datasets import LoadedDataset
+    from tasks.monitoring.drift import CurrentSample
+    from tasks.registry.versions import LoadedVersion
 
 DRIFT_EVENT = "nightshift.drift.detected"
 DEGRADED_EVENT = "nightshift.performance.degraded"
@@ -194,6 +199,75 @@ def _publish_drift(name: str, version: str, batch_name: str, drift: DriftResult)
                              link_text="Evidently drift report (HTML)")
 
 
+def _served(params: MonitorParams) -> bool:
+    """Whether the batch is the model server's captured traffic (its labels land later; no skew against itself)."""
+    return params.batch.source.startswith(SERVED_PREFIX)
+
+
+def _load_batch(params: MonitorParams, contract: Contract,
+                served_root: Path) -> tuple[LoadedDataset, ValidationReport, pd.DataFrame]:
+    """The batch labelled as the contract says, checked against it (all failures at once); a label that lands later
+    is not required."""
+    batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
+                              seed=params.seed, served_root=served_root)
+    unlabeled = (params.labels_land_later or _served(params)) and contract.label not in batch.frame.columns
+    report, clean = validate_batch_task(batch.frame, contract, batch.source, check_label=not unlabeled)
+    return batch, report, clean
+
+
+def _skew(params: MonitorParams, name: str, contract: Contract, clean: pd.DataFrame,
+          served_root: Path) -> SkewReport | None:
+    """The batch file vs what the server was sent that day; None without a day, or for served traffic itself."""
+    if not params.day or _served(params):
+        return None
+    return skew_check_task(name, params.day, clean, served_root, list(contract.numeric), list(contract.categorical),
+                           params.id_column, params.seed)
+
+
+def _drift(params: MonitorParams, settings: Settings, name: str, loaded: LoadedVersion, reference: pd.DataFrame,
+           clean: pd.DataFrame) -> tuple[CurrentSample, DriftResult]:
+    """The batch scored by the model (a capped sample), and its data and prediction drift vs the held-out reference."""
+    cap = params.sample_rows or settings.drift_sample_rows
+    contract = loaded.contract
+    current = current_sample_task(loaded.model, clean, contract.features, cap, params.seed)
+    drift = compute_drift_task(
+        reference, current.frame, list(contract.numeric), list(contract.categorical),
+        prediction_kind=current.prediction_kind, sample_cap=cap, seed=params.seed,
+        drift_share=params.drift_share_threshold or settings.drift_share_threshold,
+        report_dir=_report_dir(settings, name), report=params.drift_report).model_copy(update={"current_rows": len(clean)})
+    return current, drift
+
+
+def _quality(params: MonitorParams, settings: Settings, cfg: TrackingConfig, run_id: str, loaded: LoadedVersion,
+             reference: pd.DataFrame, current: CurrentSample) -> tuple[PerformanceCheck | None, EstimateCheck | None]:
+    """The metric measured on the batch's labels vs the version's test value; without labels, estimated from
+    calibrated probabilities (CBPE)."""
+    max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
+    contract, model = loaded.contract, loaded.model
+    tested = run_metrics_task(cfg, run_id, "test_")
+    performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_, tested,
+                                         params.metric, max_drop)
+    estimate = None if performance else estimate_batch_task(  # no labels: CBPE from calibrated probabilities
+        model, reference, contract.features, contract.label, current.frame, current.proba, params.metric, tested,
+        max_drop, params.slice_columns, params.seed)
+    return performance, estimate
+
+
+def _publish_estimate(name: str, version: str, estimate: EstimateCheck | None) -> None:
+    """The metric estimated before the labels, per slice too, as a Prefect table (none when the batch had labels)."""
+    if estimate is not None:
+        create_table_artifact(key=artifact_key("estimate", name), table=estimate.table(),
+                              description=f"{name} v{version} before labels: {estimate.summary()}"[:500])
+
+
+def _verdict(name: str, version: str, drift: DriftResult, quality: PerformanceCheck | EstimateCheck | None,
+             reasons: list[str]) -> str:
+    """The run's one-line story: drift, quality (measured or estimated) and the alert."""
+    measured = quality.summary() if quality else "quality not checked (no labels)"
+    return (f"{name} v{version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
+            f"{measured}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: B008 - Prefect renders the default
     """Validate a new batch against the model's contract, measure drift and quality, alert when they cross limits.
@@ -204,66 +278,39 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name
-    cap = params.sample_rows or settings.drift_sample_rows
-    max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
 
     # 1. Which model (the champion, else the newest version), and what it was trained under.
     version = resolve_version_task(cfg, name)
     loaded = load_version_task(cfg, name, version.version)
-    contract, model = loaded.contract, loaded.model
     reference = load_frame_artifact_task(cfg, version.run_id, REFERENCE_ARTIFACT)
     get_run_logger().info("Monitoring %s v%s (%s)", name, version.version,
                           version.alias or "latest version, no champion yet")
 
     # 2. The new batch, checked against the contract (all failures at once).
-    served, served_root = params.batch.source.startswith(SERVED_PREFIX), settings.served_dir
-    batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
-                              seed=params.seed, served_root=served_root)
-    unlabeled = (params.labels_land_later or served) and contract.label not in batch.frame.columns
-    report, clean = validate_batch_task(batch.frame, contract, batch.source, check_label=not unlabeled)
+    batch, report, clean = _load_batch(params, loaded.contract, settings.served_dir)
     run_id = start_run_task(cfg, run_name=f"monitor-{name}-v{version.version}",
                             tags=_run_tags(name, version.version, batch))
-    try:
+    with run_closed(cfg, run_id):
         _publish_validation(cfg, run_id, name, report)  # errors stop the flow here, the registry untouched
-        skew = skew_check_task(name, params.day, clean, served_root, list(contract.numeric),
-                               list(contract.categorical), params.id_column, params.seed) \
-            if params.day and not served else None  # the file vs what the server was sent that day
+        skew = _skew(params, name, loaded.contract, clean, settings.served_dir)
 
         # 3. Data and prediction drift against the version's held-out reference; quality when the batch has labels.
-        current = current_sample_task(model, clean, contract.features, cap, params.seed)
-        drift = compute_drift_task(
-            reference, current.frame, list(contract.numeric), list(contract.categorical),
-            prediction_kind=current.prediction_kind, sample_cap=cap, seed=params.seed,
-            drift_share=params.drift_share_threshold or settings.drift_share_threshold,
-            report_dir=_report_dir(settings, name), report=params.drift_report).model_copy(update={"current_rows": len(clean)})
-        tested = run_metrics_task(cfg, version.run_id, "test_")
-        performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_, tested,
-                                             params.metric, max_drop)
-        estimate = None if performance else estimate_batch_task(  # no labels: CBPE from calibrated probabilities
-            model, reference, contract.features, contract.label, current.frame, current.proba, params.metric, tested,
-            max_drop, params.slice_columns, params.seed)
+        current, drift = _drift(params, settings, name, loaded, reference, clean)
+        performance, estimate = _quality(params, settings, cfg, version.run_id, loaded, reference, current)
         quality = performance or estimate  # measured on labels, else estimated without them
         reasons = drift.alert_reasons() + (quality.alert_reasons() if quality else [])
         _record_results(cfg, run_id, drift, performance, estimate, reasons)
         if skew is not None:
             _publish_skew(cfg, run_id, skew)
-    except BaseException:
-        finish_run_task(cfg, run_id, "FAILED")
-        raise
-    finish_run_task(cfg, run_id, "FINISHED")
 
     # 4. Tell people (artifacts) and automations (events).
     _publish_drift(name, version.version, batch.name, drift)
-    if estimate is not None:
-        create_table_artifact(key=artifact_key("estimate", name), table=estimate.table(),
-                              description=f"{name} v{version.version} before labels: {estimate.summary()}"[:500])
+    _publish_estimate(name, version.version, estimate)
     alerting = bool(reasons) and params.emit_events
     events = _emit_events(name, version.version, drift, performance, reasons, estimate) if alerting else []
-    measured = quality.summary() if quality else "quality not checked (no labels)"
-    print(f"{name} v{version.version}: drift share {drift.drift_share:.2f} ({', '.join(drift.drifted_columns) or 'none'}); "
-          f"{measured}; {'ALERT: ' + '; '.join(reasons) if reasons else 'no alert'}")
+    print(_verdict(name, version.version, drift, quality, reasons))
     return MonitorResult(
-        model_name=name, model_version=version.version, model_alias=version.alias, label=contract.label,
+        model_name=name, model_version=version.version, model_alias=version.alias, label=loaded.contract.label,
         batch_source=batch.source, batch_rows=len(batch.frame), batch_fingerprint=batch.fingerprint,
         validation=report, drift=drift, performance=performance, estimate=estimate, skew=skew, alert=bool(reasons),
         reasons=reasons, mlflow_run_id=run_id, events=events,

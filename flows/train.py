@@ -38,8 +38,8 @@ from tasks.registry.runs import (
     CONTRACT_ARTIFACT,
     REFERENCE_ARTIFACT,
     DatasetRef,
-    finish_run_task,
     log_training_task,
+    run_closed,
     start_run_task,
 )
 from tasks.registry.store import TrackingConfig
@@ -174,7 +174,7 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
                           len(train_df), len(test_df), len(spec.numeric), len(spec.categorical))
 
     run_id = start_run_task(cfg, run_name=f"train-{flow_run.get_name() or name}", tags=_run_tags(name, dataset))
-    try:
+    with run_closed(cfg, run_id):
         scores, rows_search = _cross_validate(train_df, spec, params)
         best = select_best(scores, params.selection_metric)
         model = fit_task(train_df, spec, kind, best.params, seed)
@@ -193,10 +193,6 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
         )
         version = register_task(cfg, name, logged, tags={
             **_version_tags(dataset, contract, test_metrics), **params.version_tags})
-    except BaseException:
-        finish_run_task(cfg, run_id, "FAILED")
-        raise
-    finish_run_task(cfg, run_id, "FINISHED")
 
     result = TrainResult(
         model_name=name, model_version=version, model_uri=model_uri(name, version=version), run_id=run_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -243,3 +245,14 @@ load_json_artifact_task = task(load_json_artifact, name="load-json-artifact", **
 load_frame_artifact_task = task(load_frame_artifact, name="load-reference", **RETRY)
 log_training_task = task(log_training, name="mlflow-log-training", cache_policy=NO_CACHE)
 finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CACHE)
+
+
+@contextmanager
+def run_closed(cfg: TrackingConfig, run_id: str) -> Iterator[None]:
+    """The run finished when the block completes, failed (and the error raised) when it fails."""
+    try:
+        yield
+    except BaseException:
+        finish_run_task(cfg, run_id, "FAILED")
+        raise
+    finish_run_task(cfg, run_id, "FINISHED")
