@@ -255,7 +255,8 @@ def plain_promote(cfg: TrackingConfig, name: str, decision: Any, server_url: str
 def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any]:
     """flows.nightly.nightly's night as plain calls (no flow or task runs): the 'script' side of the benchmark."""
     from flows.monitor import MonitorParams
-    from flows.nightly import REASONS_TAG, TRAINING_TAG, WINDOW_TAG, build_window, retrain_reasons, training_key
+    from flows.nightly import REASONS_TAG, TRAINING_TAG, WINDOW_TAG, retrain_reasons, training_key
+    from tasks.data.sources import build_window
     from flows.train import TrainParams
     from nightshift.settings import get_settings
     from tasks.data.datasets import DatasetParams, load_dataset_params
@@ -285,7 +286,7 @@ def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any
     history = [t.call("load-dataset", load_dataset_params, p, seed=params.seed).frame
                for p in ([params.reference] if params.reference else []) + params.batches[-params.window:-1]]
     window_path, holdout_path, window_fp = t.call(
-        "build-training-window", build_window.fn, history, batch.frame, batch.label, params.holdout_fraction,
+        "build-training-window", build_window, history, batch.frame, batch.label, params.holdout_fraction,
         params.seed, settings.state_dir / "windows" / name)
     label = batch.label
     del history, batch

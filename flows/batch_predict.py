@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefect import flow, task, unmapped
+from prefect import flow, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,11 +23,8 @@ from tasks.model.score import (
     score_file_task,
     score_part_task,
 )
-from tasks.registry.store import RETRY, TrackingConfig
-from tasks.registry.versions import CHAMPION, get_alias, load_version_task
-
-# Not (yet) among tasks.registry's task wrappers: which version an alias points at, read with registry retries.
-get_alias_task = task(get_alias, name="read-alias", **RETRY)
+from tasks.registry.store import TrackingConfig
+from tasks.registry.versions import CHAMPION, get_alias_task, load_version_task
 
 
 class BatchPredictParams(BaseModel):

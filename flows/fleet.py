@@ -15,8 +15,9 @@ from prefect.exceptions import MissingResult
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.model_night import ModelNightParams, load_catalogue_task, model_night
+from flows.model_night import ModelNightParams, model_night
 from nightshift.settings import get_settings
+from tasks.catalogue.schema import load_catalogue_task
 from tasks.data.sources import resolve_night
 
 MODEL_NIGHT_DEPLOYMENT = "model-night/model-night"  # flow name / deployment name in prefect.yaml

@@ -9,15 +9,14 @@ from datetime import date
 from functools import partial
 from typing import TYPE_CHECKING
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.monitor import MonitorParams, MonitorResult, monitor
 from flows.nightly import NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
-from tasks.catalogue.schema import SERVED, load_catalogue
+from tasks.catalogue.schema import SERVED, load_catalogue_task
 from tasks.data.datasets import DatasetParams
 from tasks.data.sources import (
     build_labeled_window_task,
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from tasks.data.sources import LabeledWindow, StagedDay, WindowFiles
 
 MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
-load_catalogue_task = task(load_catalogue, name="read-catalogue", cache_policy=NO_CACHE)
 
 
 class ModelNightParams(BaseModel):

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,10 +29,10 @@ from tasks.registry.runs import (
     load_frame_artifact_task,
     log_outputs_task,
     run_closed,
-    run_metrics,
+    run_metrics_task,
     start_run_task,
 )
-from tasks.registry.store import RETRY, TrackingConfig
+from tasks.registry.store import TrackingConfig
 from tasks.registry.versions import load_version_task, resolve_version_task
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 DRIFT_EVENT = "nightshift.drift.detected"
 DEGRADED_EVENT = "nightshift.performance.degraded"
-# Not (yet) among tasks.registry's task wrappers: the version's recorded test metrics, read with registry retries.
-run_metrics_task = task(run_metrics, name="read-test-metrics", **RETRY)
 
 
 class MonitorParams(BaseModel):

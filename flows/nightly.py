@@ -7,12 +7,10 @@ import json
 import sys
 from datetime import date
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.monitor import MonitorParams, MonitorResult, monitor
@@ -20,7 +18,8 @@ from flows.train import EstimatorParams, TrainParams, train
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks.catalogue.config import GateConfig
-from tasks.data.datasets import DatasetParams, fingerprint, load_dataset_task
+from tasks.data.datasets import DatasetParams, load_dataset_task
+from tasks.data.sources import build_window_task
 from tasks.model.gate import GateDecision
 from tasks.registry.locks import model_lock
 from tasks.registry.promote import DeployOutcome, alias_state_task, gate_challenger_task, promote, record_refusal_task
@@ -28,7 +27,7 @@ from tasks.registry.store import TrackingConfig
 from tasks.registry.versions import CHALLENGER, find_version_task, set_alias_task
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 WINDOW_TAG = "nightshift.window_fingerprint"
 TRAINING_TAG = "nightshift.training_key"  # window + estimator/grid + folds + seed: what a challenger is trained from
@@ -109,28 +108,6 @@ class NightlyResult(BaseModel):
     deploy: DeployOutcome | None = None
     window_fingerprint: str | None = None
     report: str | None
-
-
-@task(name="build-training-window", cache_policy=NO_CACHE)
-def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, holdout_fraction: float, seed: int,
-                 out_dir: Path) -> tuple[str, str, str]:
-    """Write the challenger's training window and tonight's holdout as Parquet; returns their paths + window fingerprint."""
-    import numpy as np
-    import pandas as pd
-
-    holdout = newest.sample(frac=holdout_fraction, random_state=seed)
-    rest = newest.drop(index=holdout.index)
-    window = pd.concat([*frames, rest], ignore_index=True)
-    window = window.loc[window[label].notna()].reset_index(drop=True)
-    # A row repeated in the feed must not be both trained on and judged (hashed together: same dtypes).
-    hashes = pd.util.hash_pandas_object(pd.concat([window, holdout], ignore_index=True), index=False).to_numpy()
-    holdout = holdout.loc[~np.isin(hashes[len(window):], hashes[:len(window)])]
-    fp = fingerprint(window)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    window_path, holdout_path = out_dir / f"window-{fp[:16]}.parquet", out_dir / f"holdout-{fp[:16]}.parquet"
-    window.to_parquet(window_path, index=False)
-    holdout.reset_index(drop=True).to_parquet(holdout_path, index=False)
-    return str(window_path), str(holdout_path), fp
 
 
 def retrain_reasons(force: bool, reason: str | None, champion: str | None, checked: MonitorResult | None,
@@ -225,7 +202,7 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     # 3. Challenger trained on the window (reference + newest batches, minus tonight's holdout), once per window.
     history = [load_dataset_task(p, seed=params.seed).frame
                for p in ([params.reference] if params.reference else []) + params.batches[-params.window:-1]]
-    window_path, holdout_path, window_fp = build_window(history, batch.frame, batch.label, params.holdout_fraction,
+    window_path, holdout_path, window_fp = build_window_task(history, batch.frame, batch.label, params.holdout_fraction,
                                                        params.seed, settings.state_dir / "windows" / name)
     challenger = challenger_for(cfg, name, DatasetParams(source=window_path, label=batch.label), window_fp, reasons,
                                 params.estimator, params.cv_folds, params.seed)

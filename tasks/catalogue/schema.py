@@ -7,13 +7,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import known_timezone
 from tasks.catalogue.config import EstimatorParams, GateConfig, MonitorSettings
-
 
 PLACEHOLDERS = ("date", "state_dir")
 SAMPLE_NIGHT = date(2026, 11, 25)
@@ -245,3 +246,6 @@ def resolve_files(template: str, night: date, state_dir: Path) -> tuple[str, lis
         matches = [path] if fs.isfile(path) else []
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return resolved, [m if protocol == "file" else f"{protocol}://{m}" for m in matches]
+
+
+load_catalogue_task = task(load_catalogue, name="read-catalogue", cache_policy=NO_CACHE)

@@ -15,15 +15,11 @@ from nightshift.errors import DataValidationError
 from nightshift.naming import slug
 from nightshift.runlog import run_logger
 
-
 pass
 
 
 from tasks.catalogue.schema import SERVED, CatalogueModel, resolve_files
-
-
-from tasks.data.datasets import retry_if_transient
-
+from tasks.data.datasets import fingerprint, retry_if_transient
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -342,6 +338,27 @@ def build_labeled_window(model: CatalogueModel, window: LabeledWindow, state_dir
                        window_rows=len(train), holdout_rows=len(holdout), warnings=warnings)
 
 
+def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, holdout_fraction: float, seed: int,
+                 out_dir: Path) -> tuple[str, str, str]:
+    """Write the challenger's training window and tonight's holdout as Parquet; returns their paths + window fingerprint."""
+    import numpy as np
+    import pandas as pd
+
+    holdout = newest.sample(frac=holdout_fraction, random_state=seed)
+    rest = newest.drop(index=holdout.index)
+    window = pd.concat([*frames, rest], ignore_index=True)
+    window = window.loc[window[label].notna()].reset_index(drop=True)
+    # A row repeated in the feed must not be both trained on and judged (hashed together: same dtypes).
+    hashes = pd.util.hash_pandas_object(pd.concat([window, holdout], ignore_index=True), index=False).to_numpy()
+    holdout = holdout.loc[~np.isin(hashes[len(window):], hashes[:len(window)])]
+    fp = fingerprint(window)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    window_path, holdout_path = out_dir / f"window-{fp[:16]}.parquet", out_dir / f"holdout-{fp[:16]}.parquet"
+    window.to_parquet(window_path, index=False)
+    holdout.reset_index(drop=True).to_parquet(holdout_path, index=False)
+    return str(window_path), str(holdout_path), fp
+
+
 MISSING_DATA_EVENT = "nightshift.data.missing"
 
 
@@ -362,3 +379,4 @@ join_labels_task = task(join_labels, name="join-labels", cache_policy=NO_CACHE)
 labeled_window_task = task(labeled_window, name="find-labeled-days", cache_policy=NO_CACHE)
 build_labeled_window_task = task(build_labeled_window, name="build-labeled-window", cache_policy=NO_CACHE)
 labeled_day_task = task(labeled_day, name="labeled-day", cache_policy=NO_CACHE)
+build_window_task = task(build_window, name="build-training-window", cache_policy=NO_CACHE)

@@ -244,6 +244,7 @@ log_outputs_task = task(log_outputs, name="mlflow-log-outputs", cache_policy=NO_
 load_json_artifact_task = task(load_json_artifact, name="load-json-artifact", **RETRY)
 load_frame_artifact_task = task(load_frame_artifact, name="load-reference", **RETRY)
 log_training_task = task(log_training, name="mlflow-log-training", cache_policy=NO_CACHE)
+run_metrics_task = task(run_metrics, name="read-test-metrics", **RETRY)
 finish_run_task = task(finish_run, name="mlflow-finish-run", cache_policy=NO_CACHE)
 
 

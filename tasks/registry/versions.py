@@ -315,5 +315,6 @@ resolve_version_task = task(resolve_version, name="resolve-model-version", **RET
 load_sklearn_task = task(load_sklearn, name="load-model-from-registry", **RETRY)
 register_task = task(register_model_version, name="mlflow-register-version", cache_policy=NO_CACHE)
 find_version_task = task(find_version_by_tag, name="find-version-by-tag", **RETRY)
+get_alias_task = task(get_alias, name="read-alias", **RETRY)
 set_alias_task = task(set_alias, name="set-alias", **RETRY)
 load_version_task = task(load_version, name="load-model-version", **RETRY)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flows.nightly import build_window
 from tasks.data.demo import generate_demo
+from tasks.data.sources import build_window
 
 
 def test_a_repeated_row_is_never_both_trained_on_and_judged(tmp_path: Path) -> None:
@@ -17,11 +17,11 @@ def test_a_repeated_row_is_never_both_trained_on_and_judged(tmp_path: Path) -> N
     newest = pd.concat([night, night.iloc[:300]], ignore_index=True)
     newest["churned"] = newest["churned"].astype(float)
     newest.loc[5, "churned"] = np.nan
-    window_path, holdout_path, fp = build_window.fn([generate_demo(500, seed=2)], newest, "churned", 0.3, 7, tmp_path)
+    window_path, holdout_path, fp = build_window([generate_demo(500, seed=2)], newest, "churned", 0.3, 7, tmp_path)
     window, holdout = pd.read_parquet(window_path), pd.read_parquet(holdout_path)
     features = [c for c in night.columns if c != "churned"]
     assert window["churned"].notna().all() and len(window) > 1_000
     assert 200 < len(holdout) < 0.3 * len(newest)  # the repeated rows that landed in both sides were dropped
     assert holdout.merge(window[features], on=features).empty
-    again = build_window.fn([generate_demo(500, seed=2)], newest, "churned", 0.3, 7, tmp_path / "again")
+    again = build_window([generate_demo(500, seed=2)], newest, "churned", 0.3, 7, tmp_path / "again")
     assert again[2] == fp  # the same night, the same window
