@@ -268,11 +268,9 @@ def estimate_table(cfg: TrackingConfig, model: CatalogueModel, first: date, last
     """The model's metric estimated before its labels (CBPE) beside the realized one once they landed, per day."""
     from rich.table import Table
 
-    from tasks.registry.quality import ESTIMATE_DAY_TAG, DayEstimate, DayQuality, quality_run
+    from tasks.registry.quality import recorded_estimates, recorded_quality
 
-    estimates = {e.day: e for e in (DayEstimate.model_validate_json(r) for r in
-                                    quality_run(cfg, model.name, ESTIMATE_DAY_TAG)[1].values())}
-    realized = {q.day: q for q in (DayQuality.model_validate_json(r) for r in quality_run(cfg, model.name)[1].values())}
+    estimates, realized = recorded_estimates(cfg, model.name), recorded_quality(cfg, model.name)
     days = sorted(d for d in {*estimates, *realized} if first - timedelta(days=WEEK_NIGHTS) <= d <= last)
     if model.labels is None or not days:
         return None
@@ -297,7 +295,7 @@ def model_week(cfg: TrackingConfig, model: CatalogueModel, rows: list[Row], stat
     """One model's row of the week picture: its nights, and the champion's metric realized and estimated per day."""
     from tasks.data.sources import night_dir
     from tasks.monitoring.charts import Band, ModelWeek, NightPoint
-    from tasks.registry.quality import ESTIMATE_DAY_TAG, DayEstimate, DayQuality, monitored_metric, quality_run
+    from tasks.registry.quality import monitored_metric, recorded_estimates, recorded_quality
 
     metric, days = model.monitor.metric, {row.night.night for row in rows}
     nights = [NightPoint(row.night.night) if (r := row.result) is None else
@@ -309,12 +307,11 @@ def model_week(cfg: TrackingConfig, model: CatalogueModel, rows: list[Row], stat
         realized = {day: measured[source] for day, source in staged.items() if source in measured}
         how = "realized (tonight's labels)"
     else:
-        quality = (DayQuality.model_validate_json(r) for r in quality_run(cfg, model.name)[1].values())
-        realized = {q.day: q.check.batch_metrics[metric] for q in quality
+        realized = {q.day: q.check.batch_metrics[metric] for q in recorded_quality(cfg, model.name).values()
                     if q.day in days and q.check and metric in q.check.batch_metrics}
         how = f"realized (labels {model.labels.lag_days} days later)"
-    estimates = (DayEstimate.model_validate_json(r) for r in quality_run(cfg, model.name, ESTIMATE_DAY_TAG)[1].values())
-    estimated = {e.day: Band(e.value, e.lower, e.upper) for e in estimates if e.day in days and e.metric == metric}
+    estimated = {e.day: Band(e.value, e.lower, e.upper) for e in recorded_estimates(cfg, model.name).values()
+                 if e.day in days and e.metric == metric}
     return ModelWeek(model.name, metric, nights, realized, how, estimated)
 
 

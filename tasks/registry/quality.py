@@ -173,6 +173,17 @@ class RealizedQuality(BaseModel):
                 for reason in self.newest.check.alert_reasons()]
 
 
+def recorded_quality(cfg: TrackingConfig, name: str) -> dict[date, DayQuality]:
+    """Every labeled day's realized quality recorded for the model, by day."""
+    return {q.day: q for q in (DayQuality.model_validate_json(r) for r in quality_run(cfg, name)[1].values())}
+
+
+def recorded_estimates(cfg: TrackingConfig, name: str) -> dict[date, DayEstimate]:
+    """Every day's estimate made before its labels, as recorded for the model, by day."""
+    return {e.day: e for e in (DayEstimate.model_validate_json(r)
+                               for r in quality_run(cfg, name, ESTIMATE_DAY_TAG)[1].values())}
+
+
 def days_to_measure(model: CatalogueModel, night: date, window: LabeledWindow, measured: set[date],
                     state_dir: Path) -> list[date]:
     """Labeled days as of `night` not measured yet, oldest first: every day of the lookback (labels that landed
@@ -224,8 +235,7 @@ def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: Label
         run_id, records = quality_run(cfg, model.name)
         known = {q.day: q for q in (DayQuality.model_validate_json(r) for r in records.values())}
         days = days_to_measure(model, night, window, set(known), state_dir)
-        estimates = {e.day: e for e in (DayEstimate.model_validate_json(r) for r in
-                                        quality_run(cfg, model.name, ESTIMATE_DAY_TAG)[1].values())}
+        estimates = recorded_estimates(cfg, model.name)
         measured = _measure(cfg, model, champion, days, night, state_dir, estimates) if days else []
         for q in measured:
             log_realized_quality(cfg, run_id, q.day, q.metrics(), q.model_dump_json())
