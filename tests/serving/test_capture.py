@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from serving import capture as serving_capture
+from serving import capture_arrow
 from serving.capture import COUNTERS, Capture, CaptureConfig, request_id, sampled
 from serving.compiled import Batch
 from tasks.data.served import IN_PROGRESS, NoServedData, model_dir, read_served, served_days, served_parts
@@ -103,14 +104,14 @@ def test_columns_mappings_and_frames_are_captured_too(tmp_path: Path) -> None:
 def test_a_full_queue_drops_at_once_and_counts_while_the_writer_is_stuck(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     release, stuck = threading.Event(), threading.Event()
-    real_table = serving_capture._table
+    real_table = capture_arrow._table
 
     def slow_table(group):  # the writer blocks on its first batch, as on a hung disk
         stuck.set()
         release.wait(30)
         return real_table(group)
 
-    monkeypatch.setattr(serving_capture, "_table", slow_table)
+    monkeypatch.setattr(capture_arrow, "_table", slow_table)
     cap = Capture(_config(tmp_path, queue_rows=20, queue_batches=10))
     batch, labels, proba = _request(0, 1)
     assert cap.offer("m", "1", "first", batch, labels, proba, CLASSES, at=NOON)

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from cli.fake_openai import Fault
 from nightshift.errors import ConfigError
 from nightshift.settings import Settings
-from serving.server import check_prompt_names, create_app
+from serving.server import create_app
+from serving.state import check_prompt_names
 from tests.conftest import FAKE_OPENAI_KEY, free_port
 from tests.serving.conftest import TOKEN, register_prompt, start_server, stop_server
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from serving.compiled import UNSEEN, compile_pipeline
-from serving.server import ScoringError, _columns_of, columns_from_scoring_json, prepare
+from serving.errors import ScoringError
+from serving.requests import columns_from_scoring_json, prepare
+from serving.requests import columns_of as _columns_of
 from tasks.data.contract import infer_contract
 from tasks.data.datasets import infer_features
 from tasks.data.demo import generate_demo

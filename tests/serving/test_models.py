@@ -15,7 +15,7 @@ import yaml
 
 from nightshift.errors import ConfigError
 from nightshift.settings import Settings
-from serving.server import served_model_names
+from serving.state import served_model_names
 from tasks.data.demo import DEMO_CATEGORICAL, DEMO_NUMERIC, generate_demo
 from tests.serving.conftest import TOKEN, Server, register_servable, start_server, stop_server
 

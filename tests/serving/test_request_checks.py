@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from serving.server import (
+from serving.champion import check_schema
+from serving.errors import ScoringError
+from serving.requests import (
     MAX_NESTING,
-    ScoringError,
-    check_schema,
     columns_from_scoring_json,
     is_json_media_type,
     nesting_depth,
