@@ -32,15 +32,20 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "check":
+        problems = factory_problems(catalogue)
+        if problems:
+            print(f"{path}: {len(problems)} pipeline factory problem(s):\n" + "\n".join(problems), file=sys.stderr)
+            return 2
         table = Table(title=f"{path}: {len(catalogue.models)} model(s), {len(catalogue.enabled)} enabled")
-        for column in ("model", "enabled", "schedule", "features", "labels", "window", "estimator"):
+        for column in ("model", "enabled", "task", "schedule", "features", "labels", "window", "estimator"):
             table.add_column(column)
         for m in catalogue.models:
             labels = (f"{m.labels.source} (key {', '.join(m.labels.key)}, +{m.labels.lag_days} d)" if m.labels
                       else f"column '{m.label}' with the features")
-            table.add_row(m.name, "yes" if m.enabled else "no", f"{m.schedule.cron} {m.schedule.timezone}" + (
+            table.add_row(m.name, "yes" if m.enabled else "no", m.task,
+                          f"{m.schedule.cron} {m.schedule.timezone}" + (
                               f" (covers D-{m.schedule.night_offset_days})" if m.schedule.night_offset_days else ""),
-                          m.features, labels, f"{m.window_days} d", m.estimator.kind)
+                          m.features, labels, f"{m.window_days} d", m.estimator.name)
         console.print(table)
         return 0
     night = args.date or date.today()
@@ -54,6 +59,21 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(m.name, kind, resolved, str(len(files)) if files else "none yet")
     console.print(table)
     return 0
+
+
+def factory_problems(catalogue: object) -> list[str]:
+    """Each model's pipeline factory imported, called and its grid tried with set_params: what is wrong, by model."""
+    from nightshift.errors import ConfigError
+    from tasks.model.factory import check_factory
+
+    problems = []
+    for m in getattr(catalogue, "models"):
+        if m.estimator.factory:
+            try:
+                check_factory(m.estimator.factory, m.estimator.code_path, m.task, m.estimator.param_grid)
+            except ConfigError as exc:
+                problems.append(f"  model '{m.name}': {exc}")
+    return problems
 
 
 if __name__ == "__main__":

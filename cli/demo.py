@@ -244,7 +244,7 @@ def model_table(model: CatalogueModel, rows: list[Row]) -> Table:
     from rich.table import Table
 
     lag = f"labels land {model.labels.lag_days} days late" if model.labels else "labels come with the rows"
-    table = Table(title=f"{model.name} ({model.estimator.kind}): {lag}; trains on up to {model.window_days} "
+    table = Table(title=f"{model.name} ({model.estimator.name}): {lag}; trains on up to {model.window_days} "
                         f"labeled days, judged on the newest", title_justify="left")
     for column in ("night", "landed", "validation", "drift", "retrain because", "gated on",
                    "challenger vs champion (CI)", "action", "champion", "took"):
@@ -274,7 +274,8 @@ def estimate_table(cfg: TrackingConfig, model: CatalogueModel, first: date, last
     days = sorted(d for d in {*estimates, *realized} if first - timedelta(days=WEEK_NIGHTS) <= d <= last)
     if model.labels is None or not days:
         return None
-    table = Table(title=f"{model.name}: {model.monitor.metric} estimated before the labels (CBPE, no labels used) vs "
+    method = "DLE" if model.task == "regression" else "CBPE"
+    table = Table(title=f"{model.name}: {model.monitor.metric} estimated before the labels ({method}, no labels used) vs "
                         f"realized once they landed {model.labels.lag_days} days later", title_justify="left")
     for column in ("day", "version", "estimated (95% band)", "realized", "error", "inside band"):
         table.add_column(column)

@@ -72,9 +72,12 @@ def batch_predict(params: BatchPredictParams) -> ScoreSummary:
     else:
         summary = score_file_task(model, contract, params.source, output, params.chunk_rows, keep)
     description = f"{summary.describe()} Scored by {name} v{version}."
-    create_table_artifact(key=artifact_key("batch-predict", name), table=summary.class_table(), description=description)
+    if summary.classes:  # a regressor predicts numbers: its histogram is the whole picture
+        create_table_artifact(key=artifact_key("batch-predict", name), table=summary.class_table(),
+                              description=description)
+    shown = f"P({summary.classes[-1]})" if summary.classes else "the predicted value"
     create_table_artifact(key=artifact_key("batch-scores", name), table=summary.histogram_table(),
-                          description=f"Histogram of P({summary.classes[-1]}). {description}")
+                          description=f"Histogram of {shown}. {description}")
     print(f"{name} v{version} scored {summary.rows} rows in {summary.chunks} chunks → {summary.output}")
     return summary
 

@@ -94,14 +94,16 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     # 3. A challenger trained once per window, gated on the newest labeled day, promoted or refused.
     dataset = DatasetParams(source=files.window_path, label=model.label, exclude_columns=list(model.non_features))
     challenger = challenger_for(cfg, model.name, dataset, files.fingerprint, reasons, model.estimator,
-                                model.cv_folds, params.seed, tags={HOLDOUT_TAG: window.holdout_day.isoformat()})
+                                model.cv_folds, params.seed, tags={HOLDOUT_TAG: window.holdout_day.isoformat()},
+                                task=model.task, selection_metric=model.gate.metric)
     return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
                             files.fingerprint, result)
 
 
 def _no_data(model: CatalogueModel, tonight: StagedDay, champion: str | None,
              result: partial[NightlyResult]) -> NightlyResult:
-    """Nothing landed tonight: an event says so (what is missing, where), the champion stays."""
+    """No rows tonight (nothing landed, or files with a header only): an event says so (what is missing, where), the
+    champion stays."""
     event = emit_missing_data(model, tonight)
     return finish(result(action="no-data", validation=tonight.describe(), retrain_reasons=[],
                          champion_after=champion, events=[event]), tonight.describe())
@@ -109,14 +111,15 @@ def _no_data(model: CatalogueModel, tonight: StagedDay, champion: str | None,
 
 def _monitor_tonight(model: CatalogueModel, night: date, tonight: StagedDay, seed: int) -> MonitorResult:
     """The monitor subflow on tonight's staged rows under the catalogue's limits, its alert events off (this flow
-    retrains itself); vs served traffic too when the rows are a file."""
+    retrains itself); vs served traffic too when the rows are a file. Its messages name the landed file(s), not the
+    staged copy it reads."""
     m = model.monitor
     return monitor(MonitorParams(
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
         sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None,
         slice_columns=m.slice_columns, day=night if model.features != SERVED else None,  # vs served: skew
-        id_column=next(iter(model.id_columns), None)))
+        id_column=next(iter(model.id_columns), None), source_name=tonight.landed))
 
 
 def _with_checks(result: partial[NightlyResult], checked: MonitorResult | None, landed: list[str],

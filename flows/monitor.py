@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from nightshift.errors import DataValidationError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
-from tasks.catalogue.config import Metric
+from tasks.catalogue.config import Metric, check_metric
 from tasks.data.datasets import DatasetParams, load_dataset_task
 from tasks.data.served import SERVED_PREFIX
 from tasks.data.validate import ValidationReport, validate_batch_task
+from tasks.model.metrics import model_classes
 from tasks.monitoring.drift import DriftResult, ReportMode, compute_drift_task, current_sample_task
 from tasks.monitoring.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
 from tasks.monitoring.performance import PerformanceCheck, batch_performance_task
@@ -63,9 +64,11 @@ class MonitorParams(BaseModel):
         None, gt=0, le=1, title="Dataset drift share",
         description="Share of drifted feature columns that raises an alert; default NIGHTSHIFT_DRIFT_SHARE_THRESHOLD.")
     max_metric_drop: float | None = Field(
-        None, ge=0, le=1, title="Allowed metric drop",
+        None, ge=0, title="Allowed metric drop",
         description="Drop of the metric vs the model's test value that counts as degradation; default from settings.")
-    metric: Metric = Field("roc_auc", title="Monitored metric", description="Metric compared when the batch has labels.")
+    metric: Metric | None = Field(None, title="Monitored metric",
+                                  description="Metric compared when the batch has labels; empty: roc_auc for a "
+                                              "classifier, rmse for a regressor.")
     sample_rows: int | None = Field(None, ge=5_000, le=10_000_000, title="Drift sample cap",
                                     description="Rows per side for the drift report; default NIGHTSHIFT_DRIFT_SAMPLE_ROWS.")
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling (and demo data).")
@@ -88,6 +91,9 @@ class MonitorParams(BaseModel):
     slice_columns: list[str] = Field(default_factory=list, title="Slice columns",
                                      description="Columns whose categories get their own performance estimate when "
                                                  "the batch has no labels.")
+    source_name: str | None = Field(None, max_length=1000, title="Batch name in messages",
+                                    description="How validation and drift messages name the batch (e.g. the landed "
+                                                "files a staged copy was made from); empty: its source.")
 
 
 class MonitorResult(BaseModel):
@@ -209,7 +215,8 @@ def _load_batch(params: MonitorParams, contract: Contract,
     batch = load_dataset_task(params.batch.model_copy(update={"label": params.batch.label or contract.label}),
                               seed=params.seed, served_root=served_root)
     unlabeled = (params.labels_land_later or _served(params)) and contract.label not in batch.frame.columns
-    report, clean = validate_batch_task(batch.frame, contract, batch.source, check_label=not unlabeled)
+    report, clean = validate_batch_task(batch.frame, contract, params.source_name or batch.source,
+                                        check_label=not unlabeled)
     return batch, report, clean
 
 
@@ -242,11 +249,13 @@ def _quality(params: MonitorParams, settings: Settings, cfg: TrackingConfig, run
     calibrated probabilities (CBPE)."""
     max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
     contract, model = loaded.contract, loaded.model
+    metric = params.metric or ("rmse" if contract.task == "regression" else "roc_auc")
+    check_metric(contract.task, metric, "the monitored metric")
     tested = run_metrics_task(cfg, run_id, "test_")
-    performance = batch_performance_task(current.frame, current.proba, contract.label, model.classes_, tested,
-                                         params.metric, max_drop)
-    estimate = None if performance else estimate_batch_task(  # no labels: CBPE from calibrated probabilities
-        model, reference, contract.features, contract.label, current.frame, current.proba, params.metric, tested,
+    performance = batch_performance_task(current.frame, current.proba, contract.label, model_classes(model), tested,
+                                         metric, max_drop)
+    estimate = None if performance else estimate_batch_task(  # no labels: CBPE / DLE, label-free
+        model, reference, contract.features, contract.label, current.frame, current.proba, metric, tested,
         max_drop, params.slice_columns, params.seed)
     return performance, estimate
 
@@ -302,7 +311,7 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
             _publish_skew(cfg, run_id, skew)
 
     # 4. Tell people (artifacts) and automations (events).
-    _publish_drift(name, version.version, batch.name, drift)
+    _publish_drift(name, version.version, params.source_name or batch.name, drift)
     _publish_estimate(name, version.version, estimate)
     alerting = bool(reasons) and params.emit_events
     events = _emit_events(name, version.version, drift, performance, reasons, estimate) if alerting else []

@@ -17,7 +17,7 @@ from flows.monitor import MonitorParams, MonitorResult, monitor
 from flows.train import EstimatorParams, TrainParams, train
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks.catalogue.config import GateConfig
+from tasks.catalogue.config import GateConfig, Metric, Task
 from tasks.data.datasets import DatasetParams, load_dataset_task
 from tasks.data.sources import build_window_task
 from tasks.model.gate import GateDecision
@@ -117,24 +117,29 @@ def retrain_reasons(force: bool, reason: str | None, champion: str | None, check
             *([f"trigger: {reason}"] if reason else []), *(checked.reasons if checked else []), *(more or [])]
 
 
-def training_key(window_fp: str, estimator: EstimatorParams, cv_folds: int, seed: int) -> str:
-    """What a challenger is made from: the window's rows, the estimator and its grid, the folds and the seed."""
+def training_key(window_fp: str, estimator: EstimatorParams, cv_folds: int, seed: int,
+                 task: Task = "classification", selection: str = "roc_auc") -> str:
+    """What a challenger is made from: the window's rows, the estimator and its grid, the folds, the seed (and,
+    beyond the classifier's defaults, the task and the metric that picks the candidate)."""
     import hashlib
 
-    return hashlib.sha256(f"{window_fp}|{estimator.model_dump_json()}|{cv_folds}|{seed}".encode()).hexdigest()
+    extra = "" if (task, selection) == ("classification", "roc_auc") else f"|{task}|{selection}"
+    return hashlib.sha256(f"{window_fp}|{estimator.model_dump_json()}|{cv_folds}|{seed}{extra}".encode()).hexdigest()
 
 
 def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, window_fp: str, reasons: list[str],
-                   estimator: EstimatorParams, cv_folds: int, seed: int, tags: dict[str, str] | None = None) -> str:
+                   estimator: EstimatorParams, cv_folds: int, seed: int, tags: dict[str, str] | None = None,
+                   task: Task = "classification", selection_metric: Metric | None = None) -> str:
     """The version trained on this window with this estimator and grid: found by its tag, else trained once (locked
-    per window); a changed grid trains again."""
-    key = training_key(window_fp, estimator, cv_folds, seed)
+    per window); a changed grid trains again. The candidate is picked by `selection_metric` (the gate's)."""
+    selection: Metric = selection_metric or ("rmse" if task == "regression" else "roc_auc")
+    key = training_key(window_fp, estimator, cv_folds, seed, task, selection)
     with model_lock(cfg, name, f"train-{key[:16]}"):
         version = find_version_task(cfg, name, TRAINING_TAG, key)
         if version is None:
             version = train(TrainParams(
-                dataset=dataset, model_name=name, estimator=estimator, cv_folds=cv_folds, test_size=0.2, stratify=True,
-                seed=seed, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key, **(tags or {}),
+                dataset=dataset, model_name=name, task=task, estimator=estimator, cv_folds=cv_folds, test_size=0.2,
+                stratify=True, selection_metric=selection, seed=seed, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key, **(tags or {}),
                                          REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
         else:
             get_run_logger().info("Window %s was already trained as v%s: reusing it.", window_fp[:12], version)

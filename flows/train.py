@@ -11,15 +11,16 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.runners import SettingsTaskRunner
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks.catalogue.config import EstimatorParams, Metric
+from tasks.catalogue.config import EstimatorParams, Metric, Task, check_metric, check_param_grid, task_defaults
 from tasks.data.contract import infer_contract_task
 from tasks.data.datasets import DatasetParams, fingerprint, load_dataset_task
 from tasks.data.validate import check_training_data_task
+from tasks.model.factory import check_factory_task
 from tasks.model.train import (
     CandidateScore,
     candidate_grid,
@@ -63,10 +64,13 @@ class TrainParams(BaseModel):
         None, pattern=MODEL_NAME_PATTERN, title="Registered model name",
         description="MLflow registered model to add a version to; default from NIGHTSHIFT_MODEL_NAME.",
     )
+    task: Task = Field("classification", title="Task",
+                       description="classification (a label of classes) or regression (a numeric label).")
     estimator: EstimatorParams = Field(default_factory=EstimatorParams, title="Estimator",
-                                       description="Model family and hyper-parameter grid.")
+                                       description="Model family (or your pipeline factory) and hyper-parameter grid.")
     test_size: float = Field(0.3, gt=0.0, lt=0.9, title="Test size", description="Share of rows held out for the final test.")
-    cv_folds: int = Field(5, ge=2, le=20, title="CV folds", description="Stratified folds for the candidate search.")
+    cv_folds: int = Field(5, ge=2, le=20, title="CV folds",
+                          description="Folds for the candidate search (stratified by class when classifying).")
     selection_metric: Metric = Field("roc_auc", title="Selection metric", description="CV metric that picks the candidate.")
     stratify: bool = Field(
         False, title="Stratified split",
@@ -82,6 +86,21 @@ class TrainParams(BaseModel):
     def _strip(cls, v: str | None) -> str | None:
         return v.strip() if v else v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        data = task_defaults(data, {})
+        if isinstance(data, dict) and data.get("task") == "regression" and "selection_metric" not in data:
+            data = {**data, "selection_metric": "rmse"}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> TrainParams:
+        check_metric(self.task, self.selection_metric, "selection_metric")
+        if self.estimator.factory is None:
+            check_param_grid(self.estimator.kind, self.estimator.param_grid, self.task)
+        return self
+
 
 class TrainResult(BaseModel):
     """What a training run produced: where to find it and how good it is."""
@@ -93,6 +112,7 @@ class TrainResult(BaseModel):
     dataset_fingerprint: str
     rows_train: int
     rows_test: int
+    task: Task = "classification"
     estimator: str
     best_params: dict[str, Any]
     cv_metrics: dict[str, float]
@@ -116,7 +136,7 @@ def _version_tags(dataset: LoadedDataset, contract: Contract, test_metrics: dict
 
 def _run_params(params: TrainParams, label: str, rows: int, best: CandidateScore) -> dict[str, Any]:
     """The MLflow run's parameters: the run's settings plus the chosen candidate's (as model.<name>)."""
-    return {"estimator": params.estimator.kind, "test_size": params.test_size, "cv_folds": params.cv_folds,
+    return {"estimator": params.estimator.name, "task": params.task, "test_size": params.test_size, "cv_folds": params.cv_folds,
             "selection_metric": params.selection_metric, "seed": params.seed, "stratify": params.stratify,
             "dataset": params.dataset.source, "label": label, "rows": rows,
             "search_rows": params.estimator.search_rows,
@@ -134,15 +154,15 @@ def _cross_validate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainParams)
     the search sample; returns the scores and the sample's rows."""
     candidates = candidate_grid(params.estimator.param_grid)
     runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
-    sample = cv_sample(frame, spec.label, params.estimator.search_rows, params.seed)
+    sample = cv_sample(frame, spec.label, params.estimator.search_rows, params.seed, params.task)
     get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %d of %d training rows on %s",
                           len(candidates), params.cv_folds, len(sample), len(frame), type(runner).__name__)
     # Threads share the cores between the candidates (a 1-candidate grid gets them all); a Dask worker has one.
     n_jobs = candidate_threads(getattr(runner, "_max_workers", 1) or 1, len(candidates))
     return cross_validate_task.map(
-        frame=unmapped(sample), spec=unmapped(spec), kind=unmapped(params.estimator.kind), params=candidates,
+        frame=unmapped(sample), spec=unmapped(spec), kind=unmapped(params.estimator), params=candidates,
         folds=unmapped(params.cv_folds), seed=unmapped(params.seed), index=list(range(len(candidates))),
-        n_jobs=unmapped(n_jobs),
+        n_jobs=unmapped(n_jobs), task=unmapped(params.task),
     ).result(), len(sample)
 
 
@@ -163,13 +183,16 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
     """
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
-    name, kind, seed = params.model_name or settings.model_name, params.estimator.kind, params.seed
+    name, estimator, seed, task = params.model_name or settings.model_name, params.estimator, params.seed, params.task
+    if estimator.factory:  # the team's pipeline imported, called and its grid checked before any data is read
+        check_factory_task(estimator.factory, estimator.code_path, task, estimator.param_grid, seed)
 
     dataset = load_dataset_task(params.dataset, seed=seed)
     data = check_training_data_task(dataset, test_size=params.test_size, cv_folds=params.cv_folds,
-                                    exclude=tuple(params.dataset.exclude_columns))
+                                    exclude=tuple(params.dataset.exclude_columns), task=task)
     spec = data.spec
-    train_df, test_df = split_task(data.frame, spec.label, params.test_size, seed, params.stratify)
+    train_df, test_df = split_task(data.frame, spec.label, params.test_size, seed,
+                                   params.stratify and task == "classification")
     get_run_logger().info("%s: %d train / %d test rows, %d numeric + %d categorical features", dataset.name,
                           len(train_df), len(test_df), len(spec.numeric), len(spec.categorical))
 
@@ -177,10 +200,10 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
     with run_closed(cfg, run_id):
         scores, rows_search = _cross_validate(train_df, spec, params)
         best = select_best(scores, params.selection_metric)
-        model = fit_task(train_df, spec, kind, best.params, seed)
+        model = fit_task(train_df, spec, estimator, best.params, seed, task)
         test_metrics = evaluate_task(model, test_df, spec)
         # What later batches are checked against: the data contract and a held-out drift reference.
-        contract = infer_contract_task(data.frame, spec, range_tolerance=settings.range_tolerance)
+        contract = infer_contract_task(data.frame, spec, range_tolerance=settings.range_tolerance, task=task)
         reference = build_reference_task(model, test_df, spec.features, spec.label, settings.reference_rows, seed)
         logged = log_training_task(
             cfg, run_id, params=_run_params(params, spec.label, len(data.frame), best),
@@ -189,20 +212,21 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
             model=model, input_example=train_df[spec.features].head(5),
             artifacts={CONTRACT_ARTIFACT: contract.model_dump(mode="json"),
                        "cv_results.json": [s.__dict__ for s in scores]},
-            frames={REFERENCE_ARTIFACT: reference},
+            frames={REFERENCE_ARTIFACT: reference}, trusted_types=estimator.trusted_types,
         )
         version = register_task(cfg, name, logged, tags={
             **_version_tags(dataset, contract, test_metrics), **params.version_tags})
 
     result = TrainResult(
         model_name=name, model_version=version, model_uri=model_uri(name, version=version), run_id=run_id,
-        dataset_fingerprint=dataset.fingerprint, rows_train=len(train_df), rows_test=len(test_df), estimator=kind,
+        dataset_fingerprint=dataset.fingerprint, rows_train=len(train_df), rows_test=len(test_df), task=task,
+        estimator=estimator.name,
         best_params=best.params, cv_metrics=best.mean, test_metrics=test_metrics, candidates=len(scores),
     )
     table = candidates_table(scores, params.selection_metric, best.index)
     create_table_artifact(key=artifact_key("train", name), table=table, description=_summary(result, cfg.tracking_uri))
-    print(f"Registered {name} v{version}: test accuracy {test_metrics['accuracy']:.2f}, "
-          f"ROC AUC {test_metrics['roc_auc']:.3f} (MLflow run {run_id})")
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in test_metrics.items() if k in ("accuracy", "roc_auc", "rmse", "r2"))
+    print(f"Registered {name} v{version}: test {shown} (MLflow run {run_id})")
     return result
 
 
@@ -212,8 +236,12 @@ def _parse_args(argv: list[str]) -> TrainParams:
     parser.add_argument("--label", help="label column (default per dataset)")
     parser.add_argument("--rows", type=int, help="demo rows to generate / rows to sample")
     parser.add_argument("--model-name", help="registered model name")
+    parser.add_argument("--task", default="classification", choices=["classification", "regression"])
     parser.add_argument("--estimator", default="random_forest",
-                        choices=["random_forest", "logistic_regression", "hist_gradient_boosting"])
+                        choices=["random_forest", "logistic_regression", "hist_gradient_boosting", "ridge"])
+    parser.add_argument("--factory", help="your pipeline: 'package.module:function' (replaces --estimator)")
+    parser.add_argument("--code-path", help="folder the factory's package is imported from")
+    parser.add_argument("--trusted-type", action="append", default=[], help="a class of yours skops may load")
     parser.add_argument("--grid", help='hyper-parameter grid as JSON, e.g. \'{"max_depth": [null, 8]}\'')
     parser.add_argument("--test-size", type=float, default=0.3)
     parser.add_argument("--cv-folds", type=int, default=5)
@@ -223,10 +251,12 @@ def _parse_args(argv: list[str]) -> TrainParams:
     if args.params:
         return TrainParams.model_validate_json(args.params)
     estimator: dict[str, Any] = {"kind": args.estimator}
+    if args.factory:
+        estimator = {"factory": args.factory, "code_path": args.code_path, "trusted_types": args.trusted_type}
     if args.grid:
         estimator["param_grid"] = json.loads(args.grid)
     return TrainParams(
-        dataset=DatasetParams(source=args.dataset, label=args.label, rows=args.rows),
+        dataset=DatasetParams(source=args.dataset, label=args.label, rows=args.rows), task=args.task,
         model_name=args.model_name, estimator=EstimatorParams(**estimator),
         test_size=args.test_size, cv_folds=args.cv_folds, seed=args.seed,
     )

@@ -43,8 +43,13 @@ class Served:
 
     @cached_property
     def classes(self) -> list[Any]:
-        """Class labels in probability-column order."""
-        return np.asarray(self.model.classes_).tolist()
+        """Class labels in probability-column order; empty for a regressor (it predicts a number)."""
+        return np.asarray(self.model.classes_).tolist() if self.regression is False else []
+
+    @cached_property
+    def regression(self) -> bool:
+        """The model predicts a number, not a class."""
+        return not hasattr(self.model, "classes_")
 
     @property
     def scorer(self) -> str:
@@ -52,16 +57,20 @@ class Served:
         return f"compiled {self.compiled.kind}" if self.compiled is not None else "sklearn pipeline"
 
     def predict_proba(self, batch: Batch) -> np.ndarray:
-        """Probabilities: the compiled scorer for small batches (verified equal at load), else the pipeline."""
+        """Probabilities: the compiled scorer for small batches (verified equal at load), else the pipeline. A
+        regressor's predicted numbers (1-D)."""
         if self.compiled is not None and len(batch) <= COMPILED_MAX_ROWS:
             return self.compiled(batch)
+        if self.regression:
+            return np.asarray(self.model.predict(batch.frame(self.contract.features)), dtype=float).reshape(-1)
         return np.asarray(self.model.predict_proba(batch.frame(self.contract.features)))
 
     def info(self) -> dict[str, Any]:
         """What /version reports."""
         return {"model_name": self.name, "model_version": self.version, "run_id": self.run_id, "alias": self.alias,
                 "contract_fingerprint": self.contract.fingerprint(), "loaded_at": self.loaded_at,
-                "features": self.contract.features, "classes": self.classes, "scorer": self.compiled_note}
+                "features": self.contract.features, "task": self.contract.task, "classes": self.classes,
+                "scorer": self.compiled_note}
 
 
 def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> Served:
@@ -80,7 +89,8 @@ def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> S
     sample = prepare(columns_of(frame), len(frame), contract, max(len(frame), 1))
     categories = {c.name: list(c.categories or []) for c in contract.columns if c.kind != "numeric"}
     try:
-        compiled, note = compile_pipeline(model, contract.features, contract.numeric, categories, sample)
+        compiled, note = (None, "a regressor: scored by its own predict") if not hasattr(model, "classes_") else \
+            compile_pipeline(model, contract.features, contract.numeric, categories, sample)
     except Exception as exc:  # an unexpected pipeline shape: serve it through sklearn
         compiled, note = None, f"not compiled: {type(exc).__name__}: {str(exc)[:200]}"
     return Served(model=model, name=name, version=version, run_id=run_id, alias=alias, contract=contract,
@@ -94,11 +104,12 @@ def smoke_test(served: Served, latency_budget_ms: float) -> None:
     if len(rows) == 0:
         raise ScoringError(422, "smoke test: the model's reference sample is empty")
     proba = served.predict_proba(rows)
-    if proba.shape != (len(rows), len(served.classes)):
-        raise ScoringError(422, f"smoke test: probabilities have shape {proba.shape}, expected "
-                                f"({len(rows)}, {len(served.classes)})")
+    expected = (len(rows),) if served.regression else (len(rows), len(served.classes))
+    what = "predictions" if served.regression else "probabilities"
+    if proba.shape != expected:
+        raise ScoringError(422, f"smoke test: {what} have shape {proba.shape}, expected {expected}")
     if not np.isfinite(proba).all():
-        raise ScoringError(422, f"smoke test: {int((~np.isfinite(proba)).sum())} predicted probabilities are NaN/inf")
+        raise ScoringError(422, f"smoke test: {int((~np.isfinite(proba)).sum())} predicted {what} are NaN/inf")
     timings = []
     for i in range(5):
         start = time.perf_counter()
@@ -123,13 +134,13 @@ def check_schema(live: Served | None, candidate: Served, allow_change: bool) -> 
 
 
 class Scored(NamedTuple):
-    """One scored request: labels and rounded probabilities for the reply; the checked rows and the unrounded
-    probabilities for traffic capture."""
+    """One scored request: labels (a regressor's numbers) and rounded probabilities for the reply; the checked rows
+    and the unrounded probabilities (None for a regressor) for traffic capture."""
 
     labels: list[Any]
     probabilities: list[list[float]]
     batch: Batch
-    raw: np.ndarray
+    raw: np.ndarray | None
 
 
 def _score(served: Served, columns: dict[str, list[Any]], n_rows: int, max_rows: int) -> Scored:
@@ -139,6 +150,8 @@ def _score(served: Served, columns: dict[str, list[Any]], n_rows: int, max_rows:
         proba = served.predict_proba(rows)
     except (ValueError, TypeError) as exc:  # input the checks above did not foresee: still the caller's
         raise ScoringError(422, f"could not score these rows: {str(exc).splitlines()[0][:200]}") from None
+    if served.regression:
+        return Scored([float(v) for v in proba], [], rows, None)
     labels = np.asarray(served.classes, dtype=object)[np.argmax(proba, axis=1)]
     return Scored([v.item() if hasattr(v, "item") else v for v in labels], np.round(proba, 6).tolist(), rows, proba)
 
@@ -150,8 +163,9 @@ def invocations_reply(served: Served, payload: Any, max_rows: int, id_column: st
     """The /invocations answer for MLflow scoring JSON, and the values of `id_column` if the request has it."""
     columns, n_rows = columns_from_scoring_json(payload)
     scored = _score(served, columns, n_rows, max_rows)
-    body = {"predictions": scored.labels, "probabilities": scored.probabilities, "classes": served.classes,
-            "model_version": served.version}
+    body = {"predictions": scored.labels, "model_version": served.version} if served.regression else {
+        "predictions": scored.labels, "probabilities": scored.probabilities, "classes": served.classes,
+        "model_version": served.version}
     return body, scored, columns.get(id_column) if id_column else None
 
 
@@ -169,7 +183,7 @@ def predict_reply(served: Served, payload: Any, max_rows: int, id_column: str | 
     if id_column:  # not a feature: the request model dropped it, the raw rows still have it
         raw = [r.get(id_column) if isinstance(r, dict) else None for r in payload["rows"]]
         ids = raw if any(v is not None for v in raw) else None
-    reply = {"model_version": served.version, "predictions": [
-        {"label": label, "probabilities": dict(zip(map(str, served.classes), p))}
-        for label, p in zip(scored.labels, scored.probabilities)]}
+    reply = {"model_version": served.version, "predictions": [{"value": value} for value in scored.labels]
+             if served.regression else [{"label": label, "probabilities": dict(zip(map(str, served.classes), p))}
+                                        for label, p in zip(scored.labels, scored.probabilities)]}
     return reply, scored, ids

@@ -25,11 +25,16 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
 def served_model_names(settings: Settings) -> list[str]:
     """The default model, then the catalogue's enabled ones (if it exists); ConfigError if the catalogue is invalid."""
     from tasks.catalogue.schema import load_catalogue
+    from tasks.model.factory import allow_code_path
 
     path = settings.catalogue_path
     if not path.exists():  # no catalogue: the single default model, as before catalogues existed
         return [settings.model_name]
-    return list(dict.fromkeys([settings.model_name, *(m.name for m in load_catalogue(path).enabled)]))
+    enabled = load_catalogue(path).enabled
+    for m in enabled:  # a pipeline of the team's own classes loads only with their code, from where the catalogue says
+        if m.estimator.code_path:
+            allow_code_path(m.estimator.code_path, f"model '{m.name}'")
+    return list(dict.fromkeys([settings.model_name, *(m.name for m in enabled)]))
 
 
 def id_columns(settings: Settings) -> dict[str, str]:

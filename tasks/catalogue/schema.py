@@ -14,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import known_timezone
-from tasks.catalogue.config import EstimatorParams, GateConfig, MonitorSettings
+from tasks.catalogue.config import (
+    EstimatorParams,
+    GateConfig,
+    MonitorSettings,
+    Task,
+    check_metric,
+    check_param_grid,
+    check_tolerances,
+    task_defaults,
+)
 
 PLACEHOLDERS = ("date", "state_dir")
 SAMPLE_NIGHT = date(2026, 11, 25)
@@ -111,6 +120,9 @@ class CatalogueModel(BaseModel):
                                       "(globs allowed: s3://bucket/dt={date:%Y-%m-%d}/*.parquet), or 'served': "
                                       "the rows the model server scored on day D (traffic capture).")
     label: str = Field(..., min_length=1, title="Label column")
+    task: Task = Field("classification", title="Task",
+                       description="classification (classes, probabilities) or regression (a number: rmse, mae, r2; "
+                                   "the gate's floor is then a ceiling for rmse and mae).")
     labels: LabelSource | None = Field(None, title="Labels source",
                                        description="Set when labels land apart from the features; else they come "
                                                    "with them.")
@@ -130,6 +142,22 @@ class CatalogueModel(BaseModel):
     @classmethod
     def _template(cls, value: str) -> str:
         return check_template(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        return task_defaults(data)
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> CatalogueModel:
+        check_metric(self.task, self.gate.metric, "gate.metric")
+        check_metric(self.task, self.monitor.metric, "monitor.metric")
+        check_tolerances(self.gate.metric, "gate", {"min_margin": self.gate.min_margin,
+                                                    "slice_tolerance": self.gate.slice_tolerance})
+        check_tolerances(self.monitor.metric, "monitor", {"max_metric_drop": self.monitor.max_metric_drop})
+        if self.estimator.factory is None:
+            check_param_grid(self.estimator.kind, self.estimator.param_grid, self.task)
+        return self
 
     @model_validator(mode="after")
     def _columns_agree(self) -> CatalogueModel:
@@ -231,7 +259,10 @@ def _anchored(model: CatalogueModel, base: Path) -> CatalogueModel:
         return str(base / template)
 
     labels = model.labels.model_copy(update={"source": absolute(model.labels.source)}) if model.labels else None
-    return model.model_copy(update={"features": absolute(model.features), "labels": labels})
+    estimator = model.estimator
+    if estimator.code_path:
+        estimator = estimator.model_copy(update={"code_path": absolute(estimator.code_path)})
+    return model.model_copy(update={"features": absolute(model.features), "labels": labels, "estimator": estimator})
 
 
 def resolve_files(template: str, night: date, state_dir: Path) -> tuple[str, list[str]]:

@@ -45,7 +45,8 @@ class Contract(BaseModel):
 
     format: str = CONTRACT_FORMAT
     label: str
-    label_classes: list[Scalar]
+    task: Literal["classification", "regression"] = "classification"
+    label_classes: list[Scalar] = Field(description="The classes a classifier predicts; empty for regression.")
     columns: list[ColumnContract]
     optional: list[str] = Field(default_factory=list, description="Known non-feature columns (dates, ids).")
     range_tolerance: float = Field(description="Allowed overshoot beyond [min, max], as a share of max - min.")
@@ -75,7 +76,9 @@ class Contract(BaseModel):
 
     def fingerprint(self) -> str:
         """Content hash of the contract (what /version and audit records quote)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        # A classifier's contract hashes as it did before contracts named their task.
+        exclude = {"task"} if self.task == "classification" else None
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()
 
     def bounds(self, col: ColumnContract) -> tuple[float, float]:
         """The tolerated range of a numeric column."""
@@ -89,7 +92,8 @@ def _json_scalar(value: object) -> Scalar:
 
 
 def infer_contract(frame: pd.DataFrame, spec: FeatureSpec, range_tolerance: float = 0.5,
-                   max_far_share: float = 0.01) -> Contract:
+                   max_far_share: float = 0.01, task: Literal["classification", "regression"] = "classification",
+                   ) -> Contract:
     """Describe the reference data as a contract that later batches are checked against."""
     import pandas as pd
 
@@ -104,8 +108,9 @@ def infer_contract(frame: pd.DataFrame, spec: FeatureSpec, range_tolerance: floa
             cats = sorted(map(str, s.dropna().unique()))
             columns.append(ColumnContract(name=name, kind="categorical", dtype=str(s.dtype),
                                           nullable=bool(s.isna().any()), categories=cats))
-    classes = sorted((_json_scalar(v) for v in frame[spec.label].dropna().unique()), key=str)
-    return Contract(label=spec.label, label_classes=classes, columns=columns, optional=list(spec.ignored),
+    classes = [] if task == "regression" else sorted(
+        (_json_scalar(v) for v in frame[spec.label].dropna().unique()), key=str)
+    return Contract(label=spec.label, task=task, label_classes=classes, columns=columns, optional=list(spec.ignored),
                     range_tolerance=range_tolerance, max_far_share=max_far_share, reference_rows=len(frame))
 
 
@@ -207,6 +212,10 @@ def schema_changes(live: Contract, candidate: Contract) -> list[str]:
                        + (f" (+{len(added) - 10} more)" if len(added) > 10 else ""))
     changes += [f"column '{c.name}' is {c.kind}, was {old[c.name].kind}" for c in candidate.columns
                 if c.name in old and old[c.name].kind != c.kind]
+    if live.task != candidate.task:
+        return [*changes, f"predicts for task {candidate.task}, the live model for task {live.task}"]
+    if live.task == "regression":
+        return changes
     live_kind, kind = _class_kind(live.label_classes), _class_kind(candidate.label_classes)
     if kind != live_kind or class_order(live.label_classes, candidate.label_classes) is None:
         changes.append(f"predicts classes {candidate.label_classes} ({kind}), the live model "

@@ -41,13 +41,32 @@ class StagedDay(BaseModel):
 
     @property
     def missing(self) -> bool:
-        """Nothing landed for this day."""
-        return not self.files
+        """No rows for this day: nothing landed, or only files without rows."""
+        return not self.files or self.rows == 0
+
+    @property
+    def empty(self) -> bool:
+        """Files landed for this day, none with a row (a header only)."""
+        return bool(self.files) and self.rows == 0
+
+    @property
+    def landed(self) -> str:
+        """What landed, as the catalogue names it (never the staged copy): the one file, or the files the template
+        matched, or the day of captured traffic."""
+        from tasks.data.served import SERVED_PREFIX
+
+        if self.resolved.startswith(SERVED_PREFIX):
+            return f"the traffic captured as {self.resolved}"
+        if len(self.files) == 1:
+            return self.files[0]
+        return f"{len(self.files)} files matching {self.resolved}"
 
     def describe(self) -> str:
-        """One line: rows and files, or where nothing was found."""
-        if self.missing:
+        """One line: rows and files, or where nothing was found, or what landed empty."""
+        if not self.files:
             return f"no data for {self.day.isoformat()} at {self.resolved}"
+        if self.empty:
+            return f"no data for {self.day.isoformat()}: {self.landed} landed empty (no rows)"
         return f"{self.rows} rows for {self.day.isoformat()} from {len(self.files)} file(s)"
 
 
@@ -124,7 +143,8 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def stage_features(model: CatalogueModel, day: date, state_dir: Path, served_root: Path | None = None) -> StagedDay:
     """The day's feature rows (every file its template names, or the traffic the server captured) as one Parquet
-    file; `missing` if none landed."""
+    file; `missing` if no rows landed (no file, or files with a header only). Rows without the catalogue's id
+    columns or the labels' join key are refused (DataValidationError naming the column and the landed file)."""
     if model.features == SERVED:
         from tasks.data.served import SERVED_PREFIX, load_served, served_parts
 
@@ -138,9 +158,34 @@ def stage_features(model: CatalogueModel, day: date, state_dir: Path, served_roo
         if not files:
             return StagedDay(day=day, resolved=resolved)
         frame = _read_all(files)
+    if len(frame) == 0:  # a header and no rows: no data tonight, as if nothing had landed
+        return StagedDay(day=day, resolved=resolved, files=files)
+    _require_keys(model, StagedDay(day=day, resolved=resolved, files=files, rows=len(frame)), frame)
     path = night_dir(state_dir, model, day) / "features.parquet"
     fp = _write_once(frame, path)
     return StagedDay(day=day, resolved=resolved, files=files, path=str(path), rows=len(frame), fingerprint=fp)
+
+
+def _require_keys(model: CatalogueModel, landed: StagedDay, frame: pd.DataFrame) -> None:
+    """Refuse a night whose rows lack the catalogue's id columns or the labels' join key: staged anyway, its labels
+    could never be joined to them (nor its rows told apart), and nothing would say so until the labels landed."""
+    keys = list(model.labels.key) if model.labels else []
+    absent = [c for c in dict.fromkeys([*model.id_columns, *keys]) if c not in frame.columns]
+    if not absent:
+        return
+
+    def role(column: str) -> str:
+        roles = [name for name, listed in (("id_columns", model.id_columns), ("labels.key", keys)) if column in listed]
+        return f"'{column}' ({' and '.join(roles)})"
+
+    why = ("their labels could never be joined to them" if set(absent) & set(keys)
+           else "they could not be told apart by id")
+    it = "it" if len(absent) == 1 else "them"
+    fix = (f"requests to the model server must send {it} for capture to record {it}" if model.features == SERVED
+           else f"land the night's rows with {it} and run the night again")
+    raise DataValidationError(
+        f"model '{model.name}': the rows for {landed.day.isoformat()} in {landed.landed} lack column(s) "
+        f"{', '.join(map(role, absent))}, so {why}; {fix}")
 
 
 def day_rows(model: CatalogueModel, day: date, state_dir: Path) -> tuple[str, list[str]]:
@@ -283,7 +328,7 @@ def labeled_day(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.D
     """One day's rows that carry a label (inline, or joined once landed), and what to warn about."""
     if model.labels is None:
         staged = stage_features(model, day, state_dir)
-        frame = _read_all(staged.files) if staged.files else None
+        frame = None if staged.missing else _read_all(staged.files)
         warnings: list[str] = []
     else:
         joined = join_labels(model, day, state_dir)
@@ -363,13 +408,15 @@ MISSING_DATA_EVENT = "nightshift.data.missing"
 
 
 def emit_missing_data(model: CatalogueModel, staged: StagedDay) -> str:
-    """A Prefect event an automation can alert on: nothing landed for this model tonight; returns its id."""
+    """A Prefect event an automation can alert on: no rows for this model tonight (nothing landed, or files without
+    rows); returns its id."""
     from prefect.events import emit_event
 
     run_logger(__name__).warning("%s: %s", model.name, staged.describe())
     event = emit_event(MISSING_DATA_EVENT, resource={"prefect.resource.id": f"nightshift.model.{model.name}",
                                                      "prefect.resource.name": model.name},
-                       payload={"night": staged.day.isoformat(), "looked_at": staged.resolved})
+                       payload={"night": staged.day.isoformat(), "looked_at": staged.resolved,
+                                "landed_empty": staged.empty})
     return str(event.id) if event else MISSING_DATA_EVENT
 
 

@@ -7,11 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from nightshift.errors import DataValidationError
+from tasks.catalogue.config import Task
 from tasks.data.contract import MAX_EXAMPLES, Contract, Severity, align_labels, canonical_labels
 from tasks.data.datasets import FeatureSpec, LoadedDataset, infer_features
 
@@ -29,8 +31,9 @@ class TrainingData:
 
 
 def check_training_data(dataset: LoadedDataset, *, test_size: float, cv_folds: int,
-                        exclude: tuple[str, ...] = ()) -> TrainingData:
-    """Fail early, with a clear sentence, when `dataset` cannot support a split + cross-validated training."""
+                        exclude: tuple[str, ...] = (), task: Task = "classification") -> TrainingData:
+    """Fail early, with a clear sentence, when `dataset` cannot support a split + cross-validated training of the
+    task (a label that does not fit the task is refused: classes for classification, numbers for regression)."""
     frame, label, where = dataset.frame, dataset.label, dataset.source
     if label not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:12])) + (" ..." if len(frame.columns) > 12 else "")
@@ -40,29 +43,48 @@ def check_training_data(dataset: LoadedDataset, *, test_size: float, cv_folds: i
     if frame.empty:
         raise DataValidationError(f"Dataset {where} has no rows.")
     original = frame[label]
-    labels = canonical_labels(original)  # a blank cell must not turn classes 0/1 into 0.0/1.0
-    if labels is not original:
+    labels = regression_labels(original, label, where) if task == "regression" else canonical_labels(original)
+    if labels is not original:  # a blank cell must not turn classes 0/1 into 0.0/1.0
         frame = frame.assign(**{label: labels})
     unlabeled = int(frame[label].isna().sum())
     if unlabeled == len(frame):
         raise DataValidationError(f"Label column '{label}' in {where} is empty in all {len(frame)} rows.")
     if unlabeled:
         frame = frame.loc[frame[label].notna()].reset_index(drop=True)
-    if labels is not original:  # integers held as objects beside the blanks: int64 again (sklearn needs a type)
+    if labels is not original and task == "classification":  # integers held as objects beside the blanks: int64
         frame[label] = frame[label].infer_objects()
     spec = infer_features(frame, label, exclude=exclude)
     if not spec.features:
         raise DataValidationError(f"Dataset {where} has no usable feature columns besides label '{label}'.")
-    counts = frame[label].value_counts()
-    if len(counts) < 2:
-        raise DataValidationError(
-            f"Label column '{label}' in {where} has only one class ({counts.index[0]!r}); a classifier needs at least two."
-        )
     n_train = len(frame) - math.ceil(len(frame) * test_size)
     if n_train < cv_folds:
         raise DataValidationError(
             f"Dataset {where} has {len(frame)} labeled rows, leaving {n_train} for training: fewer than cv_folds={cv_folds}; "
             "add rows or lower cv_folds."
+        )
+    if task == "regression":
+        _check_regression_label(frame[label], label, where)
+    else:
+        _check_classes(frame[label], label, where, test_size, cv_folds)
+    return TrainingData(frame=frame, spec=spec, dropped_unlabeled=unlabeled)
+
+
+MAX_NUMERIC_CLASSES = 50  # a numeric label with more distinct values is a quantity, not a set of classes
+
+
+def _check_classes(labels: pd.Series, label: str, where: str, test_size: float, cv_folds: int) -> None:
+    """Classification: a label of a few classes, each frequent enough for stratified splits and folds."""
+    import pandas as pd
+
+    counts = labels.value_counts()
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    fractional = numeric and bool((labels.astype(float) % 1 != 0).any())
+    if numeric and (len(counts) > MAX_NUMERIC_CLASSES or (fractional and len(counts) > 10)):
+        raise DataValidationError(f"label '{label}' in {where} has {len(counts)} distinct numeric values: set task: "
+                                  "regression (a classifier would read each value as a class).")
+    if len(counts) < 2:
+        raise DataValidationError(
+            f"Label column '{label}' in {where} has only one class ({counts.index[0]!r}); a classifier needs at least two."
         )
     # Stratified splitting and K folds need every class often enough in the training split.
     needed = math.ceil(cv_folds / (1 - test_size)) + 1
@@ -73,7 +95,33 @@ def check_training_data(dataset: LoadedDataset, *, test_size: float, cv_folds: i
             f"Class {cls!r} of label '{label}' in {where} has {n} rows; cv_folds={cv_folds} with test_size={test_size} "
             f"needs at least {needed} per class: add rows or lower cv_folds."
         )
-    return TrainingData(frame=frame, spec=spec, dropped_unlabeled=unlabeled)
+
+
+def regression_labels(values: pd.Series, label: str, where: str) -> pd.Series:
+    """A regression label as float64 (blanks stay missing); a value that is not a number is refused, naming it."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        raise DataValidationError(f"label '{label}' in {where} is true/false: that is classification, set task: "
+                                  "classification.")
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = values[numbers.isna() & values.notna()]
+    if len(bad):
+        raise DataValidationError(f"label '{label}' in {where} has {len(bad)} value(s) that are not numbers, like "
+                                  f"{str(bad.iloc[0])[:60]!r}: task: regression needs a numeric label.")
+    infinite = numbers[~numbers.isna() & ~np.isfinite(numbers)]
+    if len(infinite):
+        raise DataValidationError(f"label '{label}' in {where} has {len(infinite)} infinite value(s).")
+    return numbers
+
+
+def _check_regression_label(labels: pd.Series, label: str, where: str) -> None:
+    """Regression: a label that varies, with more than two values (two is a class label)."""
+    distinct = labels.nunique()
+    if distinct <= 2:
+        shown = ", ".join(f"{v:g}" for v in sorted(labels.unique())[:2])
+        raise DataValidationError(f"label '{label}' in {where} has only {distinct} distinct value(s) ({shown}): "
+                                  "a regression needs a varying number; for classes set task: classification.")
 
 
 class Failure(BaseModel):
@@ -220,6 +268,8 @@ def _label_failures(batch: pd.DataFrame, contract: Contract, source: str) -> lis
     if label not in batch.columns:
         return [Failure(column=label, check="label_missing", severity="warning", rows=len(batch),
                         message=f"label column '{label}' is not in {source}: model quality was not checked")]
+    if contract.task == "regression":
+        return _number_label_failures(batch, label, source)
     batch[label], unknown = align_labels(batch[label], contract.label_classes)
     failures = []
     if len(unknown):
@@ -228,6 +278,24 @@ def _label_failures(batch: pd.DataFrame, contract: Contract, source: str) -> lis
             message=f"label '{label}' has {len(unknown)} value(s) that are not classes of the model "
                     f"{contract.label_classes}, like {_examples(unknown)[0]!r}"))
     missing = int(batch[label].isna().sum()) - len(unknown)
+    if missing:
+        failures.append(Failure(
+            column=label, check="label_blank", severity="warning", rows=missing,
+            message=f"label '{label}' is blank in {missing} of {len(batch)} row(s): they are left out of quality "
+                    "checks and training"))
+    return failures
+
+
+def _number_label_failures(batch: pd.DataFrame, label: str, source: str) -> list[Failure]:
+    """A regression label: numbers (coerced in place); text is an error naming it, blanks a warning."""
+    values, bad = _coerce_numeric(batch[label])
+    batch[label] = values
+    failures = []
+    if len(bad):
+        failures.append(Failure(
+            column=label, check="label_number", severity="error", rows=len(bad), examples=_examples(bad),
+            message=f"label '{label}' has {len(bad)} value(s) that are not numbers, like {_examples(bad)[0]!r}"))
+    missing = int(values.isna().sum()) - len(bad)
     if missing:
         failures.append(Failure(
             column=label, check="label_blank", severity="warning", rows=missing,

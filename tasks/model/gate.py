@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from tasks.catalogue.config import GateConfig
-from tasks.model.metrics import classification_metrics, higher_is_better
+from tasks.model.metrics import higher_is_better, quality_metrics
 
 
 class SliceResult(BaseModel):
@@ -38,7 +38,7 @@ class GateDecision(BaseModel):
     ci_high: float | None = None
     confidence: float
     min_margin: float
-    absolute_floor: float
+    absolute_floor: float | None
     resamples: int
     slices: list[SliceResult] = Field(default_factory=list)
     challenger_version: str | None = None
@@ -59,7 +59,8 @@ class GateDecision(BaseModel):
             lines += [f"| champion{f' v{self.champion_version}' if self.champion_version else ''} | {self.champion:.4f} |",
                       f"| improvement | {self.difference:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} .. {self.ci_high:+.4f}) |",
                       f"| required | CI low > {self.min_margin} |"]
-        lines.append(f"| floor | {self.absolute_floor} |")
+        word = "floor" if higher_is_better(self.metric) else "ceiling"
+        lines.append(f"| {word} | {'none' if self.absolute_floor is None else self.absolute_floor} |")
         if self.schema_changes:
             lines += ["", "Input schema changes vs the champion:", *(f"- {c}" for c in self.schema_changes)]
         if self.budgets:
@@ -94,9 +95,25 @@ def _binary_auc(y_pos: np.ndarray, score: np.ndarray, idx: np.ndarray) -> np.nda
         return u / (n_pos * n_neg)
 
 
-def _metric_over_samples(metric: str, y: np.ndarray, proba: np.ndarray, classes: np.ndarray,
+def _regression_over_samples(metric: str, y: np.ndarray, predicted: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """RMSE, MAE or R² of each bootstrap sample from the per-row losses (rows of idx)."""
+    err = np.asarray(predicted, dtype=float).reshape(-1) - y
+    if metric == "mae":
+        return np.abs(err)[idx].mean(axis=1)
+    squared = (err ** 2)[idx]
+    if metric == "rmse":
+        return np.sqrt(squared.mean(axis=1))
+    drawn = y[idx]
+    total = ((drawn - drawn.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 1.0 - squared.sum(axis=1) / total, np.nan)
+
+
+def _metric_over_samples(metric: str, y: np.ndarray, proba: np.ndarray, classes: np.ndarray | None,
                          idx: np.ndarray) -> np.ndarray:
     """The metric on each bootstrap sample (rows of idx)."""
+    if classes is None:
+        return _regression_over_samples(metric, y, proba, idx)
     if metric == "roc_auc" and len(classes) == 2:
         return _binary_auc(y == classes[1], proba[:, 1], idx)
     if metric == "accuracy":
@@ -104,16 +121,21 @@ def _metric_over_samples(metric: str, y: np.ndarray, proba: np.ndarray, classes:
     if metric == "log_loss" and np.isin(y, classes).all():  # classes are sorted by the caller
         picked = proba[np.arange(len(y)), np.searchsorted(classes, y)]
         return -np.log(np.clip(picked, 1e-15, 1.0))[idx].mean(axis=1)
-    return np.array([classification_metrics(y[i], proba[i], classes)[metric] for i in idx])
+    return np.array([quality_metrics(y[i], proba[i], classes)[metric] for i in idx])
 
 
-def paired_bootstrap(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray, classes: Sequence,
+def paired_bootstrap(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray, classes: Sequence | None,
                      metric: str, resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
-    """Improvement of challenger over champion on the same rows, with a percentile CI from paired resamples."""
-    y = np.asarray(y_true)
-    cls = np.asarray(classes)
-    order = np.argsort(cls)
-    cls, challenger, champion = cls[order], np.asarray(challenger)[:, order], np.asarray(champion)[:, order]
+    """Improvement of challenger over champion on the same rows, with a percentile CI from paired resamples
+    (classes None: a regressor's predictions, each resample's metric from the same rows' losses)."""
+    if classes is None:
+        y, cls = np.asarray(y_true, dtype=float), None
+        challenger, champion = np.asarray(challenger, dtype=float), np.asarray(champion, dtype=float)
+    else:
+        y = np.asarray(y_true)
+        cls = np.asarray(classes)
+        order = np.argsort(cls)
+        cls, challenger, champion = cls[order], np.asarray(challenger)[:, order], np.asarray(champion)[:, order]
     sign = 1.0 if higher_is_better(metric) else -1.0
     full = np.arange(len(y))[None, :]
     point = sign * (_metric_over_samples(metric, y, challenger, cls, full)[0]
@@ -131,7 +153,7 @@ def paired_bootstrap(y_true: Sequence, challenger: np.ndarray, champion: np.ndar
 
 
 def _slices(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
-            classes: np.ndarray, config: GateConfig) -> list[SliceResult]:
+            classes: np.ndarray | None, config: GateConfig) -> list[SliceResult]:
     sign = 1.0 if higher_is_better(config.metric) else -1.0
     out = []
     for column in columns:
@@ -140,24 +162,27 @@ def _slices(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarra
             mask = values == value
             if mask.sum() < config.min_slice_rows or len(np.unique(y[mask])) < 2:
                 continue
-            champ = classification_metrics(y[mask], champion[mask], classes)[config.metric]
-            chal = classification_metrics(y[mask], challenger[mask], classes)[config.metric]
+            champ = quality_metrics(y[mask], champion[mask], classes)[config.metric]
+            chal = quality_metrics(y[mask], challenger[mask], classes)[config.metric]
             change = sign * (chal - champ)
             out.append(SliceResult(column=column, value=value, rows=int(mask.sum()), champion=champ, challenger=chal,
                                    change=change, regressed=bool(change < -config.slice_tolerance)))
     return out
 
 
-def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, classes: Sequence,
+def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, classes: Sequence | None,
          config: GateConfig, slice_frame: Any = None, challenger_version: str | None = None,
          champion_version: str | None = None, schema_changes: Sequence[str] = ()) -> GateDecision:
     """Decide promotion: same input schema (or allowed), CI lower bound above the margin, challenger above the
-    floor, no slice regressed. A champion given without probabilities (other classes) is not compared."""
-    y, cls = np.asarray(y_true), np.asarray(classes)
+    floor (under the ceiling, for an error metric), no slice regressed. A champion given without comparable scores
+    (other classes) is not compared. classes None: regressors' predictions."""
+    y = np.asarray(y_true, dtype=float) if classes is None else np.asarray(y_true)
+    cls = None if classes is None else np.asarray(classes)
     metric = config.metric
-    chal_value = classification_metrics(y, challenger, cls)[metric]
+    chal_value = quality_metrics(y, challenger, cls)[metric]
     higher = higher_is_better(metric)
-    above_floor = chal_value >= config.absolute_floor if higher else chal_value <= config.absolute_floor
+    floor = config.absolute_floor
+    above_floor = True if floor is None else chal_value >= floor if higher else chal_value <= floor
     floor_word = "floor" if higher else "ceiling"
     common = dict(metric=metric, rows=len(y), challenger=chal_value, confidence=config.confidence,
                   min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
@@ -170,9 +195,10 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
     if champion is None:
         first = "first model" if champion_version is None else f"champion v{champion_version} not comparable"
         reason = (f"{first}: {metric} {chal_value:.4f} {'meets' if above_floor else 'misses'} the "
-                  f"{floor_word} {config.absolute_floor}")
+                  f"{floor_word} {config.absolute_floor}" if floor is not None else
+                  f"{first}: {metric} {chal_value:.4f} (no {floor_word} set)")
         return GateDecision(promote=bool(above_floor), reason=reason, champion=None, **common)
-    champ_value = classification_metrics(y, champion, cls)[metric]
+    champ_value = quality_metrics(y, champion, cls)[metric]
     diff, lo, hi = paired_bootstrap(y, challenger, champion, cls, metric, config.resamples, config.confidence,
                                     config.seed)
     slices = _slices(slice_frame, config.slice_columns, y, challenger, champion, cls, config) if config.slice_columns else []

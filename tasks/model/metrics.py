@@ -1,21 +1,67 @@
-"""Model quality: the classification metrics every run, check and gate speaks in, and their direction."""
+"""Model quality: the metrics every run, check and gate speaks in (classification and regression), their
+direction, and how a fitted model's outputs are read (class probabilities, or numbers for a regressor)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from tasks.catalogue.config import Metric
+from tasks.catalogue.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, Metric, Task
 
-
-METRICS: tuple[Metric, ...] = ("accuracy", "f1", "roc_auc", "log_loss")
-LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss"})
+METRICS: tuple[Metric, ...] = CLASSIFICATION_METRICS
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "rmse", "mae"})
 
 
 def higher_is_better(metric: str) -> bool:
     """Direction of a metric, so comparisons never get the sign wrong."""
     return metric not in LOWER_IS_BETTER
+
+
+def metrics_of(task: Task) -> tuple[Metric, ...]:
+    """The metrics a model of this task is measured in."""
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def is_classifier(model: Any) -> bool:
+    """True for a fitted classifier (it has classes); a regressor predicts numbers."""
+    return hasattr(model, "classes_")
+
+
+def model_task(model: Any) -> Task:
+    """What a fitted model does, read from the model itself."""
+    return "classification" if is_classifier(model) else "regression"
+
+
+def model_classes(model: Any) -> list[Any] | None:
+    """A classifier's classes in probability-column order; None for a regressor."""
+    return np.asarray(model.classes_).tolist() if is_classifier(model) else None
+
+
+def predict_scores(model: Any, features: Any) -> np.ndarray:
+    """What quality is computed from: class probabilities (rows x classes) for a classifier, the predicted numbers
+    (a 1-D float array) for a regressor."""
+    if is_classifier(model):
+        return np.asarray(model.predict_proba(features), dtype=float)
+    return np.asarray(model.predict(features), dtype=float).reshape(-1)
+
+
+def regression_metrics(y_true: Sequence, predicted: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² of numeric predictions (R² is NaN when the labels do not vary)."""
+    y = np.asarray(y_true, dtype=float)
+    pred = np.asarray(predicted, dtype=float).reshape(-1)
+    err = pred - y
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))) if len(y) else float("nan"),
+            "mae": float(np.mean(np.abs(err))) if len(y) else float("nan"),
+            "r2": float(1.0 - (err ** 2).sum() / total) if total > 0 else float("nan")}
+
+
+def quality_metrics(y_true: Sequence, scores: np.ndarray, classes: Sequence | None) -> dict[str, float]:
+    """The task's metrics: classification from probabilities and classes, regression (classes None) from numbers."""
+    if classes is None:
+        return regression_metrics(y_true, scores)
+    return classification_metrics(y_true, scores, classes)
 
 
 def classification_metrics(y_true: Sequence, proba: np.ndarray, classes: Sequence) -> dict[str, float]:
@@ -41,9 +87,12 @@ def classification_metrics(y_true: Sequence, proba: np.ndarray, classes: Sequenc
     return out
 
 
-def drift_predictions(proba: np.ndarray, classes: Sequence) -> tuple[np.ndarray, str]:
-    """What prediction drift compares: P(positive) for binary models, the predicted class otherwise."""
+def drift_predictions(proba: np.ndarray, classes: Sequence | None) -> tuple[np.ndarray, str]:
+    """What prediction drift compares: the predicted number for a regressor, P(positive) for binary models, the
+    predicted class otherwise."""
     proba = np.asarray(proba, dtype=float)
+    if classes is None:
+        return proba.reshape(-1), "numeric"
     if len(classes) == 2:
         return proba[:, 1], "numeric"
     return np.asarray(classes).astype(str)[np.argmax(proba, axis=1)], "categorical"

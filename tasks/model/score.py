@@ -29,14 +29,16 @@ class ScoreSummary(BaseModel):
         return f"{self.rows} rows of `{self.source}` → `{self.output}` in {self.chunks} chunks.{warned}"
 
     def class_table(self) -> list[dict[str, Any]]:
-        """Predicted class mix, one row per class (a table artifact)."""
+        """Predicted class mix, one row per class (a table artifact); empty for a regressor."""
         total = max(self.rows, 1)
         return [{"class": k, "rows": v, "share": f"{v / total:.1%}"} for k, v in self.class_counts.items()]
 
     def histogram_table(self) -> list[dict[str, Any]]:
-        """Histogram of the last class's probability in tenths, with a text bar per bin (a table artifact)."""
+        """Histogram of the last class's probability in tenths (a regressor: of the predicted number, ten bins over
+        the first chunk's range, the outer bins open-ended), with a text bar per bin (a table artifact)."""
         peak = max(self.histogram_counts, default=0) or 1
-        return [{"bin": f"{lo:.1f}–{hi:.1f}", "rows": n, "bar": "█" * round(20 * n / peak)}
+        fmt = "{:.1f}" if self.classes else "{:.4g}"
+        return [{"bin": f"{fmt.format(lo)}–{fmt.format(hi)}", "rows": n, "bar": "█" * round(20 * n / peak)}
                 for lo, hi, n in zip(self.histogram_edges, self.histogram_edges[1:], self.histogram_counts)]
 
 
@@ -59,8 +61,12 @@ class _ChunkScorer:
         import fsspec
         import numpy as np
 
+        from tasks.model.metrics import model_classes
+
         self.model, self.contract, self.source, self.keep_columns = model, contract, source, keep_columns
-        self.classes = [str(c) for c in np.asarray(model.classes_)]
+        classes = model_classes(model)
+        self.regression = classes is None
+        self.classes = [] if classes is None else [str(c) for c in classes]
         self.edges = np.linspace(0.0, 1.0, 11)
         self.hist = np.zeros(10, dtype=np.int64)
         self.counts = dict.fromkeys(self.classes, 0)
@@ -86,20 +92,31 @@ class _ChunkScorer:
         if not report.ok:
             raise DataValidationError(report.summary())
         self.warnings.update(f"{f.column}: {f.check}" for f in report.warnings)
-        proba = self.model.predict_proba(clean[self.contract.features])
-        labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
+        from tasks.model.metrics import predict_scores
+
+        proba = predict_scores(self.model, clean[self.contract.features])
         out = {c: clean[c].to_numpy() for c in self.keep_columns if c in clean.columns}
-        out["prediction"] = labels.astype(str)
-        out.update({f"proba_{c}": proba[:, i] for i, c in enumerate(self.classes)})
+        if self.regression:
+            if self.chunks == 0:  # bins over the first chunk's predictions
+                lo, hi = float(np.nanmin(proba)), float(np.nanmax(proba))
+                self.edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 11)
+            out["prediction"] = proba
+            shown = np.clip(proba, self.edges[0], self.edges[-1])
+        else:
+            labels = np.asarray(self.classes, dtype=object)[np.argmax(proba, axis=1)]
+            out["prediction"] = labels.astype(str)
+            out.update({f"proba_{c}": proba[:, i] for i, c in enumerate(self.classes)})
+            shown = proba[:, -1]
         table = pa.table(out)
         if self.writer is None:
             self.fs.makedirs(self.fs._parent(self.path), exist_ok=True)
             self.handle = self.fs.open(self.path, "wb")
             self.writer = pq.ParquetWriter(self.handle, table.schema)
         self.writer.write_table(table)
-        self.hist += np.histogram(proba[:, -1], bins=self.edges)[0]
-        for label, n in zip(*np.unique(labels.astype(str), return_counts=True)):
-            self.counts[label] += int(n)
+        self.hist += np.histogram(shown, bins=self.edges)[0]
+        if not self.regression:
+            for label, n in zip(*np.unique(labels.astype(str), return_counts=True)):
+                self.counts[label] += int(n)
         self.rows += len(chunk)
         self.chunks += 1
         # pandas/pandera leave reference cycles per chunk; collecting them keeps peak RSS flat (measured:
@@ -233,17 +250,40 @@ def combine_parts(parts: list[ScoreSummary], source: str, output: str) -> ScoreS
     finally:
         remove_path(tmp)
     first = parts[0]
+    edges, counts = first.histogram_edges, np.sum([p.histogram_counts for p in parts], axis=0).tolist()
+    if not first.classes:  # a regressor: each part binned its own range; bin the combined predictions again
+        edges, counts = _prediction_histogram(output)
     return first.model_copy(update={
         "output": output, "rows": sum(p.rows for p in parts), "chunks": sum(p.chunks for p in parts),
         "class_counts": {c: sum(p.class_counts[c] for p in parts) for c in first.classes},
-        "histogram_counts": np.sum([p.histogram_counts for p in parts], axis=0).tolist(),
+        "histogram_edges": edges, "histogram_counts": counts,
         "warnings": sorted({w for p in parts for w in p.warnings}),
         "peak_rss_mb": max(p.peak_rss_mb for p in parts)})
 
 
+def _prediction_histogram(output: str) -> tuple[list[float], list[int]]:
+    """Ten bins over the range of a scored file's numeric `prediction` column (two streamed passes)."""
+    import numpy as np
+
+    from tasks.data.datasets import iter_parquet_batches
+
+    lo, hi = np.inf, -np.inf
+    for batch in iter_parquet_batches(output):
+        values = batch.column("prediction").to_numpy(zero_copy_only=False)
+        lo, hi = min(lo, float(np.nanmin(values))), max(hi, float(np.nanmax(values)))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 11)
+    counts = np.zeros(10, dtype=np.int64)
+    for batch in iter_parquet_batches(output):
+        counts += np.histogram(batch.column("prediction").to_numpy(zero_copy_only=False), bins=edges)[0]
+    return edges.tolist(), counts.tolist()
+
+
 def predict_proba(model: Any, frame: Any, features: list[str]) -> Any:
-    """Class probabilities of a fitted pipeline for a frame's feature columns (in the model's class order)."""
-    return model.predict_proba(frame[features])
+    """Class probabilities of a fitted pipeline for a frame's feature columns (in the model's class order); a
+    regressor's predicted numbers."""
+    from tasks.model.metrics import predict_scores
+
+    return predict_scores(model, frame[features])
 
 
 predict_proba_task = task(predict_proba, name="predict-proba", cache_policy=NO_CACHE)

@@ -137,16 +137,17 @@ def sample_rows(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame
 
 def build_reference(model: Any, frame: pd.DataFrame, features: list[str], label: str, cap: int, seed: int) -> pd.DataFrame:
     """The drift reference stored with a model version: held-out rows (capped) plus the model's predictions on them."""
-    from tasks.model.metrics import drift_predictions
+    from tasks.model.metrics import drift_predictions, model_classes, predict_scores
 
     ref = sample_rows(frame[[*features, label]], cap, seed).reset_index(drop=True)
-    ref[PREDICTION_COLUMN], _ = drift_predictions(model.predict_proba(ref[features]), model.classes_)
+    ref[PREDICTION_COLUMN], _ = drift_predictions(predict_scores(model, ref[features]), model_classes(model))
     return ref
 
 
 @dataclass(frozen=True)
 class CurrentSample:
-    """The batch side of a drift comparison: up to `cap` rows with the model's predictions added, and its probabilities."""
+    """The batch side of a drift comparison: up to `cap` rows with the model's predictions added, and its scores
+    (probabilities, or a regressor's predicted numbers)."""
 
     frame: pd.DataFrame
     proba: np.ndarray
@@ -155,11 +156,11 @@ class CurrentSample:
 
 def current_sample(model: Any, frame: pd.DataFrame, features: list[str], cap: int | None, seed: int) -> CurrentSample:
     """A uniform sample of the batch scored by the model, its predictions in PREDICTION_COLUMN (like the reference)."""
-    from tasks.model.metrics import drift_predictions
+    from tasks.model.metrics import drift_predictions, model_classes, predict_scores
 
     current = sample_rows(frame, cap, seed).copy()
-    proba = model.predict_proba(current[features])
-    current[PREDICTION_COLUMN], kind = drift_predictions(proba, model.classes_)
+    proba = predict_scores(model, current[features])
+    current[PREDICTION_COLUMN], kind = drift_predictions(proba, model_classes(model))
     return CurrentSample(frame=current, proba=proba, prediction_kind=kind)
 
 

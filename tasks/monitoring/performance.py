@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks.model.metrics import classification_metrics, higher_is_better
+from tasks.model.metrics import higher_is_better, quality_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,10 +42,12 @@ class PerformanceCheck(BaseModel):
         return [f"performance degraded: {self.summary()}"] if self.degraded else []
 
 
-def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, reference_metrics: dict[str, float],
-                      metric: str = "roc_auc", max_drop: float = 0.05) -> PerformanceCheck:
-    """Flag degradation when `metric` fell by more than `max_drop` from the model's recorded test value."""
-    batch = classification_metrics(y_true, proba, classes)
+def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence | None,
+                      reference_metrics: dict[str, float], metric: str = "roc_auc",
+                      max_drop: float = 0.05) -> PerformanceCheck:
+    """Flag degradation when `metric` got worse by more than `max_drop` than the model's recorded test value
+    (classes None: a regressor's predictions; rmse and mae get worse by rising)."""
+    batch = quality_metrics(y_true, proba, classes)
     ref = reference_metrics.get(metric, float("nan"))
     change = batch[metric] - ref
     worse_by = -change if higher_is_better(metric) else change
@@ -55,14 +57,23 @@ def performance_check(y_true: Sequence, proba: np.ndarray, classes: Sequence, re
                             degraded=degraded)
 
 
-def batch_performance(frame: pd.DataFrame, proba: np.ndarray, label: str, classes: Sequence,
+def batch_performance(frame: pd.DataFrame, proba: np.ndarray, label: str, classes: Sequence | None,
                       reference_metrics: dict[str, float], metric: str = "roc_auc",
                       max_drop: float = 0.05) -> PerformanceCheck | None:
-    """performance_check on the rows of a scored batch whose label is one of `classes`; None when none is."""
+    """performance_check on the rows of a scored batch whose label is one of `classes` (for a regressor, classes
+    None: a number); None when none is."""
+    import pandas as pd
+
     from tasks.data.contract import align_labels
 
     if label not in frame.columns:
         return None
+    if classes is None:
+        numbers = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=float)
+        known = np.isfinite(numbers)
+        if not known.any():
+            return None
+        return performance_check(numbers[known], np.asarray(proba)[known], None, reference_metrics, metric, max_drop)
     aligned, _ = align_labels(frame[label], classes)  # 1.0, "1" and 1 are the same class
     labeled = aligned.notna().to_numpy()
     if not labeled.any():

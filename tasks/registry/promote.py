@@ -20,6 +20,7 @@ from nightshift.faults import fault_point
 from nightshift.runlog import run_logger
 from tasks.catalogue.config import GateConfig
 from tasks.model.gate import GateDecision, gate
+from tasks.model.metrics import model_classes, predict_scores
 from tasks.registry.audit import AuditRecord, append_audit, read_audit
 from tasks.registry.locks import model_lock
 from tasks.registry.runs import log_outputs
@@ -66,25 +67,48 @@ class PromotionOutcome(BaseModel):
 def gate_versions(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout: Any,
                   config: GateConfig) -> GateDecision:
     """Score both registry versions on the same fresh holdout's labeled rows and decide."""
-    import numpy as np
-
-    from tasks.data.contract import align_labels, class_order, schema_changes
+    from tasks.data.contract import schema_changes
 
     chal = load_version(cfg, name, challenger)
-    classes = np.asarray(chal.model.classes_)
-    labels, _ = align_labels(holdout[chal.contract.label], classes)  # blank or unknown labels are not judged
-    holdout = holdout.loc[labels.notna().to_numpy()]
-    y = labels.dropna().to_numpy().astype(classes.dtype)
-    chal_proba = chal.model.predict_proba(holdout[list(chal.model.feature_names_in_)])
-    champ_proba, changes = None, []
+    holdout, y, classes = _judged_rows(holdout, chal.contract.label, model_classes(chal.model))
+    chal_scores = predict_scores(chal.model, holdout[chal.contract.features])
+    champ_scores, changes = None, []
     if champion is not None:
         champ = load_version(cfg, name, champion)
         changes = schema_changes(champ.contract, chal.contract)
-        order = class_order(champ.model.classes_, classes)
-        if order is not None:  # the same classes: the champion's columns in the challenger's order
-            champ_proba = champ.model.predict_proba(holdout[list(champ.model.feature_names_in_)])[:, order]
-    return gate(y, chal_proba, champ_proba, classes, config, slice_frame=holdout, challenger_version=challenger,
+        champ_scores = _comparable_scores(champ.model, champ.contract.features, holdout, classes)
+    return gate(y, chal_scores, champ_scores, classes, config, slice_frame=holdout, challenger_version=challenger,
                 champion_version=champion, schema_changes=changes)
+
+
+def _judged_rows(holdout: Any, label: str, classes: list[Any] | None) -> tuple[Any, Any, Any]:
+    """The holdout rows whose label can judge (a known class; a number for a regressor), their labels, the classes."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks.data.contract import align_labels
+
+    if classes is None:
+        numbers = pd.to_numeric(holdout[label], errors="coerce").to_numpy(dtype=float)
+        known = np.isfinite(numbers)
+        return holdout.loc[known], numbers[known], None
+    cls = np.asarray(classes)
+    labels, _ = align_labels(holdout[label], cls)  # blank or unknown labels are not judged
+    return holdout.loc[labels.notna().to_numpy()], labels.dropna().to_numpy().astype(cls.dtype), cls
+
+
+def _comparable_scores(model: Any, features: list[str], holdout: Any, classes: Any) -> Any:
+    """The champion's scores in the challenger's terms (its probability columns in the challenger's class order);
+    None when the two cannot be compared (other classes, or one classifies and the other regresses)."""
+    from tasks.data.contract import class_order
+
+    champ_classes = model_classes(model)
+    if (champ_classes is None) != (classes is None):
+        return None
+    if classes is None:
+        return predict_scores(model, holdout[features])
+    order = class_order(champ_classes, classes)
+    return None if order is None else predict_scores(model, holdout[features])[:, order]
 
 
 def gate_challenger(cfg: TrackingConfig, name: str, challenger: str, champion: str | None, holdout_path: str,

@@ -201,6 +201,7 @@ def days_to_measure(model: CatalogueModel, night: date, window: LabeledWindow, m
 def _measure(cfg: Any, model: CatalogueModel, champion: str, days: list[date], night: date,
              state_dir: Path, estimates: dict[date, DayEstimate]) -> list[DayQuality]:
     """The champion (loaded once) scored on each day's labeled rows, beside what was estimated before them."""
+    from tasks.model.metrics import model_classes, predict_scores
     from tasks.monitoring.performance import batch_performance
 
     loaded = load_version(cfg, model.name, champion)
@@ -212,8 +213,8 @@ def _measure(cfg: Any, model: CatalogueModel, champion: str, days: list[date], n
             run_logger(__name__).warning("%s: %s", model.name, warning)
         check = None
         if not frame.empty:
-            proba = loaded.model.predict_proba(frame[loaded.contract.features])
-            check = batch_performance(frame, proba, model.label, loaded.model.classes_, reference,
+            proba = predict_scores(loaded.model, frame[loaded.contract.features])
+            check = batch_performance(frame, proba, model.label, model_classes(loaded.model), reference,
                                       model.monitor.metric, model.monitor.max_metric_drop)
         estimate = estimates.get(day)
         out.append(DayQuality(day=day, night=night, version=loaded.ref.version, rows=check.rows if check else 0,

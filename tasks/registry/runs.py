@@ -118,10 +118,52 @@ def _requirements() -> list[str]:
     return [f"{pkg}=={metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
 
 
-def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_example: pd.DataFrame) -> LoggedModel:
-    """Store a fitted sklearn pipeline (skops format) with its signature and an input example."""
+class ModelRefused(TrackingError):
+    """A fitted model that could not be loaded back from the registry: refused before it is registered."""
+
+
+def persistable_types(model: Any, trusted: list[str], example: pd.DataFrame) -> list[str]:
+    """The skops types to trust when loading `model`, after proving it loads back and predicts the same: a type
+    nobody vouched for (SKOPS_TRUSTED_TYPES or the catalogue's `trusted_types`) or that skops cannot store is
+    refused here, with its name, and never found at 02:00 by the server."""
+    import numpy as np
+    import skops.io as sio
+
+    kind = type(model).__name__
+    try:
+        data = sio.dumps(model)
+    except Exception as exc:
+        raise ModelRefused(f"not registered: the fitted {kind} cannot be stored with skops ({type(exc).__name__}: "
+                           f"{str(exc)[:300]}); define custom classes and functions at a module's top level, "
+                           "not as lambdas or inside functions.") from None
+    found = sorted(sio.get_untrusted_types(data=data))
+    refused = [t for t in found if t not in SKOPS_TRUSTED_TYPES and t not in trusted]
+    if refused:
+        raise ModelRefused(f"not registered: the fitted {kind} holds type(s) nobody declared trusted: "
+                           f"{', '.join(refused)}. Review them, then list them under estimator.trusted_types in "
+                           "models.yaml (a type that runs code when loaded must never be listed).")
+    try:
+        loaded = sio.loads(data, trusted=found)
+        same = np.allclose(np.asarray(loaded.predict(example), dtype=float) if not hasattr(model, "classes_") else
+                           loaded.predict_proba(example), np.asarray(model.predict(example), dtype=float)
+                           if not hasattr(model, "classes_") else model.predict_proba(example), equal_nan=True)
+    except Exception as exc:
+        raise ModelRefused(f"not registered: the stored {kind} does not load back ({type(exc).__name__}: "
+                           f"{str(exc)[:300]}).") from None
+    if not same:
+        raise ModelRefused(f"not registered: the {kind} loaded back from skops predicts differently from the "
+                           "fitted one (state kept outside its attributes?).")
+    return found
+
+
+def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_example: pd.DataFrame,
+                      trusted_types: list[str] | None = None, verified: list[str] | None = None) -> LoggedModel:
+    """Store a fitted sklearn pipeline (skops format) with its signature and an input example; a model that does
+    not load back with the reviewed types is refused first (ModelRefused, naming the types). `verified`: the
+    types persistable_types already returned for this model."""
     from mlflow.models import infer_signature
 
+    trusted = verified if verified is not None else persistable_types(model, list(trusted_types or []), input_example)
     mlflow = _mlflow(cfg)
     import mlflow.sklearn
 
@@ -134,7 +176,7 @@ def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_exampl
         with mlflow.start_run(run_id=run_id):
             info = mlflow.sklearn.log_model(
                 model, name=MODEL_ARTIFACT, signature=signature, input_example=example,
-                serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                serialization_format="skops", skops_trusted_types=trusted or SKOPS_TRUSTED_TYPES,
                 pip_requirements=_requirements(),
             )
     return LoggedModel(model_uri=info.model_uri, model_id=getattr(info, "model_id", None), run_id=run_id)
@@ -142,8 +184,11 @@ def log_sklearn_model(cfg: TrackingConfig, run_id: str, model: Any, input_exampl
 
 def log_training(cfg: TrackingConfig, run_id: str, *, params: dict[str, Any], metrics: dict[str, float],
                  datasets: list[DatasetRef], model: Any, input_example: pd.DataFrame,
-                 artifacts: dict[str, Any], frames: dict[str, pd.DataFrame] | None = None) -> LoggedModel:
-    """Everything a training run records: params, metrics, dataset lineage, JSON/Parquet artifacts and the model."""
+                 artifacts: dict[str, Any], frames: dict[str, pd.DataFrame] | None = None,
+                 trusted_types: list[str] | None = None) -> LoggedModel:
+    """Everything a training run records: params, metrics, dataset lineage, JSON/Parquet artifacts and the model
+    (checked to load back first: a refused model leaves a run with nothing logged, marked failed by the caller)."""
+    verified = persistable_types(model, list(trusted_types or []), input_example)
     log_params(cfg, run_id, params)
     log_metrics(cfg, run_id, metrics)
     log_inputs(cfg, run_id, datasets)
@@ -151,7 +196,7 @@ def log_training(cfg: TrackingConfig, run_id: str, *, params: dict[str, Any], me
         log_dict(cfg, run_id, obj, name)
     for name, frame in (frames or {}).items():
         log_frame(cfg, run_id, frame, name)
-    return log_sklearn_model(cfg, run_id, model, input_example)
+    return log_sklearn_model(cfg, run_id, model, input_example, verified=verified)
 
 
 def log_artifact(cfg: TrackingConfig, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:

@@ -44,7 +44,8 @@ def test_every_form_field_has_a_title_and_a_description(deployment: str) -> None
 
 def test_choices_become_dropdowns_and_numbers_are_bounded() -> None:
     fields = _fields(_schema(DEPLOYMENTS["nightly"]))
-    assert fields["EstimatorParams.kind"]["enum"] == ["random_forest", "logistic_regression", "hist_gradient_boosting"]
+    assert fields["EstimatorParams.kind"]["enum"] == ["random_forest", "logistic_regression", "hist_gradient_boosting",
+                                                      "ridge"]
     assert set(fields["GateConfig.metric"]["enum"]) >= {"roc_auc", "accuracy"}
     assert (fields["NightlyParams.window"]["minimum"], fields["NightlyParams.window"]["maximum"]) == (1, 365)
     holdout = fields["NightlyParams.holdout_fraction"]

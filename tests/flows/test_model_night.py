@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -92,6 +93,43 @@ def test_a_changed_grid_trains_a_new_challenger_on_the_same_window(catalogue, tr
     forced = model_night(ModelNightParams(model_name=model.name, night=_day(3), force_retrain=True))
     assert forced.challenger_version == "2" and forced.window_fingerprint == first.window_fingerprint, forced
     assert forced.action in ("promoted", "refused")
+
+
+def test_a_night_must_carry_its_join_key_and_its_errors_name_the_landed_file(catalogue, tracking) -> None:
+    """Rows without the labels' key fail the night (they could never be joined); a header without rows is no data;
+    a broken contract is told about the file that landed, not nightshift's staged copy of it."""
+    model, state = catalogue
+    for n in range(7):
+        land_demo_night(model, _day(n), state, rows=2_000)
+    first = model_night(ModelNightParams(model_name=model.name, night=_day(3)))
+    assert (first.action, first.champion_after) == ("promoted", "1")
+
+    def landed(n: int) -> tuple[Path, pd.DataFrame]:
+        path = state / "landing" / "churn" / "features" / f"{_day(n)}.parquet"
+        return path, pd.read_parquet(path)
+
+    path, rows = landed(4)
+    rows.iloc[:0].to_parquet(path)  # a header, no rows
+    empty = model_night(ModelNightParams(model_name=model.name, night=_day(4)))
+    assert (empty.action, empty.champion_after, empty.rows, len(empty.events)) == ("no-data", "1", 0, 1)
+    assert empty.validation == f"no data for {_day(4)}: {path} landed empty (no rows)"
+    assert get_alias(tracking, model.name, CHAMPION) == "1"
+
+    path, rows = landed(5)
+    rows.drop(columns=["customer_id"]).to_parquet(path)
+    keyless = model_night(ModelNightParams(model_name=model.name, night=_day(5)), return_state=True)
+    assert keyless.is_failed(), keyless
+    for part in ("DataValidationError", f"the rows for {_day(5)} in {path} lack column(s) 'customer_id' "
+                 "(id_columns and labels.key), so their labels could never be joined to them"):
+        assert part in keyless.message, (part, keyless.message)
+
+    path, rows = landed(6)
+    rows.drop(columns=["tenure_months"]).to_parquet(path)
+    broken = model_night(ModelNightParams(model_name=model.name, night=_day(6)), return_state=True)
+    assert broken.is_failed(), broken
+    assert f"required column 'tenure_months' is missing from {path}" in broken.message, broken.message
+    assert "features.parquet" not in broken.message, broken.message
+    assert get_alias(tracking, model.name, CHAMPION) == "1" and len(list_versions(tracking, model.name)) == 1
 
 
 def test_an_unknown_model_fails_before_any_work(catalogue) -> None:

@@ -139,3 +139,41 @@ def test_flow_rejects_bad_parameters_without_running() -> None:
 
     with pytest.raises(ParameterTypeError, match="test_size"):
         train(params={"test_size": 3})
+
+
+def test_regression_end_to_end_train_monitor_score(tracking, model_name, tmp_path: Path) -> None:
+    """sklearn's diabetes table (a numeric target): refused as classes with a sentence, trained as a regression,
+    monitored with rmse on a labeled batch, scored in batch as numbers."""
+    from sklearn.datasets import load_diabetes
+
+    from flows.batch_predict import BatchPredictParams, batch_predict
+    from flows.monitor import MonitorParams, monitor
+    from tasks.registry.versions import load_version, set_alias
+
+    frame = load_diabetes(as_frame=True).frame
+    path = tmp_path / "diabetes.parquet"
+    frame.to_parquet(path)
+    dataset = DatasetParams(source=str(path), label="target")
+    refused = train(TrainParams(dataset=dataset, model_name=model_name), return_state=True)
+    assert refused.is_failed() and "214 distinct numeric values: set task: regression" in refused.message
+
+    result = train(TrainParams(dataset=dataset, model_name=model_name, task="regression", cv_folds=3,
+                               estimator=EstimatorParams(param_grid={"n_estimators": [50], "max_depth": [4]})))
+    assert result.task == "regression" and set(result.test_metrics) == {"rmse", "mae", "r2"}
+    assert 40 < result.test_metrics["rmse"] < 70 and result.test_metrics["r2"] > 0.3
+    loaded = load_version(tracking, model_name, result.model_version)
+    assert loaded.contract.task == "regression" and loaded.contract.label_classes == []
+
+    batch = tmp_path / "night.parquet"
+    frame.sample(200, random_state=1).to_parquet(batch)
+    checked = monitor(MonitorParams(batch=DatasetParams(source=str(batch), label="target"), model_name=model_name,
+                                    max_metric_drop=25.0))
+    assert checked.performance is not None and checked.performance.metric == "rmse"
+    assert checked.performance.batch_metrics["rmse"] > 0 and not checked.performance.degraded
+
+    set_alias(tracking, model_name, "champion", result.model_version)
+    summary = batch_predict(BatchPredictParams(source=str(batch), output=str(tmp_path / "scored.parquet"),
+                                               model_name=model_name))
+    scored = pd.read_parquet(summary.output)
+    assert scored["prediction"].dtype == "float64" and len(scored) == 200 and summary.classes == []
+    assert sum(summary.histogram_counts) == 200 and scored["prediction"].between(25, 346).all()

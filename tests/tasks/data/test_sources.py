@@ -11,7 +11,7 @@ import pytest
 from nightshift.errors import DataValidationError
 from tasks.catalogue.schema import CatalogueModel
 from tasks.data.demo import DEMO_START, demo_day
-from tasks.data.sources import join_labels, labeled_window, stage_features
+from tasks.data.sources import join_labels, labeled_day, labeled_window, stage_features
 from tests.tasks.conftest import land_nights
 
 NIGHT = DEMO_START + timedelta(days=9)
@@ -31,6 +31,47 @@ def test_a_globbed_night_is_staged_as_one_file_once(demo, tmp_path: Path) -> Non
     assert nothing.missing and nothing.path is None
     assert nothing.describe() == f"no data for {NIGHT + timedelta(days=1)} at {tmp_path}/landing/fraud/" \
                                  f"{(NIGHT + timedelta(days=1)):%Y/%m/%d}/*.parquet"
+
+
+def test_a_night_without_its_id_or_join_key_fails_naming_the_column_and_the_landed_file(demo, tmp_path: Path) -> None:
+    """Staged anyway, rows without their join key could never meet their labels, and nothing would say so."""
+    churn, fraud = demo
+    land_nights(churn, tmp_path, range(9, 10))
+    landed = tmp_path / "landing" / "churn" / "features" / f"{NIGHT}.parquet"
+    pd.read_parquet(landed).drop(columns=["customer_id"]).to_parquet(landed)
+    with pytest.raises(DataValidationError) as err:
+        stage_features(churn, NIGHT, tmp_path)
+    assert str(err.value) == (
+        f"model 'demo-churn': the rows for {NIGHT} in {landed} lack column(s) 'customer_id' (id_columns and "
+        f"labels.key), so their labels could never be joined to them; land the night's rows with it and run the "
+        f"night again")
+    assert not (tmp_path / "nights").exists()  # nothing staged
+
+    land_nights(fraud, tmp_path, range(9, 10))  # labels inline: its id column is still a must
+    for part in (tmp_path / "landing" / "fraud").glob(f"{NIGHT:%Y/%m/%d}/*.parquet"):
+        pd.read_parquet(part).drop(columns=["transaction_id"]).to_parquet(part)
+    with pytest.raises(DataValidationError) as err:
+        stage_features(fraud, NIGHT, tmp_path)
+    message = str(err.value)
+    for part in (f"2 files matching {tmp_path}/landing/fraud/{NIGHT:%Y/%m/%d}/*.parquet",
+                 "lack column(s) 'transaction_id' (id_columns), so they could not be told apart by id"):
+        assert part in message, (part, message)
+
+
+def test_a_file_with_a_header_and_no_rows_is_no_data(demo, tmp_path: Path) -> None:
+    churn, fraud = demo
+    land_nights(fraud, tmp_path, range(9, 10))
+    for part in (tmp_path / "landing" / "fraud").glob(f"{NIGHT:%Y/%m/%d}/*.parquet"):
+        pd.read_parquet(part).iloc[:0].to_parquet(part)
+    staged = stage_features(fraud, NIGHT, tmp_path)
+    assert staged.missing and staged.empty and staged.rows == 0 and staged.path is None and len(staged.files) == 2
+    assert staged.describe() == (f"no data for {NIGHT}: 2 files matching {tmp_path}/landing/fraud/"
+                                 f"{NIGHT:%Y/%m/%d}/*.parquet landed empty (no rows)")
+    assert labeled_day(fraud, NIGHT, tmp_path)[1] == [f"no labeled data for {NIGHT}"]
+    land_nights(churn, tmp_path, range(9, 10))
+    landed = tmp_path / "landing" / "churn" / "features" / f"{NIGHT}.parquet"
+    pd.read_parquet(landed).iloc[:0].drop(columns=["customer_id"]).to_parquet(landed)  # no rows: no key to miss
+    assert stage_features(churn, NIGHT, tmp_path).describe() == f"no data for {NIGHT}: {landed} landed empty (no rows)"
 
 
 def test_labels_land_days_later_and_join_by_key(demo, tmp_path: Path) -> None:
@@ -176,3 +217,12 @@ def test_a_model_fed_by_served_traffic_stages_the_days_captured_rows_and_joins_l
     assert frame["customer_id"].tolist() == rows["customer_id"].tolist()
     joined = join_labels(model, NIGHT, tmp_path)
     assert joined is not None and joined[0]["churned"].notna().all() and len(joined[0]) == len(rows)
+    with Capture(CaptureConfig(root=root)) as capture:  # a day served without ids: its labels could never join
+        capture.offer(churn.name, "1", "no-ids", rows[features], [0] * len(rows), None, (), at=at + 86_400)
+    with pytest.raises(DataValidationError) as err:
+        stage_features(model, NIGHT + timedelta(days=1), tmp_path, root)
+    assert str(err.value) == (
+        f"model 'demo-churn': the rows for {NIGHT + timedelta(days=1)} in the traffic captured as "
+        f"served:demo-churn/{NIGHT + timedelta(days=1)} ({root}) lack column(s) 'customer_id' (id_columns and "
+        f"labels.key), so their labels could never be joined to them; requests to the model server must send it "
+        f"for capture to record it")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nightshift.errors import ConfigError
-from tasks.catalogue.config import CONTROLLED_PARAMS, TUNABLE_PARAMS, check_param_grid
+from tasks.catalogue.config import CONTROLLED_PARAMS, REGRESSOR_PARAMS, TUNABLE_PARAMS, check_param_grid
 from tasks.data.datasets import infer_features
 from tasks.data.demo import generate_demo
 from tasks.model.train import (
@@ -23,6 +23,13 @@ from tasks.model.train import (
 @pytest.mark.parametrize("kind", sorted(TUNABLE_PARAMS))
 def test_tunable_table_matches_scikit_learn(kind: str) -> None:
     assert TUNABLE_PARAMS[kind] == set(make_estimator(kind, {}, 0).get_params()) - CONTROLLED_PARAMS
+
+
+@pytest.mark.parametrize("kind", sorted(REGRESSOR_PARAMS))
+def test_regressor_table_matches_scikit_learn(kind: str) -> None:
+    estimator = make_estimator(kind, {}, 0, "regression")
+    assert type(estimator).__name__.endswith(("Regressor", "Ridge"))
+    assert REGRESSOR_PARAMS[kind] == set(estimator.get_params()) - CONTROLLED_PARAMS - {"copy_X"}
 
 
 def test_param_grid_checks() -> None:
