@@ -11,11 +11,12 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install demo demo-llm test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
+.PHONY: help install demo demo-llm demo-demand test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make demo-llm   prompt + model candidates evaluated, gated and promoted (stand-in provider, offline)"
+	@echo "make demo-demand  bring your own model: examples/demand adopted, then 12 nights of its own pipeline (regression)"
 	@echo "make test       the layer contracts (lint-imports), then the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks (docs/benchmarks.md): drift, serving, capture, batch scoring, fleet, HP search, a night; BENCH_ARGS=\"--only night\""
@@ -45,6 +46,9 @@ demo: $(STAMP)
 
 demo-llm: $(STAMP)
 	$(PY) -m cli.demo_llm
+
+demo-demand: $(STAMP)
+	$(PY) -m cli.demo_demand
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache

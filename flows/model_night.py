@@ -95,7 +95,8 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     dataset = DatasetParams(source=files.window_path, label=model.label, exclude_columns=list(model.non_features))
     challenger = challenger_for(cfg, model.name, dataset, files.fingerprint, reasons, model.estimator,
                                 model.cv_folds, params.seed, tags={HOLDOUT_TAG: window.holdout_day.isoformat()},
-                                task=model.task, selection_metric=model.gate.metric)
+                                task=model.task, selection_metric=model.gate.metric,
+                                valid_ranges=model.valid_ranges)
     return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
                             files.fingerprint, result)
 

@@ -118,28 +118,31 @@ def retrain_reasons(force: bool, reason: str | None, champion: str | None, check
 
 
 def training_key(window_fp: str, estimator: EstimatorParams, cv_folds: int, seed: int,
-                 task: Task = "classification", selection: str = "roc_auc") -> str:
+                 task: Task = "classification", selection: str = "roc_auc",
+                 valid_ranges: dict[str, tuple[float, float]] | None = None) -> str:
     """What a challenger is made from: the window's rows, the estimator and its grid, the folds, the seed (and,
     beyond the classifier's defaults, the task and the metric that picks the candidate)."""
     import hashlib
 
     extra = "" if (task, selection) == ("classification", "roc_auc") else f"|{task}|{selection}"
+    extra += f"|{sorted((valid_ranges or {}).items())}" if valid_ranges else ""
     return hashlib.sha256(f"{window_fp}|{estimator.model_dump_json()}|{cv_folds}|{seed}{extra}".encode()).hexdigest()
 
 
 def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, window_fp: str, reasons: list[str],
                    estimator: EstimatorParams, cv_folds: int, seed: int, tags: dict[str, str] | None = None,
-                   task: Task = "classification", selection_metric: Metric | None = None) -> str:
+                   task: Task = "classification", selection_metric: Metric | None = None,
+                   valid_ranges: dict[str, tuple[float, float]] | None = None) -> str:
     """The version trained on this window with this estimator and grid: found by its tag, else trained once (locked
     per window); a changed grid trains again. The candidate is picked by `selection_metric` (the gate's)."""
     selection: Metric = selection_metric or ("rmse" if task == "regression" else "roc_auc")
-    key = training_key(window_fp, estimator, cv_folds, seed, task, selection)
+    key = training_key(window_fp, estimator, cv_folds, seed, task, selection, valid_ranges)
     with model_lock(cfg, name, f"train-{key[:16]}"):
         version = find_version_task(cfg, name, TRAINING_TAG, key)
         if version is None:
             version = train(TrainParams(
                 dataset=dataset, model_name=name, task=task, estimator=estimator, cv_folds=cv_folds, test_size=0.2,
-                stratify=True, selection_metric=selection, seed=seed, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key, **(tags or {}),
+                stratify=True, selection_metric=selection, seed=seed, valid_ranges=valid_ranges or {}, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key, **(tags or {}),
                                          REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
         else:
             get_run_logger().info("Window %s was already trained as v%s: reusing it.", window_fp[:12], version)

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.runners import SettingsTaskRunner
+from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks.catalogue.config import EstimatorParams, Metric, Task, check_metric, check_param_grid, task_defaults
@@ -77,6 +78,9 @@ class TrainParams(BaseModel):
         description="Keep class shares equal in train and test (off by default, like train_test_split).",
     )
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds the split, the folds and the estimator.")
+    valid_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, title="Valid ranges",
+        description="Numeric feature -> [min, max] the contract accepts whatever the training data saw.")
     version_tags: dict[str, str] = Field(
         default_factory=dict, title="Version tags",
         description="Extra tags registered with the version in the same call (the nightly flow sets its window).")
@@ -191,6 +195,9 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
     data = check_training_data_task(dataset, test_size=params.test_size, cv_folds=params.cv_folds,
                                     exclude=tuple(params.dataset.exclude_columns), task=task)
     spec = data.spec
+    if unknown := sorted(set(params.valid_ranges) - set(spec.numeric)):  # before any work, not after the search
+        raise ConfigError(f"valid_ranges names {', '.join(map(repr, unknown))}, not numeric feature(s) of "
+                          f"{dataset.source}")
     train_df, test_df = split_task(data.frame, spec.label, params.test_size, seed,
                                    params.stratify and task == "classification")
     get_run_logger().info("%s: %d train / %d test rows, %d numeric + %d categorical features", dataset.name,
@@ -203,7 +210,8 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
         model = fit_task(train_df, spec, estimator, best.params, seed, task)
         test_metrics = evaluate_task(model, test_df, spec)
         # What later batches are checked against: the data contract and a held-out drift reference.
-        contract = infer_contract_task(data.frame, spec, range_tolerance=settings.range_tolerance, task=task)
+        contract = infer_contract_task(data.frame, spec, range_tolerance=settings.range_tolerance, task=task,
+                                       valid_ranges=params.valid_ranges)
         reference = build_reference_task(model, test_df, spec.features, spec.label, settings.reference_rows, seed)
         logged = log_training_task(
             cfg, run_id, params=_run_params(params, spec.label, len(data.frame), best),

@@ -129,6 +129,11 @@ class CatalogueModel(BaseModel):
     id_columns: list[str] = Field(default_factory=list, title="Id columns", description="Never features.")
     time_column: str | None = Field(None, title="Time column", description="Never a feature.")
     exclude_columns: list[str] = Field(default_factory=list, title="Excluded columns", description="Never features.")
+    valid_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, title="Valid ranges",
+        description="Numeric feature -> [min, max] it can take whatever a training window saw (day_of_week: [0, 6], "
+                    "a seasonal temperature): the contract accepts these values even when a short window never "
+                    "saw them. Other columns keep the range of the data they were trained on.")
     estimator: EstimatorParams = Field(default_factory=EstimatorParams, title="Estimator")
     cv_folds: int = Field(3, ge=2, le=20, title="CV folds")
     gate: GateConfig = Field(default_factory=GateConfig, title="Promotion gate")
@@ -164,6 +169,10 @@ class CatalogueModel(BaseModel):
         never = {*self.id_columns, *self.exclude_columns, *([self.time_column] if self.time_column else [])}
         if self.label in never:
             raise ValueError(f"label '{self.label}' is also listed as an id, time or excluded column")
+        bad = [f"{c} {lo}..{hi}" for c, (lo, hi) in self.valid_ranges.items() if not lo < hi or c in never
+               or c == self.label]
+        if bad:
+            raise ValueError(f"valid_ranges {', '.join(bad)}: each needs min < max on a feature column")
         if self.features == SERVED and self.labels is None:
             raise ValueError("features: served needs a labels source: served rows never carry their labels")
         return self

@@ -93,17 +93,24 @@ def _json_scalar(value: object) -> Scalar:
 
 def infer_contract(frame: pd.DataFrame, spec: FeatureSpec, range_tolerance: float = 0.5,
                    max_far_share: float = 0.01, task: Literal["classification", "regression"] = "classification",
-                   ) -> Contract:
-    """Describe the reference data as a contract that later batches are checked against."""
+                   valid_ranges: dict[str, tuple[float, float]] | None = None) -> Contract:
+    """Describe the reference data as a contract that later batches are checked against; a numeric column's range
+    spans `valid_ranges[column]` too (what it can take whatever this data saw)."""
     import pandas as pd
 
+    valid_ranges = valid_ranges or {}
+    unknown = sorted(set(valid_ranges) - set(spec.numeric))
+    if unknown:
+        raise ValueError(f"valid_ranges names {', '.join(map(repr, unknown))}, not numeric feature(s) of this data "
+                         f"(numeric: {', '.join(spec.numeric[:20])})")
     columns = []
     for name in spec.features:
         s = frame[name]
         if name in spec.numeric:
             values = pd.to_numeric(s, errors="coerce").astype(float)
+            lo, hi = valid_ranges.get(name, (np.inf, -np.inf))
             columns.append(ColumnContract(name=name, kind="numeric", dtype=str(s.dtype), nullable=bool(s.isna().any()),
-                                          min=float(values.min()), max=float(values.max())))
+                                          min=float(np.fmin(values.min(), lo)), max=float(np.fmax(values.max(), hi))))
         else:
             cats = sorted(map(str, s.dropna().unique()))
             columns.append(ColumnContract(name=name, kind="categorical", dtype=str(s.dtype),

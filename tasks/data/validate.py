@@ -263,39 +263,24 @@ def _pandera_failures(schema: Any, frame: pd.DataFrame, max_far_share: float) ->
 
 
 def _label_failures(batch: pd.DataFrame, contract: Contract, source: str) -> list[Failure]:
-    """The label checked by class identity (not by how a reader typed it), aligned onto the model's classes in place."""
+    """The label checked by class identity (not by how a reader typed it), aligned onto the model's classes in place;
+    a regressor's label as numbers. Values that fit neither are errors naming them, blanks a warning."""
     label = contract.label
     if label not in batch.columns:
         return [Failure(column=label, check="label_missing", severity="warning", rows=len(batch),
                         message=f"label column '{label}' is not in {source}: model quality was not checked")]
     if contract.task == "regression":
-        return _number_label_failures(batch, label, source)
-    batch[label], unknown = align_labels(batch[label], contract.label_classes)
+        batch[label], unknown = _coerce_numeric(batch[label])
+        check, what = "label_number", "numbers"
+    else:
+        batch[label], unknown = align_labels(batch[label], contract.label_classes)
+        check, what = "label_classes", f"classes of the model {contract.label_classes}"
     failures = []
     if len(unknown):
         failures.append(Failure(
-            column=label, check="label_classes", severity="error", rows=len(unknown), examples=_examples(unknown),
-            message=f"label '{label}' has {len(unknown)} value(s) that are not classes of the model "
-                    f"{contract.label_classes}, like {_examples(unknown)[0]!r}"))
+            column=label, check=check, severity="error", rows=len(unknown), examples=_examples(unknown),
+            message=f"label '{label}' has {len(unknown)} value(s) that are not {what}, like {_examples(unknown)[0]!r}"))
     missing = int(batch[label].isna().sum()) - len(unknown)
-    if missing:
-        failures.append(Failure(
-            column=label, check="label_blank", severity="warning", rows=missing,
-            message=f"label '{label}' is blank in {missing} of {len(batch)} row(s): they are left out of quality "
-                    "checks and training"))
-    return failures
-
-
-def _number_label_failures(batch: pd.DataFrame, label: str, source: str) -> list[Failure]:
-    """A regression label: numbers (coerced in place); text is an error naming it, blanks a warning."""
-    values, bad = _coerce_numeric(batch[label])
-    batch[label] = values
-    failures = []
-    if len(bad):
-        failures.append(Failure(
-            column=label, check="label_number", severity="error", rows=len(bad), examples=_examples(bad),
-            message=f"label '{label}' has {len(bad)} value(s) that are not numbers, like {_examples(bad)[0]!r}"))
-    missing = int(values.isna().sum()) - len(bad)
     if missing:
         failures.append(Failure(
             column=label, check="label_blank", severity="warning", rows=missing,

@@ -1,4 +1,5 @@
-"""Performance before labels: the gate's metric (ROC AUC, accuracy) estimated from calibrated probabilities.
+"""Performance before labels: the gate's metric (ROC AUC, accuracy) estimated from calibrated probabilities; for a
+regressor, MAE or RMSE estimated by a model of its loss (DLE: tasks.monitoring.dle, method and band there).
 
 Method: confidence-based performance estimation (CBPE, as NannyML's). If the model's probabilities are calibrated,
 P(y = k | x) = p_k(x), so the expected confusion matrix of a batch is a sum of probabilities:
@@ -40,6 +41,10 @@ numpy plus scikit-learn's IsotonicRegression, while nannyml brings lightgbm, FLA
 matplotlib, seaborn, kaleido, s3fs/gcsfs, APScheduler, pyfiglet and segment-analytics-python (usage telemetry
 unless NML_DISABLE_USAGE_LOGGING is set); its API is chunked DataFrames, its band is +/-3 sampling errors
 extrapolated from the reference, and its fitted calibrators are pickled sklearn objects rather than a small record.
+
+A regressor goes the same way (estimate_batch dispatches on the model): Estimate, slices, the drop (a RISE of
+RMSE or MAE is the degradation: estimated_drop reads the metric's direction) and realized_vs_estimated
+(classes None: the labels are numbers, the "probabilities" the predictions). R² is not estimated (see dle.py).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from tasks.monitoring.calibration import (
     _label_indices,
     fit_calibrator,
 )
+from tasks.monitoring.dle import DLE_METRICS, DLEMetric, LossModel, estimate_loss, fit_loss_model, realized_loss
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,30 +77,36 @@ if TYPE_CHECKING:
 ESTIMATED_DROP_EVENT = "nightshift.performance.estimated_drop"
 MIN_ROWS = 100  # fewer rows: the estimate's band is too wide to act on
 MIN_SLICE_ROWS = 200
+AnyEstimatedMetric = EstimatedMetric | DLEMetric  # classifier (CBPE) or regressor (DLE)
 
 
 # --------------------------------------------------------------------------------------------
 # Estimation
 # --------------------------------------------------------------------------------------------
 class Estimate(BaseModel):
-    """A metric estimated without labels: expected value, Monte Carlo band, and how it was made."""
+    """A metric estimated without labels: expected value, band (Monte Carlo for CBPE, normal for DLE), and how."""
 
-    metric: EstimatedMetric
-    value: float = Field(description="Expected metric under the calibrated probabilities (CBPE).")
+    metric: AnyEstimatedMetric
+    value: float = Field(description="Expected metric under the calibrated probabilities (CBPE) or the loss model "
+                                     "(DLE).")
     lower: float
     upper: float
     level: float = Field(description="Probability mass of the band (e.g. 0.95).")
     rows: int
-    sampling_mean: float = Field(description="Mean of the metric over the Monte Carlo label draws (~ value).")
-    sampling_std: float = Field(description="Standard deviation of the metric over the Monte Carlo label draws.")
-    draws: int
-    calibration: str = Field(description="'isotonic', 'identity' or 'uncalibrated' (no calibrator given).")
+    sampling_mean: float = Field(description="Mean of the metric over the Monte Carlo label draws (~ value; DLE: "
+                                             "value).")
+    sampling_std: float = Field(description="Standard deviation of the metric over the Monte Carlo label draws (DLE: "
+                                            "of the estimate's error, sampling and loss model).")
+    draws: int = Field(description="Monte Carlo label draws (0 for DLE: a normal band).")
+    calibration: str = Field(description="'isotonic', 'identity' or 'uncalibrated' (no calibrator given); 'loss "
+                                         "model' for DLE.")
     method: str
 
     def summary(self) -> str:
         """One line for logs and artifacts."""
+        how = "DLE loss model" if self.metric in DLE_METRICS else f"{self.calibration} probabilities"
         return (f"estimated {self.metric} {self.value:.4f} ({self.level:.0%} band {self.lower:.4f}..{self.upper:.4f}) "
-                f"on {self.rows} unlabeled rows, {self.calibration} probabilities")
+                f"on {self.rows} unlabeled rows, {how}")
 
     def metrics(self) -> dict[str, float]:
         """Numbers for a monitoring run: estimated_<metric> and its band."""
@@ -213,7 +225,7 @@ class SkippedSlice(BaseModel):
 class SliceEstimates(BaseModel):
     """Estimates per category of each slice column, plus the categories skipped."""
 
-    metric: EstimatedMetric
+    metric: AnyEstimatedMetric
     min_rows: int
     slices: list[SliceEstimate]
     skipped: list[SkippedSlice]
@@ -231,21 +243,37 @@ class SliceEstimates(BaseModel):
                         "upper": None, "note": s.reason} for s in self.skipped]
 
 
-def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence, slice_columns: str | Sequence[str],
-                      metric: EstimatedMetric = "roc_auc", calibrator: Calibrator | None = None, *,
+def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence | None, slice_columns: str | Sequence[str],
+                      metric: AnyEstimatedMetric = "roc_auc", calibrator: Calibrator | LossModel | None = None, *,
                       min_rows: int = MIN_SLICE_ROWS, level: float = 0.95, draws: int = 200,
                       seed: int = 0) -> SliceEstimates:
     """estimate_performance within every category of each slice column (each column on its own, as the gate
-    slices); categories under `min_rows` rows, or where the metric is undefined, are listed as skipped."""
-    _check_common(metric, level, draws)
+    slices); categories under `min_rows` rows, or where the metric is undefined, are listed as skipped.
+
+    A regressor (classes None): `proba` are its predictions, `calibrator` its fitted LossModel (fit_loss_model),
+    `frame` holds the features; each slice averages its rows' expected losses (band as in tasks.monitoring.dle)."""
     columns = [slice_columns] if isinstance(slice_columns, str) else list(slice_columns)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise EstimationError(f"slice column(s) {missing} not in the batch (columns: {list(frame.columns)[:12]}).")
-    raw = _as_proba(proba, classes)
-    if len(raw) != len(frame):
-        raise EstimationError(f"{len(raw)} rows of probabilities for a batch of {len(frame)} rows: score the same "
-                              "rows.")
+    if classes is None:
+        if not isinstance(calibrator, LossModel) or calibrator.metric != metric:
+            raise EstimationError(f"a regressor's {metric} per slice needs its loss model for {metric} "
+                                  "(fit_loss_model on the reference), passed as calibrator.")
+        losses, loss_model = calibrator.row_losses(frame, proba), calibrator  # each row scored once
+
+        def one(mask: np.ndarray) -> Estimate:
+            return Estimate(**loss_model.estimate(losses, mask, level=level, min_rows=min_rows).estimate_fields())
+    else:
+        _check_common(metric, level, draws)
+        raw = _as_proba(proba, classes)
+        if len(raw) != len(frame):
+            raise EstimationError(f"{len(raw)} rows of probabilities for a batch of {len(frame)} rows: score the "
+                                  "same rows.")
+
+        def one(mask: np.ndarray) -> Estimate:
+            return estimate_performance(raw[mask], classes, metric, calibrator,  # type: ignore[arg-type]
+                                        level=level, draws=draws, seed=seed, min_rows=min_rows)
     slices, skipped = [], []
     for column in columns:
         values = np.asarray(frame[column].astype(str))
@@ -257,8 +285,7 @@ def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence, slice_
                                             reason=f"{rows} rows < {min_rows}: too few to estimate"))
                 continue
             try:
-                est = estimate_performance(raw[mask], classes, metric, calibrator, level=level, draws=draws, seed=seed,
-                                           min_rows=min_rows)
+                est = one(mask)
             except EstimationError as exc:
                 skipped.append(SkippedSlice(column=column, value=value, rows=rows, reason=str(exc)))
                 continue
@@ -272,7 +299,7 @@ def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence, slice_
 class RealizedVsEstimated(BaseModel):
     """The metric measured once labels arrived, next to what was estimated before them."""
 
-    metric: EstimatedMetric
+    metric: AnyEstimatedMetric
     estimated: float
     lower: float
     upper: float
@@ -297,46 +324,58 @@ class RealizedVsEstimated(BaseModel):
                 f"estimate_inside_band_{self.metric}": float(self.inside_band)}
 
 
-def realized_vs_estimated(estimate: Estimate, labels: Any, proba: Any, classes: Sequence) -> RealizedVsEstimated:
+def realized_vs_estimated(estimate: Estimate, labels: Any, proba: Any, classes: Sequence | None) -> RealizedVsEstimated:
     """Score the estimate once labels arrived: `labels` and `proba` are the estimate's rows in the same order
-    (labels joined by request id; missing labels are left out of the realized metric)."""
+    (labels joined by request id; missing labels are left out of the realized metric). A regressor: classes None,
+    `proba` its predictions, the labels numbers (realized as tasks.model.metrics.regression_metrics)."""
     from tasks.model.metrics import classification_metrics
 
-    raw = _as_proba(proba, classes)
-    if len(raw) != estimate.rows:
-        raise EstimationError(f"the estimate was made on {estimate.rows} rows, {len(raw)} rows of probabilities "
-                              "given: pass the same rows.")
-    y = _label_indices(labels, classes, len(raw), allow_missing=True)
-    labeled = y >= 0
-    if not labeled.any():
-        raise EstimationError("no label has arrived for these rows yet: nothing to compare the estimate with.")
-    cls = np.asarray(classes)
-    realized = classification_metrics(cls[y[labeled]], raw[labeled], cls)[estimate.metric]
-    if not np.isfinite(realized):
-        raise EstimationError(f"{estimate.metric} is undefined on the {int(labeled.sum())} labeled rows: "
-                              "not every class occurs among them.")
+    if (classes is None) != (estimate.metric in DLE_METRICS):
+        raise EstimationError(f"an estimate of {estimate.metric} is scored with " + (
+            "classes None and a regressor's predictions." if classes is not None else
+            "the classifier's classes (classes None is for a regressor's MAE or RMSE)."))
+    if classes is None:
+        realized, labeled_rows = realized_loss(estimate.metric, labels, proba, estimate.rows)
+    else:
+        raw = _as_proba(proba, classes)
+        if len(raw) != estimate.rows:
+            raise EstimationError(f"the estimate was made on {estimate.rows} rows, {len(raw)} rows of probabilities "
+                                  "given: pass the same rows.")
+        y = _label_indices(labels, classes, len(raw), allow_missing=True)
+        labeled = y >= 0
+        if not labeled.any():
+            raise EstimationError("no label has arrived for these rows yet: nothing to compare the estimate with.")
+        cls = np.asarray(classes)
+        labeled_rows = int(labeled.sum())
+        realized = classification_metrics(cls[y[labeled]], raw[labeled], cls)[estimate.metric]
+        if not np.isfinite(realized):
+            raise EstimationError(f"{estimate.metric} is undefined on the {labeled_rows} labeled rows: "
+                                  "not every class occurs among them.")
     return RealizedVsEstimated(metric=estimate.metric, estimated=estimate.value, lower=estimate.lower,
                                upper=estimate.upper, level=estimate.level, realized=realized,
                                error=realized - estimate.value,
                                inside_band=bool(estimate.lower <= realized <= estimate.upper), rows=estimate.rows,
-                               labeled_rows=int(labeled.sum()))
+                               labeled_rows=labeled_rows)
 
 
 class EstimatedDrop(BaseModel):
-    """Whether the estimated metric fell further below the reference value than allowed, with the reason."""
+    """Whether the estimated metric got worse than the reference value by more than allowed (fell, or rose for an
+    error metric such as RMSE), with the reason."""
 
-    metric: EstimatedMetric
+    metric: AnyEstimatedMetric
     reference: float
     estimated: float
     lower: float
     upper: float
     level: float
     rows: int
-    drop: float = Field(description="Reference minus estimated (positive = worse).")
+    drop: float = Field(description="How much worse than the reference (positive = worse): reference minus estimated, "
+                                    "estimated minus reference for a lower-is-better metric (rmse, mae).")
     threshold: float
     beyond: bool = Field(description="The drop exceeds the threshold (by the point estimate, or the whole band when "
                                      "require_band was set).")
-    band_beyond: bool = Field(description="Even the band's upper end is more than `threshold` below the reference.")
+    band_beyond: bool = Field(description="Even the band's best end is more than `threshold` worse than the "
+                                          "reference.")
     reason: str
     event: str = ESTIMATED_DROP_EVENT
 
@@ -352,21 +391,25 @@ class EstimatedDrop(BaseModel):
 def estimated_drop(estimate: Estimate, reference_value: float, threshold: float, *,
                    require_band: bool = False) -> EstimatedDrop:
     """Decide whether the estimate sits more than `threshold` below `reference_value` (the model's test-time
-    metric); with `require_band`, only when the whole band does."""
+    metric), above it for a lower-is-better metric (rmse, mae); with `require_band`, only when the whole band does."""
+    from tasks.model.metrics import higher_is_better
+
     if not np.isfinite(reference_value):
         raise EstimationError(f"reference {estimate.metric} {reference_value} is not a number: pass the value recorded "
                               "when the model was tested.")
     if not threshold >= 0:
         raise EstimationError(f"threshold {threshold} must be >= 0 (the allowed drop of {estimate.metric}).")
-    drop = float(reference_value - estimate.value)
-    band_beyond = bool(reference_value - estimate.upper > threshold)
+    higher = higher_is_better(estimate.metric)
+    sign = 1.0 if higher else -1.0  # drop: positive = worse, in either direction
+    drop = float(sign * (reference_value - estimate.value))
+    band_beyond = bool(sign * (reference_value - (estimate.upper if higher else estimate.lower)) > threshold)
     beyond = band_beyond if require_band else bool(drop > threshold)
     verdict = "beyond" if beyond else "within"
     if require_band and drop > threshold and not band_beyond:
         verdict += " (the point estimate is beyond, but the band reaches back within it)"
     reason = (f"estimated {estimate.metric} {estimate.value:.4f} ({estimate.level:.0%} band {estimate.lower:.4f}.."
-              f"{estimate.upper:.4f}, {estimate.rows} unlabeled rows) vs reference {reference_value:.4f}: drop "
-              f"{drop:+.4f}, {verdict} the allowed {threshold}")
+              f"{estimate.upper:.4f}, {estimate.rows} unlabeled rows) vs reference {reference_value:.4f}: "
+              f"{'drop' if higher else 'rise'} {drop:+.4f}, {verdict} the allowed {threshold}")
     return EstimatedDrop(metric=estimate.metric, reference=float(reference_value), estimated=estimate.value,
                          lower=estimate.lower, upper=estimate.upper, level=estimate.level, rows=estimate.rows,
                          drop=drop, threshold=threshold, beyond=beyond, band_beyond=band_beyond, reason=reason)
@@ -379,7 +422,8 @@ class EstimateCheck(BaseModel):
     """A batch's metric estimated before its labels land: the estimate, the drop vs the model's test value, slices."""
 
     estimate: Estimate
-    calibration: str = Field(description="How the reference's labels calibrated the probabilities, and why.")
+    calibration: str = Field(description="How the reference's labels calibrated the probabilities, and why (a "
+                                         "regressor: the loss model fitted on them).")
     drop: EstimatedDrop | None = Field(None, description="None when the version has no test value of the metric.")
     slices: SliceEstimates | None = None
 
@@ -409,28 +453,38 @@ def estimate_batch(model: Any, reference: pd.DataFrame, features: Sequence[str],
                    proba: Any, metric: str, test_metrics: dict[str, float], max_drop: float,
                    slice_columns: Sequence[str] = (), seed: int = 0) -> EstimateCheck | None:
     """The monitored metric of an unlabeled batch estimated from the model's probabilities, calibrated on the
-    version's labeled held-out reference; None for a metric CBPE cannot estimate (f1, log loss)."""
-    if metric not in ESTIMATED_METRICS:
-        return None
-    from tasks.data.contract import align_labels
+    version's labeled held-out reference; None for a metric CBPE cannot estimate (f1, log loss). A regressor
+    (`proba` its predictions for `current`): MAE or RMSE by DLE, a loss model fitted on the reference; None for r2."""
+    from tasks.model.metrics import is_classifier, predict_scores
 
-    classes = list(model.classes_)
-    aligned, _ = align_labels(reference[label], classes)
-    known = aligned.notna().to_numpy()
-    ref_proba = model.predict_proba(reference.loc[known, list(features)])
-    calibrator = fit_calibrator(ref_proba, aligned[known].to_numpy().astype(np.asarray(classes).dtype), classes,
+    classes = list(model.classes_) if is_classifier(model) else None
+    if metric not in (DLE_METRICS if classes is None else ESTIMATED_METRICS):
+        return None
+    fitted: Calibrator | LossModel
+    if classes is not None:
+        from tasks.data.contract import align_labels
+
+        aligned, _ = align_labels(reference[label], classes)
+        known = aligned.notna().to_numpy()
+        ref_proba = model.predict_proba(reference.loc[known, list(features)])
+        fitted = fit_calibrator(ref_proba, aligned[known].to_numpy().astype(np.asarray(classes).dtype), classes,
                                 seed=seed)
     try:
-        estimate = estimate_performance(proba, classes, metric, calibrator, seed=seed)  # type: ignore[arg-type]
+        if classes is None:  # DLE: a model of the loss fitted out-of-fold on the reference (too few rows: no estimate)
+            fitted = fit_loss_model(reference, features, label, predict_scores(model, reference[list(features)]),
+                                    metric, seed=seed)  # type: ignore[arg-type]
+            estimate = Estimate(**estimate_loss(fitted, current, proba).estimate_fields())
+        else:
+            estimate = estimate_performance(proba, classes, metric, fitted, seed=seed)  # type: ignore[arg-type]
     except EstimationError as exc:  # e.g. a batch of 40 rows: no estimate tonight, not a failed night
         run_logger(__name__).warning("performance not estimated: %s", exc)
         return None
     reference_value = test_metrics.get(metric)
     drop = estimated_drop(estimate, reference_value, max_drop) if reference_value is not None else None
     columns = [c for c in slice_columns if c in current.columns]
-    slices = estimate_by_slice(current, proba, classes, columns, metric, calibrator,  # type: ignore[arg-type]
+    slices = estimate_by_slice(current, proba, classes, columns, metric, fitted,  # type: ignore[arg-type]
                                seed=seed) if columns else None
-    return EstimateCheck(estimate=estimate, calibration=calibrator.summary(), drop=drop, slices=slices)
+    return EstimateCheck(estimate=estimate, calibration=fitted.summary(), drop=drop, slices=slices)
 
 
 estimate_performance_task = task(estimate_performance, name="estimate-performance", cache_policy=NO_CACHE)

@@ -16,7 +16,7 @@ class AuditRecord(BaseModel):
 
     time: str
     model_name: str
-    action: Literal["promote", "refuse", "rollback", "rollback-undone", "superseded"]
+    action: Literal["promote", "refuse", "rollback", "rollback-undone", "superseded", "adopted"]
     from_version: str | None = None
     to_version: str | None = None
     metric: str | None = None
@@ -27,6 +27,7 @@ class AuditRecord(BaseModel):
     reason: str
     flow_run_id: str | None = None
     dataset_fingerprint: str | None = None
+    by: str | None = None  # who, when a person acted (an adoption: --by, else the login name)
 
 
 def _audit_experiment(cfg: TrackingConfig) -> str:

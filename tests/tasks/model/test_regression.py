@@ -104,3 +104,17 @@ def test_realized_quality_of_a_regressor_rises_when_it_errs_more() -> None:
     check = batch_performance(frame, predicted, "y", None, {"rmse": 2.0}, "rmse", 3.0)
     assert check is not None and check.rows == 3 and check.batch_metrics["rmse"] == pytest.approx(np.sqrt(36))
     assert check.degraded and check.change == pytest.approx(4.0)
+
+
+def test_valid_ranges_let_a_short_window_accept_what_it_never_saw() -> None:
+    monday = pd.DataFrame({"day_of_week": [0] * 50, "price": np.linspace(1, 2, 50), "y": np.arange(50.0)})
+    spec = FeatureSpec(label="y", numeric=("day_of_week", "price"), categorical=())
+    friday = monday.assign(day_of_week=4)
+    narrow = infer_contract(monday, spec, task="regression")
+    report, _ = validate_batch(friday, narrow, "friday.parquet")
+    assert any("day_of_week" in f.message and "beyond the training range" in f.message for f in report.errors)
+    wide = infer_contract(monday, spec, task="regression", valid_ranges={"day_of_week": (0, 6)})
+    assert (wide.columns[0].min, wide.columns[0].max) == (0, 6) and validate_batch(friday, wide, "f")[0].ok
+    assert (wide.columns[1].min, wide.columns[1].max) == (1, 2)  # other columns: the data's own range
+    with pytest.raises(ValueError, match="valid_ranges names 'weekday', not numeric feature"):
+        infer_contract(monday, spec, valid_ranges={"weekday": (0, 6)})

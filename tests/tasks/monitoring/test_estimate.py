@@ -14,6 +14,7 @@ from tasks.model.metrics import classification_metrics
 from tasks.monitoring.calibration import Calibrator, EstimationError, fit_calibrator
 from tasks.monitoring.estimate import (
     ESTIMATED_DROP_EVENT,
+    Estimate,
     estimate_by_slice,
     estimate_performance,
     estimated_drop,
@@ -83,6 +84,25 @@ def test_covariate_shift_estimate_follows_the_drop(model, calibrator, metric) ->
     assert drop.alert_reasons() == [drop.reason] and json.dumps(drop.payload())
     calm = estimated_drop(base, reference_value=realized_base, threshold=0.05)
     assert not calm.beyond and calm.alert_reasons() == [] and "within the allowed" in calm.reason
+
+
+def test_estimated_drop_reads_the_metrics_direction() -> None:
+    """For an error metric (a regressor's RMSE or MAE) a RISE is the degradation; for ROC AUC a fall."""
+    est = Estimate(metric="rmse", value=1.10, lower=1.07, upper=1.13, level=0.95, rows=2_000, sampling_mean=1.10,
+                   sampling_std=0.015, draws=0, calibration="loss model", method="DLE")
+    worse = estimated_drop(est, reference_value=0.97, threshold=0.05)
+    assert worse.drop == pytest.approx(0.13) and worse.beyond and worse.band_beyond
+    assert "rise +0.1300, beyond the allowed 0.05" in worse.reason
+    better = estimated_drop(est.model_copy(update={"value": 0.90, "lower": 0.87, "upper": 0.93}), 0.97, 0.05)
+    assert better.drop == pytest.approx(-0.07) and not better.beyond and not better.band_beyond
+    assert "within the allowed" in better.reason
+    near = est.model_copy(update={"value": 1.03, "lower": 1.00, "upper": 1.06})  # point beyond, band's best end not
+    banded = estimated_drop(near, 0.97, 0.05, require_band=True)
+    assert banded.drop == pytest.approx(0.06) and not banded.beyond and not banded.band_beyond
+    assert "the band reaches back within it" in banded.reason and estimated_drop(near, 0.97, 0.05).beyond
+    auc = est.model_copy(update={"metric": "roc_auc", "value": 0.80, "lower": 0.78, "upper": 0.82})
+    fell = estimated_drop(auc, 0.90, 0.05)
+    assert fell.drop == pytest.approx(0.10) and fell.band_beyond and "drop +0.1000" in fell.reason
 
 
 @pytest.mark.parametrize("metric", ["roc_auc", "accuracy"])
