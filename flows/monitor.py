@@ -109,8 +109,9 @@ class MonitorResult(BaseModel):
     validation: ValidationReport
     drift: DriftResult
     performance: PerformanceCheck | None
-    estimate: EstimateCheck | None = Field(None, description="The metric estimated from calibrated probabilities "
-                                                             "(CBPE) when the batch has no labels.")
+    estimate: EstimateCheck | None = Field(None, description="The metric estimated when the batch has no labels: "
+                                                             "from calibrated probabilities (CBPE) or, for a "
+                                                             "regressor, a model of its loss (DLE).")
     skew: SkewReport | None = Field(None, description="The batch file vs the traffic served the same day.")
     alert: bool
     reasons: list[str]
@@ -246,7 +247,7 @@ def _drift(params: MonitorParams, settings: Settings, name: str, loaded: LoadedV
 def _quality(params: MonitorParams, settings: Settings, cfg: TrackingConfig, run_id: str, loaded: LoadedVersion,
              reference: pd.DataFrame, current: CurrentSample) -> tuple[PerformanceCheck | None, EstimateCheck | None]:
     """The metric measured on the batch's labels vs the version's test value; without labels, estimated from
-    calibrated probabilities (CBPE)."""
+    calibrated probabilities (CBPE), or for a regressor from a model of its loss (DLE)."""
     max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
     contract, model = loaded.contract, loaded.model
     metric = params.metric or ("rmse" if contract.task == "regression" else "roc_auc")

@@ -86,7 +86,8 @@ def monitored_metric(cfg: TrackingConfig, name: str, metric: str) -> dict[str, f
 
 
 class DayEstimate(BaseModel):
-    """The champion's metric on one day estimated from its rows before their labels landed (CBPE), as recorded."""
+    """The champion's metric on one day estimated from its rows before their labels landed (CBPE for a classifier,
+    DLE for a regressor), as recorded."""
 
     day: date
     version: str = Field(description="The champion version whose probabilities were calibrated.")

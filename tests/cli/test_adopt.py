@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,7 @@ import pytest
 
 from cli.adopt import main
 from tests.catalogues import write_catalogue
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
+from tests.cli.test_catalogue import Ran
 
 
 @pytest.fixture
