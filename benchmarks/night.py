@@ -97,6 +97,7 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
     from nightshift.settings import get_settings
     from tasks.data.datasets import load_dataset_params
     from tasks.data.validate import validate_batch
+    from tasks.model.metrics import default_metric, model_classes
     from tasks.monitoring.drift import compute_drift, current_sample
     from tasks.monitoring.estimate import estimate_batch
     from tasks.monitoring.performance import batch_performance
@@ -138,11 +139,12 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
                        report_dir=_report_dir(settings, name), report=params.drift_report
                        ).model_copy(update={"current_rows": len(clean)})
         tested = t.call("read-test-metrics", run_metrics, cfg, version.run_id, "test_")
+        metric = params.metric or default_metric(contract.task)
         performance = t.call("check-performance", batch_performance, current.frame, current.proba, contract.label,
-                             model.classes_, tested, params.metric, max_drop)
+                             model_classes(model), tested, metric, max_drop)
         estimate = None if performance else t.call(
             "estimate-performance-before-labels", estimate_batch, model, reference, contract.features,
-            contract.label, current.frame, current.proba, params.metric, tested, max_drop, params.slice_columns,
+            contract.label, current.frame, current.proba, metric, tested, max_drop, params.slice_columns,
             params.seed)
         quality = performance or estimate
         reasons = drift.alert_reasons() + (quality.alert_reasons() if quality else [])

@@ -20,7 +20,7 @@ from tasks.catalogue.config import Metric, check_metric
 from tasks.data.datasets import DatasetParams, load_dataset_task
 from tasks.data.served import SERVED_PREFIX
 from tasks.data.validate import ValidationReport, validate_batch_task
-from tasks.model.metrics import model_classes
+from tasks.model.metrics import default_metric, model_classes
 from tasks.monitoring.drift import DriftResult, ReportMode, compute_drift_task, current_sample_task
 from tasks.monitoring.estimate import ESTIMATED_DROP_EVENT, EstimateCheck, estimate_batch_task
 from tasks.monitoring.performance import PerformanceCheck, batch_performance_task
@@ -250,7 +250,7 @@ def _quality(params: MonitorParams, settings: Settings, cfg: TrackingConfig, run
     calibrated probabilities (CBPE), or for a regressor from a model of its loss (DLE)."""
     max_drop = settings.max_metric_drop if params.max_metric_drop is None else params.max_metric_drop
     contract, model = loaded.contract, loaded.model
-    metric = params.metric or ("rmse" if contract.task == "regression" else "roc_auc")
+    metric = params.metric or default_metric(contract.task)
     check_metric(contract.task, metric, "the monitored metric")
     tested = run_metrics_task(cfg, run_id, "test_")
     performance = batch_performance_task(current.frame, current.proba, contract.label, model_classes(model), tested,

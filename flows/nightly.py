@@ -21,6 +21,7 @@ from tasks.catalogue.config import GateConfig, Metric, Task
 from tasks.data.datasets import DatasetParams, load_dataset_task
 from tasks.data.sources import build_window_task
 from tasks.model.gate import GateDecision
+from tasks.model.metrics import default_metric
 from tasks.registry.locks import model_lock
 from tasks.registry.promote import DeployOutcome, alias_state_task, gate_challenger_task, promote, record_refusal_task
 from tasks.registry.store import TrackingConfig
@@ -135,7 +136,7 @@ def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, windo
                    valid_ranges: dict[str, tuple[float, float]] | None = None) -> str:
     """The version trained on this window with this estimator and grid: found by its tag, else trained once (locked
     per window); a changed grid trains again. The candidate is picked by `selection_metric` (the gate's)."""
-    selection: Metric = selection_metric or ("rmse" if task == "regression" else "roc_auc")
+    selection: Metric = selection_metric or default_metric(task)
     key = training_key(window_fp, estimator, cv_folds, seed, task, selection, valid_ranges)
     with model_lock(cfg, name, f"train-{key[:16]}"):
         version = find_version_task(cfg, name, TRAINING_TAG, key)

@@ -18,6 +18,11 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
+def default_metric(task: Task) -> Metric:
+    """The metric a model is monitored and selected by unless its catalogue entry says otherwise."""
+    return "rmse" if task == "regression" else "roc_auc"
+
+
 def metrics_of(task: Task) -> tuple[Metric, ...]:
     """The metrics a model of this task is measured in."""
     return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
