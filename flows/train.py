@@ -21,7 +21,7 @@ from tasks.catalogue.config import EstimatorParams, Metric, Task, check_metric, 
 from tasks.data.contract import infer_contract_task
 from tasks.data.datasets import DatasetParams, fingerprint, load_dataset_task
 from tasks.data.validate import check_training_data_task
-from tasks.model.factory import check_factory_task
+from tasks.model.factory import check_code_path_named, check_factory_task
 from tasks.model.train import (
     CandidateScore,
     candidate_grid,
@@ -189,6 +189,8 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
     cfg = TrackingConfig.from_settings(settings)
     name, estimator, seed, task = params.model_name or settings.model_name, params.estimator, params.seed, params.task
     if estimator.factory:  # the team's pipeline imported, called and its grid checked before any data is read
+        if estimator.code_path:
+            check_code_path_named(estimator.code_path, settings.catalogue_path)
         check_factory_task(estimator.factory, estimator.code_path, task, estimator.param_grid, seed)
 
     dataset = load_dataset_task(params.dataset, seed=seed)

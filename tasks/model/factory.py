@@ -30,6 +30,18 @@ def allow_code_path(code_path: str, what: str) -> Path:
     return root
 
 
+def check_code_path_named(code_path: str, catalogue_path: Path) -> None:
+    """A training run's code_path must be one the catalogue names: a flow parameter (a Prefect UI form) never makes
+    a folder of its own choosing importable."""
+    from tasks.catalogue.schema import load_catalogue
+
+    named = {Path(m.estimator.code_path).resolve() for m in load_catalogue(catalogue_path).models
+             if m.estimator.code_path} if catalogue_path.is_file() else set()
+    if Path(code_path).resolve() not in named:
+        raise ConfigError(f"code_path {code_path} is not named by any model of the catalogue ({catalogue_path}): "
+                          "user code is imported only from where the catalogue says, or from installed packages.")
+
+
 def _import(module_name: str, spec: str, code_path: str | None) -> Any:
     """The factory's module, from `code_path` when the catalogue names one (and only from there)."""
     root = allow_code_path(code_path, f"factory '{spec}'") if code_path else None

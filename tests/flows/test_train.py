@@ -177,3 +177,32 @@ def test_regression_end_to_end_train_monitor_score(tracking, model_name, tmp_pat
     scored = pd.read_parquet(summary.output)
     assert scored["prediction"].dtype == "float64" and len(scored) == 200 and summary.classes == []
     assert sum(summary.histogram_counts) == 200 and scored["prediction"].between(25, 346).all()
+
+
+def test_a_factory_trains_from_a_code_path_only_the_catalogue_names(tracking, model_name, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's pipeline through the train flow: refused from a code_path no catalogue names (a UI form must
+    not make any folder importable), trained and registered once examples/demand/models.yaml names it."""
+    from datetime import date
+
+    from nightshift.settings import PROJECT_ROOT
+    from tasks.data.demand import demand_days
+    from tasks.registry.versions import load_version
+
+    example = PROJECT_ROOT / "examples" / "demand"
+    data = tmp_path / "demand.parquet"
+    demand_days(date(2026, 3, 2), 3, 300).drop(columns=["day"]).to_parquet(data)
+    params = TrainParams(
+        dataset=DatasetParams(source=str(data), label="units_sold", exclude_columns=["row_id"]), model_name=model_name,
+        task="regression", cv_folds=2, estimator=EstimatorParams(
+            factory="demand_model.pipeline:make_pipeline", code_path=str(example),
+            trusted_types=["demand_model.features.DemandFeatures"], param_grid={"model__max_iter": [30]}))
+    monkeypatch.setenv("NIGHTSHIFT_CATALOGUE_PATH", str(tmp_path / "no-catalogue.yaml"))
+    refused = train(params, return_state=True)
+    assert refused.is_failed() and "is not named by any model of the catalogue" in refused.message
+    monkeypatch.setenv("NIGHTSHIFT_CATALOGUE_PATH", str(example / "models.yaml"))
+    result = train(params)
+    loaded = load_version(tracking, model_name, result.model_version)
+    assert result.estimator == "demand_model.pipeline:make_pipeline" and result.best_params == {"model__max_iter": 30}
+    assert type(loaded.model.named_steps["features"]).__name__ == "DemandFeatures"
+    assert loaded.model.get_params()["model__max_iter"] == 30 and result.test_metrics["r2"] > 0.3
