@@ -17,7 +17,7 @@ from flows.runners import SettingsTaskRunner
 from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
-from tasks.catalogue.config import EstimatorParams, Metric, Task, check_metric, check_param_grid, task_defaults
+from tasks.catalogue.config import EstimatorParams, Metric, Task, check_metric, check_param_grid
 from tasks.data.contract import infer_contract_task
 from tasks.data.datasets import DatasetParams, fingerprint, load_dataset_task
 from tasks.data.validate import check_training_data_task
@@ -93,7 +93,6 @@ class TrainParams(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
-        data = task_defaults(data, {})
         if isinstance(data, dict) and data.get("task") == "regression" and "selection_metric" not in data:
             data = {**data, "selection_metric": "rmse"}
         return data
