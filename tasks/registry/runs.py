@@ -129,6 +129,8 @@ def persistable_types(model: Any, trusted: list[str], example: pd.DataFrame) -> 
     import numpy as np
     import skops.io as sio
 
+    from tasks.model.metrics import predict_scores
+
     kind = type(model).__name__
     try:
         data = sio.dumps(model)
@@ -144,9 +146,7 @@ def persistable_types(model: Any, trusted: list[str], example: pd.DataFrame) -> 
                            "models.yaml (a type that runs code when loaded must never be listed).")
     try:
         loaded = sio.loads(data, trusted=found)
-        same = np.allclose(np.asarray(loaded.predict(example), dtype=float) if not hasattr(model, "classes_") else
-                           loaded.predict_proba(example), np.asarray(model.predict(example), dtype=float)
-                           if not hasattr(model, "classes_") else model.predict_proba(example), equal_nan=True)
+        same = np.allclose(predict_scores(loaded, example), predict_scores(model, example), equal_nan=True)
     except Exception as exc:
         raise ModelRefused(f"not registered: the stored {kind} does not load back ({type(exc).__name__}: "
                            f"{str(exc)[:300]}).") from None
