@@ -19,7 +19,7 @@ from benchmarks.drift import (
 )
 
 CAPTURE_REPEAT = 5  # capture's ratios are medians of per-run pairs: one pair is too noisy on a shared 2-core box
-BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch")
+BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch", "alarms", "bands")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hpsearch-ways", nargs="+", default=None, metavar="WAY",
                         choices=["sequential", "threads", "dask", "dask-api", "sklearn"],
                         help="hpsearch: ways to measure (default: all; sequential is the speed-up's baseline)")
+    parser.add_argument("--alarm-nights", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
+                        help="alarms: undrifted nights per world and reference size, up to 1000 rows and above "
+                             "(default: 100 40; --quick: 6 6)")
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be positive")
@@ -106,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import hpsearch
 
             hpsearch.print_results(saved)
+            return 0
+        if saved.get("benchmark") == "alarms":
+            from benchmarks import alarms
+
+            alarms.print_results(saved)
+            return 0
+        if saved.get("benchmark") == "bands":
+            from benchmarks import bands
+
+            bands.print_results(saved)
             return 0
         show = {"serving": serving.print_results, "capture": capture.print_results, "batch": batch.print_results,
                 "fleet": fleet.print_results, "night": night.print_results}.get(saved.get("benchmark"), print_results)
@@ -189,6 +202,24 @@ def main(argv: list[str] | None = None) -> int:
         night.print_results(results)
         if results["failed"]:
             return 1
+    if args.only in (None, "alarms"):
+        from benchmarks import alarms, save_results
+
+        small, large = args.alarm_nights or ((alarms.QUICK_NIGHTS,) * 2 if args.quick else (alarms.SMALL_NIGHTS,
+                                                                                           alarms.NIGHTS))
+        results = alarms.run_benchmark(nights=large, small_nights=small,
+                                       detect_nights=alarms.QUICK_DETECT_NIGHTS if args.quick else alarms.DETECT_NIGHTS)
+        print(f"results: {save_results('alarms', results)}", file=sys.stderr)
+        alarms.print_results(results)
+        if any(v["status"] == "FAIL" for v in results["verdicts"]):
+            return 1
+    if args.only in (None, "bands"):
+        from benchmarks import bands, save_results
+
+        results = bands.run_benchmark(*((bands.QUICK_REFERENCES, bands.QUICK_NIGHTS) if args.quick else ()),
+                                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(f"results: {save_results('bands', results)}", file=sys.stderr)
+        bands.print_results(results)
     return 0
 
 

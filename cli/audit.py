@@ -26,13 +26,13 @@ def main(argv: list[str] | None = None) -> int:
             print(record.model_dump_json(exclude_none=True))
         return 0
     table = Table(title=f"nightshift audit trail ({len(records)} records)")
-    for column in ("time", "model", "action", "from", "to", "challenger", "champion", "CI", "reason"):
+    for column in ("time", "model", "action", "from", "to", "challenger", "champion", "CI", "by", "reason"):
         table.add_column(column)
     for r in records:
         ci = f"{r.ci_low:+.4f}..{r.ci_high:+.4f}" if r.ci_low is not None and r.ci_high is not None else ""
         table.add_row(r.time, r.model_name, r.action, r.from_version or "-", r.to_version or "-",
                       "" if r.challenger is None else f"{r.challenger:.4f}",
-                      "" if r.champion is None else f"{r.champion:.4f}", ci, r.reason)
+                      "" if r.champion is None else f"{r.champion:.4f}", ci, r.by or "", r.reason)
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0
 

@@ -224,7 +224,7 @@ def _versus(result: NightlyResult) -> str:
         return "-"
     versus = (f" vs {d.champion:.3f} ({d.ci_low:+.3f}..{d.ci_high:+.3f})" if d.champion is not None and
               d.ci_low is not None and d.ci_high is not None else " (first model)")
-    return f"v{result.challenger_version or '?'} {d.challenger:.3f}{versus}"
+    return f"v{result.challenger_version or '?'} {'-' if d.challenger is None else f'{d.challenger:.3f}'}{versus}"
 
 
 def _why(decision: GateDecision) -> str:
@@ -243,6 +243,8 @@ def model_table(model: CatalogueModel, rows: list[Row]) -> Table:
     """One model's week: a row per night."""
     from rich.table import Table
 
+    from tasks.model.metrics import higher_is_better
+
     lag = f"labels land {model.labels.lag_days} days late" if model.labels else "labels come with the rows"
     table = Table(title=f"{model.name} ({model.estimator.name}): {lag}; trains on up to {model.window_days} "
                         f"labeled days, judged on the newest", title_justify="left")
@@ -258,6 +260,8 @@ def model_table(model: CatalogueModel, rows: list[Row]) -> Table:
         action = f"[{colour}]{r.action}[/]" if colour else r.action
         if r.decision is not None and not r.decision.promote:
             action += f": {_why(r.decision)}"
+        elif r.decision is not None and r.decision.champion_below_floor and r.action == "promoted":
+            action += ": both below the floor" if higher_is_better(r.decision.metric) else ": both above the ceiling"
         table.add_row(day, row.landed, _validation(r), "-" if r.drift_share is None else f"{r.drift_share:.2f}",
                       _reasons(r), row.gated_on, _versus(r), action,
                       f"v{r.champion_after}" if r.champion_after else "-", took)

@@ -5,7 +5,8 @@ Schedules come from the model catalogue (models.yaml): every catalogue model get
 and one run at a time. prefect.yaml holds these entries generated from the committed models.yaml and the settings'
 defaults (pool nightshift-process), so a bare `prefect deploy --all` works; this script regenerates them from the
 current catalogue (NIGHTSHIFT_CATALOGUE_PATH) and pool (NIGHTSHIFT_WORK_POOL), deploys that copy through
-`--prefect-file`, and pauses the deployments of models that left the catalogue.
+`--prefect-file`, and pauses the deployments of models that left the catalogue. Last, the notification automations
+(deployments/notify.py: a failed night, missing data, promotions, ...) through NIGHTSHIFT_NOTIFY_BLOCK, or "off".
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def deploy_all(settings: Settings | None = None, project_dir: Path = PROJECT_ROO
 
     for name in pause_removed_models({m.name for m in load_catalogue(settings.catalogue_path).models}):
         print(f"paused deployment {MODEL_NIGHT_FLOW}/{name}: model '{name}' is no longer in the catalogue")
+    from deployments.notify import configure_notifications
+
+    print(configure_notifications(settings))  # automations telling a person (NIGHTSHIFT_NOTIFY_BLOCK), or "off"
 
 
 def pause_removed_models(names: set[str]) -> list[str]:

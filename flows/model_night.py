@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from tasks.catalogue.schema import CatalogueModel
     from tasks.data.sources import LabeledWindow, StagedDay, WindowFiles
+    from tasks.registry.quality import RealizedQuality
 
 MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
 
@@ -82,9 +83,10 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     # MLflow; the newest day alerts); the days a challenger would learn from.
     window = labeled_window_task(model, night, settings.state_dir)
     quality = landed_quality_task(cfg, model, champion, window, night, settings.state_dir) if champion else None
-    landed = quality.alert_reasons() if quality else []
+    window, landed, told, below = _judged(model, window, quality, checked, night)  # suspect labels out; the floor
     reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked, landed)
-    result = _with_checks(result, checked, landed, reasons)
+    result = partial(_with_checks(result, checked, landed, reasons), events=told, floor=below,
+                     labels_kept_out=[r.describe() for r in quality.suspect_records] if quality else [])
     if kept := _keep_champion(cfg, model.name, champion, params.force_retrain, reasons, window):
         return finish(result(action=kept[0], champion_after=champion), kept[1])
     files = _labeled_files(model, window, settings.state_dir)
@@ -118,9 +120,40 @@ def _monitor_tonight(model: CatalogueModel, night: date, tonight: StagedDay, see
     return monitor(MonitorParams(
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
+        floor=model.gate.absolute_floor if model.gate.metric == m.metric else None,
         sample_rows=m.drift_sample_rows, emit_events=False, labels_land_later=model.labels is not None,
         slice_columns=m.slice_columns, day=night if model.features != SERVED else None,  # vs served: skew
         id_column=next(iter(model.id_columns), None), source_name=tonight.landed))
+
+
+def _judged(model: CatalogueModel, window: LabeledWindow, quality: RealizedQuality | None,
+            checked: MonitorResult | None, night: date) -> tuple[LabeledWindow, list[str], list[str], str | None]:
+    """What the labels say: the window without days whose labels are suspect, the alert reasons (a champion under
+    its floor among them: a reason to retrain), the events sent (labels.suspect reported by the quality step;
+    below_floor sent here, with how `previous` did on the same rows), and the below-floor sentence."""
+    from nightshift import events
+
+    told = [r.event_id for r in quality.suspect if r.event_id] if quality else []
+    reasons = quality.alert_reasons() if quality else []
+    if quality is not None:  # labels landed apart: the newest labeled day measured tonight
+        q = quality.newest
+        below, check, version, day = quality.below_floor(), q.check if q else None, q.version if q else None, \
+            q.day if q else None
+        previous = q.previous if q else None
+    else:  # labels came with tonight's rows: the monitor measured the champion on them
+        check = checked.performance if checked else None
+        version, day, previous = checked.model_version if checked else None, night, None
+        below = f"champion v{version} on tonight's labeled rows: {b}" if check and (b := check.below_floor()) else None
+    if below and check is not None:
+        told.append(events.emit_model_event(
+            events.BELOW_FLOOR, model.name, version=version, night=night, reason=below,
+            payload={"day": day.isoformat() if day else None, "metric": check.metric, "value": check.value,
+                     "floor": check.floor, "previous_version": previous.version if previous else None,
+                     "previous_value": previous.value if previous else None,
+                     "previous_better": bool(previous and previous.better)}))
+        reasons.append(f"live model below the floor: {below}")
+        get_run_logger().warning("%s: %s", model.name, below)
+    return window.without(quality.kept_out) if quality else window, reasons, told, below
 
 
 def _with_checks(result: partial[NightlyResult], checked: MonitorResult | None, landed: list[str],

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightshift.errors import DataValidationError
+from nightshift.events import DEGRADED, DRIFT, emit_model_event, night_of_run
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key, slug
 from nightshift.settings import get_settings
 from tasks.catalogue.config import Metric, check_metric
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
     from tasks.monitoring.drift import CurrentSample
     from tasks.registry.versions import LoadedVersion
 
-DRIFT_EVENT = "nightshift.drift.detected"
-DEGRADED_EVENT = "nightshift.performance.degraded"
+DRIFT_EVENT = DRIFT  # the names live in nightshift.events; kept importable here
+DEGRADED_EVENT = DEGRADED
 
 
 class MonitorParams(BaseModel):
@@ -69,6 +70,9 @@ class MonitorParams(BaseModel):
     metric: Metric | None = Field(None, title="Monitored metric",
                                   description="Metric compared when the batch has labels; empty: roc_auc for a "
                                               "classifier, rmse for a regressor.")
+    floor: float | None = Field(None, title="Floor of the metric",
+                                description="The live model's metric under this (over it, for an error metric) is "
+                                            "reported as below the floor; under chance (ROC AUC 0.5, R² 0) always.")
     sample_rows: int | None = Field(None, ge=5_000, le=10_000_000, title="Drift sample cap",
                                     description="Rows per side for the drift report; default NIGHTSHIFT_DRIFT_SAMPLE_ROWS.")
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling (and demo data).")
@@ -134,32 +138,26 @@ def _report_dir(settings: Settings, name: str) -> Path:
 
 
 def _emit_events(name: str, version: str, drift: DriftResult, performance: PerformanceCheck | None,
-                 reasons: list[str], estimate: EstimateCheck | None = None) -> list[str]:
-    """Prefect events a deployment trigger can react to (resource = the model)."""
-    from prefect.events import emit_event
-
-    resource = {"prefect.resource.id": f"nightshift.model.{name}", "prefect.resource.name": name,
-                "nightshift.model.version": version}
-    related = []
-    if flow_run.get_id():
-        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run.get_id()}",
-                        "prefect.resource.role": "flow-run"})
+                 reasons: list[str], estimate: EstimateCheck | None = None, night: date | None = None) -> list[str]:
+    """Prefect events a deployment trigger or a notification can react to (resource = the model; payload: model,
+    night (given, else the run's `params.day`, else None) and a one-sentence reason, plus the check's numbers)."""
+    day = night or night_of_run("day")
     ids = []
     if drift.dataset_drift or (drift.prediction is not None and drift.prediction.drifted):
-        event = emit_event(DRIFT_EVENT, resource=resource, related=related, payload={
+        why = f"{name} v{version}: {'; '.join(drift.alert_reasons())}"
+        ids.append(emit_model_event(DRIFT_EVENT, name, version=version, night=day, reason=why, payload={
             "drift_share": drift.drift_share, "drifted_columns": drift.drifted_columns,
             "prediction_drift": bool(drift.prediction and drift.prediction.drifted),
-            "report": drift.html_path, "reasons": reasons})
-        ids.append(str(event.id) if event else DRIFT_EVENT)
+            "report": drift.html_path, "reasons": reasons}))
     if performance is not None and performance.degraded:
-        event = emit_event(DEGRADED_EVENT, resource=resource, related=related, payload={
+        why = f"{name} v{version}: {'; '.join(performance.alert_reasons())}"
+        ids.append(emit_model_event(DEGRADED_EVENT, name, version=version, night=day, reason=why, payload={
             "metric": performance.metric, "batch": performance.batch_metrics.get(performance.metric),
-            "reference": performance.reference_metrics.get(performance.metric), "reasons": reasons})
-        ids.append(str(event.id) if event else DEGRADED_EVENT)
+            "reference": performance.reference_metrics.get(performance.metric), "reasons": reasons}))
     if estimate is not None and estimate.drop is not None and estimate.drop.beyond:
-        event = emit_event(ESTIMATED_DROP_EVENT, resource=resource, related=related,
-                           payload={**estimate.drop.payload(), "reasons": reasons})
-        ids.append(str(event.id) if event else ESTIMATED_DROP_EVENT)
+        why = f"{name} v{version}: {estimate.drop.reason}"
+        ids.append(emit_model_event(ESTIMATED_DROP_EVENT, name, version=version, night=day, reason=why,
+                                    payload={**estimate.drop.payload(), "reasons": reasons}))
     return ids
 
 
@@ -254,7 +252,7 @@ def _quality(params: MonitorParams, settings: Settings, cfg: TrackingConfig, run
     check_metric(contract.task, metric, "the monitored metric")
     tested = run_metrics_task(cfg, run_id, "test_")
     performance = batch_performance_task(current.frame, current.proba, contract.label, model_classes(model), tested,
-                                         metric, max_drop)
+                                         metric, max_drop, params.floor)
     estimate = None if performance else estimate_batch_task(  # no labels: CBPE / DLE, label-free
         model, reference, contract.features, contract.label, current.frame, current.proba, metric, tested,
         max_drop, params.slice_columns, params.seed)

@@ -22,6 +22,8 @@ from tasks.data.datasets import DatasetParams, load_dataset_task
 from tasks.data.sources import build_window_task
 from tasks.model.gate import GateDecision
 from tasks.model.metrics import default_metric
+from tasks.registry.approval import decide_close_call
+from tasks.registry.audit import decided_by
 from tasks.registry.locks import model_lock
 from tasks.registry.promote import DeployOutcome, alias_state_task, gate_challenger_task, promote, record_refusal_task
 from tasks.registry.store import TrackingConfig
@@ -104,6 +106,10 @@ class NightlyResult(BaseModel):
     night: date | None = Field(None, description="The calendar night (catalogue runs; batch runs have none).")
     estimated: str | None = Field(None, description="Tonight's metric estimated before its labels: value (band).")
     events: list[str] = Field(default_factory=list, description="Prefect events this night emitted itself.")
+    floor: str | None = Field(None, description="The live model under its floor (or chance) on its newest labeled "
+                                                "day, and how `previous` measured on the same rows.")
+    labels_kept_out: list[str] = Field(default_factory=list, description="Labeled days whose labels look wrong: kept "
+                                                                         "out of training and judging, and why.")
     champion_before: str | None
     champion_after: str | None
     deploy: DeployOutcome | None = None
@@ -158,6 +164,8 @@ def _summary(result: NightlyResult) -> list[dict[str, str]]:
             ("batch", f"{result.batch} ({result.rows} rows)"), ("validation", result.validation),
             ("drift share", "-" if result.drift_share is None else f"{result.drift_share:.2f}"),
             ("alerts", "; ".join(result.alert_reasons) or "none"),
+            *([("live model below the floor", result.floor)] if result.floor else []),
+            *([("labels kept out", "; ".join(result.labels_kept_out))] if result.labels_kept_out else []),
             ("retrain because", "; ".join(result.retrain_reasons) or "no reason: kept the champion"),
             ("challenger", f"v{result.challenger_version}" if result.challenger_version else "-"),
             ("gate", d.reason if d else "-"), ("improvement (CI)", ci), ("action", result.action),
@@ -226,13 +234,18 @@ def gate_and_promote(cfg: TrackingConfig, name: str, challenger: str, champion: 
     settings = get_settings()
     decision = gate_challenger_task(cfg, name, challenger, champion, holdout_path, gate)
     create_markdown_artifact(key=artifact_key("gate", name), markdown=decision.markdown(), description=decision.reason)
+    # A close call under `approval: close-calls` waits for a person (or the deadline); else the gate's decision.
+    verdict = decide_close_call(cfg, name, decision, gate, night.keywords.get("night"))
+    decision = verdict.decision
     night = partial(night, challenger_version=challenger, decision=decision, window_fingerprint=window_fp)
-    if not decision.promote:
-        refused = record_refusal_task(cfg, name, decision, window_fp)
-        return finish(night(action="refused" if refused else "already-decided", champion_after=champion),
-                      decision.reason)
-    token = settings.server_token.get_secret_value() if settings.server_token else None
-    outcome = promote(cfg, name, decision, server_url=settings.server_url, token=token, fingerprint=window_fp)
+    with decided_by(verdict.by):  # the audit records name who answered
+        if not decision.promote:
+            refused = record_refusal_task(cfg, name, decision, window_fp)
+            return finish(night(action="refused" if refused else "already-decided", champion_after=champion),
+                          decision.reason)
+        token = settings.server_token.get_secret_value() if settings.server_token else None
+        outcome = promote(cfg, name, decision, server_url=settings.server_url, token=token, fingerprint=window_fp,
+                          night=night.keywords.get("night"))
     action = {"promoted": "promoted", "completed": "promoted"}.get(outcome.status, outcome.status)
     return finish(night(action=action, champion_after=outcome.champion_after, deploy=outcome.deploy), outcome.detail)
 

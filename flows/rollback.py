@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nightshift.errors import PromotionRefused, TrackingError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
+from tasks.registry.approval import passed
 from tasks.registry.promote import DeployOutcome, alias_state_task, promote, recorded_decision_task
 from tasks.registry.store import TrackingConfig
 
@@ -51,10 +52,10 @@ def rollback(params: RollbackParams) -> RollbackResult:
     target = params.to_version or state.previous
     if target is None:
         raise TrackingError(f"Model '{name}' has no 'previous' alias to roll back to; give to_version.")
-    decision = recorded_decision_task(cfg, name, target)
+    decision = passed(cfg, name, recorded_decision_task(cfg, name, target))  # the gate's, or a person's approval
     if decision is None or not decision.promote:
-        raise PromotionRefused(f"Version {target} of '{name}' never passed the promotion gate; refusing to make it "
-                               f"champion.")
+        raise PromotionRefused(f"Version {target} of '{name}' never passed the promotion gate (nor did a person "
+                               f"approve it); refusing to make it champion.")
     token = settings.server_token.get_secret_value() if settings.server_token else None
     outcome = promote(cfg, name, decision, server_url=settings.server_url, token=token, action="rollback",
                       expected_champion=state.champion, reason=params.reason)

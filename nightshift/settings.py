@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         "threads", description="Where mapped tasks (CV search, batch-scoring parts) run: threads, or Dask (prefect-dask).")
     task_workers: int = Field(2, ge=1, le=256, description="Threads, or local Dask worker processes.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler (tcp://host:8786); default a local cluster.")
+    notify_block: str | None = Field(
+        "custom-webhook/nightshift-alerts",
+        description="Prefect notification block that `make deploy`'s automations send through, as "
+                    "<block-type-slug>/<block-name> (a bare name means custom-webhook/<name>); empty, or no such "
+                    "block on the server: notifications off. `python -m deployments.notify --webhook-url URL` "
+                    "creates the default one.")
 
     @field_validator("server_prompts", mode="before")
     @classmethod

@@ -170,6 +170,14 @@ class GateConfig(BaseModel):
         False, title="Allow a schema change",
         description="Promote a challenger whose input columns, column kinds or classes differ from the champion's "
                     "(every caller of the model server must change with it). Off: such a challenger is refused.")
+    approval: Literal["off", "close-calls"] = Field(
+        "off", title="Ask a person",
+        description="close-calls: a borderline decision (the improvement's CI straddles the margin, a schema change "
+                    "is needed, or the champion is under the floor) waits for a person's approve/refuse form on a "
+                    "paused 'approval' run in the Prefect UI; off: the gate decides alone.")
+    approval_timeout_hours: float = Field(
+        12.0, gt=0, le=168, title="Approval timeout (hours)",
+        description="With no answer by then the champion stays (recorded as a refusal: no answer).")
 
 
 class MonitorSettings(BaseModel):

@@ -274,14 +274,26 @@ class LabeledWindow(BaseModel):
     holdout_day: date | None
     window: list[date] = Field(default_factory=list, description="Labeled days the challenger trains on.")
     missing: list[date] = Field(default_factory=list, description="Days inside the window with no labeled data.")
+    kept_out: list[date] = Field(default_factory=list, description="Labeled days kept out: their labels are suspect.")
 
     def describe(self) -> str:
         """One line for logs and artifacts."""
         if self.holdout_day is None:
             return f"no labeled day yet as of {self.night}"
         gaps = f"; missing, skipped: {', '.join(d.isoformat() for d in self.missing)}" if self.missing else ""
+        kept = f"; labels kept out: {', '.join(d.isoformat() for d in self.kept_out)}" if self.kept_out else ""
         return (f"train on {len(self.window)} labeled day(s) {self.window[0] if self.window else '-'}.."
-                f"{self.window[-1] if self.window else '-'}, judge on {self.holdout_day}{gaps}")
+                f"{self.window[-1] if self.window else '-'}, judge on {self.holdout_day}{gaps}{kept}")
+
+    def without(self, days: list[date]) -> LabeledWindow:
+        """The window with `days` kept out (suspect labels): out of training, and a kept-out holdout day gives way
+        to the newest labeled day before it."""
+        out = sorted(set(days) & ({*self.window} | ({self.holdout_day} if self.holdout_day else set())))
+        if not out:
+            return self
+        landed = [d for d in [*self.window, *([self.holdout_day] if self.holdout_day else [])] if d not in out]
+        return LabeledWindow(night=self.night, holdout_day=landed[-1] if landed else None, window=landed[:-1],
+                             missing=self.missing, kept_out=[*self.kept_out, *out])
 
 
 def labels_landed(model: CatalogueModel, day: date, night: date, state_dir: Path) -> bool:
@@ -410,14 +422,11 @@ MISSING_DATA_EVENT = "nightshift.data.missing"
 def emit_missing_data(model: CatalogueModel, staged: StagedDay) -> str:
     """A Prefect event an automation can alert on: no rows for this model tonight (nothing landed, or files without
     rows); returns its id."""
-    from prefect.events import emit_event
+    from nightshift.events import emit_model_event
 
     run_logger(__name__).warning("%s: %s", model.name, staged.describe())
-    event = emit_event(MISSING_DATA_EVENT, resource={"prefect.resource.id": f"nightshift.model.{model.name}",
-                                                     "prefect.resource.name": model.name},
-                       payload={"night": staged.day.isoformat(), "looked_at": staged.resolved,
-                                "landed_empty": staged.empty})
-    return str(event.id) if event else MISSING_DATA_EVENT
+    return emit_model_event(MISSING_DATA_EVENT, model.name, reason=staged.describe(), night=staged.day,
+                            payload={"looked_at": staged.resolved, "landed_empty": staged.empty})
 
 
 stage_features_task = task(stage_features, name="stage-features", retries=2, retry_delay_seconds=[2, 10],

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from tasks.catalogue.config import GateConfig
-from tasks.model.metrics import higher_is_better, quality_metrics
+from tasks.model.metrics import higher_is_better, measured, quality_metrics, unmeasurable
 
 
 class SliceResult(BaseModel):
@@ -31,7 +31,7 @@ class GateDecision(BaseModel):
     reason: str
     metric: str
     rows: int
-    challenger: float
+    challenger: float | None = Field(description="The challenger's metric on the holdout; None: not measurable there.")
     champion: float | None
     difference: float | None = Field(None, description="Improvement of challenger over champion (positive = better).")
     ci_low: float | None = None
@@ -47,6 +47,10 @@ class GateDecision(BaseModel):
                                       description="How the challenger's input schema differs from the champion's.")
     budgets: list[str] = Field(default_factory=list,
                                description="Budget checks beside the metric (LLM: cost per 1k items, p95 latency).")
+    champion_below_floor: bool = Field(False, description="The champion itself misses the floor on this holdout.")
+    close_call: list[str] = Field(default_factory=list,
+                                  description="Why a person should decide (CI straddles the margin, a schema change "
+                                              "is needed, the champion is under the floor); empty when it is clear.")
 
     def markdown(self) -> str:
         """The decision as a small markdown report."""
@@ -54,7 +58,7 @@ class GateDecision(BaseModel):
         lines = [f"# Gate: {verdict}", self.reason, "",
                  "| | value |", "|---|---|",
                  f"| metric | {self.metric} on {self.rows} fresh labeled rows |",
-                 f"| challenger{f' v{self.challenger_version}' if self.challenger_version else ''} | {self.challenger:.4f} |"]
+                 f"| challenger{f' v{self.challenger_version}' if self.challenger_version else ''} | {_num(self.challenger)} |"]
         if self.champion is not None:
             lines += [f"| champion{f' v{self.champion_version}' if self.champion_version else ''} | {self.champion:.4f} |",
                       f"| improvement | {self.difference:+.4f} ({self.confidence:.0%} CI {self.ci_low:+.4f} .. {self.ci_high:+.4f}) |",
@@ -65,11 +69,17 @@ class GateDecision(BaseModel):
             lines += ["", "Input schema changes vs the champion:", *(f"- {c}" for c in self.schema_changes)]
         if self.budgets:
             lines += ["", "Budgets:", *(f"- {b}" for b in self.budgets)]
+        if self.close_call:
+            lines += ["", "A close call:", *(f"- {c}" for c in self.close_call)]
         if self.slices:
             lines += ["", "| slice | rows | champion | challenger | change | regressed |", "|---|---|---|---|---|---|"]
             lines += [f"| {s.column}={s.value} | {s.rows} | {s.champion:.4f} | {s.challenger:.4f} | {s.change:+.4f} | "
                       f"{'**yes**' if s.regressed else 'no'} |" for s in self.slices]
         return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "not measurable" if value is None else f"{value:.4f}"
 
 
 _BOOTSTRAP_CELLS = 4_000_000  # resampled rows held at once by the gate's bootstrap (~100 MB at any holdout size)
@@ -170,28 +180,40 @@ def _slices(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarra
     return out
 
 
+def _meets(value: float, floor: float | None, higher: bool) -> bool:
+    return True if floor is None else value >= floor if higher else value <= floor
+
+
 def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, classes: Sequence | None,
          config: GateConfig, slice_frame: Any = None, challenger_version: str | None = None,
          champion_version: str | None = None, schema_changes: Sequence[str] = ()) -> GateDecision:
-    """Decide promotion: same input schema (or allowed), CI lower bound above the margin, challenger above the
-    floor (under the ceiling, for an error metric), no slice regressed. A champion given without comparable scores
-    (other classes) is not compared. classes None: regressors' predictions."""
+    """Decide promotion: same input schema (or allowed), the metric measurable on the holdout, CI lower bound above
+    the margin, challenger above the floor (under the ceiling, for an error metric) unless the champion misses it
+    too on the same rows, no slice regressed. A champion given without comparable scores (other classes) is not
+    compared. classes None: regressors' predictions."""
     y = np.asarray(y_true, dtype=float) if classes is None else np.asarray(y_true)
     cls = None if classes is None else np.asarray(classes)
     metric = config.metric
-    chal_value = quality_metrics(y, challenger, cls)[metric]
+    why = unmeasurable(y, challenger, cls, metric) or (
+        unmeasurable(y, champion, cls, metric) if champion is not None else None)
+    chal_value = quality_metrics(y, challenger, cls)[metric] if why is None and len(y) else float("nan")
     higher = higher_is_better(metric)
     floor = config.absolute_floor
-    above_floor = True if floor is None else chal_value >= floor if higher else chal_value <= floor
+    above_floor = _meets(chal_value, floor, higher)
     floor_word = "floor" if higher else "ceiling"
-    common = dict(metric=metric, rows=len(y), challenger=chal_value, confidence=config.confidence,
+    common = dict(metric=metric, rows=len(y), confidence=config.confidence,
                   min_margin=config.min_margin, absolute_floor=config.absolute_floor, resamples=config.resamples,
                   challenger_version=challenger_version, champion_version=champion_version,
                   schema_changes=list(schema_changes))
+    if why is not None or not measured(chal_value):
+        reason = f"cannot judge on this holdout: {why or f'{metric} is undefined on these rows'}; the champion stays"
+        return GateDecision(promote=False, reason=reason, challenger=None, champion=None, **common)
+    common["challenger"] = chal_value
     if schema_changes and not config.allow_schema_change:
         reason = (f"input schema differs from champion v{champion_version}: {'; '.join(schema_changes)} "
                   "(set the gate's allow_schema_change to promote it anyway)")
-        return GateDecision(promote=False, reason=reason, champion=None, **common)
+        return GateDecision(promote=False, reason=reason, champion=None, close_call=["a schema change is needed"],
+                            **common)
     if champion is None:
         first = "first model" if champion_version is None else f"champion v{champion_version} not comparable"
         reason = (f"{first}: {metric} {chal_value:.4f} {'meets' if above_floor else 'misses'} the "
@@ -199,23 +221,34 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
                   f"{first}: {metric} {chal_value:.4f} (no {floor_word} set)")
         return GateDecision(promote=bool(above_floor), reason=reason, champion=None, **common)
     champ_value = quality_metrics(y, champion, cls)[metric]
+    champion_below = not _meets(champ_value, floor, higher)
     diff, lo, hi = paired_bootstrap(y, challenger, champion, cls, metric, config.resamples, config.confidence,
                                     config.seed)
     slices = _slices(slice_frame, config.slice_columns, y, challenger, champion, cls, config) if config.slice_columns else []
     regressed = [s for s in slices if s.regressed]
     ci = f"{diff:+.4f} ({config.confidence:.0%} CI {lo:+.4f}..{hi:+.4f})"
-    if not above_floor:
+    better = lo > config.min_margin
+    if not above_floor and not (champion_below and better):
         promote, reason = False, f"challenger {metric} {chal_value:.4f} misses the {floor_word} {config.absolute_floor}"
-        if lo > config.min_margin:  # say so: the live model is worse still, and stays
-            reason += (f" (it beats the champion's {champ_value:.4f} by {ci}, but the {floor_word} holds for every "
-                       "promotion: the champion stays)")
-    elif not lo > config.min_margin:
+        if champion_below:
+            reason += (f"; the champion misses it too ({champ_value:.4f}), and the challenger is not measurably "
+                       f"better: improvement {ci}, needs CI low > {config.min_margin}")
+    elif not better:
         promote, reason = False, f"not measurably better: improvement {ci}, needs CI low > {config.min_margin}"
     elif regressed:
         worst = min(regressed, key=lambda s: s.change)
         promote, reason = False, (f"improvement {ci} but slice {worst.column}={worst.value} regressed by "
                                   f"{-worst.change:.4f} (> {config.slice_tolerance})")
+    elif not above_floor:  # both under the floor: the measurably better one serves, and people are told
+        promote, reason = True, (f"both {'below' if higher else 'above'} the {floor_word} {config.absolute_floor}: "
+                                 f"challenger {metric} "
+                                 f"{chal_value:.4f} vs champion {champ_value:.4f}, improvement {ci}; the better of two "
+                                 f"models under the {floor_word} replaces the live one")
     else:
         promote, reason = True, f"challenger better: {metric} {chal_value:.4f} vs {champ_value:.4f}, improvement {ci}"
+    close = ([f"the improvement's CI {lo:+.4f}..{hi:+.4f} straddles the margin {config.min_margin}"]
+             if lo <= config.min_margin < hi else [])
+    close += [f"the champion misses the {floor_word} {floor} ({champ_value:.4f})"] if champion_below else []
+    close += ["a schema change is needed"] if schema_changes else []
     return GateDecision(promote=promote, reason=reason, champion=champ_value, difference=diff, ci_low=lo, ci_high=hi,
-                        slices=slices, **common)
+                        slices=slices, champion_below_floor=champion_below, close_call=close, **common)

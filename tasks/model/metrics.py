@@ -92,6 +92,44 @@ def classification_metrics(y_true: Sequence, proba: np.ndarray, classes: Sequenc
     return out
 
 
+MIN_MEASURED_ROWS = 30  # fewer labeled rows and a day's metric is noise, not a measurement
+MIN_CLASS_ROWS = 5  # ROC AUC needs this many rows of each of two classes to rank anything
+
+
+def unmeasurable(y_true: Sequence, scores: np.ndarray, classes: Sequence | None, metric: str,
+                 min_rows: int = MIN_MEASURED_ROWS) -> str | None:
+    """Why `metric` cannot be measured on these labeled rows (one class, too few rows, every prediction equal), as a
+    sentence; None when it can. A metric that cannot be measured is never compared, "ok", or logged as NaN."""
+    y = np.asarray(y_true)
+    if len(y) < min_rows:
+        return f"too few labeled rows to measure {metric} ({len(y)} < {min_rows})"
+    if classes is None:
+        values = np.asarray(y, dtype=float)
+        if metric == "r2" and np.ptp(values) == 0:
+            return f"every label is {values[0]:g}: r2 needs labels that vary"
+        return None
+    labels, counts = np.unique(y, return_counts=True)
+    labels = np.asarray([v.item() if hasattr(v, "item") else v for v in labels], dtype=object)  # 1, not np.int64(1)
+    if metric == "roc_auc":
+        if len(labels) < 2:
+            return f"every one of the {len(y):,} labels is {labels[0]!r}: roc_auc needs two classes"
+        if len(np.asarray(classes)) == 2 and counts.min() < MIN_CLASS_ROWS:
+            return (f"only {counts.min()} of {len(y):,} labels are {labels[np.argmin(counts)]!r}: roc_auc needs at "
+                    f"least {MIN_CLASS_ROWS} of each class")
+        if len(np.asarray(classes)) > 2 and len(labels) < len(np.asarray(classes)):
+            missing = sorted(set(np.asarray(classes).tolist()) - set(labels.tolist()), key=str)
+            return f"class(es) {', '.join(map(repr, missing))} absent from the labels: multiclass roc_auc needs all"
+        proba = np.asarray(scores, dtype=float)
+        if np.ptp(proba, axis=0).max() == 0:
+            return f"every prediction is the same on the {len(y):,} rows: roc_auc cannot rank them"
+    return None
+
+
+def measured(value: float | None) -> bool:
+    """A value that was measured: a finite number."""
+    return value is not None and bool(np.isfinite(value))
+
+
 def drift_predictions(proba: np.ndarray, classes: Sequence | None) -> tuple[np.ndarray, str]:
     """What prediction drift compares: the predicted number for a regressor, P(positive) for binary models, the
     predicted class otherwise."""

@@ -1,5 +1,7 @@
 """Calibration of a model's probabilities on its reference rows: per-class isotonic maps and their expected
-calibration error, what the label-free estimate (tasks.monitoring.estimate) rests on."""
+calibration error, what the label-free estimate (tasks.monitoring.estimate) rests on; and the map's own
+uncertainty, as logistic recalibrations of its output refit on bootstrap resamples of the reference (the band's
+calibration part: tasks.monitoring.cbpe)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,14 @@ from nightshift.errors import NightshiftError
 EstimatedMetric = Literal["roc_auc", "accuracy"]
 ESTIMATED_METRICS: tuple[EstimatedMetric, ...] = ("roc_auc", "accuracy")
 _SUM_TOLERANCE = 1e-3  # rows of predict_proba may miss 1 by float error
+RESAMPLES = 40  # bootstrap refits: the spread they give is itself uncertain by ~1/sqrt(2 * 40) = 11%
+MIN_RESAMPLE_CLASS_ROWS = 10  # fewer rows of an outcome: no recalibration of that class can be fitted
+_RIDGE = 1.0  # one pseudo-row pulling a refit toward (slope 1, intercept 0): finite even if a resample separates
+_CELLS = 2_000_000  # resamples x rows fitted at once
+SHIFT_FEATURES = 3  # tonight's most shifted inputs the recalibration also conditions on (and their squares)
+MAP_KNOTS = 5  # spline knots of the calibration map (quantiles of the logit of p)
+MAP_GRID = 65  # quantiles of p the map is kept at (np.interp between them)
+MIN_SHIFT = 0.8  # standardised mean difference (tonight vs reference) from which an input is shifted: Cohen's "large"
 
 
 class EstimationError(NightshiftError, ValueError):
@@ -137,6 +147,18 @@ class Calibrator(BaseModel):
     classes: list[bool | int | float | str]
     reference_rows: int
     per_class: list[ClassCalibration] = Field(description="Binary: one map, for classes[1]. Multiclass: one per class.")
+    resamples: list[list[tuple[float, ...]]] = Field(
+        default_factory=list, description="Per bootstrap resample of the reference, per map of per_class: slope and "
+                                          "intercept of the logistic recalibration of the calibrated probability "
+                                          "(on the logit scale) refit on that resample; with `shift_inputs`, then "
+                                          "the coefficients of those inputs. Empty: no calibration term.")
+    shift_inputs: list[int] = Field(default_factory=list, description="Columns of the model's inputs (domain_inputs) "
+                                    "shifted tonight that the recalibration conditions on. Empty: the score only.")
+    shift_mean: list[float] = Field(default_factory=list, description="Their reference means (standardisation).")
+    shift_std: list[float] = Field(default_factory=list, description="Their reference standard deviations.")
+    shift_fit: list[list[float]] = Field(default_factory=list, description="Per map: slope, intercept and the shifted "
+                                         "inputs' coefficients of the recalibration on the whole reference, applied "
+                                         "after the map (P(y | score, inputs) holds under covariate shift).")
 
     @property
     def method(self) -> str:
@@ -146,8 +168,18 @@ class Calibrator(BaseModel):
             return "identity"
         return "isotonic" if used == len(self.per_class) else f"isotonic ({used}/{len(self.per_class)} classes)"
 
-    def apply(self, proba: Any) -> np.ndarray:
-        """Calibrated (n, k) probabilities for the model's raw ones (rows renormalised for multiclass)."""
+    def shifted(self, inputs: Any) -> np.ndarray | None:
+        """The rows' shifted inputs, standardised on the reference (None without shift_inputs)."""
+        if not self.shift_inputs:
+            return None
+        if inputs is None:
+            raise EstimationError("this calibrator conditions on tonight's shifted inputs: pass the rows' "
+                                  "domain_inputs as `inputs`.")
+        x = np.asarray(inputs, dtype=float)[:, self.shift_inputs]
+        return (np.nan_to_num(x) - np.asarray(self.shift_mean)) / np.asarray(self.shift_std)
+
+    def mapped(self, proba: Any) -> np.ndarray:
+        """The maps' (n, k) probabilities for the model's raw ones (rows renormalised for multiclass)."""
         p = _as_proba(proba, self.classes)
         if len(self.classes) == 2:
             pos = self.per_class[0].apply(p[:, 1])
@@ -156,52 +188,230 @@ class Calibrator(BaseModel):
         total = cal.sum(axis=1, keepdims=True)
         return np.divide(cal, total, out=np.full_like(cal, 1.0 / cal.shape[1]), where=total > 0)
 
+    def apply(self, proba: Any, inputs: Any = None) -> np.ndarray:
+        """Calibrated (n, k) probabilities for the model's raw ones: the maps, then, with shift_inputs, their
+        recalibration on the rows' `inputs` (domain_inputs) too."""
+        cal = self.mapped(proba)
+        return self.recalibrate(cal, None, self.shifted(inputs)) if self.shift_fit else cal
+
+    def recalibrate(self, calibrated: np.ndarray, resample: int | None, z: np.ndarray | None = None) -> np.ndarray:
+        """The maps' (n, k) probabilities (mapped's output) as bootstrap resample `resample` recalibrates them
+        (None: shift_fit); `z` the rows' standardised shifted inputs (Calibrator.shifted)."""
+        from scipy.special import expit
+
+        fits = self.shift_fit if resample is None else self.resamples[resample]
+
+        def one(q: np.ndarray, fit: Sequence[float]) -> np.ndarray:
+            if len(fit) > 2 and z is not None:
+                return _design(_logit(q), z) @ np.asarray(fit)
+            return fit[0] * _logit(q) + fit[1]
+
+        if len(self.classes) == 2:
+            pos = expit(one(calibrated[:, 1], fits[0]))
+            return np.column_stack([1.0 - pos, pos])
+        out = np.column_stack([expit(one(calibrated[:, j], fit)) for j, fit in enumerate(fits)])
+        return out / out.sum(axis=1, keepdims=True)
+
     def summary(self) -> str:
         """One line: which map, on how many reference rows, and why."""
+        refits = f"; its uncertainty: {len(self.resamples)} bootstrap refits" if self.resamples else ""
+        if self.shift_inputs:
+            refits += f"; recalibrated on {len(self.shift_inputs)} inputs shifted tonight"
         return f"{self.method} calibration on {self.reference_rows} reference rows: " + "; ".join(
-            f"{c.label}: {c.reason}" for c in self.per_class)
+            f"{c.label}: {c.reason}" for c in self.per_class) + refits
+
+
+def _monotone_map(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth monotone map of p to P(y | p), as knots for np.interp: a logistic regression of y on a cubic
+    spline of logit(p) (MAP_KNOTS knots at quantiles), evaluated on MAP_GRID quantiles of p and made
+    non-decreasing. Not the step function of isotonic regression: its steps follow the reference's label noise,
+    which spreads the calibrated probabilities wider than P(y | p) and raises the expected ROC AUC (a forest's by
+    ~+0.010 on a 3,000-row reference: docs/benchmarks.md#bands)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import SplineTransformer
+
+    x = _logit(p)[:, None]
+    spline = SplineTransformer(n_knots=MAP_KNOTS, degree=3, knots="quantile").fit(x)
+    fit = LogisticRegression(C=1e4, max_iter=1000).fit(spline.transform(x), y)
+    grid = np.unique(np.quantile(p, np.linspace(0.0, 1.0, MAP_GRID)))
+    return grid, np.maximum.accumulate(fit.predict_proba(spline.transform(_logit(grid)[:, None]))[:, 1])
 
 
 def _fit_class(label: str, p: np.ndarray, y: np.ndarray, min_rows: int, min_class_rows: int, folds: int, bins: int,
-               seed: int) -> ClassCalibration:
-    from sklearn.isotonic import IsotonicRegression
+               seed: int) -> tuple[ClassCalibration, np.ndarray]:
+    """The class's map, and its calibrated probabilities of the reference rows as rows it did not see would get
+    them: out-of-fold for an isotonic map (the in-sample fit has learnt their noise), else the raw ones."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
+
+    def _identity(**fields: Any) -> tuple[ClassCalibration, np.ndarray]:
+        return ClassCalibration(label=label, method="identity", **fields), p
 
     positives = int(y.sum())
     fewest = min(positives, len(y) - positives)
     if fewest == 0:
-        return ClassCalibration(label=label, method="identity", reason="the reference holds one class only")
+        return _identity(reason="the reference holds one class only")
     if len(y) < min_rows or fewest < min_class_rows:
-        return ClassCalibration(label=label, method="identity",
-                                reason=f"reference too small to calibrate ({len(y)} rows, {fewest} in the rarer "
-                                       f"outcome; needs {min_rows} and {min_class_rows})")
+        return _identity(reason=f"reference too small to calibrate ({len(y)} rows, {fewest} in the rarer outcome; "
+                                f"needs {min_rows} and {min_class_rows})")
     if roc_auc_score(y, p) > 0.999:
-        return ClassCalibration(label=label, method="identity", reason="the reference is separated perfectly")
+        return _identity(reason="the reference is separated perfectly")
     raw, chance = expected_calibration_error(y, p, bins), calibrated_ece_quantile(p, bins, seed=seed)
     if raw <= chance:
-        return ClassCalibration(label=label, method="identity", ece_raw=raw, ece_chance=chance,
-                                reason=f"already calibrated (ECE {raw:.4f} <= {chance:.4f}, what chance gives a "
-                                       "calibrated model here)")
+        return _identity(ece_raw=raw, ece_chance=chance, reason=f"already calibrated (ECE {raw:.4f} <= {chance:.4f}, "
+                                                                "what chance gives a calibrated model here)")
     crossfit = np.empty_like(p)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p, y):
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p[train], y[train])
-        crossfit[test] = iso.predict(p[test])
+        knots = _monotone_map(p[train], y[train])
+        crossfit[test] = np.interp(p[test], *knots)
     cal = expected_calibration_error(y, crossfit, bins)
     if not cal < raw:
-        return ClassCalibration(label=label, method="identity", ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
-                                reason=f"miscalibrated (ECE {raw:.4f} > chance {chance:.4f}) but isotonic does not "
-                                       f"help on held-out rows (ECE {cal:.4f})")
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+        return _identity(ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
+                         reason=f"miscalibrated (ECE {raw:.4f} > chance {chance:.4f}) but isotonic does not help on "
+                                f"held-out rows (ECE {cal:.4f})")
+    knot_x, knot_y = _monotone_map(p, y)
     return ClassCalibration(label=label, method="isotonic", ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
                             reason=f"isotonic: ECE {raw:.4f} (chance {chance:.4f}) -> {cal:.4f} on held-out rows",
-                            x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+                            x=knot_x.tolist(), y=knot_y.tolist()), crossfit
+
+
+def _logit(q: np.ndarray) -> np.ndarray:
+    q = np.clip(q, 1e-6, 1.0 - 1e-6)
+    return np.log(q / (1.0 - q))
+
+
+def _recalibrations(q: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(slope, intercept) of the logistic regression of y on logit(q), one fit per row of `weights` (rows drawn per
+    resample): Newton steps, all resamples at once, from (1, 0) with a ridge of one pseudo-row toward it."""
+    from scipy.special import expit
+
+    x = _logit(q)
+    theta = np.tile([1.0, 0.0], (len(weights), 1))
+    for _ in range(50):
+        p = expit(theta[:, :1] * x + theta[:, 1:])
+        r, h = weights * (y - p), weights * p * (1.0 - p)
+        g_a, g_c = r @ x - _RIDGE * (theta[:, 0] - 1.0), r.sum(axis=1) - _RIDGE * theta[:, 1]
+        h_aa, h_ac, h_cc = h @ (x * x) + _RIDGE, h @ x, h.sum(axis=1) + _RIDGE
+        det = h_aa * h_cc - h_ac**2
+        step = np.clip(np.column_stack([(h_cc * g_a - h_ac * g_c) / det, (h_aa * g_c - h_ac * g_a) / det]), -2, 2)
+        theta += step
+        if np.abs(step).max() < 1e-7:
+            break
+    return theta
+
+
+def _design(logit: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Columns of the recalibration: the map's logit, 1, the shifted inputs and their squares (a forest's score
+    flattens beyond its training range: not linear in how far out a row lies)."""
+    return np.column_stack([logit, np.ones(len(logit)), z, z * z])
+
+
+def _logistic_fits(x: np.ndarray, y: np.ndarray, weights: np.ndarray, prior: np.ndarray,
+                   offset: np.ndarray | float = 0.0) -> np.ndarray:
+    """Logistic regressions of y on the columns of `x` (n, d) plus `offset`, one per row of `weights`, ridge of
+    one pseudo-row toward `prior`: Newton steps, all at once."""
+    from scipy.special import expit
+
+    theta = np.tile(prior, (len(weights), 1))
+    d = x.shape[1]
+    eye = _RIDGE * np.eye(d)
+    outer = (x[:, :, None] * x[:, None, :]).reshape(len(x), d * d)  # each row's x x^T, flat
+    for _ in range(50):
+        p = expit(theta @ x.T + offset)
+        g = (weights * (y - p)) @ x - _RIDGE * (theta - prior)
+        h = ((weights * p * (1.0 - p)) @ outer).reshape(-1, d, d) + eye
+        step = np.clip(np.linalg.solve(h, g[:, :, None])[:, :, 0], -2, 2)
+        theta += step
+        if np.abs(step).max() < 1e-7:
+            break
+    return theta
+
+
+def shifted_inputs(reference: np.ndarray, current: np.ndarray, top: int = SHIFT_FEATURES) -> list[int]:
+    """Tonight's `top` most shifted inputs: columns whose standardised mean difference from the reference exceeds
+    MIN_SHIFT and four of its standard errors (empty when none does). Smaller shifts keep the score-only
+    calibration: tonight stays within the reference's bulk, where P(y | score) barely moves, and the
+    recalibration's extrapolation would add more error than it removes (measured: docs/benchmarks.md#bands)."""
+    ref, cur = np.nan_to_num(np.asarray(reference, float)), np.nan_to_num(np.asarray(current, float))
+    std = ref.std(axis=0)
+    smd = np.divide(np.abs(cur.mean(axis=0) - ref.mean(axis=0)), std, out=np.zeros_like(std), where=std > 1e-12)
+    floor = max(MIN_SHIFT, 4.0 * np.sqrt(1.0 / len(ref) + 1.0 / len(cur)))
+    return [int(c) for c in np.argsort(-smd, kind="stable")[:top] if smd[c] > floor]
+
+
+def domain_inputs(model: Any, frame: Any) -> np.ndarray:
+    """The model's numeric inputs: a pipeline's inputs to its last step (imputed, scaled, one-hot), else the
+    frame's numeric columns."""
+    steps = getattr(model, "steps", None)
+    if steps and len(steps) > 1:
+        x = model[:-1].transform(frame)
+        x = x.toarray() if hasattr(x, "toarray") else x
+    else:
+        x = frame.select_dtypes("number") if hasattr(frame, "select_dtypes") else frame
+    return np.nan_to_num(np.asarray(x, dtype=float))
+
+
+def fit_resamples(unseen: np.ndarray, y: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+                  z: np.ndarray | None = None) -> list[list[tuple[float, ...]]]:
+    """Per bootstrap resample of the reference (rows drawn with replacement), per class map, the logistic
+    recalibration of the calibrated probabilities refit on it: how far the reference leaves the calibration
+    uncertain in level and slope (and, given `z`, the rows' standardised shifted inputs, in their coefficients).
+    `unseen`: the reference's calibrated (n, k) probabilities as the map gives them to rows it did not learn from
+    (out-of-fold for an isotonic map). A class with under MIN_RESAMPLE_CLASS_ROWS rows of an outcome keeps
+    (1, 0, 0...)."""
+    n, k = unseen.shape
+    d = 2 + (0 if z is None else 2 * z.shape[1])
+    columns = [1] if k == 2 else list(range(k))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 24, 3]))
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)]).astype(float)
+    prior = np.r_[1.0, np.zeros(d - 1)]
+    fits = []
+    for j in columns:
+        outcome = (y == j).astype(float)
+        if min(outcome.sum(), n - outcome.sum()) < MIN_RESAMPLE_CLASS_ROWS:
+            fits.append(np.tile(prior, (resamples, 1)))
+            continue
+        if z is None:
+            step = max(1, _CELLS // n)
+            fits.append(np.vstack([_recalibrations(unseen[:, j], outcome, weights[b:b + step])
+                                   for b in range(0, resamples, step)]))
+            continue
+        x = _design(_logit(unseen[:, j]), z)
+        step = max(1, _CELLS // n)
+        fits.append(np.vstack([_logistic_fits(x, outcome, weights[b:b + step], prior)
+                               for b in range(0, resamples, step)]))
+    return [[tuple(float(v) for v in f[b]) for f in fits] for b in range(resamples)]
+
+
+def _shift_fit(cal: np.ndarray, y: np.ndarray, columns: list[int], z: np.ndarray) -> list[list[float]]:
+    """Per map, the recalibration on the shifted inputs `z` fitted on the whole reference: the map's logit as an
+    offset (slope 1: refit on the map's in-sample output it would learn the map's own noise), an intercept and
+    the inputs' terms."""
+    fits = []
+    for j in columns:
+        outcome = (y == j).astype(float)
+        if min(outcome.sum(), len(y) - outcome.sum()) < MIN_RESAMPLE_CLASS_ROWS:
+            fits.append([1.0] + [0.0] * (1 + 2 * z.shape[1]))
+            continue
+        x = _design(cal[:, j], z)[:, 1:]
+        fits.append([1.0, *_logistic_fits(x, outcome, np.ones((1, len(y))), np.zeros(x.shape[1]),
+                                          _logit(cal[:, j]))[0].tolist()])
+    return fits
 
 
 def fit_calibrator(reference_proba: Any, reference_labels: Any, classes: Sequence, *, min_rows: int = 300,
-                   min_class_rows: int = 30, folds: int = 5, bins: int = 10, seed: int = 0) -> Calibrator:
+                   min_class_rows: int = 30, folds: int = 5, bins: int = 10, seed: int = 0,
+                   resamples: int = RESAMPLES, reference_inputs: Any = None, current_inputs: Any = None) -> Calibrator:
     """Isotonic calibration per class where the raw probabilities are miscalibrated beyond chance and isotonic
     lowers the held-out ECE; else the identity (an unneeded isotonic map costs accuracy: its steps are noise).
+    Then `resamples` bootstrap refits of a recalibration of its output on rows it did not learn from
+    (fit_resamples; 0: none, and the band holds the labels' chance only).
+
+    Covariate shift: given the reference's and tonight's inputs (domain_inputs), the inputs shifted tonight
+    (shifted_inputs) join the recalibration: a logistic regression of y on the map's logit and them, fitted on
+    the whole reference and applied after the map (shift_fit), its refits conditioning on them too. P(y | x) is
+    unchanged under covariate shift, so P(y | score, shifted inputs) is; P(y | score) alone is not for a model
+    whose score is not P(y | x). The refits' spread then grows with how far tonight lies from the reference.
 
     The reference must be labeled rows the model did not train on (its test split): on training rows the
     probabilities are over-confident and the map would be wrong for new data."""
@@ -209,9 +419,33 @@ def fit_calibrator(reference_proba: Any, reference_labels: Any, classes: Sequenc
     y = _label_indices(reference_labels, classes, len(p), allow_missing=False)
     names = [str(c) for c in _class_list(classes)]
     columns = [1] if len(names) == 2 else list(range(len(names)))
-    per_class = [_fit_class(names[j], p[:, j], (y == j).astype(float), min_rows, min_class_rows, folds, bins, seed)
-                 for j in columns]
-    return Calibrator(classes=_class_list(classes), reference_rows=len(p), per_class=per_class)
+    fits = [_fit_class(names[j], p[:, j], (y == j).astype(float), min_rows, min_class_rows, folds, bins, seed)
+            for j in columns]
+    calibrator = Calibrator(classes=_class_list(classes), reference_rows=len(p), per_class=[f[0] for f in fits])
+    z = None
+    if reference_inputs is not None and current_inputs is not None:
+        ref_x = np.nan_to_num(np.asarray(reference_inputs, dtype=float))
+        if len(ref_x) != len(p):
+            raise EstimationError(f"{len(ref_x)} rows of reference inputs for {len(p)} reference rows.")
+        chosen = shifted_inputs(ref_x, current_inputs)
+        if chosen:
+            calibrator.shift_inputs = chosen
+            calibrator.shift_mean = ref_x[:, chosen].mean(axis=0).tolist()
+            calibrator.shift_std = ref_x[:, chosen].std(axis=0).tolist()
+            z = calibrator.shifted(ref_x)
+            cal = calibrator.mapped(p)
+            calibrator.shift_fit = _shift_fit(calibrator.mapped(p), y, columns, z)
+    if resamples > 0:
+        unseen = p.copy()
+        for j, (_, out_of_fold) in zip(columns, fits):
+            unseen[:, j] = out_of_fold
+        if len(columns) == 1:
+            unseen[:, 0] = 1.0 - unseen[:, 1]
+        else:  # renormalised as apply does
+            total = unseen.sum(axis=1, keepdims=True)
+            unseen = np.divide(unseen, total, out=np.full_like(unseen, 1.0 / len(columns)), where=total > 0)
+        calibrator.resamples = fit_resamples(unseen, y, resamples, seed, z)
+    return calibrator
 
 
 fit_calibrator_task = task(fit_calibrator, name="fit-calibrator", cache_policy=NO_CACHE)

@@ -16,23 +16,25 @@ that map's noise (5000 reference rows) moved the estimates by up to 0.016. Other
 too small, holds one class or is separated perfectly: the identity, with the reason recorded. The calibrator is a
 small JSON-able Pydantic object (isotonic knots, applied with np.interp), stored with the model version.
 
-Band: Monte Carlo. Labels are drawn row by row from the calibrated probabilities, the metric is computed for each
-draw (vectorised: AUC by the rank-sum formula), and the band is the central `level` quantile range. It covers the
-sampling error of the realized metric *given that the calibrated probabilities are right*: how far a night's
-labels can land from the expectation by chance. It does NOT cover:
+Band: two independent errors (tasks.monitoring.cbpe). The labels' chance: labels are drawn row by row from the
+calibrated probabilities, the metric is computed for each draw (vectorised: AUC by the rank-sum formula), and the
+`level` quantiles of the draws are its part. The calibration's own error: the map comes from a finite reference
+and every night it scores shares its error; the calibrator keeps 40 logistic recalibrations of its output refit on
+bootstrap resamples of the reference (tasks.monitoring.calibration), the batch's metric is re-estimated under each,
+and their standard deviation, times the normal quantile, is added to each side in quadrature. Without it, a
+logistic model fitted on 5000 rows (slopes 4-10% low, ECE within chance) was estimated 0.006-0.010 low on average
+and its band held the realized value on 53-77% of nights; `make bench BENCH_ARGS="--only bands"` measures both
+bands on the demo and demand worlds (docs/benchmarks.md#bands). The band does NOT cover:
 - concept drift: if P(y | x) changes, nothing in (x, model) shows it; the estimate keeps the old relation and
   stays put while the realized metric moves (tests/tasks/monitoring/test_estimate.py shows it). Pure label-prior shift is
   the same case. Only labels (realized_vs_estimated) or drift on the inputs can hint at it;
-- calibration error: the map comes from a finite reference. A calibration error too small to detect there
-  still shifts the estimate: a logistic model fitted on 5000 rows (slopes 4-10% low, ECE within chance) was
-  estimated 0.006-0.010 low on average, so over 30 nights of 5000 rows its 95% band held the realized value on
-  53-77% of nights (AUC, accuracy; with and without covariate shift); fitted on 20000 rows, 83-93%. A band
-  that covers this needs the calibrator's own uncertainty propagated (not done);
-- covariate shift for a model whose score is not P(y | x): CBPE assumes P(y | score) stays as on the reference.
-  It does for a well-specified, calibrated model (the logistic case followed a 0.120 AUC drop to within
-  0.004), not for a misspecified one: a random forest on the same logistic world, calibrated, was 0.06 AUC too
-  high under the same shift (its isotonic map, learnt on reference rows, is wrong for rows crowding the
-  boundary);
+- covariate shift beyond what the recalibration on tonight's shifted inputs extrapolates: CBPE assumes
+  P(y | score) stays as on the reference. It does for a well-specified, calibrated model (the logistic case
+  followed a 0.120 AUC drop to within 0.004), not for a misspecified one: the demo world's random forest, shifted
+  1-1.5 sd, had its accuracy estimated 0.015-0.035 too low with 3,000 or 50,000 calibration rows alike. P(y | x),
+  hence P(y | score, x), is unchanged under covariate shift: inputs moved by 0.8 sd or more tonight join the
+  calibration (tasks.monitoring.calibration.fit_calibrator), and the band also holds the score-only estimate;
+  that held 90-100% of those nights. Smaller shifts keep the score-only map;
 - isotonic maps are flat beyond the reference's score range;
 - non-random labels: realized values on a labeled subset compare fairly only if labels arrive independently of y.
 
@@ -66,7 +68,15 @@ from tasks.monitoring.calibration import (
     _check_common,
     _class_list,
     _label_indices,
+    domain_inputs,
     fit_calibrator,
+)
+from tasks.monitoring.cbpe import (
+    calibration_spread,
+    combined_band,
+    expected_metric,
+    monte_carlo,
+    resampled_values,
 )
 from tasks.monitoring.dle import DLE_METRICS, DLEMetric, LossModel, estimate_loss, fit_loss_model, realized_loss
 
@@ -98,6 +108,14 @@ class Estimate(BaseModel):
     sampling_std: float = Field(description="Standard deviation of the metric over the Monte Carlo label draws (DLE: "
                                             "of the estimate's error, sampling and loss model).")
     draws: int = Field(description="Monte Carlo label draws (0 for DLE: a normal band).")
+    sampling_lower: float | None = Field(None, description="The band of the labels' chance alone (CBPE: the label "
+                                                           "draws' quantiles; DLE: without the loss model's term).")
+    sampling_upper: float | None = None
+    calibration_std: float = Field(0.0, description="CBPE: standard deviation of the estimate over the calibration's "
+                                                    "bootstrap refits (tasks.monitoring.cbpe); 0 without them and for "
+                                                    "DLE (its loss model term: tasks.monitoring.dle).")
+    shift_moved: float = Field(0.0, description="CBPE: how far recalibrating on tonight's shifted inputs moved the "
+                                                "estimate from the score-only one (added to the band); 0 unshifted.")
     calibration: str = Field(description="'isotonic', 'identity' or 'uncalibrated' (no calibrator given); 'loss "
                                          "model' for DLE.")
     method: str
@@ -114,66 +132,15 @@ class Estimate(BaseModel):
                 f"estimated_{self.metric}_upper": self.upper}
 
 
-def _expected_auc(score: np.ndarray, p: np.ndarray) -> float:
-    """Expected ROC AUC of `score` when row i is positive with probability p[i] (tied scores: one threshold)."""
-    order = np.argsort(-score, kind="stable")
-    s, q = score[order], p[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last row of each distinct threshold
-    tps, fps = np.r_[0.0, np.cumsum(q)[last]], np.r_[0.0, np.cumsum(1.0 - q)[last]]
-    if tps[-1] <= 1e-9 or fps[-1] <= 1e-9:
-        return float("nan")
-    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
-
-
-def _auc_from_draws(positive: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """ROC AUC of each draw (rows of a boolean matrix) by the Mann-Whitney rank sum; NaN when a draw has one class."""
-    n = positive.shape[1]
-    npos = positive.sum(axis=1).astype(float)
-    rank_sum = positive.astype(float) @ ranks
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = (rank_sum - npos * (npos + 1) / 2) / (npos * (n - npos))
-    return np.where((npos > 0) & (npos < n), auc, np.nan)
-
-
-def _monte_carlo(raw: np.ndarray, cal: np.ndarray, metric: str, draws: int, seed: int) -> np.ndarray:
-    """The metric on `draws` label sets drawn from the calibrated probabilities, in chunks of ~4M cells."""
-    from scipy.stats import rankdata
-
-    rng = np.random.default_rng(seed)
-    n, k = cal.shape
-    chunk = max(1, 4_000_000 // n)
-    sizes = [min(chunk, draws - start) for start in range(0, draws, chunk)]
-    uniform = (rng.random((d, n), dtype=np.float32) for d in sizes)  # float32: half the cost, ample resolution
-    if metric == "accuracy":
-        p_correct = cal[np.arange(n), raw.argmax(axis=1)].astype(np.float32)
-        return np.concatenate([(u < p_correct).mean(axis=1) for u in uniform])
-    if k == 2:
-        ranks, p_pos = rankdata(raw[:, 1]), cal[:, 1].astype(np.float32)
-        return np.concatenate([_auc_from_draws(u < p_pos, ranks) for u in uniform])
-    flat_ranks = np.column_stack([rankdata(raw[:, j]) for j in range(k)]).ravel()  # class j's AUC ranks score j
-    cum = np.cumsum(cal, axis=1)[:, :-1].astype(np.float32)
-    row_base = (np.arange(n) * k)[None, :]
-    out = []
-    for d, u in zip(sizes, uniform):
-        drawn = np.zeros((d, n), dtype=np.intp)  # class index per draw and row
-        for j in range(k - 1):
-            drawn += u > cum[:, j]
-        cell = (drawn + k * np.arange(d)[:, None]).ravel()  # (draw, class) bucket of each row
-        npos = np.bincount(cell, minlength=d * k).reshape(d, k).astype(float)
-        rank_sum = np.bincount(cell, weights=flat_ranks[row_base + drawn].ravel(), minlength=d * k).reshape(d, k)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            auc = (rank_sum - npos * (npos + 1) / 2) / (npos * (n - npos))
-        out.append(np.where(((npos > 0) & (npos < n)).all(axis=1), auc.mean(axis=1), np.nan))
-    return np.concatenate(out)
-
-
 def estimate_performance(proba: Any, classes: Sequence, metric: EstimatedMetric = "roc_auc",
                          calibrator: Calibrator | None = None, *, level: float = 0.95, draws: int = 200,
-                         seed: int = 0, min_rows: int = MIN_ROWS) -> Estimate:
-    """Estimate `metric` on unlabeled rows from the model's probabilities (CBPE) with a Monte Carlo band.
+                         seed: int = 0, min_rows: int = MIN_ROWS, inputs: Any = None) -> Estimate:
+    """Estimate `metric` on unlabeled rows from the model's probabilities (CBPE), with a band of the labels' chance
+    (Monte Carlo) and, when the calibrator carries bootstrap refits, of the calibration's own error.
 
     Predictions (accuracy) and rankings (ROC AUC) come from the raw probabilities, as the model serves them; the
-    chance that each is right comes from the calibrated ones. Without a calibrator the raw ones are trusted."""
+    chance that each is right comes from the calibrated ones. Without a calibrator the raw ones are trusted.
+    `inputs`: the rows' domain_inputs, needed by a calibrator recalibrated on tonight's shifted inputs."""
     _check_common(metric, level, draws)
     raw = _as_proba(proba, classes)
     if len(raw) < min_rows:
@@ -181,28 +148,38 @@ def estimate_performance(proba: Any, classes: Sequence, metric: EstimatedMetric 
     if calibrator is not None and [str(c) for c in calibrator.classes] != [str(c) for c in _class_list(classes)]:
         raise EstimationError(f"the calibrator was fitted for classes {calibrator.classes}, the model predicts "
                               f"{_class_list(classes)}: fit it on this model's reference.")
-    cal = calibrator.apply(raw) if calibrator is not None else raw
+    mapped = calibrator.mapped(raw) if calibrator is not None else raw
+    z = calibrator.shifted(inputs) if calibrator is not None else None
+    cal = calibrator.recalibrate(mapped, None, z) if calibrator is not None and calibrator.shift_fit else mapped
     k = raw.shape[1]
-    if metric == "accuracy":
-        value = float(cal[np.arange(len(raw)), raw.argmax(axis=1)].mean())
-        how = "mean calibrated probability of the predicted class"
-    else:
-        value = float(np.mean([_expected_auc(raw[:, j], cal[:, j]) for j in ([1] if k == 2 else range(k))]))
-        how = "expected ROC curve from calibrated probabilities" + (" (macro one-vs-rest)" if k > 2 else "")
-        if not np.isfinite(value):
-            raise EstimationError(f"ROC AUC is undefined on these {len(raw)} rows: the calibrated probabilities "
-                                  "expect (almost) no rows of some class.")
-    samples = _monte_carlo(raw, cal, metric, draws, seed)
+    value = expected_metric(raw, cal, metric)
+    how = "mean calibrated probability of the predicted class" if metric == "accuracy" else (
+        "expected ROC curve from calibrated probabilities" + (" (macro one-vs-rest)" if k > 2 else ""))
+    if not np.isfinite(value):
+        raise EstimationError(f"ROC AUC is undefined on these {len(raw)} rows: the calibrated probabilities "
+                              "expect (almost) no rows of some class.")
+    samples = monte_carlo(raw, cal, metric, draws, seed)
     samples = samples[np.isfinite(samples)]
     if len(samples) < draws / 2:
         raise EstimationError(f"{metric} is undefined in {draws - len(samples)} of {draws} label draws on these "
                               f"{len(raw)} rows: too few rows of some class are expected for a band.")
     alpha = (1.0 - level) / 2
-    lower, upper = (float(v) for v in np.quantile(samples, [alpha, 1.0 - alpha]))
-    return Estimate(metric=metric, value=value, lower=min(lower, value), upper=max(upper, value), level=level,
-                    rows=len(raw), sampling_mean=float(samples.mean()), sampling_std=float(samples.std()), draws=draws,
+    sampled = [float(v) for v in np.quantile(samples, [alpha, 1.0 - alpha])]
+    sampled = [min(sampled[0], value), max(sampled[1], value)]
+    resampled = resampled_values(raw, mapped, metric, calibrator, z) if calibrator is not None else np.empty(0)
+    spread = calibration_spread(resampled)
+    moved = abs(value - expected_metric(raw, mapped, metric)) if cal is not mapped else 0.0
+    lower, upper = combined_band(value, *sampled, spread, level, moved)
+    band = f"{level:.0%} quantiles of {draws} Monte Carlo label draws"
+    if len(resampled):
+        band += f", widened by the calibration's spread {spread:.4f} over {len(resampled)} bootstrap refits"
+    if cal is not mapped:
+        band += f" and by {moved:.4f}, how far recalibrating on tonight's shifted inputs moved the estimate"
+    return Estimate(metric=metric, value=value, lower=lower, upper=upper, level=level, rows=len(raw),
+                    sampling_mean=float(samples.mean()), sampling_std=float(samples.std()), draws=draws,
+                    sampling_lower=sampled[0], sampling_upper=sampled[1], calibration_std=spread, shift_moved=moved,
                     calibration=calibrator.method if calibrator is not None else "uncalibrated",
-                    method=f"CBPE: {how}; band: {level:.0%} quantiles of {draws} Monte Carlo label draws")
+                    method=f"CBPE: {how}; band: {band}")
 
 
 class SliceEstimate(BaseModel):
@@ -246,7 +223,7 @@ class SliceEstimates(BaseModel):
 def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence | None, slice_columns: str | Sequence[str],
                       metric: AnyEstimatedMetric = "roc_auc", calibrator: Calibrator | LossModel | None = None, *,
                       min_rows: int = MIN_SLICE_ROWS, level: float = 0.95, draws: int = 200,
-                      seed: int = 0) -> SliceEstimates:
+                      seed: int = 0, inputs: Any = None) -> SliceEstimates:
     """estimate_performance within every category of each slice column (each column on its own, as the gate
     slices); categories under `min_rows` rows, or where the metric is undefined, are listed as skipped.
 
@@ -273,7 +250,8 @@ def estimate_by_slice(frame: pd.DataFrame, proba: Any, classes: Sequence | None,
 
         def one(mask: np.ndarray) -> Estimate:
             return estimate_performance(raw[mask], classes, metric, calibrator,  # type: ignore[arg-type]
-                                        level=level, draws=draws, seed=seed, min_rows=min_rows)
+                                        level=level, draws=draws, seed=seed, min_rows=min_rows,
+                                        inputs=None if inputs is None else np.asarray(inputs)[mask])
     slices, skipped = [], []
     for column in columns:
         values = np.asarray(frame[column].astype(str))
@@ -461,21 +439,29 @@ def estimate_batch(model: Any, reference: pd.DataFrame, features: Sequence[str],
     if metric not in (DLE_METRICS if classes is None else ESTIMATED_METRICS):
         return None
     fitted: Calibrator | LossModel
+    inputs = None
     if classes is not None:
         from tasks.data.contract import align_labels
 
         aligned, _ = align_labels(reference[label], classes)
         known = aligned.notna().to_numpy()
         ref_proba = model.predict_proba(reference.loc[known, list(features)])
+        try:  # tonight's covariate shift: the calibration conditions on the inputs shifted most (calibration.py)
+            ref_inputs = domain_inputs(model, reference.loc[known, list(features)])
+            inputs = domain_inputs(model, current[list(features)])
+        except Exception as exc:  # noqa: BLE001 - a model whose inputs cannot be read: the score alone
+            run_logger(__name__).warning("estimate not conditioned on shifted inputs: %s", exc)
+            ref_inputs = inputs = None
         fitted = fit_calibrator(ref_proba, aligned[known].to_numpy().astype(np.asarray(classes).dtype), classes,
-                                seed=seed)
+                                seed=seed, reference_inputs=ref_inputs, current_inputs=inputs)
     try:
         if classes is None:  # DLE: a model of the loss fitted out-of-fold on the reference (too few rows: no estimate)
             fitted = fit_loss_model(reference, features, label, predict_scores(model, reference[list(features)]),
                                     metric, seed=seed)  # type: ignore[arg-type]
             estimate = Estimate(**estimate_loss(fitted, current, proba).estimate_fields())
         else:
-            estimate = estimate_performance(proba, classes, metric, fitted, seed=seed)  # type: ignore[arg-type]
+            estimate = estimate_performance(proba, classes, metric, fitted, seed=seed,  # type: ignore[arg-type]
+                                            inputs=inputs)
     except EstimationError as exc:  # e.g. a batch of 40 rows: no estimate tonight, not a failed night
         run_logger(__name__).warning("performance not estimated: %s", exc)
         return None
@@ -483,7 +469,7 @@ def estimate_batch(model: Any, reference: pd.DataFrame, features: Sequence[str],
     drop = estimated_drop(estimate, reference_value, max_drop) if reference_value is not None else None
     columns = [c for c in slice_columns if c in current.columns]
     slices = estimate_by_slice(current, proba, classes, columns, metric, fitted,  # type: ignore[arg-type]
-                               seed=seed) if columns else None
+                               seed=seed, inputs=inputs) if columns else None
     return EstimateCheck(estimate=estimate, calibration=fitted.summary(), drop=drop, slices=slices)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Literal
 
 from pydantic import BaseModel
 
@@ -27,7 +29,23 @@ class AuditRecord(BaseModel):
     reason: str
     flow_run_id: str | None = None
     dataset_fingerprint: str | None = None
-    by: str | None = None  # who, when a person acted (an adoption: --by, else the login name)
+    by: str | None = None  # who, when a person acted (an adoption: --by, else the login name; a close call: who
+    # answered the approval form, with the reason starting "approved by" / "refused by")
+
+
+_DECIDED_BY: ContextVar[str | None] = ContextVar("nightshift_audit_decided_by", default=None)
+
+
+@contextmanager
+def decided_by(person: str | None) -> Iterator[None]:
+    """Inside, every audit record appended without a `by` names `person` (a person's answer to a close call is
+    carried through promote() and record_refusal(), which write their own records); None changes nothing."""
+    token = _DECIDED_BY.set(person) if person else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _DECIDED_BY.reset(token)
 
 
 def _audit_experiment(cfg: TrackingConfig) -> str:
@@ -38,6 +56,8 @@ def append_audit(cfg: TrackingConfig, record: AuditRecord) -> str:
     """Append a record: an MLflow run in the '<experiment>-audit' experiment plus tags on the versions involved."""
     import json
 
+    if record.by is None and _DECIDED_BY.get():
+        record = record.model_copy(update={"by": _DECIDED_BY.get()})
     c = client(cfg)
     tags = {"nightshift.audit.model": record.model_name, "nightshift.audit.action": record.action,
             "nightshift.audit.record": record.model_dump_json(), "mlflow.note.content": record.reason}

@@ -251,13 +251,22 @@ def _reload_old_champion(cause: Exception, urls: list[str], token: str | None, n
 def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_url: str | list[str] | None,
             token: str | None, expected_champion: str | None = None, action: Literal["promote", "rollback"] = "promote",
             reason: str | None = None, fingerprint: str | None = None,
-            lock_timeout: float = 600) -> PromotionOutcome:
+            lock_timeout: float = 600, night: date | None = None) -> PromotionOutcome:
     """Make `decision.challenger_version` champion if `champion` is still `expected_champion` (default: the version
     the decision was made against); redeploy and audit; undo the move if the server refuses it.
 
     Idempotent: a run killed after the move is completed (redeploy + audit) by its rerun, and a version is
-    promoted at most once (a later rerun of the same night after a rollback leaves it alone).
+    promoted at most once (a later rerun of the same night after a rollback leaves it alone). A move (or a refused
+    redeploy's undo) emits nightshift.model.promoted / .rolled_back about `night` (default: the run's params.night).
     """
+    from nightshift.events import PROMOTED, ROLLED_BACK, emit_model_event, night_of_run
+
+    def tell(rolled_back: bool, why: str, before: str | None, after: str | None) -> None:
+        gated = numbers.model_dump(include={"metric", "challenger", "champion", "ci_low", "ci_high"}) if numbers else {}
+        emit_model_event(ROLLED_BACK if rolled_back else PROMOTED, name, reason=why, version=after,
+                         night=night or night_of_run(), payload={"action": "rollback" if rolled_back else action,
+                                                                 "from_version": before, "to_version": after, **gated})
+
     target = decision.challenger_version
     if not decision.promote or target is None:
         raise PromotionRefused(f"v{target} of '{name}' did not pass the gate ({decision.reason}); not promoting it.")
@@ -276,6 +285,7 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             deploy = redeploy_task(server_url, token, name, allow)
             append_audit_task(cfg, audit_record(name, action, f"{reason} (completed after an interrupted run)",
                                                 state.previous, target, numbers, fingerprint))
+            tell(action == "rollback", f"{reason} (completed after an interrupted run)", state.previous, target)
             return PromotionOutcome(status="completed", champion_before=state.previous, champion_after=target,
                                     deploy=deploy, detail="finished the promotion an interrupted run had begun")
         if state.champion != expected:
@@ -297,12 +307,15 @@ def promote(cfg: TrackingConfig, name: str, decision: GateDecision, *, server_ur
             stuck = _reload_old_champion(exc, exc.swapped, token, name, target)
             append_audit_task(cfg, audit_record(name, "rollback", f"redeploy refused: {exc}{stuck}", target,
                                                 state.champion, numbers, fingerprint))
+            tell(True, f"v{target} was made champion, then rolled back: redeploy refused: {exc}{stuck}", target,
+                 state.champion)
             raise
         except Exception as exc:
             if deploy is not None and deploy.status == "deployed":  # the servers took v{target}: back to the old one
                 _reload_old_champion(exc, deploy.servers, token, name, target)
             raise
     run_logger("nightshift.promote").info("%s: champion v%s -> v%s", name, state.champion, target)
+    tell(action == "rollback", reason, state.champion, target)
     return PromotionOutcome(status="promoted", champion_before=state.champion, champion_after=target, deploy=deploy,
                             detail=reason)
 

@@ -135,3 +135,41 @@ def test_a_night_must_carry_its_join_key_and_its_errors_name_the_landed_file(cat
 def test_an_unknown_model_fails_before_any_work(catalogue) -> None:
     state = model_night(ModelNightParams(model_name="not-in-the-catalogue"), return_state=True)
     assert state.is_failed() and "model 'not-in-the-catalogue' is not in the catalogue" in state.message
+
+
+def test_broken_labels_are_kept_out_and_a_champion_under_chance_gives_way(catalogue, tracking, tmp_path) -> None:
+    """Day 2's labels land all 1: reported (labels.suspect), kept out of the window and the gate. The world then
+    turns so the champion ranks worse than chance: below_floor is sent, and a measurably better challenger replaces
+    it although it is under the floor too ("both below the floor")."""
+    from tasks.registry.quality import recorded_quality
+
+    model, state = catalogue
+    world = {n: (DemoDrift(concept=1.0) if n >= 3 else None) for n in range(8)}
+    for n in range(7):
+        land_demo_night(model, _day(n), state, rows=3_000, drift_for=lambda d: world[(d - DEMO_START).days])
+    labels = state / "landing" / "churn" / "labels" / f"{_day(2)}.parquet"
+    pd.read_parquet(labels).assign(churned=1).to_parquet(labels)
+
+    def run(n: int):
+        return model_night(ModelNightParams(model_name=model.name, night=_day(n)))
+
+    assert run(3).champion_after == "1"  # trained on day 0, judged on day 1
+    broken = run(4)  # day 2's labels landed, every one of them 1
+    assert len(broken.labels_kept_out) == 1 and broken.labels_kept_out[0].startswith(
+        f"labels of {_day(2)} suspect (kept out): label balance far from the reference's: 1 100% on "), broken
+    # Without day 2, the newest labeled day is day 1, which the champion was gated on: nothing newer to learn from.
+    assert len(broken.events) == 1 and broken.action == "champion-newer" and _day(2) not in recorded_quality(
+        tracking, model.name)
+    entry = yaml.safe_load((tmp_path / "models.yaml").read_text())
+    entry["models"][0]["gate"]["absolute_floor"] = 0.75  # the team raises the bar: no model of this week meets it
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(entry))
+    turned = run(5)  # day 3: the world turned, v1 ranks worse than chance on it; day 2 stays out of the window
+    assert turned.floor and turned.floor.startswith(f"champion v1 on labeled day {_day(3)}: roc_auc 0.") and \
+        "under the floor 0.75 and worse than chance (0.5)" in turned.floor, turned.floor
+    assert len(turned.events) == 1 and any(r.startswith("live model below the floor") for r in turned.retrain_reasons)
+    assert turned.decision is not None and turned.decision.champion < 0.5 and turned.decision.champion_below_floor
+    assert turned.action == "refused" and "the champion misses it too" in turned.decision.reason, turned
+    learnt = run(6)  # trained on a turned day too: measurably better than v1, though still under the floor
+    assert learnt.action == "promoted" and learnt.decision.reason.startswith("both below the floor 0.75"), learnt
+    [record] = [r for r in read_audit(tracking, model.name) if r.to_version == learnt.challenger_version]
+    assert record.action == "promote" and record.reason.startswith("both below the floor 0.75")

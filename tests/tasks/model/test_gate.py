@@ -73,10 +73,43 @@ def test_first_model_needs_the_floor() -> None:
     assert not weak.promote and weak.reason.startswith("first model: roc_auc") and "misses the floor 0.7" in weak.reason
 
 
-def test_challenger_below_floor_never_promotes_even_if_better() -> None:
+def test_both_below_the_floor_the_measurably_better_one_serves() -> None:
     decision = gate(Y, _model(0.5, 10), _model(0.1, 11), [0, 1], GateConfig(absolute_floor=0.9))
-    assert decision.difference > 0 and not decision.promote and "misses the floor" in decision.reason
-    assert "beats the champion's" in decision.reason and "the champion stays" in decision.reason, decision.reason
+    assert decision.promote and decision.ci_low > 0 and decision.champion_below_floor, decision.reason
+    assert decision.reason.startswith("both below the floor 0.9: challenger roc_auc"), decision.reason
+    assert decision.close_call == [f"the champion misses the floor 0.9 ({decision.champion:.4f})"]
+
+
+def test_both_below_the_floor_but_not_measurably_better_keeps_the_champion() -> None:
+    same = _model(0.1, 11)
+    decision = gate(Y, same, same, [0, 1], GateConfig(absolute_floor=0.9))
+    assert not decision.promote and decision.champion_below_floor
+    assert "misses the floor 0.9; the champion misses it too" in decision.reason, decision.reason
+
+
+def test_challenger_below_floor_never_replaces_a_champion_above_it() -> None:
+    decision = gate(Y, _model(0.1, 12), CHAMPION, [0, 1], GateConfig(absolute_floor=0.7))
+    assert not decision.promote and not decision.champion_below_floor
+    assert decision.reason.startswith("challenger roc_auc") and "misses the floor 0.7" in decision.reason
+
+
+def test_a_metric_that_cannot_be_measured_is_never_compared() -> None:
+    ones = np.ones(N, dtype=int)
+    decision = gate(ones, _model(1.6, 2), CHAMPION, [0, 1], GateConfig())
+    assert not decision.promote and decision.challenger is None and decision.difference is None
+    assert decision.reason == (f"cannot judge on this holdout: every one of the {N:,} labels is 1: roc_auc "
+                               "needs two classes; the champion stays")
+    assert "not measurable" in decision.markdown()
+    flat = np.tile([0.5, 0.5], (N, 1))
+    assert "every prediction is the same" in gate(Y, flat, CHAMPION, [0, 1], GateConfig()).reason
+
+
+def test_a_ci_straddling_the_margin_is_a_close_call() -> None:
+    decision = gate(Y, _model(1.02, 3), CHAMPION, [0, 1], GateConfig(absolute_floor=None))
+    assert decision.ci_low < 0 < decision.ci_high and not decision.promote
+    assert decision.close_call == [f"the improvement's CI {decision.ci_low:+.4f}..{decision.ci_high:+.4f} straddles "
+                                   "the margin 0.0"]
+    assert gate(Y, _model(1.6, 2), CHAMPION, [0, 1], GateConfig()).close_call == []
 
 
 def test_multiclass_accuracy_and_markdown() -> None:

@@ -75,8 +75,11 @@ def test_the_gate_judges_regressors_on_per_row_losses_with_a_ceiling() -> None:
     assert better.promote and better.challenger == pytest.approx(5, abs=0.3) and better.ci_low > 2
     worse = gate(y, bad, good, None, config, challenger_version="2", champion_version="1")
     assert not worse.promote and worse.reason.startswith("not measurably better") and worse.ci_high < 0
-    capped = gate(y, good, bad, None, config.model_copy(update={"absolute_floor": 4.0}))
-    assert not capped.promote and "misses the ceiling 4.0" in capped.reason and "| ceiling | 4.0 |" in capped.markdown()
+    capped = gate(y, bad, good, None, config.model_copy(update={"absolute_floor": 6.0}))
+    assert not capped.promote and "misses the ceiling 6.0" in capped.reason and "| ceiling | 6.0 |" in capped.markdown()
+    both = gate(y, good, bad, None, config.model_copy(update={"absolute_floor": 4.0}))
+    assert both.promote and both.reason.startswith("both above the ceiling 4.0: challenger rmse") and \
+        both.champion_below_floor
     first = gate(y, good, None, None, config)
     assert first.promote and first.reason == f"first model: rmse {first.challenger:.4f} (no ceiling set)"
     diff, lo, hi = paired_bootstrap(y, good, bad, None, "mae", 300, 0.95, 0)
@@ -99,11 +102,15 @@ def test_a_slice_where_the_challenger_errs_more_is_caught() -> None:
 
 
 def test_realized_quality_of_a_regressor_rises_when_it_errs_more() -> None:
-    frame = pd.DataFrame({"y": [10.0, 20.0, None, "x", 40.0]})
-    predicted = np.array([12.0, 18.0, 30.0, 30.0, 50.0])
+    frame = pd.DataFrame({"y": [10.0, 20.0, None, "x", 40.0] * 10})
+    predicted = np.array([12.0, 18.0, 30.0, 30.0, 50.0] * 10)
     check = batch_performance(frame, predicted, "y", None, {"rmse": 2.0}, "rmse", 3.0)
-    assert check is not None and check.rows == 3 and check.batch_metrics["rmse"] == pytest.approx(np.sqrt(36))
+    assert check is not None and check.rows == 30 and check.batch_metrics["rmse"] == pytest.approx(np.sqrt(36))
     assert check.degraded and check.change == pytest.approx(4.0)
+    few = batch_performance(frame.head(5), predicted[:5], "y", None, {"rmse": 2.0}, "rmse", 3.0)
+    assert few is not None and few.value is None and not few.degraded and "rmse" not in few.batch_metrics
+    assert few.summary() == ("rmse not measurable on 3 labeled rows (too few labeled rows to measure rmse (3 < 30)); "
+                             "2.0000 at test time: NOT MEASURED")
 
 
 def test_valid_ranges_let_a_short_window_accept_what_it_never_saw() -> None:

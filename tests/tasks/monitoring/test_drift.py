@@ -176,15 +176,18 @@ def _assert_same_decisions(reference: pd.DataFrame, current: pd.DataFrame, numer
     return fast
 
 
-@pytest.mark.parametrize(("rows", "drift", "prediction"), [(600, True, "categorical"), (4_000, False, "numeric"),
-                                                           (4_000, True, "categorical")])
-def test_fast_path_matches_the_preset_column_by_column(rows: int, drift: bool, prediction: str) -> None:
+@pytest.mark.parametrize(("rows", "drift", "prediction", "decision"), [
+    (600, True, "categorical", "adjusted"), (600, True, "categorical", "preset"), (4_000, False, "numeric", "adjusted"),
+    (4_000, True, "categorical", "adjusted")])
+def test_fast_path_matches_the_preset_column_by_column(rows: int, drift: bool, prediction: str, decision: str) -> None:
     reference, current = _mixed(rows, seed=1, drift=False, prediction=prediction), _mixed(rows, 2, drift, prediction)
     result = _assert_same_decisions(reference, current, MIXED_NUM, MIXED_CAT, prediction_kind=prediction,
-                                    sample_cap=None, drift_share=0.3)
+                                    sample_cap=None, drift_share=0.3, decision=decision)
     methods = {c.method for c in result.columns}
-    if rows <= 1000:  # p-value tests: K-S, chi-square and Z-test all reached
-        assert {"K-S p_value", "chi-square p_value", "Z-test p_value"} <= methods
+    if rows <= 1000:  # p-value tests: K-S, chi-square (the preset's, or the two-sample one) and Z-test all reached
+        chi_square = "chi-square p_value" if decision == "preset" else "chi-square two-sample p_value"
+        assert {"K-S p_value", chi_square, "Z-test p_value"} <= methods
+        assert (result.fdr is None) == (decision == "preset")
     else:  # distances: Jensen-Shannon on the <= 5-valued numbers too
         assert methods == {"Wasserstein distance (normed)", "Jensen-Shannon distance"}
         assert {c.column: c.method for c in result.columns}["tiny_ints"] == "Jensen-Shannon distance"
@@ -270,3 +273,14 @@ def test_an_empty_column_fails_like_the_preset() -> None:
     for path in (compute_drift, compute_drift_preset):
         with pytest.raises(ValueError, match="empty column 'holes'.*current"):
             path(reference, current, MIXED_NUM, MIXED_CAT)
+
+
+def test_a_small_reference_report_shows_the_adjusted_verdicts(tmp_path: Path, caplog) -> None:
+    reference = _mixed(300, seed=1, drift=False, prediction="categorical")
+    current = _mixed(2_000, seed=2, drift=True, prediction="categorical")
+    result = compute_drift(reference, current, MIXED_NUM, MIXED_CAT, prediction_kind="categorical",
+                           report_dir=tmp_path, report="always")
+    assert result.fdr == 0.05 and result.prediction is not None and result.prediction.adjusted is not None
+    assert result.prediction.method == "chi-square two-sample p_value" and result.prediction.drifted
+    assert Path(result.html_path).exists() and "decided differently" not in caplog.text  # same tests, same cut-offs
+    assert 0 < result.prediction.threshold < 0.05 and "(adjusted " in result.alert_reasons()[-1]

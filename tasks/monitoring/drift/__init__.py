@@ -2,14 +2,22 @@
 
 Decisions: every column is judged by the test Evidently's DataDriftPreset would pick for it, run by Evidently's own
 test code (`evidently.legacy.calculations.stattests`: the same functions the preset's `ValueDrift` metrics call, on
-the same NaN/inf-cleaned values), so method, score, threshold and verdict are the preset's. What is left out is
-everything the preset does besides deciding: each column's drift computed three times (`ValueDrift`,
-`DriftedColumnsCount`, the preset's render), histograms, correlations and Plotly figures built during `run`: 6-10x
-the cost of the tests on 100k-row samples, 15-27x on 10k (`make bench`). So the full preset runs only for its HTML
-report (`report`: "on_drift", the default, when any column or the prediction drifted; "always"; "never"), and the
-verdicts are always saved as JSON. Caching the reference side per model version was measured and dropped: the
-tests' cost is the joint sort of both sides (a pre-sorted reference saved nothing). `compute_drift_preset` is the
-preset path itself, kept to prove the two agree (tests/tasks/monitoring/test_drift.py) and to benchmark them.
+the same NaN/inf-cleaned values). The default decision (`decision="adjusted"`) changes two things for references of
+at most 1000 rows, where the preset's tests are p-value tests: a column the preset would give its goodness-of-fit
+chi-square gets a two-sample chi-square with rare levels pooled, and the p-value tests' verdicts are
+Benjamini-Hochberg adjusted across the feature columns and the prediction. Without them an undrifted night with a
+small reference alarmed every time; `tasks/monitoring/drift/decision.py` has the tests and the argument. Above 1000
+rows (distances) nothing changes. `decision="preset"` decides exactly as the preset does. Either way the preset
+behind the HTML report is given the same tests and thresholds, so it shows the verdicts acted on.
+
+What is left out is everything the preset does besides deciding: each column's drift computed three times
+(`ValueDrift`, `DriftedColumnsCount`, the preset's render), histograms, correlations and Plotly figures built during
+`run`: 6-10x the cost of the tests on 100k-row samples, 15-27x on 10k (`make bench`). So the full preset runs only
+for its HTML report (`report`: "on_drift", the default, when any column or the prediction drifted; "always";
+"never"), and the verdicts are always saved as JSON. Caching the reference side per model version was measured and
+dropped: the tests' cost is the joint sort of both sides (a pre-sorted reference saved nothing).
+`compute_drift_preset` is the preset path itself, kept to prove the two agree (tests/tasks/monitoring/test_drift.py)
+and to benchmark them.
 
 Scale: both sides are first capped to a uniform random sample of `sample_cap` rows (default 100k). Above 1000
 reference rows Evidently's tests are distances (normed Wasserstein for numbers, Jensen-Shannon for categories and
@@ -31,6 +39,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from tasks.monitoring.drift.decision import (
+    FDR,
+    TWO_SAMPLE_CHI_SQUARE,
+    TWO_SAMPLE_CHI_SQUARE_DISPLAY,
+    adjust,
+    chi_square_two_sample,
+)
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -39,6 +55,7 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLE_ROWS = 100_000
 MIN_SAMPLE_ROWS = 5_000  # keeps the sample on the same (distance) tests as big full data
 PREDICTION_COLUMN = "__prediction__"
+Decision = Literal["adjusted", "preset"]
 
 
 class ColumnDrift(BaseModel):
@@ -47,9 +64,29 @@ class ColumnDrift(BaseModel):
     column: str
     kind: str
     method: str
-    score: float
+    score: float = Field(description="A distance (drift when >= threshold) or a p-value (drift when < threshold).")
     threshold: float
     drifted: bool
+    adjusted: float | None = Field(None, description="The p-value Benjamini-Hochberg adjusted across the batch's "
+                                   "p-value tests (drift when <= the result's `fdr`); None for distances.")
+
+    @property
+    def is_p_value(self) -> bool:
+        """Whether `score` is a p-value (Evidently's p-value tests say so in their names) rather than a distance."""
+        return "p_value" in self.method
+
+    @property
+    def excess(self) -> float:
+        """How far past its threshold the column is (> 1: drifted): score/threshold, inverted for p-values."""
+        if self.is_p_value:
+            return self.threshold / self.score if self.score > 0 else float("inf")
+        return self.score / self.threshold if self.threshold else self.score
+
+    def evidence(self) -> str:
+        """The column with its p-value (and adjusted p-value) or distance, for alert reasons."""
+        if self.adjusted is not None:
+            return f"{self.column} (p {self.score:.2g}, adjusted {self.adjusted:.2g})"
+        return f"{self.column} ({'p' if self.is_p_value else 'score'} {self.score:.3g})"
 
 
 class DriftResult(BaseModel):
@@ -58,6 +95,8 @@ class DriftResult(BaseModel):
     dataset_drift: bool
     drift_share: float = Field(description="Share of feature columns that drifted.")
     drift_share_threshold: float
+    fdr: float | None = Field(None, description="False-discovery rate at which the p-value tests' verdicts (feature "
+                              "columns and prediction) were Benjamini-Hochberg adjusted; None when none was adjusted.")
     drifted_columns: list[str]
     columns: list[ColumnDrift]
     prediction: ColumnDrift | None = None
@@ -77,7 +116,7 @@ class DriftResult(BaseModel):
 
     def top(self, n: int = 5) -> list[ColumnDrift]:
         """The n columns furthest over (or closest to) their thresholds."""
-        return sorted(self.columns, key=lambda c: c.score / c.threshold if c.threshold else c.score, reverse=True)[:n]
+        return sorted(self.columns, key=lambda c: c.excess, reverse=True)[:n]
 
     def summary(self) -> str:
         """The verdict in one line: share of drifted columns, sample sizes, prediction drift."""
@@ -87,45 +126,64 @@ class DriftResult(BaseModel):
         lines = [f"{len(self.drifted_columns)}/{len(self.columns)} columns drifted (share {self.drift_share:.2f}, "
                  f"dataset drift at >= {self.drift_share_threshold:.2f}) · reference {self.sampled_reference_rows}"
                  f"/{self.reference_rows} rows, current {self.sampled_current_rows}/{self.current_rows} rows"]
+        if self.fdr is not None:
+            tested = sum(c.adjusted is not None for c in [*self.columns, *filter(None, [self.prediction])])
+            lines.append(f"p-values Benjamini-Hochberg adjusted across {tested} tests (false-discovery rate "
+                         f"{self.fdr:g}): drift when adjusted p <= {self.fdr:g}")
         if self.prediction is not None:
             p = self.prediction
-            lines.append(f"Prediction drift: {'yes' if p.drifted else 'no'} ({p.method} {p.score:.3f}, threshold {p.threshold})")
+            lines.append(f"Prediction drift: {'yes' if p.drifted else 'no'} ({p.method} {p.score:.3g}, threshold "
+                         f"{p.threshold:.3g}{'' if p.adjusted is None else f', adjusted p {p.adjusted:.3g}'})")
         return lines
 
     def table(self) -> list[dict[str, Any]]:
         """Every column's test, score and verdict (the prediction first, then furthest over threshold): a table artifact."""
-        return [{"column": c.column, "kind": c.kind, "test": c.method, "score": round(c.score, 4),
-                 "threshold": c.threshold, "drifted": c.drifted}
+        adjusted = self.fdr is not None  # the column only when some verdict was adjusted
+        return [{"column": c.column, "kind": c.kind, "test": c.method, "score": _round(c.score),
+                 "threshold": _round(c.threshold), **({"adjusted p": _round(c.adjusted)} if adjusted else {}),
+                 "drifted": c.drifted}
                 for c in [*([self.prediction] if self.prediction else []), *self.top(len(self.columns))]]
 
     def metrics(self) -> dict[str, float]:
         """Numbers for the monitoring run: drift share, drifted count, dataset verdict, every column's score."""
         return {"drift_share": self.drift_share, "drifted_columns": len(self.drifted_columns),
                 "dataset_drift": float(self.dataset_drift), **{f"drift_score.{c.column}": c.score for c in self.columns},
+                **{f"drift_adjusted_p.{c.column}": c.adjusted for c in self.columns if c.adjusted is not None},
                 **({"prediction_drift_score": self.prediction.score} if self.prediction is not None else {})}
 
     def alert_reasons(self) -> list[str]:
         """Why this drift should raise an alert (data drift, prediction drift); empty when it should not."""
         reasons = []
         if self.dataset_drift:
-            top = ", ".join(self.drifted_columns[:5])
+            drifted = [c for c in self.top(len(self.columns)) if c.drifted]
+            top = ", ".join(c.evidence() if c.is_p_value else c.column for c in drifted[:5])
             reasons.append(f"data drift: {len(self.drifted_columns)}/{len(self.columns)} columns "
                            f"(share {self.drift_share:.2f} >= {self.drift_share_threshold:.2f}): {top}")
         if self.prediction is not None and self.prediction.drifted:
-            reasons.append(f"prediction drift: {self.prediction.method} {self.prediction.score:.3f} "
-                           f">= {self.prediction.threshold}")
+            p = self.prediction
+            if not p.is_p_value:
+                reasons.append(f"prediction drift: {p.method} {p.score:.3f} >= {p.threshold}")
+            else:
+                adjusted = "" if p.adjusted is None else f" (adjusted {p.adjusted:.2g})"
+                reasons.append(f"prediction drift: {p.method} {p.score:.2g} < {p.threshold:.2g}{adjusted}")
         return reasons
 
     def markdown(self) -> str:
         """Report for the monitoring run's MLflow artifacts: verdict, share, top drifted columns, report location."""
         verdict = "DRIFT" if self.dataset_drift else "no dataset drift"
         lines = [f"# Data drift: {verdict}", *self._summary_lines()]
-        lines += ["", "| column | kind | test | score | threshold | drifted |", "|---|---|---|---|---|---|"]
-        lines += [f"| {c.column} | {c.kind} | {c.method} | {c.score:.4f} | {c.threshold} | {'**yes**' if c.drifted else 'no'} |"
+        lines += ["", "| column | kind | test | score | threshold | adjusted p | drifted |", "|---" * 7 + "|"]
+        lines += [f"| {c.column} | {c.kind} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
+                  f"{'-' if c.adjusted is None else f'{c.adjusted:.4g}'} | {'**yes**' if c.drifted else 'no'} |"
                   for c in self.top(10)]
         if self.html_path:
             lines += ["", f"Full report: `{self.html_path}` (JSON: `{self.json_path}`)"]
         return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | None:
+    """4 significant digits: p-values and BH thresholds can be far below 0.0001."""
+    return None if value is None else float(f"{value:.4g}")
 
 
 def sample_rows(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
@@ -181,6 +239,8 @@ def _parse_snapshot(snapshot: dict[str, Any], kinds: dict[str, str]) -> tuple[li
             continue
         name, score, threshold = config["column"], float(metric["value"]), float(config["threshold"])
         method = str(config["method"])
+        if method == TWO_SAMPLE_CHI_SQUARE:  # a method we passed by its registry name: shown by its display name
+            method = TWO_SAMPLE_CHI_SQUARE_DISPLAY
         # p-value tests drift when the score is *below* the threshold; distances when above.
         fallback = score < threshold if "p_value" in method or "test" in method.lower() else score >= threshold
         columns.append(ColumnDrift(column=name, kind=kinds.get(name, "numeric"), method=method, score=score,
@@ -218,13 +278,17 @@ def _sides(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], c
                   num, cat)
 
 
-def _run_preset(sides: _Sides, drift_share: float) -> Any:
-    """Evidently's full DataDriftPreset on both samples: the snapshot behind the HTML report."""
+def _run_preset(sides: _Sides, drift_share: float, methods: dict[str, str] | None = None,
+                thresholds: dict[str, float] | None = None) -> Any:
+    """Evidently's full DataDriftPreset on both samples: the snapshot behind the HTML report. `methods` and
+    `thresholds` replace the preset's own choice for some columns (by registry name; per-column p-value cut-off)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    chi_square_two_sample()  # registered before the preset looks it up by name
     definition = DataDefinition(numerical_columns=sides.numeric, categorical_columns=sides.categorical)
-    report = Report([DataDriftPreset(columns=sides.numeric + sides.categorical, drift_share=drift_share)],
+    report = Report([DataDriftPreset(columns=sides.numeric + sides.categorical, drift_share=drift_share,
+                                     per_column_method=methods or None, per_column_threshold=thresholds or None)],
                     include_tests=True)
     return report.run(current_data=Dataset.from_pandas(sides.current, data_definition=definition),
                       reference_data=Dataset.from_pandas(sides.reference, data_definition=definition))
@@ -275,8 +339,21 @@ def _default_test(reference: pd.Series, current: pd.Series, column_type: Any) ->
     return stattests.wasserstein_stat_test
 
 
-def column_drift(reference: pd.Series, current: pd.Series, column: str, kind: str) -> ColumnDrift:
-    """One column judged as DataDriftPreset's `ValueDrift` judges it: the same cleaning, test choice and test code."""
+def _chosen_test(reference: pd.Series, current: pd.Series, column_type: Any, decision: Decision) -> Any:
+    """The preset's test for a column; with the "adjusted" decision, the two-sample chi-square test where the preset
+    would run its goodness-of-fit chi-square (which takes a small reference's frequencies as exact)."""
+    from evidently.legacy.calculations import stattests
+
+    test = _default_test(reference, current, column_type)
+    if decision == "adjusted" and test is stattests.chi_stat_test:
+        return chi_square_two_sample()
+    return test
+
+
+def column_drift(reference: pd.Series, current: pd.Series, column: str, kind: str,
+                 decision: Decision = "adjusted") -> ColumnDrift:
+    """One column judged as DataDriftPreset's `ValueDrift` judges it: the same cleaning, test choice and test code
+    (the "adjusted" decision: a two-sample chi-square instead of the preset's; the verdict before any adjustment)."""
     from evidently.legacy.core import ColumnType
     from pandas.api.types import is_numeric_dtype
 
@@ -286,20 +363,25 @@ def column_drift(reference: pd.Series, current: pd.Series, column: str, kind: st
         for side, values in (("reference", ref), ("current", cur)):
             if not is_numeric_dtype(values):
                 raise ValueError(f"Column '{column}' in {side} dataset should contain numerical values only.")
-    test = _default_test(ref, cur, column_type)
+    test = _chosen_test(ref, cur, column_type, decision)
     outcome = test(ref, cur, column_type, None)
     return ColumnDrift(column=column, kind=kind, method=test.display_name, score=float(outcome.drift_score),
                        threshold=float(outcome.actual_threshold), drifted=bool(outcome.drifted))
 
 
 def _result(columns: list[ColumnDrift], share_threshold: float, reference: pd.DataFrame, current: pd.DataFrame,
-            sides: _Sides) -> DriftResult:
+            sides: _Sides, decision: Decision) -> DriftResult:
+    """The dataset verdict from the feature columns' verdicts, and the prediction's verdict (with the "adjusted"
+    decision, the p-value verdicts of both adjusted together first)."""
+    if decision == "adjusted":  # the prediction in the family too: a night alarms on either
+        columns = adjust(columns, FDR)
     prediction = next((c for c in columns if c.column == PREDICTION_COLUMN), None)
     features = [c for c in columns if c.column != PREDICTION_COLUMN]
     drifted = [c.column for c in features if c.drifted]
     share = len(drifted) / len(features) if features else 0.0
     return DriftResult(
         dataset_drift=share >= share_threshold, drift_share=share, drift_share_threshold=share_threshold,
+        fdr=FDR if any(c.adjusted is not None for c in columns) else None,
         drifted_columns=drifted, columns=features, prediction=prediction, reference_rows=len(reference),
         current_rows=len(current), sampled_reference_rows=len(sides.reference),
         sampled_current_rows=len(sides.current))
@@ -311,14 +393,15 @@ ReportMode = Literal["on_drift", "always", "never"]
 def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str], *,
                   prediction_kind: str | None = None, sample_cap: int | None = DEFAULT_SAMPLE_ROWS,
                   drift_share: float = 0.5, seed: int = 0, report_dir: Path | None = None,
-                  report: ReportMode = "on_drift") -> DriftResult:
-    """Every column's drift as DataDriftPreset decides it (capped samples); in report_dir the verdicts as JSON, and
-    Evidently's HTML report when `report` asks for it ("on_drift": a column or the prediction drifted)."""
+                  report: ReportMode = "on_drift", decision: Decision = "adjusted") -> DriftResult:
+    """Every column's drift by Evidently's tests (capped samples), decided as `decision` says ("adjusted": see the
+    module docstring; "preset": as DataDriftPreset decides); in report_dir the verdicts as JSON, and Evidently's HTML
+    report when `report` asks for it ("on_drift": a column or the prediction drifted)."""
     start = time.perf_counter()
     sides = _sides(reference, current, numeric, categorical, prediction_kind, sample_cap, seed)
     kinds = sides.kinds
-    columns = [column_drift(sides.reference[c], sides.current[c], c, kinds[c]) for c in kinds]
-    result = _result(columns, drift_share, reference, current, sides)
+    columns = [column_drift(sides.reference[c], sides.current[c], c, kinds[c], decision) for c in kinds]
+    result = _result(columns, drift_share, reference, current, sides, decision)
     if report_dir is None:
         if report == "always":
             raise ValueError("report='always' needs a report_dir to write the HTML report to.")
@@ -330,7 +413,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     if report == "always" or (report == "on_drift" and result.any_drift):
         begun = time.perf_counter()
         try:
-            snapshot = _run_preset(sides, drift_share)
+            snapshot = _run_preset(sides, drift_share, *_preset_overrides(result))
             snapshot.save_html(str(html_path))
         except Exception as error:  # noqa: BLE001 - the verdicts stand; only the pictures are missing
             # e.g. a bool column, or nullable floats with inf: the tests take them, the preset's plots do not
@@ -346,6 +429,14 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[
     return result
 
 
+def _preset_overrides(result: DriftResult) -> tuple[dict[str, str], dict[str, float]]:
+    """What the preset must be told to decide as `result` did: the columns run with the two-sample chi-square test,
+    and the adjusted columns' cut-offs."""
+    ours = [*result.columns, *([result.prediction] if result.prediction else [])]
+    return ({c.column: TWO_SAMPLE_CHI_SQUARE for c in ours if c.method == TWO_SAMPLE_CHI_SQUARE_DISPLAY},
+            {c.column: c.threshold for c in ours if c.adjusted is not None})
+
+
 def _warn_if_preset_disagrees(result: DriftResult, snapshot: dict[str, Any], kinds: dict[str, str]) -> None:
     """The HTML report must show the verdicts we act on: log any column where the preset decided otherwise."""
     preset = {c.column: c for c in _parse_snapshot(snapshot, kinds)[0]}
@@ -359,16 +450,18 @@ def _warn_if_preset_disagrees(result: DriftResult, snapshot: dict[str, Any], kin
 
 def compute_drift_preset(reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str],
                          *, prediction_kind: str | None = None, sample_cap: int | None = DEFAULT_SAMPLE_ROWS,
-                         drift_share: float = 0.5, seed: int = 0, report_dir: Path | None = None) -> DriftResult:
-    """The same comparison decided by Evidently's full DataDriftPreset (HTML and Evidently's JSON to report_dir).
+                         drift_share: float = 0.5, seed: int = 0, report_dir: Path | None = None,
+                         decision: Decision = "adjusted") -> DriftResult:
+    """The same comparison run by Evidently's full DataDriftPreset (HTML and Evidently's JSON to report_dir): with the
+    "adjusted" decision, given the two-sample chi-square where `compute_drift` uses it, its p-values then adjusted.
 
     Slow (the preset computes each column three times and builds every figure): kept as the yardstick that
     `compute_drift` must match, in tests and benchmarks."""
     start = time.perf_counter()
     sides = _sides(reference, current, numeric, categorical, prediction_kind, sample_cap, seed)
-    snapshot = _run_preset(sides, drift_share)
+    snapshot = _run_preset(sides, drift_share, _two_sample_columns(sides) if decision == "adjusted" else None)
     columns, share_threshold = _parse_snapshot(snapshot.dict(), sides.kinds)
-    result = _result(columns, share_threshold, reference, current, sides)
+    result = _result(columns, share_threshold, reference, current, sides, decision)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         html_path, json_path = str(report_dir / "drift_report.html"), str(report_dir / "drift_report.json")
@@ -376,6 +469,21 @@ def compute_drift_preset(reference: pd.DataFrame, current: pd.DataFrame, numeric
         snapshot.save_json(json_path)
         result = result.model_copy(update={"html_path": html_path, "json_path": json_path})
     return result.model_copy(update={"seconds": time.perf_counter() - start})
+
+
+def _two_sample_columns(sides: _Sides) -> dict[str, str]:
+    """The columns the preset would give its goodness-of-fit chi-square, to be run with the two-sample one instead."""
+    from evidently.legacy.calculations import stattests
+    from evidently.legacy.core import ColumnType
+
+    chosen = {}
+    for column, kind in sides.kinds.items():
+        ref = _finite(sides.reference[column], column, "reference")
+        cur = _finite(sides.current[column], column, "current")
+        column_type = ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+        if _default_test(ref, cur, column_type) is stattests.chi_stat_test:
+            chosen[column] = TWO_SAMPLE_CHI_SQUARE
+    return chosen
 
 
 build_reference_task = task(build_reference, name="build-drift-reference", cache_policy=NO_CACHE)
