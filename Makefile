@@ -19,7 +19,7 @@ help:
 	@echo "make demo-demand  bring your own model: examples/demand adopted, then 12 nights of its own pipeline (regression)"
 	@echo "make test       the layer contracts (lint-imports), then the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
-	@echo "make bench      benchmarks (docs/benchmarks.md): drift, serving, capture, batch scoring, fleet, HP search, a night; BENCH_ARGS=\"--only night\""
+	@echo "make bench      benchmarks (docs/benchmarks.md): drift, serving, capture, batch scoring, fleet, HP search, a night, drift false alarms, estimate bands; BENCH_ARGS=\"--only night\""
 	@echo "make screenshots  the README's pictures (docs/*.png): a real demo week on temporary servers, shot by chromium"
 	@echo "make serve      model server for the champion on http://127.0.0.1:8000 (NIGHTSHIFT_SERVER_PORT)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000 for the local state"

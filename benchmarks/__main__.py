@@ -1,5 +1,5 @@
-"""`python -m benchmarks` (make bench): the drift, serving, capture, batch and fleet benchmarks; ratios and
-verdicts."""
+"""`python -m benchmarks` (make bench): the drift, serving, capture, batch, fleet, night, hpsearch, alarms and bands
+benchmarks; ratios and verdicts."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "our model server vs `mlflow models serve` on the same model (latency, requests/s). capture: "
                     "our server capturing every request vs capture off (latency, requests/s). batch: peak "
                     "RSS of chunked scoring. fleet: N small models' nights one after another vs the fleet flow "
-                    "(wall time, peak RSS). Each measurement runs in a fresh subprocess.",
+                    "(wall time, peak RSS). alarms: the drift decision's false alarms on undrifted nights and detection "
+                    "on drifted days, before/after. bands: how often the label-free estimate's 95%% band holds the "
+                    "realized metric over simulated nights, before/after. Each measurement runs in a fresh "
+                    "subprocess.",
     )
     parser.add_argument("--only", choices=BENCHMARKS, help="run just this benchmark (default: all)")
     parser.add_argument("--rows", type=int, nargs="+", default=list(DEFAULT_ROWS), metavar="N",

@@ -356,7 +356,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=6_000,
                         help="rows landing per model and night (default 6000; below ~5000 a first model's drift "
-                             "reference has <= 1000 rows and Evidently's p-value tests raise false drift)")
+                             "reference has <= 1000 rows and drift is decided by p-value tests with "
+                             "Benjamini-Hochberg)")
     parser.add_argument("--nights", type=int, default=WEEK_NIGHTS, choices=range(1, WEEK_NIGHTS + 1),
                         metavar="{1..7}", help="run only the week's first nights (default 7)")
     parser.add_argument("--seed", type=int, default=42, help="seeds the demo data (default 42)")

@@ -27,7 +27,7 @@ from tasks.data.sources import (
 )
 from tasks.monitoring.estimate import EstimateCheck
 from tasks.registry.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
-from tasks.registry.quality import landed_quality_task, record_estimate_task
+from tasks.registry.quality import inline_labels_task, landed_quality_task, record_estimate_task
 from tasks.registry.store import TrackingConfig
 
 if TYPE_CHECKING:
@@ -82,8 +82,9 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     # 2. Labels that landed: the champion's quality on each labeled day not measured yet (late ones too, recorded in
     # MLflow; the newest day alerts); the days a challenger would learn from.
     window = labeled_window_task(model, night, settings.state_dir)
-    quality = landed_quality_task(cfg, model, champion, window, night, settings.state_dir) if champion else None
-    window, landed, told, below = _judged(model, window, quality, checked, night)  # suspect labels out; the floor
+    judge = landed_quality_task if model.labels else inline_labels_task  # inline: the monitor measured tonight
+    quality = judge(cfg, model, champion, window, night, settings.state_dir) if champion else None
+    window, landed, told, below, checked = _judged(model, window, quality, checked, night)  # suspect labels out
     reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked, landed)
     result = partial(_with_checks(result, checked, landed, reasons), events=told, floor=below,
                      labels_kept_out=[r.describe() for r in quality.suspect_records] if quality else [])
@@ -127,15 +128,21 @@ def _monitor_tonight(model: CatalogueModel, night: date, tonight: StagedDay, see
 
 
 def _judged(model: CatalogueModel, window: LabeledWindow, quality: RealizedQuality | None,
-            checked: MonitorResult | None, night: date) -> tuple[LabeledWindow, list[str], list[str], str | None]:
+            checked: MonitorResult | None,
+            night: date) -> tuple[LabeledWindow, list[str], list[str], str | None, MonitorResult | None]:
     """What the labels say: the window without days whose labels are suspect, the alert reasons (a champion under
     its floor among them: a reason to retrain), the events sent (labels.suspect reported by the quality step;
-    below_floor sent here, with how `previous` did on the same rows), and the below-floor sentence."""
+    below_floor sent here, with how `previous` did on the same rows), the below-floor sentence, and tonight's
+    checks (without their quality when tonight's own labels are kept out)."""
     from nightshift import events
+
+    if checked is not None and checked.performance is not None and quality and night in quality.kept_out:
+        checked = checked.model_copy(update={"performance": None, "reasons": [
+            r for r in checked.reasons if not r.startswith("performance degraded")]})
 
     told = [r.event_id for r in quality.suspect if r.event_id] if quality else []
     reasons = quality.alert_reasons() if quality else []
-    if quality is not None:  # labels landed apart: the newest labeled day measured tonight
+    if model.labels is not None and quality is not None:  # labels landed apart: the newest day measured tonight
         q = quality.newest
         below, check, version, day = quality.below_floor(), q.check if q else None, q.version if q else None, \
             q.day if q else None
@@ -153,7 +160,7 @@ def _judged(model: CatalogueModel, window: LabeledWindow, quality: RealizedQuali
                      "previous_better": bool(previous and previous.better)}))
         reasons.append(f"live model below the floor: {below}")
         get_run_logger().warning("%s: %s", model.name, below)
-    return window.without(quality.kept_out) if quality else window, reasons, told, below
+    return window.without(quality.kept_out) if quality else window, reasons, told, below, checked
 
 
 def _with_checks(result: partial[NightlyResult], checked: MonitorResult | None, landed: list[str],

@@ -1,4 +1,4 @@
-"""Calibration of a model's probabilities on its reference rows: per-class isotonic maps and their expected
+"""Calibration of a model's probabilities on its reference rows: per-class monotone maps and their expected
 calibration error, what the label-free estimate (tasks.monitoring.estimate) rests on; and the map's own
 uncertainty, as logistic recalibrations of its output refit on bootstrap resamples of the reference (the band's
 calibration part: tasks.monitoring.cbpe)."""
@@ -125,20 +125,22 @@ def calibrated_ece_quantile(p: np.ndarray, bins: int = 10, draws: int = 100, q: 
 
 
 class ClassCalibration(BaseModel):
-    """The calibration map of one class's probability: isotonic knots, or the identity and why."""
+    """The calibration map of one class's probability: a monotone map's knots, or the identity and why."""
 
     label: str
-    method: Literal["isotonic", "identity"]
+    method: Literal["monotone", "isotonic", "identity"] = Field(
+        description="monotone: a smooth non-decreasing map (a logistic spline of the logit); isotonic: the step "
+                    "map of older records, applied the same way; identity: none needed.")
     reason: str
     ece_raw: float | None = Field(None, description="Reference ECE of the raw probabilities.")
     ece_chance: float | None = Field(None, description="95% quantile of the ECE a calibrated model shows by chance.")
-    ece_calibrated: float | None = Field(None, description="Reference ECE after cross-fitted isotonic calibration.")
-    x: list[float] = Field(default_factory=list, description="Isotonic knots: raw probability.")
-    y: list[float] = Field(default_factory=list, description="Isotonic knots: calibrated probability.")
+    ece_calibrated: float | None = Field(None, description="Reference ECE after cross-fitted calibration.")
+    x: list[float] = Field(default_factory=list, description="The map's knots: raw probability.")
+    y: list[float] = Field(default_factory=list, description="The map's knots: calibrated probability.")
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (flat beyond the reference's range, like IsotonicRegression's 'clip')."""
-        return np.interp(p, self.x, self.y) if self.method == "isotonic" else p
+        return np.interp(p, self.x, self.y) if self.method != "identity" else p
 
 
 class Calibrator(BaseModel):
@@ -162,11 +164,11 @@ class Calibrator(BaseModel):
 
     @property
     def method(self) -> str:
-        """'isotonic', 'identity', or 'isotonic (j/k classes)' when only some classes needed it."""
-        used = sum(c.method == "isotonic" for c in self.per_class)
+        """'monotone', 'identity', or 'monotone (j/k classes)' when only some classes needed a map."""
+        used = sum(c.method != "identity" for c in self.per_class)
         if used == 0:
             return "identity"
-        return "isotonic" if used == len(self.per_class) else f"isotonic ({used}/{len(self.per_class)} classes)"
+        return "monotone" if used == len(self.per_class) else f"monotone ({used}/{len(self.per_class)} classes)"
 
     def shifted(self, inputs: Any) -> np.ndarray | None:
         """The rows' shifted inputs, standardised on the reference (None without shift_inputs)."""
@@ -237,10 +239,19 @@ def _monotone_map(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return grid, np.maximum.accumulate(fit.predict_proba(spline.transform(_logit(grid)[:, None]))[:, 1])
 
 
+def _isotonic_map(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic regression's step map as knots (the map before docs/benchmarks.md#bands: kept to measure against)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+    return np.asarray(fit.X_thresholds_), np.asarray(fit.y_thresholds_)
+
+
 def _fit_class(label: str, p: np.ndarray, y: np.ndarray, min_rows: int, min_class_rows: int, folds: int, bins: int,
-               seed: int) -> tuple[ClassCalibration, np.ndarray]:
+               seed: int, map_kind: Literal["monotone", "isotonic"] = "monotone",
+               ) -> tuple[ClassCalibration, np.ndarray]:
     """The class's map, and its calibrated probabilities of the reference rows as rows it did not see would get
-    them: out-of-fold for an isotonic map (the in-sample fit has learnt their noise), else the raw ones."""
+    them: out-of-fold for a monotone map (the in-sample fit has learnt their noise), else the raw ones."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
@@ -260,18 +271,19 @@ def _fit_class(label: str, p: np.ndarray, y: np.ndarray, min_rows: int, min_clas
     if raw <= chance:
         return _identity(ece_raw=raw, ece_chance=chance, reason=f"already calibrated (ECE {raw:.4f} <= {chance:.4f}, "
                                                                 "what chance gives a calibrated model here)")
+    fit_map = _monotone_map if map_kind == "monotone" else _isotonic_map
     crossfit = np.empty_like(p)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p, y):
-        knots = _monotone_map(p[train], y[train])
+        knots = fit_map(p[train], y[train])
         crossfit[test] = np.interp(p[test], *knots)
     cal = expected_calibration_error(y, crossfit, bins)
     if not cal < raw:
         return _identity(ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
-                         reason=f"miscalibrated (ECE {raw:.4f} > chance {chance:.4f}) but isotonic does not help on "
+                         reason=f"miscalibrated (ECE {raw:.4f} > chance {chance:.4f}) but a monotone map does not help on "
                                 f"held-out rows (ECE {cal:.4f})")
-    knot_x, knot_y = _monotone_map(p, y)
-    return ClassCalibration(label=label, method="isotonic", ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
-                            reason=f"isotonic: ECE {raw:.4f} (chance {chance:.4f}) -> {cal:.4f} on held-out rows",
+    knot_x, knot_y = fit_map(p, y)
+    return ClassCalibration(label=label, method=map_kind, ece_raw=raw, ece_chance=chance, ece_calibrated=cal,
+                            reason=f"{map_kind} map: ECE {raw:.4f} (chance {chance:.4f}) -> {cal:.4f} on held-out rows",
                             x=knot_x.tolist(), y=knot_y.tolist()), crossfit
 
 
@@ -357,7 +369,7 @@ def fit_resamples(unseen: np.ndarray, y: np.ndarray, resamples: int = RESAMPLES,
     recalibration of the calibrated probabilities refit on it: how far the reference leaves the calibration
     uncertain in level and slope (and, given `z`, the rows' standardised shifted inputs, in their coefficients).
     `unseen`: the reference's calibrated (n, k) probabilities as the map gives them to rows it did not learn from
-    (out-of-fold for an isotonic map). A class with under MIN_RESAMPLE_CLASS_ROWS rows of an outcome keeps
+    (out-of-fold for a monotone map). A class with under MIN_RESAMPLE_CLASS_ROWS rows of an outcome keeps
     (1, 0, 0...)."""
     n, k = unseen.shape
     d = 2 + (0 if z is None else 2 * z.shape[1])
@@ -401,9 +413,10 @@ def _shift_fit(cal: np.ndarray, y: np.ndarray, columns: list[int], z: np.ndarray
 
 def fit_calibrator(reference_proba: Any, reference_labels: Any, classes: Sequence, *, min_rows: int = 300,
                    min_class_rows: int = 30, folds: int = 5, bins: int = 10, seed: int = 0,
-                   resamples: int = RESAMPLES, reference_inputs: Any = None, current_inputs: Any = None) -> Calibrator:
-    """Isotonic calibration per class where the raw probabilities are miscalibrated beyond chance and isotonic
-    lowers the held-out ECE; else the identity (an unneeded isotonic map costs accuracy: its steps are noise).
+                   resamples: int = RESAMPLES, reference_inputs: Any = None, current_inputs: Any = None,
+                   map_kind: Literal["monotone", "isotonic"] = "monotone") -> Calibrator:
+    """A monotone calibration map per class where the raw probabilities are miscalibrated beyond chance and the map
+    lowers the held-out ECE; else the identity (an unneeded map costs accuracy: it fits noise).
     Then `resamples` bootstrap refits of a recalibration of its output on rows it did not learn from
     (fit_resamples; 0: none, and the band holds the labels' chance only).
 
@@ -419,8 +432,8 @@ def fit_calibrator(reference_proba: Any, reference_labels: Any, classes: Sequenc
     y = _label_indices(reference_labels, classes, len(p), allow_missing=False)
     names = [str(c) for c in _class_list(classes)]
     columns = [1] if len(names) == 2 else list(range(len(names)))
-    fits = [_fit_class(names[j], p[:, j], (y == j).astype(float), min_rows, min_class_rows, folds, bins, seed)
-            for j in columns]
+    fits = [_fit_class(names[j], p[:, j], (y == j).astype(float), min_rows, min_class_rows, folds, bins, seed,
+                       map_kind) for j in columns]
     calibrator = Calibrator(classes=_class_list(classes), reference_rows=len(p), per_class=[f[0] for f in fits])
     z = None
     if reference_inputs is not None and current_inputs is not None:

@@ -8,7 +8,7 @@ The two parts are independent errors of the realized metric around the estimate:
 - calibration: the map comes from a finite reference, and every night it scores shares its error. The calibrator
   keeps, per bootstrap resample of the reference, a logistic recalibration (slope and intercept on the logit
   scale) of its own output refit on that resample (tasks.monitoring.calibration: fitted to the output the map
-  gives rows it did not learn from, out-of-fold for an isotonic map); the batch's expected metric is recomputed
+  gives rows it did not learn from, out-of-fold for a monotone map); the batch's expected metric is recomputed
   under each, and the spread is their standard deviation. An identity map has no error of its own to resample:
   the refits then measure how far its level and slope could be off and the reference not show it.
 Each side of the band is value -/+ sqrt(sampling distance² + (z · calibration spread)² + extrapolation²), z the

@@ -7,14 +7,14 @@ P(y = k | x) = p_k(x), so the expected confusion matrix of a batch is a sum of p
 - ROC AUC: rows sorted by the model's score, expected TP(t) = sum of calibrated p over rows scored >= t and
   FP(t) = sum of (1 - p); the expected ROC curve is TP/sum(p) against FP/sum(1 - p), integrated (tied scores are
   one threshold); multiclass is the macro one-vs-rest average, as the gate computes it.
-Calibration is fitted on labeled reference rows (held-out rows the model did not train on): an isotonic map per
+Calibration is fitted on labeled reference rows (held-out rows the model did not train on): a monotone map per
 class (the positive class for binary; multiclass rows renormalised), used only where the raw probabilities are
 miscalibrated beyond chance (reference ECE above the 95% quantile of the ECE a calibrated model shows on the same
-rows, labels drawn from its own probabilities) and cross-fitted isotonic lowers the ECE on held-out folds.
+rows, labels drawn from its own probabilities) and the cross-fitted map lowers the ECE on held-out folds.
 NannyML applies only the second check; on calibrated probabilities it then picks isotonic most of the time, and
 that map's noise (5000 reference rows) moved the estimates by up to 0.016. Otherwise, or when the reference is
 too small, holds one class or is separated perfectly: the identity, with the reason recorded. The calibrator is a
-small JSON-able Pydantic object (isotonic knots, applied with np.interp), stored with the model version.
+small JSON-able Pydantic object (the map's knots, applied with np.interp), stored with the model version.
 
 Band: two independent errors (tasks.monitoring.cbpe). The labels' chance: labels are drawn row by row from the
 calibrated probabilities, the metric is computed for each draw (vectorised: AUC by the rank-sum formula), and the
@@ -35,7 +35,7 @@ bands on the demo and demand worlds (docs/benchmarks.md#bands). The band does NO
   hence P(y | score, x), is unchanged under covariate shift: inputs moved by 0.8 sd or more tonight join the
   calibration (tasks.monitoring.calibration.fit_calibrator), and the band also holds the score-only estimate;
   that held 90-100% of those nights. Smaller shifts keep the score-only map;
-- isotonic maps are flat beyond the reference's score range;
+- the maps are flat beyond the reference's score range;
 - non-random labels: realized values on a labeled subset compare fairly only if labels arrive independently of y.
 
 Why our own implementation instead of nannyml 0.13.1 (it resolves with the current lock): the whole estimator is
@@ -116,7 +116,7 @@ class Estimate(BaseModel):
                                                     "DLE (its loss model term: tasks.monitoring.dle).")
     shift_moved: float = Field(0.0, description="CBPE: how far recalibrating on tonight's shifted inputs moved the "
                                                 "estimate from the score-only one (added to the band); 0 unshifted.")
-    calibration: str = Field(description="'isotonic', 'identity' or 'uncalibrated' (no calibrator given); 'loss "
+    calibration: str = Field(description="'monotone', 'identity' or 'uncalibrated' (no calibrator given); 'loss "
                                          "model' for DLE.")
     method: str
 

@@ -385,6 +385,31 @@ def landed_quality(cfg: Any, model: CatalogueModel, champion: str, window: Label
     return quality
 
 
+def inline_labels(cfg: Any, model: CatalogueModel, champion: str, window: LabeledWindow, night: date,
+                  state_dir: Path) -> RealizedQuality:
+    """For labels that come with the rows (the monitor measures the champion on them): each labeled day of the
+    window checked against the champion's reference, days whose labels look wrong reported (once) and kept out."""
+    from tasks.registry.locks import model_lock
+
+    days = [*window.window, *([window.holdout_day] if window.holdout_day else [])]
+    with model_lock(cfg, model.name, "quality"):
+        run_id, tags = quality_run(cfg, model.name, "")
+        suspects = suspect_records(tags)
+        scorer = _Scorer(cfg, model, champion)
+        reference = scorer.reference_labels(cfg)
+        found = []
+        for day in days:
+            frame, _ = labeled_day(model, day, state_dir)
+            record = None if frame.empty else _suspect(cfg, scorer, reference, frame, day, night, run_id,
+                                                        suspects.get(day))
+            found += [record] if record is not None else []
+    for r in found:
+        run_logger(__name__).warning("%s: %s", model.name, r.describe())
+    return RealizedQuality(model_name=model.name, night=night, mlflow_run_id=run_id,
+                           suspect=[r for r in found if r.night == night], kept_out=sorted(r.day for r in found),
+                           suspect_records=found)
+
+
 def _publish(quality: RealizedQuality) -> None:
     """A table artifact of the days measured tonight, inside a flow run."""
     from prefect.artifacts import create_table_artifact
@@ -443,4 +468,5 @@ def clear_suspect_labels(cfg: TrackingConfig, name: str, day: date, by: str, rea
 
 
 landed_quality_task = task(landed_quality, name="quality-of-landed-labels", **RETRY)
+inline_labels_task = task(inline_labels, name="check-inline-labels", **RETRY)
 record_estimate_task = task(record_estimate, name="record-estimate-before-labels", **RETRY)

@@ -146,7 +146,7 @@ def test_calibration_fixes_a_poorly_calibrated_forest() -> None:
     forest = RandomForestClassifier(n_estimators=20, max_depth=3, random_state=0).fit(x, labels(x, 11))
     x_ref = features(5_000, 12)
     cal = fit_calibrator(forest.predict_proba(x_ref), labels(x_ref, 12), forest.classes_)
-    assert cal.method == "isotonic"
+    assert cal.method == "monotone"
     part = cal.per_class[0]
     assert part.ece_raw > part.ece_chance and part.ece_calibrated < part.ece_raw / 3  # shallow trees: under-confident
     proba, y = night(forest)
@@ -166,7 +166,7 @@ def test_calibrator_is_a_small_json_record(model) -> None:
     forest = RandomForestClassifier(n_estimators=10, max_depth=3, random_state=0).fit(x, labels(x, 13))
     cal = fit_calibrator(forest.predict_proba(x), labels(x, 13), forest.classes_)
     text = cal.model_dump_json()
-    assert cal.method == "isotonic" and len(text) < 20_000
+    assert cal.method == "monotone" and len(text) < 20_000
     proba, _ = night(forest)
     assert np.array_equal(Calibrator.model_validate_json(text).apply(proba), cal.apply(proba))
     assert np.array_equal(pickle.loads(pickle.dumps(cal)).apply(proba), cal.apply(proba))

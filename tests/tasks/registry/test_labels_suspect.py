@@ -19,7 +19,8 @@ def _day(n: int):
     return DEMO_START + timedelta(days=n)
 
 
-def _register(tracking, name: str, frame: pd.DataFrame, test_auc: float, flip: bool = False) -> str:
+def _register(tracking, name: str, frame: pd.DataFrame, test_auc: float, flip: bool = False,
+              label: str = "churned") -> str:
     """A small churn model with a drift reference (held-out rows with their labels) as a registry version;
     `flip` trains it on inverted labels (worse than chance on real days)."""
     from tasks.data.contract import infer_contract
@@ -29,8 +30,8 @@ def _register(tracking, name: str, frame: pd.DataFrame, test_auc: float, flip: b
                                      log_sklearn_model, start_run)
     from tasks.registry.versions import register_model_version
 
-    train = frame.assign(churned=1 - frame["churned"]) if flip else frame
-    spec = infer_features(train, "churned")
+    train = frame.assign(**{label: 1 - frame[label]}) if flip else frame
+    spec = infer_features(train, label)
     model = fit_pipeline(train, spec, "random_forest", {"n_estimators": 20}, seed=0)
     run_id = start_run(tracking, "labels-tests")
     log_dict(tracking, run_id, infer_contract(train, spec).model_dump(mode="json"), CONTRACT_ARTIFACT)
@@ -118,3 +119,22 @@ def test_a_champion_under_chance_is_measured_beside_previous(churn, tracking, tm
     assert below.startswith(f"champion v{bad} on labeled day {_day(2)}: roc_auc ") and \
         "is under the floor 0.6 and worse than chance (0.5)" in below, below
     assert f"previous v{good} measured roc_auc {q.previous.value:.4f} on the same rows, better: roll back" in below
+
+
+def test_labels_that_come_with_the_rows_are_checked_too(demo, tracking, model_name, prefect_harness,
+                                                       tmp_path: Path) -> None:
+    from tasks.registry.quality import inline_labels
+    from tasks.registry.versions import CHAMPION, set_alias
+
+    fraud = demo[1].model_copy(update={"name": model_name})
+    frame = demo_day("is_fraud", DEMO_START, 1500, 7).drop(columns=["transaction_id"], errors="ignore")
+    set_alias(tracking, model_name, CHAMPION, _register(tracking, model_name, frame, 0.7, label="is_fraud"))
+    land_nights(fraud, tmp_path, range(0, 4), rows=600)
+    for part in (tmp_path / "landing" / "fraud" / f"{_day(2):%Y/%m/%d}").glob("*.parquet"):
+        pd.read_parquet(part).assign(is_fraud=1).to_parquet(part)  # the feed's label column stuck at 1
+    window = labeled_window(fraud, _day(3), tmp_path)
+    found = inline_labels(tracking, fraud, "1", window, _day(3), tmp_path)
+    assert found.kept_out == [_day(2)] and [r.day for r in found.suspect] == [_day(2)] and found.suspect[0].event_id
+    assert _day(2) not in window.without(found.kept_out).window
+    later = inline_labels(tracking, fraud, "1", labeled_window(fraud, _day(4), tmp_path), _day(4), tmp_path)
+    assert later.kept_out == [_day(2)] and later.suspect == []  # still out, reported once
