@@ -260,7 +260,7 @@ def model_table(model: CatalogueModel, rows: list[Row]) -> Table:
         action = f"[{colour}]{r.action}[/]" if colour else r.action
         if r.decision is not None and not r.decision.promote:
             action += f": {_why(r.decision)}"
-        elif r.decision is not None and r.decision.champion_below_floor and r.action == "promoted":
+        elif r.decision is not None and r.decision.reason.startswith("both ") and r.action == "promoted":
             action += ": both below the floor" if higher_is_better(r.decision.metric) else ": both above the ceiling"
         table.add_row(day, row.landed, _validation(r), "-" if r.drift_share is None else f"{r.drift_share:.2f}",
                       _reasons(r), row.gated_on, _versus(r), action,

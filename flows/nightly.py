@@ -136,6 +136,22 @@ def training_key(window_fp: str, estimator: EstimatorParams, cv_folds: int, seed
     return hashlib.sha256(f"{window_fp}|{estimator.model_dump_json()}|{cv_folds}|{seed}{extra}".encode()).hexdigest()
 
 
+def below_floor(name: str, checked: MonitorResult | None) -> tuple[list[str], list[str]]:
+    """The champion under its floor (or chance) on tonight's labeled batch: the reason to retrain and the
+    nightshift.model.below_floor event sent (both empty when it is not)."""
+    from nightshift import events
+
+    check = checked.performance if checked else None
+    below = check.below_floor() if check else None
+    if checked is None or check is None or below is None:
+        return [], []
+    sentence = f"champion v{checked.model_version} on tonight's labeled rows: {below}"
+    event = events.emit_model_event(events.BELOW_FLOOR, name, version=checked.model_version, reason=sentence,
+                                    payload={"metric": check.metric, "value": check.value, "floor": check.floor})
+    get_run_logger().warning("%s: %s", name, sentence)
+    return [f"live model below the floor: {sentence}"], [event]
+
+
 def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, window_fp: str, reasons: list[str],
                    estimator: EstimatorParams, cv_folds: int, seed: int, tags: dict[str, str] | None = None,
                    task: Task = "classification", selection_metric: Metric | None = None,
@@ -199,14 +215,18 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
 
     # 1. Tonight's batch: validated, drift and quality checked against the champion (errors stop here).
     tonight = params.batches[-1]
-    checked = monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed)) if champion else None
+    floor = params.gate.absolute_floor if params.gate.metric == default_metric("classification") else None
+    checked = monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed, floor=floor)) if champion \
+        else None
     # The monitor resolved the label from the champion's contract; a first night uses the dataset's default.
     batch = load_dataset_task(tonight.model_copy(update={"label": tonight.label or (checked and checked.label)}),
                               seed=params.seed)
 
     # 2. Retrain? Only with a reason, and only with labels to gate on.
-    reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked)
-    night = partial(NightlyResult, model_name=name, batch=batch.source, rows=len(batch.frame),
+    below, told = below_floor(name, checked)
+    reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked, below)
+    night = partial(NightlyResult, model_name=name, batch=batch.source, rows=len(batch.frame), events=told,
+                    floor=below[0].removeprefix("live model below the floor: ") if below else None,
                     validation=checked.validation.summary() if checked else "checked by training",
                     drift_share=checked.drift.drift_share if checked else None,
                     alert_reasons=checked.reasons if checked else [], retrain_reasons=reasons,

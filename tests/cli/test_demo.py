@@ -86,6 +86,7 @@ def test_make_demo_runs_the_catalogues_week(tmp_path: Path, monkeypatch: pytest.
     # floor, and the next challenger that is measurably better replaces it though it is still under the floor.
     assert "live model below the floor" in churn[4]["retrain because"], churn
     assert churn[5]["action"] == "promoted: both below the floor" and churn[5]["champion"] == "v3", churn
+    assert churn[6]["action"] == "promoted", churn  # v4 meets the floor: a plain promotion
     # Fraud: labels inline (first model on night 2), feed down on night 3, world moves on night 5.
     assert fraud_actions[:4] == ["no-labels", "promoted", "no-data", "no-retrain"], fraud
     assert fraud[2]["landed"] == "features missing" and "01-03 missing" in fraud[4]["gated on"]

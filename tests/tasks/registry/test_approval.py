@@ -142,6 +142,7 @@ def test_approval_off_never_pauses_and_the_gate_decides_as_before(tracking, nigh
     assert nightshift.events.APPROVAL_WANTED not in [e for e, _ in events]
 
 
+@pytest.mark.integration  # a real pause on the harness's server: seconds of waiting
 def test_the_pause_ends_at_the_deadline_by_itself() -> None:
     """The real pause (in-process): nobody answers, the watchdog answers for the deadline, the run completes."""
     @flow(name="approval-deadline-under-test")
@@ -153,6 +154,7 @@ def test_the_pause_ends_at_the_deadline_by_itself() -> None:
     assert state.is_completed() and state.result() is None and time.monotonic() - started < 60
 
 
+@pytest.mark.integration
 def test_the_pause_returns_the_answer_given_through_the_api() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState
