@@ -141,7 +141,7 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
         tested = t.call("read-test-metrics", run_metrics, cfg, version.run_id, "test_")
         metric = params.metric or default_metric(contract.task)
         performance = t.call("check-performance", batch_performance, current.frame, current.proba, contract.label,
-                             model_classes(model), tested, metric, max_drop)
+                             model_classes(model), tested, metric, max_drop, params.floor)
         estimate = None if performance else t.call(
             "estimate-performance-before-labels", estimate_batch, model, reference, contract.features,
             contract.label, current.frame, current.proba, metric, tested, max_drop, params.slice_columns,
@@ -158,7 +158,7 @@ def plain_monitor(params: MonitorParams, cfg: TrackingConfig, t: Stages) -> dict
         raise
     t.call("mlflow-finish-run", finish_run, cfg, run_id, "FINISHED")
     return {"label": contract.label, "reasons": reasons, "drift_share": drift.drift_share,
-            "validation": report.summary()}
+            "validation": report.summary(), "version": version.version, "performance": performance}
 
 
 def plain_train(params: TrainParams, cfg: TrackingConfig, t: Stages) -> dict[str, Any]:
@@ -257,7 +257,7 @@ def plain_promote(cfg: TrackingConfig, name: str, decision: Any, server_url: str
 def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any]:
     """flows.nightly.nightly's night as plain calls (no flow or task runs): the 'script' side of the benchmark."""
     from flows.monitor import MonitorParams
-    from flows.nightly import REASONS_TAG, TRAINING_TAG, WINDOW_TAG, retrain_reasons, training_key
+    from flows.nightly import REASONS_TAG, TRAINING_TAG, WINDOW_TAG, floor_sentence, retrain_reasons, training_key
     from tasks.data.sources import build_window
     from flows.train import TrainParams
     from nightshift.settings import get_settings
@@ -273,13 +273,16 @@ def plain_night(params: NightlyParams, t: Stages | None = None) -> dict[str, Any
     name = params.model_name or settings.model_name
     champion = t.call("read-aliases", alias_state, cfg, name).champion
     tonight = params.batches[-1]
-    checked = plain_monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed), cfg, t) \
+    floor = params.gate.absolute_floor if params.gate.metric == "roc_auc" else None  # as the flow does
+    checked = plain_monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed, floor=floor), cfg, t) \
         if champion else None
     batch = t.call("load-dataset", load_dataset_params,
                    tonight.model_copy(update={"label": tonight.label or (checked and checked["label"])}),
                    seed=params.seed)
     reasons = retrain_reasons(params.force_retrain, params.reason, champion, None)
     reasons += checked["reasons"] if checked else []
+    below = floor_sentence(checked["version"], checked["performance"]) if checked else None
+    reasons += [f"live model below the floor: {below}"] if below else []
     out: dict[str, Any] = {"champion_before": champion, "retrain_reasons": reasons, "rows": len(batch.frame)}
     if not reasons:
         return out | {"action": "no-retrain", "champion_after": champion}

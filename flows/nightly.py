@@ -22,6 +22,7 @@ from tasks.data.datasets import DatasetParams, load_dataset_task
 from tasks.data.sources import build_window_task
 from tasks.model.gate import GateDecision
 from tasks.model.metrics import default_metric
+from tasks.monitoring.performance import PerformanceCheck
 from tasks.registry.approval import decide_close_call
 from tasks.registry.audit import decided_by
 from tasks.registry.locks import model_lock
@@ -136,16 +137,21 @@ def training_key(window_fp: str, estimator: EstimatorParams, cv_folds: int, seed
     return hashlib.sha256(f"{window_fp}|{estimator.model_dump_json()}|{cv_folds}|{seed}{extra}".encode()).hexdigest()
 
 
+def floor_sentence(version: str, check: PerformanceCheck | None) -> str | None:
+    """The champion under its floor (or chance) on tonight's labeled rows, as a sentence; None when it is not."""
+    below = check.below_floor() if check else None
+    return f"champion v{version} on tonight's labeled rows: {below}" if below else None
+
+
 def below_floor(name: str, checked: MonitorResult | None) -> tuple[list[str], list[str]]:
     """The champion under its floor (or chance) on tonight's labeled batch: the reason to retrain and the
     nightshift.model.below_floor event sent (both empty when it is not)."""
     from nightshift import events
 
     check = checked.performance if checked else None
-    below = check.below_floor() if check else None
-    if checked is None or check is None or below is None:
+    sentence = floor_sentence(checked.model_version, check) if checked else None
+    if checked is None or check is None or sentence is None:
         return [], []
-    sentence = f"champion v{checked.model_version} on tonight's labeled rows: {below}"
     event = events.emit_model_event(events.BELOW_FLOOR, name, version=checked.model_version, reason=sentence,
                                     payload={"metric": check.metric, "value": check.value, "floor": check.floor})
     get_run_logger().warning("%s: %s", name, sentence)
