@@ -7,6 +7,7 @@ import pytest
 from benchmarks.alarms import ZIPF_CATEGORICAL, generate_zipf, print_results, run_benchmark, upper_bound
 
 
+@pytest.mark.integration  # a benchmark run end to end, however small
 def test_a_few_nights_before_and_after(capsys) -> None:
     results = run_benchmark(sizes=(300, 5_000), nights=2, small_nights=2, detect_nights=1, night_rows=3_000,
                             scenarios=("crowd",), log=lambda msg: None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from benchmarks.bands import ALL, BEYOND, NO_SHIFT, Sizes, run_benchmark, summarize, verdicts
 
 
@@ -38,6 +40,7 @@ def test_the_target_is_the_coverage_of_all_nights_inside_90_to_97_percent() -> N
     assert [(v["kind"], v["status"]) for v in far] == [("reported", "0%")]
 
 
+@pytest.mark.integration  # a benchmark run end to end, however small
 def test_a_tiny_run_scores_both_worlds_before_and_after() -> None:
     tiny = Sizes(demo_window=1_500, demo_night=500, demand_days=14, demand_rows=120, cost_rows=(1_000,))
     results = run_benchmark(references=1, nights=2, beyond=1, sizes=tiny, workers=1, log=lambda _: None)
