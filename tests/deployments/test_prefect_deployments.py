@@ -335,10 +335,12 @@ def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, trac
         expected = {"nightly", "monitor", "train", "batch-predict", "rollback", "model-night", "fleet", "llm-eval",
                     *models}
         stack.spawn("serve", [sys.executable, "-m", "deployments.serve"])
+        triggers = sorted(f"{m}-on-drift" for m in models)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # serve registers each deployment, then its trigger: wait for both
             names = {d["name"] for d in stack.api("POST", "/deployments/filter", json={})}
-            if len(names) == len(expected):
+            automations = sorted(a["name"] for a in stack.api("POST", "/automations/filter", json={}))
+            if len(names) == len(expected) and automations == triggers:
                 break
             time.sleep(1.0)
         assert names == expected, (stack.logs / "serve.log").read_text()[-3000:]
@@ -346,8 +348,7 @@ def test_serve_flows_registers_the_same_deployments_and_runs_them(tmp_path, trac
         assert night["work_pool_name"] is None  # served, not pooled
         [schedule] = night["schedules"]
         assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == (CRON, TIMEZONE)
-        assert sorted(a["name"] for a in stack.api("POST", "/automations/filter", json={})) == sorted(
-            f"{m}-on-drift" for m in models)
+        assert automations == triggers
         name = f"it-serve-{uuid.uuid4().hex[:6]}"
         params = {"params": {"dataset": {"source": "iris"}, "model_name": name, "cv_folds": 2,
                              "estimator": {"kind": "random_forest", "param_grid": {"n_estimators": [10]}}}}
