@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from nightshift.errors import DataValidationError
+from nightshift.events import DATA_MISSING
 from nightshift.naming import slug
 from nightshift.runlog import run_logger
 
@@ -416,7 +417,7 @@ def build_window(frames: list[pd.DataFrame], newest: pd.DataFrame, label: str, h
     return str(window_path), str(holdout_path), fp
 
 
-MISSING_DATA_EVENT = "nightshift.data.missing"
+MISSING_DATA_EVENT = DATA_MISSING  # the name lives in nightshift.events
 
 
 def emit_missing_data(model: CatalogueModel, staged: StagedDay) -> str:

@@ -58,6 +58,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from nightshift.events import ESTIMATED_DROP
 from nightshift.runlog import run_logger
 from tasks.monitoring.calibration import (
     ESTIMATED_METRICS,
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-ESTIMATED_DROP_EVENT = "nightshift.performance.estimated_drop"
+ESTIMATED_DROP_EVENT = ESTIMATED_DROP  # the name lives in nightshift.events
 MIN_ROWS = 100  # fewer rows: the estimate's band is too wide to act on
 MIN_SLICE_ROWS = 200
 AnyEstimatedMetric = EstimatedMetric | DLEMetric  # classifier (CBPE) or regressor (DLE)
