@@ -78,6 +78,25 @@ class Settings(BaseSettings):
         default_factory=lambda: ["ticket-triage"],
         description="Registered prompts whose champion the model server answers on POST /models/<name>/chat "
                     "(comma-separated; empty = none).")
+    server_provider_base_url: str | None = Field(
+        None, description="Chat route: the OpenAI-compatible API root the model server calls; default "
+                          "OPENAI_BASE_URL, else the SDK's (https://api.openai.com/v1).")
+    server_provider_timeout_s: float = Field(30.0, gt=0, le=600, description="Chat route: seconds per provider "
+                                                                             "attempt before it is abandoned.")
+    server_provider_max_retries: int = Field(2, ge=0, le=10, description="Chat route: SDK retries on "
+                                                                         "408/409/429/5xx and timeouts.")
+    server_provider_concurrency: int = Field(4, ge=1, le=64, description="Chat route: provider calls in flight "
+                                                                         "at once.")
+    server_provider_queue: int = Field(32, ge=0, le=10_000, description="Chat route: calls that may wait for a "
+                                                                        "free slot; beyond them a request gets 503 "
+                                                                        "with Retry-After (0 = no waiting).")
+    server_provider_prices: Annotated[dict[str, dict[str, float]] | None, NoDecode] = Field(
+        None, description="Chat route's price table, USD per 1M tokens by provider model ('*' = any other): a JSON "
+                          "object {\"model\": {\"input_per_1m\": 0.15, \"output_per_1m\": 0.6}}, or the path of a "
+                          ".json/.yaml/.yml file holding one; default the offline demo's fake-* prices.")
+    server_capture_chat_text: bool = Field(False, description="Chat capture: also keep each request's variables "
+                                                              "and the answer's text (off: numbers and outcome "
+                                                              "only).")
     prefect_home: Path | None = Field(None, description="PREFECT_HOME used when the environment sets none; default state_dir/prefect.")
     work_pool: str = Field("nightshift-process", min_length=1, description="Prefect work pool the deployments run in.")
     task_runner: Literal["threads", "dask"] = Field(
@@ -109,6 +128,13 @@ class Settings(BaseSettings):
             raise ValueError(f"prompt name(s) {', '.join(map(repr, bad))} are not registry names "
                              f"(letters, digits, '_', '.', '-'; up to 100 characters)")
         return names
+
+    @field_validator("server_provider_prices", mode="before")
+    @classmethod
+    def _price_table(cls, value: Any) -> Any:
+        """A JSON object or a .json/.yaml file of model -> {input_per_1m, output_per_1m}; ValueError naming the
+        setting and what is wrong otherwise."""
+        return _price_table(value)
 
     @cached_property
     def tracking_uri(self) -> str:
@@ -142,6 +168,57 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the local state dir (only when it is used)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+
+
+_PRICES = "NIGHTSHIFT_SERVER_PROVIDER_PRICES"
+_PRICE_KEYS = ("input_per_1m", "output_per_1m")
+
+
+def _price_table(value: Any) -> Any:
+    """NIGHTSHIFT_SERVER_PROVIDER_PRICES read (inline JSON, or a file) and checked: model -> two prices >= 0."""
+    import json
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"{_PRICES} is not valid JSON ({exc}); give "
+                                 f'{{"<model>": {{"input_per_1m": 0.15, "output_per_1m": 0.6}}}} or a file path') \
+                    from None
+        else:
+            value = _price_file(Path(text).expanduser())
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"{_PRICES} must map provider model names to prices, e.g. "
+                         f'{{"gpt-4o-mini": {{"input_per_1m": 0.15, "output_per_1m": 0.6}}}}; got {value!r:.80}')
+    for model, price in value.items():
+        ok = isinstance(price, dict) and sorted(price) == sorted(_PRICE_KEYS) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in price.values())
+        if not ok:
+            raise ValueError(f"{_PRICES}: the price of model {model!r} must be {{\"input_per_1m\": <USD >= 0>, "
+                             f"\"output_per_1m\": <USD >= 0>}} (USD per million tokens); got {price!r:.80}")
+    return value
+
+
+def _price_file(path: Path) -> Any:
+    """A price table file: .json, or .yaml/.yml."""
+    import json
+
+    import yaml
+
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ValueError(f"{_PRICES}={str(path)!r} is neither a JSON object nor a .json/.yaml/.yml file path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{_PRICES}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{_PRICES}: {path} is not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
 
 
 def get_settings() -> Settings:

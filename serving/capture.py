@@ -17,7 +17,8 @@ retried request id gets the same answer on every replica, and randomly generated
 Crash guarantee: a process killed at any moment loses at most what was not yet in a closed part: the rows still
 in the queue (at most `flush_seconds` of traffic, bounded by the queue size) and the rows of the open parts (at
 most `roll_seconds` of traffic per model and day; an open part has no footer, so it is left behind unreadable as
-`.inprogress` and may be deleted). Every closed part is complete and readable. A write error (disk full, no
+`.inprogress`, and the next server start-up sets it aside: serving/recovery.py). Every closed part is complete and
+readable. A write error (disk full, no
 permission) loses the batch (and the open part it was going to) but not the writer: it is counted and logged.
 """
 
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.capture_arrow import chunked, layout, tables
+from serving.capture_arrow import Tables, chunked, layout, tables
 from serving.compiled import Batch
 from tasks.data.served import IN_PROGRESS, model_dir
 
@@ -139,8 +140,11 @@ class _Part:
 class Capture:
     """A bounded queue of scored requests and the background thread that writes them to Parquet parts."""
 
-    def __init__(self, config: CaptureConfig) -> None:
+    def __init__(self, config: CaptureConfig, *, folder: str = "", to_tables: Tables = tables) -> None:
+        """`folder`: a sub-folder of each model's (parts go to {root}/{model}/{folder}/{day}/); `to_tables`: how a
+        group of queued items becomes Arrow tables (default the scored rows' layout)."""
         self.config = config
+        self._folder, self._tables = folder, to_tables
         self._threshold = int(config.sample_rate * _FULL)
         self._lock = threading.Lock()
         self._queue: deque[tuple[Any, ...]] = deque()
@@ -308,7 +312,7 @@ class Capture:
             self._count(model, buffered_rows=-rows, error_rows=rows, write_errors=1)
         for (model, day, *_), group in groups.items():
             for chunk in chunked(group):
-                for table, rows, error in tables(chunk):
+                for table, rows, error in self._tables(chunk):
                     if error is not None:
                         log.error("capture: %d row(s) of model %r not captured: %s", rows, model, error)
                         self._count(model, buffered_rows=-rows, error_rows=rows, write_errors=1)
@@ -353,7 +357,7 @@ class Capture:
     def _open(self, model: str, day: str, schema: pa.Schema) -> _Part:
         import pyarrow.parquet as pq
 
-        folder = self.config.root / model_dir(model) / day
+        folder = self.config.root / model_dir(model) / self._folder / day
         if not folder.is_dir():
             _make_dirs(folder)
         now = time.time()

@@ -5,8 +5,8 @@ tasks/data/served.py."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+# A group of queued items -> (table, rows, None), or (None, rows, why) for the items that could not be converted.
+Tables: TypeAlias = Callable[[list[tuple[Any, ...]]], "list[tuple[pa.Table | None, int, str | None]]"]
 _CHUNK_ITEMS, _CHUNK_ROWS = 1024, 65_536  # at most this much converted and written in one go (one row group)
 
 

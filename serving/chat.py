@@ -6,43 +6,62 @@ The call goes through the project's own client code (`tasks.llm.make_client` + `
 status with the key redacted, counts the SDK's retries (408/409/429/5xx with backoff honouring Retry-After, a
 timeout per attempt) and prices the call, exactly as the evaluation measured the version; an async copy would
 duplicate it and could drift from it. The blocking calls run in this module's own thread pool of
-`ProviderSettings.concurrency` threads: at most that many provider calls are in flight, later ones queue (the wait
-is reported as `queued_ms`), and the server's `asyncio.to_thread` work (model loads, reloads, registry reads) never
-waits behind a slow provider.
+`ProviderSettings.concurrency` threads: at most that many provider calls are in flight, at most `queue` more wait
+for a thread (the wait is reported as `queued_ms`); beyond that a request is refused at once with 503 and a
+Retry-After (QueueFull) rather than piling up. The server's `asyncio.to_thread` work (model loads, reloads, registry
+reads) never waits behind a slow provider.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import statistics
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nightshift.errors import NightshiftError
+from nightshift.errors import ConfigError, NightshiftError
 
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
     import openai
 
+    from nightshift.settings import Settings
     from tasks.llm.config import LLMConfig, PriceTable, ProviderSettings
     from tasks.llm.provider import CallResult
     from tasks.registry.store import TrackingConfig
 
 KIND = "prompt"
+_RECENT_CALLS = 32  # provider call durations kept for the Retry-After estimate
 
 
 class ChatError(NightshiftError):
     """A chat request or a prompt reload that cannot be answered; carries the HTTP status and what the reply adds."""
 
+    # What the provider call took, when one was made (a failed call's record in the chat capture).
+    latency_ms: float | None = None
+    queued_ms: float | None = None
+    retries: int | None = None
+
     def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.extra = extra
+
+
+class QueueFull(ChatError):
+    """Every provider slot busy and the wait queue full: a 503 whose Retry-After says when to come back."""
+
+    def __init__(self, message: str, retry_after: int, **extra: Any) -> None:
+        super().__init__(503, message, **extra)
+        self.retry_after = retry_after
 
 
 class NoPromptChampion(ChatError):
@@ -202,8 +221,8 @@ class ChatResponse(BaseModel):
 class ChatErrorBody(BaseModel):
     """A chat request that got no answer: why, and (for provider failures) which model and HTTP status."""
 
-    error_code: str = Field(description="INVALID_PARAMETER_VALUE (4xx), UNAVAILABLE (503), PROVIDER_ERROR (502), "
-                                        "PROVIDER_TIMEOUT (504).")
+    error_code: str = Field(description="INVALID_PARAMETER_VALUE (4xx), UNAVAILABLE (503), QUEUE_FULL (503 with "
+                                        "Retry-After), PROVIDER_ERROR (502), PROVIDER_TIMEOUT (504).")
     message: str
     request_id: str
     model: str | None = Field(None, description="The provider model (provider failures).")
@@ -211,8 +230,10 @@ class ChatErrorBody(BaseModel):
     prompt_version: str | None = None
 
 
-def error_code(status: int) -> str:
-    """The error_code of a chat failure with this HTTP status."""
+def error_code(status: int, exc: Exception | None = None) -> str:
+    """The error_code of a chat failure with this HTTP status (QUEUE_FULL for a refused request)."""
+    if isinstance(exc, QueueFull):
+        return "QUEUE_FULL"
     return {502: "PROVIDER_ERROR", 503: "UNAVAILABLE", 504: "PROVIDER_TIMEOUT"}.get(
         status, "INVALID_PARAMETER_VALUE" if status < 500 else "INTERNAL_ERROR")
 
@@ -232,22 +253,101 @@ def _failure(served: ServedPrompt, result: CallResult) -> ChatError:
     timed_out = result.status_code is None and (result.error or "").startswith(f"{result.model}: timed out")
     status = 504 if timed_out else 502
     what = "did not answer in time" if timed_out else "failed"
-    return ChatError(status, f"provider call for prompt '{served.name}' v{served.version} {what}: {result.error}",
-                     model=result.model, provider_status=result.status_code, prompt_version=served.version)
+    error = ChatError(status, f"provider call for prompt '{served.name}' v{served.version} {what}: {result.error}",
+                      model=result.model, provider_status=result.status_code, prompt_version=served.version)
+    error.latency_ms, error.retries = round(result.latency_ms, 1), result.retries
+    return error
+
+
+def provider_from_settings(settings: Settings) -> ProviderSettings:
+    """The NIGHTSHIFT_SERVER_PROVIDER_* endpoint, timeout, retries and concurrency (base URL: OPENAI_BASE_URL, else
+    the SDK's, when unset); ConfigError naming the setting when the provider refuses a value."""
+    from tasks.llm.config import ProviderSettings
+
+    given = {"timeout_seconds": settings.server_provider_timeout_s, "max_retries": settings.server_provider_max_retries,
+             "concurrency": settings.server_provider_concurrency}
+    if settings.server_provider_base_url:
+        given["base_url"] = settings.server_provider_base_url
+    try:
+        return ProviderSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = {"base_url": "BASE_URL", "timeout_seconds": "TIMEOUT_S", "max_retries": "MAX_RETRIES",
+                   "concurrency": "CONCURRENCY"}.get(str(first["loc"][0]), str(first["loc"][0]).upper())
+        raise ConfigError(f"NIGHTSHIFT_SERVER_PROVIDER_{setting}: {first['msg']}") from None
+
+
+def prices_from_settings(settings: Settings) -> PriceTable:
+    """NIGHTSHIFT_SERVER_PROVIDER_PRICES as the price table, else tasks.llm.config.DEFAULT_PRICES."""
+    from tasks.llm.config import DEFAULT_PRICES, PriceTable
+
+    if settings.server_provider_prices is None:
+        return DEFAULT_PRICES
+    try:
+        return PriceTable(prices=settings.server_provider_prices)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"NIGHTSHIFT_SERVER_PROVIDER_PRICES: {exc.errors()[0]['msg']}") from None
 
 
 class ChatBackend:
-    """The provider client (made on first use: a missing OPENAI_API_KEY is a 503 at request time, never at start-up)
-    and the bounded thread pool every chat call runs in."""
+    """The provider client (made on first use: a missing OPENAI_API_KEY is a 503 at request time, never at start-up),
+    the thread pool every chat call runs in, and the bound on calls waiting for it."""
 
-    def __init__(self, provider: ProviderSettings | None = None, prices: PriceTable | None = None) -> None:
+    def __init__(self, provider: ProviderSettings | None = None, prices: PriceTable | None = None,
+                 queue: int | None = None) -> None:
+        from nightshift.settings import Settings
         from tasks.llm.config import DEFAULT_PRICES, ProviderSettings
 
         self.provider = provider or ProviderSettings()
         self.prices = prices if prices is not None else DEFAULT_PRICES
+        self.queue = Settings.model_fields["server_provider_queue"].default if queue is None else queue
+        if self.queue < 0:
+            raise ConfigError(f"the chat queue length must be 0 or more, not {self.queue}")
         self._client: openai.OpenAI | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._admitted = 0  # calls in flight + waiting for a thread
+        self._running = 0  # calls in flight
+        self._recent: deque[float] = deque(maxlen=_RECENT_CALLS)  # seconds of the latest provider calls
+
+    @classmethod
+    def from_settings(cls, settings: Settings, provider: ProviderSettings | None = None,
+                      prices: PriceTable | None = None, queue: int | None = None) -> ChatBackend:
+        """The backend create_app makes: each argument given wins, else its NIGHTSHIFT_SERVER_PROVIDER_* setting."""
+        return cls(provider or provider_from_settings(settings),
+                   prices if prices is not None else prices_from_settings(settings),
+                   settings.server_provider_queue if queue is None else queue)
+
+    def load(self) -> tuple[int, int]:
+        """(calls at the provider, calls waiting for a thread) right now: what /metrics reports."""
+        with self._lock:
+            return self._running, self._admitted - self._running
+
+    def retry_after(self) -> int:
+        """Seconds a refused caller should wait: about one provider call (the median of the latest ones, else the
+        timeout), by when the calls in flight have ended and freed as many places; 1 at least, at most what one call
+        may take with all its retries."""
+        with self._lock:
+            typical = statistics.median(self._recent) if self._recent else self.provider.timeout_seconds
+        longest = self.provider.timeout_seconds * (self.provider.max_retries + 1)
+        return max(1, math.ceil(min(typical, longest)))
+
+    def _admit(self, served: ServedPrompt) -> None:
+        """Count one more call in, or QueueFull when `concurrency` are in flight and `queue` more are waiting."""
+        limit = self.provider.concurrency + self.queue
+        with self._lock:
+            if self._admitted < limit:
+                self._admitted += 1
+                return
+        seconds = self.retry_after()
+        raise QueueFull(f"chat request for prompt '{served.name}' refused: the server's {self.provider.concurrency} "
+                        f"provider call(s) are all in flight and its queue of {self.queue} is full "
+                        f"(NIGHTSHIFT_SERVER_PROVIDER_CONCURRENCY, NIGHTSHIFT_SERVER_PROVIDER_QUEUE); retry after "
+                        f"{seconds} s", retry_after=seconds, prompt_version=served.version)
+
+    def _release(self, _done: Future[Any] | None = None) -> None:
+        with self._lock:
+            self._admitted -= 1
 
     def client(self) -> openai.OpenAI:
         """The shared client; ChatError 503 naming OPENAI_API_KEY when the server's environment has none."""
@@ -275,15 +375,35 @@ class ChatBackend:
 
         queued_ms = (time.perf_counter() - submitted) * 1000
         prices, priced = _unpriced_ok(self.prices, served.config.model)
-        return complete(self.client(), served.config, variables, rid, prices), priced, queued_ms
+        with self._lock:
+            self._running += 1
+        try:
+            result = complete(self.client(), served.config, variables, rid, prices)
+        except ChatError as exc:  # no API key: no call made
+            exc.queued_ms = round(queued_ms, 1)
+            raise
+        finally:
+            with self._lock:
+                self._running -= 1
+        with self._lock:
+            self._recent.append(result.latency_ms / 1000)
+        return result, priced, queued_ms
 
     async def answer(self, served: ServedPrompt, variables: dict[str, Any], rid: str) -> ChatResponse:
-        """The champion's reply to these variables; ChatError 502/504 for a provider failure, 503 without a key."""
-        loop = asyncio.get_running_loop()
-        result, priced, queued_ms = await loop.run_in_executor(
-            self._executor(), self._call, served, variables, rid, time.perf_counter())
+        """The champion's reply to these variables; ChatError 502/504 for a provider failure, 503 without a key,
+        QueueFull (503) when every slot is busy and the queue is full."""
+        self._admit(served)
+        try:
+            future = self._executor().submit(self._call, served, variables, rid, time.perf_counter())
+        except BaseException:  # the pool is shut down (server stopping)
+            self._release()
+            raise
+        future.add_done_callback(self._release)  # run, failed or cancelled: its place is free again
+        result, priced, queued_ms = await asyncio.wrap_future(future)
         if not result.ok:
-            raise _failure(served, result)
+            error = _failure(served, result)
+            error.queued_ms = round(queued_ms, 1)
+            raise error
         parsed, json_error = None, None
         if served.config.response_format == "json_object" and result.text is not None:
             try:

@@ -24,12 +24,14 @@ UNMATCHED = "unmatched"  # the route label of paths no route matched (keeps the 
 
 LiveModels = Callable[[], Iterable[tuple[str, str, str]]]  # (model, version, scorer) of every loaded model
 CaptureStats = Callable[[], Mapping[str, Mapping[str, float]]]  # per model: counter name -> value
+ChatLoad = Callable[[], tuple[int, int]]  # (provider calls in flight, calls waiting for a slot)
 
 
 class ServerMetrics:
     """The server's metrics in their own registry, and the text a Prometheus scrape gets."""
 
-    def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None = None) -> None:
+    def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None = None,
+                 chat_load: ChatLoad | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("nightshift_requests", "HTTP requests answered, by model, version, route and status",
                                 ["model", "version", "route", "status"], registry=self.registry)
@@ -40,7 +42,20 @@ class ServerMetrics:
         self.reloads = Counter("nightshift_reloads", "Reload requests, by model and outcome (swapped, unloaded, "
                                                      "kept, refused: bad or missing token)",
                                ["model", "outcome"], registry=self.registry)
-        self.registry.register(_LiveCollector(live_models, capture_stats))
+        self.chat_rejected = Counter("nightshift_chat_rejected", "Chat requests refused with 503 because every "
+                                                                 "provider slot was busy and the queue full, by prompt",
+                                     ["model"], registry=self.registry)
+        self.parts_recovered = self.parts_set_aside = None  # start-up recovery of capture parts (capture on only)
+        if capture_stats is not None:
+            self.parts_recovered = Counter("nightshift_capture_parts_recovered", "Capture parts an earlier process "
+                                                                                 "left `.inprogress`, whole, renamed "
+                                                                                 "to their normal name at start-up",
+                                           registry=self.registry)
+            self.parts_set_aside = Counter("nightshift_capture_parts_set_aside", "Capture parts an earlier process "
+                                                                                 "left `.inprogress`, unreadable, "
+                                                                                 "renamed `.corrupt` at start-up",
+                                           registry=self.registry)
+        self.registry.register(_LiveCollector(live_models, capture_stats, chat_load))
 
     def observe(self, model: str, version: str, route: str, status: int, seconds: float, rows: int) -> None:
         """One answered request."""
@@ -48,6 +63,12 @@ class ServerMetrics:
         self.latency.labels(model, route).observe(seconds)
         if rows and status < 400:
             self.rows.labels(model, version).inc(rows)
+
+    def recovered(self, recovered: int, set_aside: int) -> None:
+        """Capture parts the start-up recovery finalized and set aside."""
+        if self.parts_recovered is not None and self.parts_set_aside is not None:
+            self.parts_recovered.inc(recovered)
+            self.parts_set_aside.inc(set_aside)
 
     def reload(self, model: str, outcome: str) -> None:
         """One reload request and how it ended."""
@@ -61,8 +82,9 @@ class ServerMetrics:
 class _LiveCollector(Collector):
     """What is loaded (one sample per model: version and scorer) and the capture writer's counters, read at scrape."""
 
-    def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None) -> None:
-        self.live_models, self.capture_stats = live_models, capture_stats
+    def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None,
+                 chat_load: ChatLoad | None = None) -> None:
+        self.live_models, self.capture_stats, self.chat_load = live_models, capture_stats, chat_load
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh on every scrape: nothing to check at registration
@@ -73,6 +95,12 @@ class _LiveCollector(Collector):
         for model, version, scorer in self.live_models():
             live.add_metric([model, version, scorer], 1.0)
         yield live
+        if self.chat_load is not None:
+            running, waiting = self.chat_load()
+            yield GaugeMetricFamily("nightshift_chat_calls_in_flight", "Chat calls at the provider now",
+                                    value=running)
+            yield GaugeMetricFamily("nightshift_chat_calls_waiting", "Chat calls waiting for a free provider slot",
+                                    value=waiting)
         if self.capture_stats is None:
             return
         stats = self.capture_stats()

@@ -10,7 +10,9 @@ prompt and model configuration.
 
 Every scoring request gets a request id (the caller's `X-Request-Id` when usable, else a new one), returned in the
 `X-Request-Id` header and the body's `request_id`; its scored rows are captured to Parquet off the request path
-(serving/capture.py, NIGHTSHIFT_CAPTURE_*). `GET /metrics` answers Prometheus' text format (serving/metrics.py).
+(serving/capture.py, NIGHTSHIFT_CAPTURE_*), and every chat request leaves one record (serving/chat_capture.py).
+Capture parts a killed server left `.inprogress` are finalized or set aside at start-up (serving/recovery.py).
+`GET /metrics` answers Prometheus' text format (serving/metrics.py).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from nightshift.errors import NightshiftError
 from nightshift.settings import Settings, get_settings
 from serving import chat
 from serving.capture import Capture, CaptureConfig
+from serving.chat_capture import ChatCapture
 from serving.errors import ScoringError
 from serving.metrics import MetricsMiddleware, ServerMetrics
 from serving.openapi import openapi_schema
+from serving.recovery import grace_seconds, recover_parts
 from serving.routers import admin, info, scoring
 from serving.routers import chat as chat_routes
 from serving.routers import metrics as metrics_routes
@@ -43,20 +47,24 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
 
 
 def create_app(settings: Settings | None = None, provider: ProviderSettings | None = None,
-               prices: PriceTable | None = None, *, freeze_heap: bool = False) -> FastAPI:
+               prices: PriceTable | None = None, *, chat_queue: int | None = None,
+               freeze_heap: bool = False) -> FastAPI:
     """The FastAPI app; loads every served model's and prompt's champion at start-up (one without answers 503).
 
-    `provider` (endpoint, timeout, retries, concurrency; default from OPENAI_BASE_URL) and `prices` (default
-    tasks.llm.config.DEFAULT_PRICES) are for the chat route. `freeze_heap` (the server process: `main`): once start-up is
-    done, move every object alive into the garbage collector's permanent generation (`gc.freeze`).
+    `provider` (endpoint, timeout, retries, concurrency), `prices` and `chat_queue` (calls that may wait for a
+    provider slot) are for the chat route; each one not given comes from its NIGHTSHIFT_SERVER_PROVIDER_* setting.
+    `freeze_heap` (the server process: `main`): once start-up is done, move every object alive into the garbage
+    collector's permanent generation (`gc.freeze`).
     """
     from tasks.registry.store import TrackingConfig
 
     settings = settings or get_settings()
+    backend = chat.ChatBackend.from_settings(settings, provider, prices, chat_queue)
     state = ServerState(settings, TrackingConfig.from_settings(settings), served_model_names(settings),
-                        check_prompt_names(settings), id_columns(settings), backend=chat.ChatBackend(provider, prices))
+                        check_prompt_names(settings), id_columns(settings), backend=backend)
     capture_config = CaptureConfig.from_settings(settings)
-    metrics = state.metrics = ServerMetrics(state.live, state.capture_stats if capture_config.enabled else None)
+    metrics = state.metrics = ServerMetrics(state.live, state.capture_stats if capture_config.enabled else None,
+                                            backend.load)
     app = FastAPI(title="nightshift model server", version="1", description=__doc__,
                   lifespan=partial(_lifespan, state, capture_config, freeze_heap))
     app.state.nightshift = state  # what the routers read (serving.routers.common.server_state)
@@ -72,8 +80,14 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
 @asynccontextmanager
 async def _lifespan(state: ServerState, capture_config: CaptureConfig, freeze_heap: bool,
                     app: FastAPI) -> AsyncIterator[None]:
-    """Start-up: the capture writer, every champion loaded, the heap frozen; shutdown: provider client, capture."""
-    state.capture = Capture(capture_config) if capture_config.enabled else None
+    """Start-up: parts a killed server left recovered, the capture writers, every champion loaded, the heap
+    frozen; shutdown: provider client, capture."""
+    if capture_config.enabled:
+        found = await asyncio.to_thread(recover_parts, capture_config.root, grace_seconds(capture_config))
+        if state.metrics is not None:
+            state.metrics.recovered(len(found.recovered), len(found.set_aside))
+        state.capture = Capture(capture_config)
+        state.chat_capture = ChatCapture(capture_config, text=state.settings.server_capture_chat_text)
     try:
         await state.load()
         if freeze_heap:
@@ -89,6 +103,8 @@ async def _lifespan(state: ServerState, capture_config: CaptureConfig, freeze_he
         state.backend.close()
         if state.capture is not None:  # uvicorn's graceful shutdown (SIGTERM): queued rows written, parts closed
             await asyncio.to_thread(state.capture.close)
+        if state.chat_capture is not None:
+            await asyncio.to_thread(state.chat_capture.close)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from serving.errors import NoChampionError, ScoringError
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
     from nightshift.settings import Settings
     from serving.capture import Capture
+    from serving.chat_capture import ChatCapture
     from serving.metrics import ServerMetrics
     from tasks.registry.store import TrackingConfig
 
@@ -141,6 +142,7 @@ class ServerState:
     backend: chat.ChatBackend = field(default_factory=chat.ChatBackend)  # the chat route's provider client and pool
     slots: dict[str, ModelSlot] = field(init=False)
     capture: Capture | None = None  # set while the app runs (lifespan), when capture is enabled
+    chat_capture: ChatCapture | None = None  # ... and the chat requests' records
     metrics: ServerMetrics | None = None
 
     def __post_init__(self) -> None:
@@ -161,8 +163,12 @@ class ServerState:
                 yield name, served.version, f"prompt {served.config.model}"
 
     def capture_stats(self) -> dict[str, dict[str, int]]:
-        """The capture writer's counters per model (none before start-up or when capture is off)."""
-        return self.capture.stats() if self.capture is not None else {}
+        """The capture writers' counters per served name: scored rows of models, chat records of prompts (none
+        before start-up or when capture is off)."""
+        stats = self.capture.stats() if self.capture is not None else {}
+        if self.chat_capture is not None:
+            stats.update(self.chat_capture.stats())  # prompt names are never model names (check_prompt_names)
+        return stats
 
     @property
     def default(self) -> ModelSlot:

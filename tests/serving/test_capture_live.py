@@ -176,7 +176,8 @@ def test_in_process_request_ids_metrics_and_capture(models, tmp_path) -> None:
 
 
 def test_chat_requests_and_prompt_reloads_are_in_the_metrics(fake_openai, tracking, tmp_path) -> None:
-    """Fast: chat counted by prompt version and status (nothing captured), reload outcomes, the live version swaps."""
+    """Fast: chat counted by prompt version and status (a record each, no scored rows), reload outcomes, the live
+    version swaps."""
     from tasks.llm.config import ProviderSettings
     from tasks.registry.versions import move_champion
     from tests.serving.conftest import register_prompt
@@ -210,8 +211,9 @@ def test_chat_requests_and_prompt_reloads_are_in_the_metrics(fake_openai, tracki
     assert ("nightshift_model_loaded", (("model", prompt), ("scorer", "prompt fake-small"), ("version", "1"))) \
         not in after
     assert _requests(after, "", "", route, 404) == 1
-    assert not any(name.startswith("nightshift_capture") and value for (name, _), value in after.items())
-    assert not root.exists()  # chat traffic is not captured
+    # chat requests are captured as one record each under <prompt>/chat/ (the 404's made-up name is not), no rows
+    assert _value(after, "nightshift_capture_offered_rows_total", model=prompt) == 2
+    assert [p.relative_to(root).parts[1] for p in root.rglob("*.parquet")] == ["chat"]
 
 
 def _stop_gracefully(srv) -> None:
