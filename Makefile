@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install demo demo-llm demo-demand test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows postgres postgres-stop clean
+.PHONY: help install demo demo-llm demo-demand test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows stack stack-stop stack-status postgres postgres-stop clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
@@ -27,6 +27,8 @@ help:
 	@echo "make deploy     create the process work pool if missing and deploy prefect.yaml (needs make server)"
 	@echo "make worker     start a process worker for the pool"
 	@echo "make serve-flows  all deployments served from one process (no pool, no worker; needs make server)"
+	@echo "make stack      the production-like stack: PostgreSQL, Prefect + MLflow servers with auth, workers, model server"
+	@echo "                (STACK_WORKERS=2); while it runs, demo/deploy/worker/serve use it; make stack-stop, make stack-status"
 	@echo "make postgres   local PostgreSQL 15 for the Prefect server (scale path); make postgres-stop"
 	@echo "make lock       re-resolve requirements.lock from pyproject.toml"
 	@echo "make clean      delete .venv and the local state dir .nightshift/"
@@ -42,7 +44,7 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m cli.demo
+	$(WITH_STACK) $(PY) -m cli.demo
 
 demo-llm: $(STAMP)
 	$(PY) -m cli.demo_llm
@@ -58,7 +60,7 @@ test-integration: $(STAMP)
 	$(PY) -m pytest -m integration --durations=10
 
 serve: $(STAMP)
-	$(PY) -m serving.server
+	$(WITH_STACK) $(PY) -m serving.server
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
@@ -81,9 +83,13 @@ server: $(STAMP)
 	PREFECT_HOME=$(STATE)/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 		$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
 
-POOL ?= $(or $(NIGHTSHIFT_WORK_POOL),nightshift-process)
-PREFECT_API_URL ?= http://127.0.0.1:4200/api
-PREFECT_ENV := PREFECT_HOME=$(STATE)/prefect PREFECT_API_URL=$(PREFECT_API_URL) NIGHTSHIFT_WORK_POOL=$(POOL)
+# While `make stack` runs, its client.env (URLs, credentials) makes these targets its clients; else the defaults.
+STACK_ENV := $(STATE)/stack/client.env
+WITH_STACK := set -a; [ ! -f $(STACK_ENV) ] || . $(STACK_ENV); set +a;
+PREFECT_ENV := $(WITH_STACK) export PREFECT_HOME=$${PREFECT_HOME:-$(STATE)/prefect} \
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} \
+	NIGHTSHIFT_WORK_POOL=$${NIGHTSHIFT_WORK_POOL:-nightshift-process};
+STACK_WORKERS ?= 2
 
 pool: $(STAMP)
 	$(PREFECT_ENV) $(PY) -m deployments.deploy --pool-only
@@ -92,7 +98,16 @@ deploy: $(STAMP)
 	$(PREFECT_ENV) $(PY) -m deployments.deploy
 
 worker: $(STAMP)
-	$(PREFECT_ENV) $(VENV)/bin/prefect worker start --pool $(POOL)
+	$(PREFECT_ENV) $(VENV)/bin/prefect worker start --pool $$NIGHTSHIFT_WORK_POOL
+
+stack: $(STAMP)
+	$(PY) -m deployments.stack start --state-dir $(STATE) --workers $(STACK_WORKERS)
+
+stack-stop: $(STAMP)
+	$(PY) -m deployments.stack stop --state-dir $(STATE)
+
+stack-status: $(STAMP)
+	$(PY) -m deployments.stack status --state-dir $(STATE)
 
 postgres: $(STAMP)
 	$(PY) -m deployments.postgres start --data-dir $(STATE)/postgres --port $(or $(PGPORT),5432)

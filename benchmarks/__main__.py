@@ -1,5 +1,5 @@
-"""`python -m benchmarks` (make bench): the drift, serving, capture, batch, fleet, night, hpsearch, alarms and bands
-benchmarks; ratios and verdicts."""
+"""`python -m benchmarks` (make bench): the drift, serving, capture, batch, fleet, night, hpsearch, alarms, bands and
+stack benchmarks; ratios and verdicts."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from benchmarks.drift import (
 )
 
 CAPTURE_REPEAT = 5  # capture's ratios are medians of per-run pairs: one pair is too noisy on a shared 2-core box
-BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch", "alarms", "bands")
+BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch", "alarms", "bands", "stack")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,9 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "our model server vs `mlflow models serve` on the same model (latency, requests/s). capture: "
                     "our server capturing every request vs capture off (latency, requests/s). batch: peak "
                     "RSS of chunked scoring. fleet: N small models' nights one after another vs the fleet flow "
-                    "(wall time, peak RSS). alarms: the drift decision's false alarms on undrifted nights and detection "
+                    "(wall time, CPU floor, flow runs a night, peak RSS), on this checkout and a base commit. alarms: "
+                    "the drift decision's false alarms on undrifted nights and detection "
                     "on drifted days, before/after. bands: how often the label-free estimate's 95%% band holds the "
-                    "realized metric over simulated nights, before/after. Each measurement runs in a fresh "
+                    "realized metric over simulated nights, before/after. stack: the fleet through deployments on "
+                    "`make stack` (PostgreSQL, servers with auth, 4 workers): wall, CPU floor, peak memory per part. "
+                    "Each measurement runs in a fresh "
                     "subprocess.",
     )
     parser.add_argument("--only", choices=BENCHMARKS, help="run just this benchmark (default: all)")
@@ -76,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fleet: models at once, one fleet run per value (default: %(default)s)")
     parser.add_argument("--fleet-rows", type=int, default=fleet.ROWS, metavar="N",
                         help="fleet: rows per model per night (default: %(default)s)")
+    parser.add_argument("--fleet-baseline-ref", default=fleet.BASELINE_REF, metavar="REF",
+                        help="fleet: the git commit measured as 'before' (a temporary worktree, removed afterwards) "
+                             "right before each 'after' run of this checkout; 'none' skips it (default: %(default)s)")
+    parser.add_argument("--fleet-skip-sequential", action="store_true",
+                        help="fleet: only the fleet runs, not the one-after-another baseline")
     parser.add_argument("--night-rows", type=int, nargs="+", default=list(night.ROWS), metavar="N",
                         help="night: rows per night, one flow-vs-script pair per value (default: %(default)s; "
                              f"--quick: {night.QUICK_ROWS} with the {night.QUICK_ESTIMATOR!r} estimator)")
@@ -103,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _print_stack(results: dict) -> None:
+    from benchmarks import stack
+
+    stack.print_results(results)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the tables and verdicts, save the JSON results."""
     args = parse_args(argv)
@@ -124,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             bands.print_results(saved)
             return 0
         show = {"serving": serving.print_results, "capture": capture.print_results, "batch": batch.print_results,
-                "fleet": fleet.print_results, "night": night.print_results}.get(saved.get("benchmark"), print_results)
+                "fleet": fleet.print_results, "night": night.print_results,
+                "stack": _print_stack}.get(saved.get("benchmark"), print_results)
         show(saved)
         return 0
     if args.only in (None, "drift"):
@@ -185,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         count, rows = (fleet.QUICK_MODELS, fleet.QUICK_ROWS) if args.quick else (args.fleet_models, args.fleet_rows)
         workers = fleet.QUICK_CONCURRENCY if args.quick else tuple(args.fleet_concurrency)
         with tempfile.TemporaryDirectory(prefix="nightshift-fleet-") as tmp:
+            baseline = None if args.fleet_baseline_ref.lower() == "none" else args.fleet_baseline_ref
             results = fleet.run_benchmark(count, workers, rows, Path(tmp),
-                                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                                          log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                                          baseline_ref=baseline, sequential=not args.fleet_skip_sequential)
         fleet.print_results(results)
         print(f"results: {save_results('fleet', results)}", file=sys.stderr)
         if results["failed"]:
@@ -223,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
                                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
         print(f"results: {save_results('bands', results)}", file=sys.stderr)
         bands.print_results(results)
+    if args.only in (None, "stack"):
+        from benchmarks import save_results, stack
+
+        count = stack.QUICK_MODELS if args.quick else args.fleet_models
+        results = stack.run_benchmark(count, args.fleet_rows, stack.WORKERS,
+                                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(f"results: {save_results('stack', results)}", file=sys.stderr)
+        stack.print_results(results)
+        if not stack.passed(results):
+            return 1
     return 0
 
 

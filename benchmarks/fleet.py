@@ -5,6 +5,14 @@ gates it against the floor and promotes it. Each measurement runs in a fresh pro
 server) on its own copy of the same landed state; one-time costs (imports, server start, a warm-up night) are
 timed apart from the measured nights. Peak memory is the whole process tree's (the flow process and the Prefect
 server it starts), sampled from outside, plus each process's exact peak.
+
+Before/after in one run: every measurement runs twice, once on this checkout's code ("after") and once on a git
+worktree of a base commit ("before", `--fleet-baseline-ref`, default BASELINE_REF): the child runs with its working
+directory and PYTHONPATH in the worktree, so `python -m benchmarks.fleet --child` imports the worktree's flows and
+tasks (the child reports `flows.__file__`, checked here) while the harness (this file) is the same on both sides.
+Each arm reports its wall time, its CPU floor (the flow process's + the Prefect server's CPU seconds of the measured
+nights over the cores: the wall time if nothing ever waited) and wall / floor, and the flow runs per night (counted
+through the Prefect client in the child).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ WARMUP = ("warmup-fraud",)  # a night run before the clock starts (imports, MLfl
 SAMPLE_SECONDS = 0.25
 CHILD_TIMEOUT = 4 * 3600.0
 SMALL = {"gate": {"resamples": 200, "absolute_floor": 0.55}, "cv_folds": 2, "window_days": 2}
+BASELINE_REF = "ee6b0c0"  # the base commit before one flow run per night (train and monitor were subflows)
+TARGET_RATIO = 1.5  # the fleet at its highest concurrency, after: wall within 1.5x of the CPU floor
 
 
 def model_names(count: int) -> list[str]:
@@ -126,15 +136,32 @@ def _sample(proc: subprocess.Popen, timeout: float, what: str = "fleet benchmark
     return samples, peaks
 
 
+def baseline_worktree(ref: str, where: Path) -> Path:
+    """A detached git worktree of `ref` at `where`, with this harness copied in (the child's timings and counts are
+    then the same code on both sides; only flows/ and tasks/ differ)."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref], check=True,
+                   capture_output=True, text=True)
+    shutil.copy2(Path(__file__), where / "benchmarks" / "fleet.py")
+    return where
+
+
+def remove_worktree(where: Path) -> None:
+    """Remove the baseline worktree and git's record of it."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], check=False,
+                   capture_output=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False, capture_output=True)
+
+
 def measure(state: Path, catalogue: Path, mode: str, concurrency: int, names: list[str],
-            log: Callable[[str], None]) -> dict[str, Any]:
-    """One measurement in a fresh process on `state`: timings, CPU, peak RSS (tree sampled, processes exact)."""
+            log: Callable[[str], None], code: Path = ROOT, label: str = "after") -> dict[str, Any]:
+    """One measurement in a fresh process on `state` running the code under `code` (this checkout or a baseline
+    worktree): timings, CPU and its floor, flow runs, peak RSS (tree sampled, processes exact)."""
     out, err = state / "result.json", state / "child.log"
-    env = child_env(state) | {"NIGHTSHIFT_CATALOGUE_PATH": str(catalogue)}
+    env = child_env(state) | {"NIGHTSHIFT_CATALOGUE_PATH": str(catalogue), "PYTHONPATH": str(code)}
     with err.open("w") as log_file:
         started = time.time()
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.fleet", "--child", mode, str(concurrency),
-                                 str(out), *names], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                 str(out), *names], cwd=code, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         samples, peaks = _sample(proc, CHILD_TIMEOUT)
     exited = time.time()
@@ -142,11 +169,18 @@ def measure(state: Path, catalogue: Path, mode: str, concurrency: int, names: li
         tail = "\n".join(err.read_text(errors="replace").strip().splitlines()[-40:])
         raise RuntimeError(f"fleet benchmark child ({mode}) failed (exit {proc.returncode}):\n{tail}")
     run = json.loads(out.read_text())
+    if not Path(run["flows_file"]).resolve().is_relative_to(code.resolve()):
+        raise RuntimeError(f"the {label} child imported flows from {run['flows_file']}, not from {code}")
     check_rows(run["rows"], names)
     marks = run["marks"]
     measured = [s for s in samples if marks["measured_start"] <= s[0] <= marks["measured_end"]]
+    cores = os.cpu_count() or 1
+    nights_runs = sum(n for flow, n in run["flow_runs"].items() if flow != "fleet")  # the fleet's own run spans all
     run.update({
-        "mode": mode, "concurrency": concurrency, "models": len(names),
+        "code": label, "code_root": str(code), "mode": mode, "concurrency": concurrency, "models": len(names),
+        "floor_seconds": run["measured_cpu_seconds"] / cores,
+        "wall_over_floor": run["measured_seconds"] / (run["measured_cpu_seconds"] / cores),
+        "flow_runs_per_night": nights_runs / len(names),
         "process_seconds": exited - started, "exit_seconds": exited - marks["end"],
         "startup_seconds": marks["measured_start"] - started,
         "peak_tree_rss_mb": max((s[1] for s in samples), default=0.0),
@@ -158,40 +192,78 @@ def measure(state: Path, catalogue: Path, mode: str, concurrency: int, names: li
     run["seconds_per_night"] = run["measured_seconds"] / len(names)
     run["cores_busy"] = run["measured_cpu_seconds"] / run["measured_seconds"]
     run["others_cores"] = max(0.0, run["machine_cpu_seconds"] - run["measured_cpu_seconds"]) / run["measured_seconds"]
-    log(f"[fleet] {mode} x{concurrency}: {run['measured_seconds']:.0f} s for {len(names)} nights "
-        f"({run['seconds_per_night']:.1f} s each, {run['cores_busy']:.2f} cores busy), start-up "
-        f"{run['startup_seconds']:.0f} s, peak tree RSS {run['peak_tree_rss_mb']:.0f} MB")
+    log(f"[fleet] {label} {mode} x{concurrency}: {run['measured_seconds']:.0f} s for {len(names)} nights "
+        f"({run['seconds_per_night']:.1f} s each, {run['cores_busy']:.2f} cores busy), floor "
+        f"{run['floor_seconds']:.0f} s (wall/floor {run['wall_over_floor']:.2f}), {run['flow_runs_per_night']:.1f} "
+        f"flow runs a night, start-up {run['startup_seconds']:.0f} s, peak tree RSS {run['peak_tree_rss_mb']:.0f} MB "
+        f"(flows from {run['flows_file']})")
     return run
 
 
 def run_benchmark(count: int, concurrency: tuple[int, ...], rows: int, work: Path,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Land the data once; sequential baseline, then the fleet at each concurrency, each on a fresh copy."""
+                  log: Callable[[str], None] = print, baseline_ref: str | None = BASELINE_REF,
+                  sequential: bool = True) -> dict[str, Any]:
+    """Land the data once; sequential, then the fleet at each concurrency, each on a fresh copy: the baseline's code
+    ("before", a worktree of `baseline_ref`; None: skipped) right before this checkout's ("after")."""
     names = model_names(count)
     landed = work / "landed"
     start = time.perf_counter()
     prepare(landed, count, rows)
     log(f"[fleet] {count} models (+{len(WARMUP)} warm-up) x {NIGHTS} nights of {rows:,} rows landed in "
         f"{time.perf_counter() - start:.0f} s; measuring night {measured_night()} ...")
+    codes = [("after", ROOT)]
+    if baseline_ref:
+        codes.insert(0, ("before", baseline_worktree(baseline_ref, work / "before-src")))
     runs = []
-    for mode, workers in [("sequential", 1), *(("fleet", c) for c in concurrency)]:
-        state = work / f"{mode}-{workers}"
-        shutil.copytree(landed, state)
-        try:
-            run = measure(state, state / "models.yaml", mode, workers, names, log)
-            run.pop("rows")
-        except RuntimeError as exc:  # kept in the results and printed as FAILED; the command exits non-zero
-            log(f"[fleet] {mode} x{workers} FAILED: {exc}")
-            run = {"mode": mode, "concurrency": workers, "models": count, "error": str(exc)[:3000]}
-        runs.append(run)
-        shutil.rmtree(state, ignore_errors=True)
-    base = runs[0]
-    for run in runs:
-        if "error" not in run and "error" not in base:
-            run["speedup"] = base["measured_seconds"] / run["measured_seconds"]
-            run["rss_ratio"] = run["peak_tree_rss_mb"] / base["peak_tree_rss_mb"]
+    try:
+        for mode, workers in [*([("sequential", 1)] if sequential else []), *(("fleet", c) for c in concurrency)]:
+            for label, code in codes:
+                runs.append(_measured(landed, work / f"{label}-{mode}-{workers}", mode, workers, names, log, code,
+                                      label))
+    finally:
+        if baseline_ref:
+            remove_worktree(work / "before-src")
+    for label, _ in codes:
+        base = next((r for r in runs if r["code"] == label and r["mode"] == "sequential"), None)
+        for run in runs:
+            if run["code"] == label and base is not None and "error" not in run and "error" not in base:
+                run["speedup"] = base["measured_seconds"] / run["measured_seconds"]
+                run["rss_ratio"] = run["peak_tree_rss_mb"] / base["peak_tree_rss_mb"]
     return {"benchmark": "fleet", "models": count, "rows_per_night": rows, "night": str(measured_night()),
-            "cores": os.cpu_count(), "runs": runs, "failed": sum("error" in r for r in runs)}
+            "cores": os.cpu_count(), "baseline_ref": baseline_ref, "runs": runs,
+            "verdicts": verdicts(runs), "failed": sum("error" in r for r in runs)}
+
+
+def _measured(landed: Path, state: Path, mode: str, workers: int, names: list[str], log: Callable[[str], None],
+              code: Path, label: str) -> dict[str, Any]:
+    """One arm on a fresh copy of the landed state; a failure becomes a row with its error."""
+    shutil.copytree(landed, state)
+    try:
+        run = measure(state, state / "models.yaml", mode, workers, names, log, code, label)
+        run.pop("rows")
+    except RuntimeError as exc:  # kept in the results and printed as FAILED; the command exits non-zero
+        log(f"[fleet] {label} {mode} x{workers} FAILED: {exc}")
+        run = {"code": label, "mode": mode, "concurrency": workers, "models": len(names), "error": str(exc)[:3000]}
+    shutil.rmtree(state, ignore_errors=True)
+    return run
+
+
+def verdicts(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The target: the fleet at its highest concurrency, after, within TARGET_RATIO of its CPU floor (before shown)."""
+    fleets = [r for r in runs if r["mode"] == "fleet" and "error" not in r]
+    if not fleets:
+        return []
+    top = max(r["concurrency"] for r in fleets)
+    arm = {r["code"]: r for r in fleets if r["concurrency"] == top}
+    after, before = arm.get("after"), arm.get("before")
+    if after is None:
+        return []
+    was = (f"; before: {before['measured_seconds']:.0f} s / {before['floor_seconds']:.0f} s = "
+           f"{before['wall_over_floor']:.2f}x, {before['flow_runs_per_night']:.1f} flow runs a night") if before else ""
+    return [{"status": "PASS" if after["wall_over_floor"] <= TARGET_RATIO else "FAIL",
+             "target": f"fleet x{top}: {after['models']} small nights within {TARGET_RATIO}x of the CPU floor",
+             "detail": f"after: {after['measured_seconds']:.0f} s wall / {after['floor_seconds']:.0f} s floor = "
+                       f"{after['wall_over_floor']:.2f}x, {after['flow_runs_per_night']:.1f} flow runs a night{was}"}]
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -202,31 +274,38 @@ def print_results(results: dict[str, Any]) -> None:
     table = Table(title=f"Fleet: {results['models']} small models' first nights (train, gate, promote; "
                         f"{results['rows_per_night']:,} rows/night), {results['cores']} cores, each run a fresh "
                         f"process", title_justify="left")
-    for name in ("run", "nights s", "s/night", "speed-up", "CPU s/night", "cores busy", "others' cores",
-                 "peak RSS MB", "RSS vs seq", "flow MB", "server MB", "start-up s"):
-        table.add_column(name, justify="left" if name == "run" else "right")
+    for name in ("code", "run", "nights s", "floor s", "wall/floor", "flow runs/night", "s/night", "speed-up",
+                 "CPU s/night", "cores busy", "others' cores", "peak RSS MB", "RSS vs seq", "flow MB", "server MB",
+                 "start-up s"):
+        table.add_column(name, justify="left" if name in ("code", "run") else "right")
     for run in results["runs"]:
         label = "sequential" if run["mode"] == "sequential" else f"fleet x{run['concurrency']}"
+        code = run.get("code", "after")
         if "error" in run:
-            table.add_row(label, "[red]FAILED[/red]", *[""] * 10)
+            table.add_row(code, label, "[red]FAILED[/red]", *[""] * 13)
             continue
-        table.add_row(label, f"{run['measured_seconds']:.0f}", f"{run['seconds_per_night']:.1f}",
-                      f"{run.get('speedup', float('nan')):.2f}x",
+        table.add_row(code, label, f"{run['measured_seconds']:.0f}", f"{run['floor_seconds']:.0f}",
+                      f"{run['wall_over_floor']:.2f}x", f"{run['flow_runs_per_night']:.1f}",
+                      f"{run['seconds_per_night']:.1f}", f"{run['speedup']:.2f}x" if "speedup" in run else "-",
                       f"{run['measured_cpu_seconds'] / run['models']:.1f}", f"{run['cores_busy']:.2f}",
                       f"{run['others_cores']:.2f}", f"{run['peak_tree_rss_mb']:.0f}",
-                      f"{run.get('rss_ratio', float('nan')):.2f}x", f"{run['main_maxrss_mb']:.0f}",
+                      f"{run['rss_ratio']:.2f}x" if "rss_ratio" in run else "-", f"{run['main_maxrss_mb']:.0f}",
                       f"{run['others_maxrss_mb']:.0f}", f"{run['startup_seconds']:.0f}")
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
     ok = [r for r in results["runs"] if "error" not in r]
     for run in results["runs"]:
         if "error" in run:
-            print(f"FAILED {run['mode']} x{run['concurrency']}: {run['error'][:600]}")
+            print(f"FAILED {run.get('code', 'after')} {run['mode']} x{run['concurrency']}: {run['error'][:600]}")
     if ok:
         first = ok[0]
         print(f"start-up, once per process and not in 'nights s' ({first['mode']} run): imports "
               f"{first['import_seconds']:.0f} s, Prefect server {first['server_seconds']:.0f} s, {len(WARMUP)} "
               f"warm-up night {first['warmup_seconds']:.0f} s; in every run not FAILED all {results['models']} "
               "models Completed, promoted, champion in the registry")
+    if results.get("baseline_ref"):
+        print(f"before = a git worktree of {results['baseline_ref']}, after = this checkout (same harness); floor = "
+              "CPU / cores; flow runs/night: the model nights' flow runs (the fleet's own run not counted)")
     print("CPU = the flow process's + the Prefect server's; cores busy = their CPU / wall; others' cores = the rest "
           "of the machine's CPU meanwhile (other jobs distort the timings when it is high); peak RSS = the whole "
           f"tree's (both processes' RSS summed, sampled every {SAMPLE_SECONDS} s); flow / server MB = each one's exact "
@@ -235,11 +314,14 @@ def print_results(results: dict[str, Any]) -> None:
     if missed:  # measured: `git version` (MLflow), `uname -p`, `lscpu` (joblib), `file`, a few ms each
         print(f"short-lived commands the flow process runs report up to {missed:.0f} MB ru_maxrss: the pages they "
               "shared with it between fork and exec, not extra memory")
-    ranked = [r for r in ok if "speedup" in r]
+    ranked = [r for r in ok if "speedup" in r and r.get("code", "after") == "after"]
     if ranked:
         best = max(ranked, key=lambda r: r["speedup"])
         print(f"best: {best['mode']} x{best['concurrency']}: {best['speedup']:.2f}x the sequential speed at "
               f"{best['rss_ratio']:.2f}x its peak RSS")
+    from benchmarks import print_verdicts
+
+    print_verdicts(console, results.get("verdicts", []))
 
 
 def child(mode: str, concurrency: int, out: Path, names: list[str]) -> None:
@@ -282,13 +364,16 @@ def child(mode: str, concurrency: int, out: Path, names: list[str]) -> None:
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     server_cpu = cpu_seconds(server_pids) - server_cpu_before
     machine_after, steal_after = machine_seconds()
+    import flows
+
+    flow_runs = flow_runs_since(marks["measured_start"])
     cfg = TrackingConfig.from_settings(get_settings())
     for row in rows:
         row["registry_champion"] = get_alias(cfg, row["model_name"], CHAMPION)
     main_cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     marks["end"] = time.time()
     out.write_text(json.dumps({
-        "rows": rows, "marks": marks,
+        "rows": rows, "marks": marks, "flows_file": flows.__file__, "flow_runs": flow_runs,
         "import_seconds": marks["imported"] - marks["start"], "server_seconds": marks["server"] - marks["imported"],
         "warmup_seconds": marks["measured_start"] - marks["server"],
         "measured_seconds": marks["measured_end"] - marks["measured_start"],
@@ -297,6 +382,29 @@ def child(mode: str, concurrency: int, out: Path, names: list[str]) -> None:
         "loadavg_1min": load,  # RUSAGE_CHILDREN: exited subprocesses only (the live server is not in it)
         "exited_children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }, indent=2))
+
+
+def flow_runs_since(since: float) -> dict[str, int]:
+    """Flow runs started at or after `since` on this process's Prefect API, counted per flow name."""
+    from datetime import UTC, datetime
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    after = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=datetime.fromtimestamp(since, tz=UTC)))
+    counts: dict[str, int] = {}
+    names: dict[Any, str] = {}
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while True:
+            page = client.read_flow_runs(flow_run_filter=after, limit=200, offset=offset)
+            for run in page:
+                if run.flow_id not in names:
+                    names[run.flow_id] = client.read_flow(run.flow_id).name
+                counts[names[run.flow_id]] = counts.get(names[run.flow_id], 0) + 1
+            offset += len(page)
+            if len(page) < 200:
+                return counts
 
 
 if __name__ == "__main__" and "--child" in sys.argv:

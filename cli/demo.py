@@ -389,7 +389,8 @@ def _print_plan(console: Console, settings: Settings, cfg: TrackingConfig, model
     console.rule(f"[bold]nightshift demo: week {week + 1} of the catalogue's demo models, "
                  f"{plan[0].night} .. {plan[-1].night}")
     console.print(f"Catalogue: {settings.catalogue_path}   State: {settings.state_dir}   "
-                  f"MLflow: {settings.tracking_uri}", highlight=False)
+                  f"MLflow: {settings.tracking_uri}   Prefect: {os.environ.get('PREFECT_API_URL') or 'ephemeral'}",
+                  highlight=False)
     if any(before.values()):
         console.print("Champions carry over from the last run (" +
                       ", ".join(f"{n} v{v}" if v else f"{n} none" for n, v in before.items()) +
@@ -432,10 +433,14 @@ def _print_where_to_look(console: Console, settings: Settings, cfg: TrackingConf
     """Where to look next: the UIs, the audit trails, the landed files, the latest drift report and the picture."""
     reports = [r.result.report for rs in rows.values() for r in rs if r.result and r.result.report]
     console.rule("Where to look")
-    console.print("Prefect UI:  make server      → http://127.0.0.1:4200 (model-night runs: validation, drift and "
-                  "gate artifacts)")
-    console.print("MLflow UI:   make mlflow-ui   → http://127.0.0.1:5000 (runs, model versions and aliases, audit "
-                  "experiment)")
+    api = os.environ.get("PREFECT_API_URL")  # on the stack (make stack): its servers, already up
+    prefect_ui = f"{api.removesuffix('/api')}  (make stack)" if api else "make server      → http://127.0.0.1:4200"
+    mlflow_ui = (f"{cfg.tracking_uri}  (make stack)" if cfg.tracking_uri.startswith("http")
+                 else "make mlflow-ui   → http://127.0.0.1:5000")
+    console.print(f"Prefect UI:  {prefect_ui} (model-night runs: validation, drift and gate artifacts)", highlight=False)
+    console.print(f"MLflow UI:   {mlflow_ui} (runs, model versions and aliases, audit experiment)", highlight=False)
+    if settings.server_url:
+        console.print(f"Model server: {settings.server_url} (the champions hot-swapped in: /models)", highlight=False)
     for m in models:
         console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {m.name}")
     console.print(f"Landed files: {settings.state_dir / 'landing'}  (.venv/bin/python -m cli.catalogue resolve --date "
@@ -454,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the tables tell the story; the UI has the logs
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # on a tracking server: its run links
+    import logging
+
+    logging.getLogger("mlflow.store.model_registry.abstract_store").setLevel(logging.WARNING)  # "Waiting up to 300 s"
     from nightshift.settings import apply_prefect_defaults, get_settings
 
     settings = get_settings()

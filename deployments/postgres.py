@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,14 @@ class Postgres:
     data_dir: Path
     port: int
     user: str = "postgres"
+    password: str | None = None
 
     def url(self, database: str, driver: str = "postgresql") -> str:
-        """SQLAlchemy URL of one database (driver e.g. 'postgresql+asyncpg' for Prefect)."""
-        return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
+        """SQLAlchemy URL of one database (driver e.g. 'postgresql+asyncpg' for Prefect), with the password."""
+        from urllib.parse import quote
+
+        login = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}" if self.password else self.user
+        return f"{driver}://{login}@127.0.0.1:{self.port}/{database}"
 
 
 def pg_bin_dir() -> Path:
@@ -46,8 +52,12 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def start(data_dir: Path, port: int, databases: tuple[str, ...] = ("prefect", "mlflow")) -> Postgres:
-    """Initialise (first time) and start a cluster on 127.0.0.1:`port`, creating `databases` if missing."""
+def start(data_dir: Path, port: int, databases: tuple[str, ...] = ("prefect", "mlflow"), user: str = "postgres",
+          password: str | None = None) -> Postgres:
+    """Initialise (first time) and start a cluster on 127.0.0.1:`port`, creating `databases` if missing.
+
+    Without a password every local connection is trusted (a development database); with one, `user` is the
+    superuser and every connection, local or TCP, must give the password (scram-sha-256)."""
     bin_dir = pg_bin_dir()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,24 +65,44 @@ def start(data_dir: Path, port: int, databases: tuple[str, ...] = ("prefect", "m
         shutil.chown(data_dir, "postgres", "postgres")
         data_dir.chmod(0o700)
 
+    env = {**os.environ, "PGPASSWORD": password} if password else None
+
     def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(_as_owner(cmd), capture_output=True, text=True, timeout=120)
+        out = subprocess.run(_as_owner(cmd), capture_output=True, text=True, timeout=120, env=env)
         if out.returncode != 0:
             log = (data_dir / "server.log").read_text()[-1500:] if (data_dir / "server.log").exists() else ""
             raise ConfigError(f"{Path(cmd[0]).name} failed ({out.returncode}): {out.stderr.strip()[-1500:]} {log}")
         return out
 
     if not (data_dir / "PG_VERSION").exists():
-        run([str(bin_dir / "initdb"), "-D", str(data_dir), "-A", "trust", "-U", "postgres", "--no-sync"])
+        if password:
+            _initdb_with_password(run, bin_dir, data_dir, user, password)
+        else:
+            run([str(bin_dir / "initdb"), "-D", str(data_dir), "-A", "trust", "-U", user, "--no-sync"])
     options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
     run([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(data_dir / "server.log"), "-w", "start"])
-    pg = Postgres(data_dir, port)
+    pg = Postgres(data_dir, port, user, password)
     for name in databases:
-        exists = run([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-tAc",
+        exists = run([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tAc",
                       f"SELECT 1 FROM pg_database WHERE datname = '{name}'"]).stdout.strip()
         if not exists:
-            run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name])
+            run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, name])
     return pg
+
+
+def _initdb_with_password(run: Callable[[list[str]], object], bin_dir: Path, data_dir: Path, user: str,
+                          password: str) -> None:
+    """initdb with `user` as the superuser and password authentication for every connection; the password passes
+    through a file only the cluster's owner can read, deleted right after."""
+    with tempfile.NamedTemporaryFile("w", prefix="nightshift-pw-", delete=False) as handle:
+        handle.write(password + "\n")
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(handle.name, "postgres", "postgres")
+        run([str(bin_dir / "initdb"), "-D", str(data_dir), "-A", "scram-sha-256", "-U", user,
+             f"--pwfile={handle.name}", "--no-sync"])
+    finally:
+        os.unlink(handle.name)
 
 
 def stop(data_dir: Path) -> None:

@@ -201,7 +201,7 @@ class Stack:
 
 @dataclass(frozen=True)
 class Night:
-    """demo-churn's night that promoted: its model-night run, its monitor subflow run, its artifacts."""
+    """demo-churn's night that promoted: its model-night run (the monitor's checks inside it), its artifacts."""
 
     night: str
     run_id: str
@@ -228,13 +228,12 @@ def promoted_night(stack: Stack) -> Night:
         "artifacts": {"key": {"any_": [f"gate-{MODEL}"]}, "flow_run_id": {"any_": [run_id]}}})
     if not gates:
         raise ShotError(f"the promoting night {night} of {MODEL} (flow run {run_id}) has no 'gate-{MODEL}' artifact")
-    monitors = stack.api("POST", "/flow_runs/filter", json={
-        "flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}, "flows": {"name": {"any_": ["monitor"]}}})
-    return Night(night, run_id, monitors[0]["name"] if monitors else None, nightly["id"], gates[0]["id"])
+    run = stack.api("GET", f"/flow_runs/{run_id}")  # the monitor's checks ran inside it: its reports bear its name
+    return Night(night, run_id, run.get("name"), nightly["id"], gates[0]["id"])
 
 
 def drift_report(stack: Stack, night: Night) -> Path:
-    """Evidently's HTML report of the promoting night's monitor run (its folder ends in the run's name), else the
+    """Evidently's HTML report of the promoting night's run (its folder ends in the run's name), else the
     most drifted report of MODEL (by the drift share in the JSON beside it)."""
     folder = stack.state / "reports" / MODEL
     reports = sorted(folder.glob("*/drift_report.html"))
@@ -355,7 +354,8 @@ def prefect_trigger(page: Any, stack: Stack, t: Targets) -> None:
 
 
 def prefect_flow_run(page: Any, stack: Stack, t: Targets) -> None:
-    """The promoting night's model-night run: its graph (monitor and train subflows, gate, alias move), artifacts."""
+    """The promoting night's model-night run: its graph (the monitor's and training's tasks, gate, alias move),
+    artifacts."""
     page.goto(f"{stack.prefect_ui}/runs/flow-run/{t.night.run_id}", wait_until="domcontentloaded")
     what = f"Prefect flow run page of {MODEL}'s night {t.night.night}"
     wait_for(page, what, page.locator("li.p-tab", has_text="Artifacts"))

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.monitor import MonitorParams, MonitorResult, monitor
+from flows.monitor import MonitorParams, MonitorResult, check_batch
 from flows.nightly import NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons
+from flows.runners import NightTaskRunner
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
 from tasks.catalogue.schema import SERVED, load_catalogue_task
@@ -56,7 +57,9 @@ class ModelNightParams(BaseModel):
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds sampling, folds and the estimator.")
 
 
-@flow(name="model-night", log_prints=True, persist_result=True)  # the fleet reads it back from deployment runs
+# One flow run per night: monitoring and training run as this run's tasks, on threads (with NIGHTSHIFT_TASK_RUNNER=dask
+# the CV search alone goes to Dask); its result is kept: the fleet reads it back from deployment runs.
+@flow(name="model-night", log_prints=True, persist_result=True, task_runner=NightTaskRunner())
 def model_night(params: ModelNightParams) -> NightlyResult:
     """Run one catalogue model's night on the data that has landed for it; missing data is an outcome, not a crash.
 
@@ -114,11 +117,11 @@ def _no_data(model: CatalogueModel, tonight: StagedDay, champion: str | None,
 
 
 def _monitor_tonight(model: CatalogueModel, night: date, tonight: StagedDay, seed: int) -> MonitorResult:
-    """The monitor subflow on tonight's staged rows under the catalogue's limits, its alert events off (this flow
-    retrains itself); vs served traffic too when the rows are a file. Its messages name the landed file(s), not the
-    staged copy it reads."""
+    """The monitor's checks, as tasks of this run, on tonight's staged rows under the catalogue's limits, its alert
+    events off (this flow retrains itself); vs served traffic too when the rows are a file. Its messages name the
+    landed file(s), not the staged copy it reads."""
     m = model.monitor
-    return monitor(MonitorParams(
+    return check_batch(MonitorParams(
         batch=DatasetParams(source=tonight.path, label=model.label), model_name=model.name, seed=seed,
         drift_share_threshold=m.drift_share, max_metric_drop=m.max_metric_drop, metric=m.metric,
         floor=model.gate.absolute_floor if model.gate.metric == m.metric else None,

@@ -281,6 +281,12 @@ def monitor(params: MonitorParams = MonitorParams()) -> MonitorResult:  # noqa: 
     Args:
         params: The batch to check, the model and the alert thresholds.
     """
+    return check_batch(params)
+
+
+def check_batch(params: MonitorParams) -> MonitorResult:
+    """The monitor flow's steps as tasks of the current flow run (the monitor flow's own, or a night's: one flow run
+    per night)."""
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name = params.model_name or settings.model_name

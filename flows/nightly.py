@@ -13,8 +13,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.monitor import MonitorParams, MonitorResult, monitor
-from flows.train import EstimatorParams, TrainParams, train
+from flows.monitor import MonitorParams, MonitorResult, check_batch
+from flows.runners import NightTaskRunner
+from flows.train import EstimatorParams, TrainParams, train_model
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
 from tasks.catalogue.config import GateConfig, Metric, Task
@@ -169,7 +170,7 @@ def challenger_for(cfg: TrackingConfig, name: str, dataset: DatasetParams, windo
     with model_lock(cfg, name, f"train-{key[:16]}"):
         version = find_version_task(cfg, name, TRAINING_TAG, key)
         if version is None:
-            version = train(TrainParams(
+            version = train_model(TrainParams(
                 dataset=dataset, model_name=name, task=task, estimator=estimator, cv_folds=cv_folds, test_size=0.2,
                 stratify=True, selection_metric=selection, seed=seed, valid_ranges=valid_ranges or {}, version_tags={WINDOW_TAG: window_fp, TRAINING_TAG: key, **(tags or {}),
                                          REASONS_TAG: "; ".join(reasons)[:5000]})).model_version
@@ -205,7 +206,7 @@ def finish(result: NightlyResult, note: str) -> NightlyResult:
     return result
 
 
-@flow(name="nightly", log_prints=True)
+@flow(name="nightly", log_prints=True, task_runner=NightTaskRunner())  # Dask, if set, for the CV search only
 def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: B008 - Prefect renders the default
     """The nightly loop: check tonight's data, retrain when needed, promote only a measurably better challenger.
 
@@ -222,7 +223,7 @@ def nightly(params: NightlyParams = NightlyParams()) -> NightlyResult:  # noqa: 
     # 1. Tonight's batch: validated, drift and quality checked against the champion (errors stop here).
     tonight = params.batches[-1]
     floor = params.gate.absolute_floor if params.gate.metric == default_metric("classification") else None
-    checked = monitor(MonitorParams(batch=tonight, model_name=name, seed=params.seed, floor=floor)) if champion \
+    checked = check_batch(MonitorParams(batch=tonight, model_name=name, seed=params.seed, floor=floor)) if champion \
         else None
     # The monitor resolved the label from the champion's contract; a first night uses the dataset's default.
     batch = load_dataset_task(tonight.model_copy(update={"label": tonight.label or (checked and checked.label)}),

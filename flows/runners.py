@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.task_runners import TaskRunner
@@ -52,3 +54,26 @@ class SettingsTaskRunner(TaskRunner[Any]):
     def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
         """Never called: flow runs submit to the runner `duplicate()` returned."""
         raise RuntimeError("SettingsTaskRunner only chooses a task runner; submit to the one duplicate() returns.")
+
+
+class NightTaskRunner(SettingsTaskRunner):
+    """Threads for a night's own tasks (model-night, nightly): a Dask cluster (NIGHTSHIFT_TASK_RUNNER=dask) is started
+    only around the challenger's CV search (`search_runner`), not on every night, most of which train nothing."""
+
+    def duplicate(self) -> TaskRunner[Any]:  # type: ignore[override]
+        """A fresh ThreadPoolTaskRunner of NIGHTSHIFT_TASK_WORKERS threads."""
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=get_settings().task_workers)
+
+
+@contextmanager
+def search_runner(current: TaskRunner[Any]) -> Iterator[TaskRunner[Any]]:
+    """The runner a CV search maps its candidates on: the flow run's own (the train flow's follows the settings),
+    or, when the settings ask for Dask and the run is on threads (a night), a Dask runner for the search only."""
+    settings = get_settings()
+    if settings.task_runner != "dask" or type(current).__name__ == "DaskTaskRunner":
+        yield current
+        return
+    with task_runner(settings) as runner:
+        yield runner

@@ -13,7 +13,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flows.runners import SettingsTaskRunner
+from flows.runners import SettingsTaskRunner, search_runner
 from nightshift.errors import ConfigError
 from nightshift.naming import MODEL_NAME_PATTERN, artifact_key
 from nightshift.settings import get_settings
@@ -156,17 +156,20 @@ def _cross_validate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainParams)
     """Every candidate of the grid cross-validated as its own task, side by side on the flow run's task runner, on
     the search sample; returns the scores and the sample's rows."""
     candidates = candidate_grid(params.estimator.param_grid)
-    runner = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+    context = FlowRunContext.get()
+    if context is None:
+        raise RuntimeError("train_model runs inside a flow run (the train flow, a night): its candidates are tasks")
     sample = cv_sample(frame, spec.label, params.estimator.search_rows, params.seed, params.task)
-    get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %d of %d training rows on %s",
-                          len(candidates), params.cv_folds, len(sample), len(frame), type(runner).__name__)
-    # Threads share the cores between the candidates (a 1-candidate grid gets them all); a Dask worker has one.
-    n_jobs = candidate_threads(getattr(runner, "_max_workers", 1) or 1, len(candidates))
-    return cross_validate_task.map(
-        frame=unmapped(sample), spec=unmapped(spec), kind=unmapped(params.estimator), params=candidates,
-        folds=unmapped(params.cv_folds), seed=unmapped(params.seed), index=list(range(len(candidates))),
-        n_jobs=unmapped(n_jobs), task=unmapped(params.task),
-    ).result(), len(sample)
+    with search_runner(context.task_runner) as runner:
+        get_run_logger().info("Cross-validating %d candidate(s) x %d folds on %d of %d training rows on %s",
+                              len(candidates), params.cv_folds, len(sample), len(frame), type(runner).__name__)
+        # Threads share the cores between the candidates (a 1-candidate grid gets them all); a Dask worker has one.
+        n_jobs = candidate_threads(getattr(runner, "_max_workers", 1) or 1, len(candidates))
+        futures = runner.map(cross_validate_task, {
+            "frame": unmapped(sample), "spec": unmapped(spec), "kind": unmapped(params.estimator),
+            "params": candidates, "folds": unmapped(params.cv_folds), "seed": unmapped(params.seed),
+            "index": list(range(len(candidates))), "n_jobs": unmapped(n_jobs), "task": unmapped(params.task)})
+        return futures.result(), len(sample)
 
 
 def _summary(result: TrainResult, tracking_uri: str) -> str:
@@ -184,6 +187,12 @@ def train(params: TrainParams = TrainParams()) -> TrainResult:  # noqa: B008 - P
     Args:
         params: The training run's dataset, estimator grid, split and model name.
     """
+    return train_model(params)
+
+
+def train_model(params: TrainParams) -> TrainResult:
+    """The train flow's steps as tasks of the current flow run (the train flow's own, or a night's: one flow run per
+    night); the candidates are cross-validated on that run's task runner."""
     settings = get_settings()
     cfg = TrackingConfig.from_settings(settings)
     name, estimator, seed, task = params.model_name or settings.model_name, params.estimator, params.seed, params.task

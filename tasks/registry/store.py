@@ -37,8 +37,11 @@ class TrackingConfig(BaseModel):
         """Tracking config from the project settings (creates the local state dir if it is used)."""
         if settings.tracking_uri.startswith("sqlite:") or settings.artifact_location.startswith("file:"):
             settings.ensure_dirs()
+        # A tracking server decides where artifacts go (and proxies them) unless an artifact root is set.
+        remote = settings.tracking_uri.startswith(("http://", "https://"))
         return cls(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri,
-                   experiment_name=settings.experiment_name, artifact_location=settings.artifact_location)
+                   experiment_name=settings.experiment_name,
+                   artifact_location=settings.mlflow_artifact_location if remote else settings.artifact_location)
 
 
 def _offline() -> None:

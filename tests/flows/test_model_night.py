@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -11,12 +11,13 @@ import pytest
 import yaml
 
 from flows.model_night import ModelNightParams, model_night
+from nightshift.naming import artifact_key
 from tasks.catalogue.schema import load_catalogue
 from tasks.data.demo import DEMO_START, DemoDrift, land_demo_night
 from tasks.registry.audit import read_audit
 from tasks.registry.versions import CHAMPION, get_alias, list_versions
 
-pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.integration]
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def _day(n: int):
@@ -40,6 +41,55 @@ def catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return load_catalogue(path).models[0], tmp_path / "state"
 
 
+def _runs_since(since: datetime) -> list:
+    """Flow runs started at or after `since` (the session's harness is shared: earlier tests' runs are older)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)),
+                                     limit=200)
+
+
+def _artifact_keys(flow_run_id) -> set[str]:
+    """The keys of the artifacts a flow run created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[flow_run_id])))
+    return {a.key for a in found if a.key}
+
+
+def test_a_night_is_one_flow_run_with_monitoring_and_training_as_its_tasks(catalogue, tracking) -> None:
+    """A first night (training inside) and a forced night on the champion (the monitor inside) are one flow run
+    each, with no subflows; train's and the monitor's artifacts land on that run, training's tags name it."""
+    model, state = catalogue
+    for n in range(4):
+        land_demo_night(model, _day(n), state, rows=1_000)
+    nights = []
+    for params in (ModelNightParams(model_name=model.name, night=_day(3)),  # no champion: trains one
+                   ModelNightParams(model_name=model.name, night=_day(3), force_retrain=True)):  # v1 reused
+        since = datetime.now(UTC)
+        final = model_night(params, return_state=True)
+        assert final.is_completed(), final.message
+        runs = _runs_since(since)
+        assert [r.id for r in runs] == [final.state_details.flow_run_id], [(r.name, r.flow_id) for r in runs]
+        nights.append((final.result(), runs[0]))
+
+    (first, run), (forced, forced_run) = nights
+    assert (first.action, first.champion_after) == ("promoted", "1") and first.challenger_version == "1"
+    assert forced.retrain_reasons[0] == "forced" and forced.challenger_version == "1"  # same window: not retrained
+    assert forced.drift_share is not None  # the monitor's checks ran on the champion, inside the same run
+    keys = {kind: artifact_key(kind, model.name) for kind in ("train", "nightly", "gate", "validation", "drift")}
+    assert {keys["train"], keys["nightly"], keys["gate"]} <= _artifact_keys(run.id)
+    assert {keys["validation"], keys["drift"], keys["nightly"]} <= _artifact_keys(forced_run.id)
+    (version,) = list_versions(tracking, model.name)
+    assert version.tags["prefect.flow_run_id"] == str(run.id)  # training's tags name the night's run
+
+
+@pytest.mark.integration
 def test_a_week_of_nights_with_delayed_labels(catalogue, tracking) -> None:
     model, state = catalogue
     # 6,000 rows a night: the first champion (trained on one day) keeps a 1,200-row drift reference; below 1,000
@@ -80,6 +130,7 @@ def test_a_week_of_nights_with_delayed_labels(catalogue, tracking) -> None:
     assert len(list_versions(tracking, model.name)) == versions
 
 
+@pytest.mark.integration
 def test_a_changed_grid_trains_a_new_challenger_on_the_same_window(catalogue, tracking, tmp_path) -> None:
     """The window is the same, the estimator is not: the version trained before must not be reused."""
     model, state = catalogue
@@ -95,6 +146,7 @@ def test_a_changed_grid_trains_a_new_challenger_on_the_same_window(catalogue, tr
     assert forced.action in ("promoted", "refused")
 
 
+@pytest.mark.integration
 def test_a_night_must_carry_its_join_key_and_its_errors_name_the_landed_file(catalogue, tracking) -> None:
     """Rows without the labels' key fail the night (they could never be joined); a header without rows is no data;
     a broken contract is told about the file that landed, not nightshift's staged copy of it."""
@@ -132,11 +184,13 @@ def test_a_night_must_carry_its_join_key_and_its_errors_name_the_landed_file(cat
     assert get_alias(tracking, model.name, CHAMPION) == "1" and len(list_versions(tracking, model.name)) == 1
 
 
+@pytest.mark.integration
 def test_an_unknown_model_fails_before_any_work(catalogue) -> None:
     state = model_night(ModelNightParams(model_name="not-in-the-catalogue"), return_state=True)
     assert state.is_failed() and "model 'not-in-the-catalogue' is not in the catalogue" in state.message
 
 
+@pytest.mark.integration
 def test_broken_labels_are_kept_out_and_a_champion_under_chance_gives_way(catalogue, tracking, tmp_path) -> None:
     """Day 2's labels land all 1: reported (labels.suspect), kept out of the window and the gate. The world then
     turns so the champion ranks worse than chance: below_floor is sent, and a measurably better challenger replaces

@@ -56,3 +56,30 @@ def test_local_dask_workers_share_this_process_prefect_api(monkeypatch) -> None:
             "PREFECT_API_URL": "http://127.0.0.1:8123/api/"}
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):  # a real server: inherited
         assert task_runner(Settings(task_runner="dask")).cluster_kwargs["env"] == {}
+
+
+def test_a_night_runs_on_threads_and_starts_dask_only_around_a_search(monkeypatch) -> None:
+    from flows import runners
+
+    monkeypatch.setenv("NIGHTSHIFT_TASK_RUNNER", "dask")
+    monkeypatch.setenv("NIGHTSHIFT_TASK_WORKERS", "3")
+    night = runners.NightTaskRunner().duplicate()
+    assert type(night) is ThreadPoolTaskRunner and night._max_workers == 3  # no cluster for a night that trains nothing
+    entered: list[str] = []
+
+    class FakeDask(ThreadPoolTaskRunner):
+        def __enter__(self):
+            entered.append("in")
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            entered.append("out")
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(runners, "task_runner", lambda settings: FakeDask(max_workers=1))
+    with runners.search_runner(night) as runner:
+        assert type(runner) is FakeDask and entered == ["in"]
+    assert entered == ["in", "out"]
+    monkeypatch.setenv("NIGHTSHIFT_TASK_RUNNER", "threads")
+    with runners.search_runner(night) as runner:
+        assert runner is night  # threads: the search shares the night's runner
