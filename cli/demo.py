@@ -441,6 +441,8 @@ def _print_where_to_look(console: Console, settings: Settings, cfg: TrackingConf
     console.print(f"MLflow UI:   {mlflow_ui} (runs, model versions and aliases, audit experiment)", highlight=False)
     if settings.server_url:
         console.print(f"Model server: {settings.server_url} (the champions hot-swapped in: /models)", highlight=False)
+    if stack_env := os.environ.get("NIGHTSHIFT_STACK_CLIENT_ENV"):  # the commands below then need the stack's logins
+        console.print(f"On the stack: run the commands below after `set -a; . {stack_env}; set +a`", highlight=False)
     for m in models:
         console.print(f"Audit trail: .venv/bin/python -m cli.audit --model-name {m.name}")
     console.print(f"Landed files: {settings.state_dir / 'landing'}  (.venv/bin/python -m cli.catalogue resolve --date "

@@ -131,6 +131,7 @@ def client_env(cfg: StackConfig, creds: dict[str, str]) -> dict[str, str]:
         "MLFLOW_TRACKING_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
         "NIGHTSHIFT_WORK_POOL": cfg.pool,
         "NIGHTSHIFT_STATE_DIR": str(cfg.data_dir.resolve()),
+        "NIGHTSHIFT_STACK_CLIENT_ENV": str((cfg.home / "client.env").resolve()),  # for hints: how to join the stack
     }
     if cfg.model_server:
         env |= {"NIGHTSHIFT_SERVER_URL": cfg.server_url, "NIGHTSHIFT_SERVER_TOKEN": creds["NIGHTSHIFT_SERVER_TOKEN"]}
