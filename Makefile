@@ -11,12 +11,13 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install demo demo-llm demo-demand test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows stack stack-stop stack-status postgres postgres-stop clean
+.PHONY: help install demo demo-llm demo-demand demo-shadow test test-integration bench screenshots serve lock mlflow-ui server pool deploy worker serve-flows stack stack-stop stack-status postgres postgres-stop clean
 
 help:
 	@echo "make demo       run the main job on embedded defaults (offline)"
 	@echo "make demo-llm   prompt + model candidates evaluated, gated and promoted (stand-in provider, offline)"
 	@echo "make demo-demand  bring your own model: examples/demand adopted, then 12 nights of its own pipeline (regression)"
+	@echo "make demo-shadow  a challenger the offline gate would promote, shadowed on a real model server and dropped live"
 	@echo "make test       the layer contracts (lint-imports), then the fast test suite (under ~3 minutes)"
 	@echo "make test-integration  the slower end-to-end tests (nightly week, real servers)"
 	@echo "make bench      benchmarks (docs/benchmarks.md): drift, serving, capture, batch scoring, fleet, HP search, a night, drift false alarms, estimate bands; BENCH_ARGS=\"--only night\""
@@ -51,6 +52,9 @@ demo-llm: $(STAMP)
 
 demo-demand: $(STAMP)
 	$(PY) -m cli.demo_demand
+
+demo-shadow: $(STAMP)
+	$(PY) -m cli.demo_shadow
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache

@@ -1,5 +1,5 @@
-"""`python -m benchmarks` (make bench): the drift, serving, capture, batch, fleet, night, hpsearch, alarms, bands and
-stack benchmarks; ratios and verdicts."""
+"""`python -m benchmarks` (make bench): the drift, serving, capture, batch, fleet, night, hpsearch, alarms, bands,
+stack and shadow benchmarks; ratios and verdicts."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from benchmarks.drift import (
 )
 
 CAPTURE_REPEAT = 5  # capture's ratios are medians of per-run pairs: one pair is too noisy on a shared 2-core box
-BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch", "alarms", "bands", "stack")
+BENCHMARKS = ("drift", "serving", "capture", "batch", "fleet", "night", "hpsearch", "alarms", "bands", "stack",
+              "shadow")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "on drifted days, before/after. bands: how often the label-free estimate's 95%% band holds the "
                     "realized metric over simulated nights, before/after. stack: the fleet through deployments on "
                     "`make stack` (PostgreSQL, servers with auth, 4 workers): wall, CPU floor, peak memory per part. "
+                    "shadow: one model server's latency and requests/s with a shadow model loaded vs without. "
                     "Each measurement runs in a fresh "
                     "subprocess.",
     )
@@ -117,6 +119,12 @@ def _print_stack(results: dict) -> None:
     stack.print_results(results)
 
 
+def _print_shadow(results: dict) -> None:
+    from benchmarks import shadow
+
+    shadow.print_results(results)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the tables and verdicts, save the JSON results."""
     args = parse_args(argv)
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         show = {"serving": serving.print_results, "capture": capture.print_results, "batch": batch.print_results,
                 "fleet": fleet.print_results, "night": night.print_results,
-                "stack": _print_stack}.get(saved.get("benchmark"), print_results)
+                "stack": _print_stack, "shadow": _print_shadow}.get(saved.get("benchmark"), print_results)
         show(saved)
         return 0
     if args.only in (None, "drift"):
@@ -240,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
                                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
         print(f"results: {save_results('bands', results)}", file=sys.stderr)
         bands.print_results(results)
+    if args.only in (None, "shadow"):
+        from benchmarks import shadow
+
+        results = shadow.run_benchmark(requests=args.requests, connections=args.connections,
+                                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(f"results: {shadow.write_results(results)}", file=sys.stderr)
+        shadow.print_results(results)
+        if any(v["status"] == "FAIL" and v["kind"] == "target" for v in results["verdicts"]):
+            return 1
     if args.only in (None, "stack"):
         from benchmarks import save_results, stack
 

@@ -28,6 +28,7 @@ from nightshift.events import (
     NOTIFY,
     PROMOTED,
     ROLLED_BACK,
+    SHADOW_DISAGREES,
 )
 from nightshift.settings import Settings, get_settings
 
@@ -44,10 +45,11 @@ NIGHT_ENDINGS = ("Failed", "Crashed", "TimedOut")  # TimedOut: a Failed-type sta
 # What each event is, in a message's subject, and its automation's name.
 HEADLINES = {DATA_MISSING: "no data tonight", BELOW_FLOOR: "live model below its floor",
              LABELS_SUSPECT: "suspect labels kept out", ESTIMATED_DROP: "estimated performance drop",
-             PROMOTED: "promoted", ROLLED_BACK: "rolled back", APPROVAL_WANTED: "a close call waits for you"}
+             PROMOTED: "promoted", ROLLED_BACK: "rolled back", APPROVAL_WANTED: "a close call waits for you",
+             SHADOW_DISAGREES: "live traffic disagrees with the gate"}
 NAMES = {DATA_MISSING: "data-missing", BELOW_FLOOR: "below-floor", LABELS_SUSPECT: "labels-suspect",
          ESTIMATED_DROP: "estimated-drop", PROMOTED: "promoted", ROLLED_BACK: "rolled-back",
-         APPROVAL_WANTED: "approval-wanted"}
+         APPROVAL_WANTED: "approval-wanted", SHADOW_DISAGREES: "shadow-disagrees"}
 NIGHT_FAILED = f"{PREFIX}night-failed"
 
 

@@ -13,7 +13,15 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.monitor import MonitorParams, MonitorResult, check_batch
-from flows.nightly import NightlyResult, TriggerEvent, challenger_for, finish, gate_and_promote, retrain_reasons
+from flows.nightly import (
+    NightlyResult,
+    TriggerEvent,
+    challenger_for,
+    finish,
+    gate_and_promote,
+    retrain_reasons,
+    server_token,
+)
 from flows.runners import NightTaskRunner
 from nightshift.naming import MODEL_NAME_PATTERN
 from nightshift.settings import get_settings
@@ -29,6 +37,7 @@ from tasks.data.sources import (
 from tasks.monitoring.estimate import EstimateCheck
 from tasks.registry.promote import HOLDOUT_TAG, alias_state_task, champion_is_newer_task
 from tasks.registry.quality import inline_labels_task, landed_quality_task, record_estimate_task
+from tasks.registry.shadow import judge_shadow_task
 from tasks.registry.store import TrackingConfig
 
 if TYPE_CHECKING:
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
     from tasks.catalogue.schema import CatalogueModel
     from tasks.data.sources import LabeledWindow, StagedDay, WindowFiles
     from tasks.registry.quality import RealizedQuality
+    from tasks.registry.shadow import ShadowNight
 
 MIN_LABELED_ROWS = 50  # fewer labeled rows on either side and the gate could not tell models apart
 
@@ -91,6 +101,13 @@ def model_night(params: ModelNightParams) -> NightlyResult:
     reasons = retrain_reasons(params.force_retrain, params.reason, champion, checked, landed)
     result = partial(_with_checks(result, checked, landed, reasons), events=told, floor=below,
                      labels_kept_out=[r.describe() for r in quality.suspect_records] if quality else [])
+    # A version in shadow, judged on the labeled live rows both models scored: promoted, dropped or still waiting.
+    shadowed = judge_shadow_task(cfg, model, night, settings.state_dir, settings.served_dir,
+                                 quality.kept_out if quality else [], server_url=settings.server_url,
+                                 token=server_token()) if champion else None
+    if shadowed is not None and shadowed.action == "promoted":
+        return _promoted_live(result, shadowed)
+    result = partial(result, shadow=shadowed.detail if shadowed else None)
     if kept := _keep_champion(cfg, model.name, champion, params.force_retrain, reasons, window):
         return finish(result(action=kept[0], champion_after=champion), kept[1])
     files = _labeled_files(model, window, settings.state_dir)
@@ -105,6 +122,15 @@ def model_night(params: ModelNightParams) -> NightlyResult:
                                 valid_ranges=model.valid_ranges)
     return gate_and_promote(cfg, model.name, challenger, champion, files.holdout_path, model.gate,
                             files.fingerprint, result)
+
+
+def _promoted_live(result: partial[NightlyResult], shadowed: ShadowNight) -> NightlyResult:
+    """The shadow promoted on its live comparison: tonight's story ends there (the new champion is monitored from
+    the next night on)."""
+    outcome = shadowed.promotion
+    return finish(result(action="promoted", challenger_version=shadowed.state.version, shadow=shadowed.detail,
+                         champion_after=outcome.champion_after if outcome else shadowed.state.version,
+                         deploy=outcome.deploy if outcome else None), shadowed.detail)
 
 
 def _no_data(model: CatalogueModel, tonight: StagedDay, champion: str | None,

@@ -7,11 +7,11 @@ import json
 import sys
 from datetime import date
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.monitor import MonitorParams, MonitorResult, check_batch
 from flows.runners import NightTaskRunner
@@ -27,12 +27,17 @@ from tasks.monitoring.performance import PerformanceCheck
 from tasks.registry.approval import decide_close_call
 from tasks.registry.audit import decided_by
 from tasks.registry.locks import model_lock
-from tasks.registry.promote import DeployOutcome, alias_state_task, gate_challenger_task, promote, record_refusal_task
+from tasks.registry.promote import (
+    DeployOutcome,
+    PromotionOutcome,
+    alias_state_task,
+    gate_challenger_task,
+    promote,
+    record_refusal_task,
+)
+from tasks.registry.shadow import ShadowRefused, dropped_before_task, start_shadow_task
 from tasks.registry.store import TrackingConfig
 from tasks.registry.versions import CHALLENGER, find_version_task, set_alias_task
-
-if TYPE_CHECKING:
-    pass
 
 WINDOW_TAG = "nightshift.window_fingerprint"
 TRAINING_TAG = "nightshift.training_key"  # window + estimator/grid + folds + seed: what a challenger is trained from
@@ -90,6 +95,15 @@ class NightlyParams(BaseModel):
                             description="How much better the challenger must be, and how sure, to replace the champion.")
     seed: int = Field(42, ge=0, le=2**32 - 1, title="Seed", description="Seeds the holdout split, the folds and the estimator.")
 
+    @field_validator("gate")
+    @classmethod
+    def _no_shadow(cls, gate: GateConfig) -> GateConfig:
+        if gate.shadow != "off":
+            raise ValueError("gate.shadow judges a challenger on the live traffic of a catalogue model (its served "
+                             "rows joined to its labels by id): set it in models.yaml and run model-night; the "
+                             "batch-driven nightly flow takes gate.shadow: off")
+        return gate
+
 
 class NightlyResult(BaseModel):
     """One row of the story: what the night saw, decided and left as champion."""
@@ -104,7 +118,7 @@ class NightlyResult(BaseModel):
     challenger_version: str | None = None
     decision: GateDecision | None = None
     action: Literal["no-retrain", "promoted", "refused", "already-decided", "already-promoted", "superseded",
-                    "no-labels", "no-data", "champion-newer"]
+                    "no-labels", "no-data", "champion-newer", "shadowing"]
     night: date | None = Field(None, description="The calendar night (catalogue runs; batch runs have none).")
     estimated: str | None = Field(None, description="Tonight's metric estimated before its labels: value (band).")
     events: list[str] = Field(default_factory=list, description="Prefect events this night emitted itself.")
@@ -114,6 +128,7 @@ class NightlyResult(BaseModel):
                                                                          "out of training and judging, and why.")
     champion_before: str | None
     champion_after: str | None
+    shadow: str | None = Field(None, description="The shadow tonight: judged on live traffic, started or ended.")
     deploy: DeployOutcome | None = None
     window_fingerprint: str | None = None
     report: str | None
@@ -191,7 +206,8 @@ def _summary(result: NightlyResult) -> list[dict[str, str]]:
             *([("labels kept out", "; ".join(result.labels_kept_out))] if result.labels_kept_out else []),
             ("retrain because", "; ".join(result.retrain_reasons) or "no reason: kept the champion"),
             ("challenger", f"v{result.challenger_version}" if result.challenger_version else "-"),
-            ("gate", d.reason if d else "-"), ("improvement (CI)", ci), ("action", result.action),
+            ("gate", d.reason if d else "-"), ("improvement (CI)", ci),
+            *([("shadow (live traffic)", result.shadow)] if result.shadow else []), ("action", result.action),
             ("champion", f"{result.champion_before or '-'} → {result.champion_after or '-'}"),
             ("deploy", result.deploy.detail if result.deploy else "-")]
     return [{"step": k, "result": v} for k, v in rows]
@@ -270,11 +286,52 @@ def gate_and_promote(cfg: TrackingConfig, name: str, challenger: str, champion: 
             refused = record_refusal_task(cfg, name, decision, window_fp)
             return finish(night(action="refused" if refused else "already-decided", champion_after=champion),
                           decision.reason)
-        token = settings.server_token.get_secret_value() if settings.server_token else None
-        outcome = promote(cfg, name, decision, server_url=settings.server_url, token=token, fingerprint=window_fp,
-                          night=night.keywords.get("night"))
+        if gate.shadow == "required" and champion is not None:  # live traffic judges it before anyone is served
+            return into_shadow(cfg, name, challenger, champion, decision, night)
+        outcome = promote(cfg, name, decision, server_url=settings.server_url, token=server_token(),
+                          fingerprint=window_fp, night=night.keywords.get("night"))
     action = {"promoted": "promoted", "completed": "promoted"}.get(outcome.status, outcome.status)
-    return finish(night(action=action, champion_after=outcome.champion_after, deploy=outcome.deploy), outcome.detail)
+    shadow = previous_into_shadow(cfg, name, outcome, night) if gate.shadow == "advisory" else None
+    return finish(night(action=action, champion_after=outcome.champion_after, deploy=outcome.deploy, shadow=shadow),
+                  outcome.detail)
+
+
+def server_token() -> str | None:
+    """NIGHTSHIFT_SERVER_TOKEN in clear, for the model servers' mutating routes."""
+    token = get_settings().server_token
+    return token.get_secret_value() if token else None
+
+
+def into_shadow(cfg: TrackingConfig, name: str, challenger: str, champion: str, decision: GateDecision,
+                night: partial[NightlyResult]) -> NightlyResult:
+    """gate.shadow required: the challenger that passed the gate is loaded beside the champion on every model
+    server (or none: the night fails, nothing changed) instead of being promoted; a later night judges it live. A
+    version dropped after a live comparison before is not shadowed again."""
+    if challenger == champion:
+        return finish(night(action="already-promoted", champion_after=champion), f"v{challenger} is the champion")
+    if why := dropped_before_task(cfg, name, challenger):
+        note = f"v{challenger} was dropped from shadow before: {why}"
+        return finish(night(action="already-decided", champion_after=champion, shadow=note), note)
+    detail = start_shadow_task(cfg, name, challenger, champion, night.keywords.get("night") or date.today(),
+                               "challenger", decision.reason, server_url=get_settings().server_url,
+                               token=server_token(), decision=decision)
+    return finish(night(action="shadowing", champion_after=champion, shadow=detail), detail)
+
+
+def previous_into_shadow(cfg: TrackingConfig, name: str, outcome: PromotionOutcome,
+                         night: partial[NightlyResult]) -> str | None:
+    """gate.shadow advisory: the champion just replaced shadows its successor until the live comparison of the two
+    is recorded; a server that will not load it leaves the promotion as it is (said in the night's table)."""
+    if outcome.status != "promoted" or outcome.champion_before is None or outcome.champion_after is None:
+        return None
+    try:
+        return start_shadow_task(cfg, name, outcome.champion_before, outcome.champion_after,
+                                 night.keywords.get("night") or date.today(), "previous",
+                                 "advisory: the live comparison is recorded beside the promotion",
+                                 server_url=get_settings().server_url, token=server_token())
+    except ShadowRefused as exc:
+        get_run_logger().warning("%s: previous champion not shadowed: %s", name, exc)
+        return f"previous champion v{outcome.champion_before} not shadowed: {exc}"
 
 
 def _parse_args(argv: list[str]) -> NightlyParams:

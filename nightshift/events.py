@@ -20,9 +20,10 @@ LABELS_SUSPECT = "nightshift.labels.suspect"  # a day's labels far from the refe
 PROMOTED = "nightshift.model.promoted"
 ROLLED_BACK = "nightshift.model.rolled_back"
 APPROVAL_WANTED = "nightshift.approval.requested"  # a close call paused for a person
+SHADOW_DISAGREES = "nightshift.shadow.disagrees"  # live traffic judged a gate-passed version worse (or never sure)
 
 ALL = (DRIFT, DEGRADED, ESTIMATED_DROP, DATA_MISSING, BELOW_FLOOR, LABELS_SUSPECT, PROMOTED, ROLLED_BACK,
-       APPROVAL_WANTED)
+       APPROVAL_WANTED, SHADOW_DISAGREES)
 
 
 def model_resource(name: str, version: str | None = None) -> dict[str, str]:
@@ -53,7 +54,8 @@ def emit_model_event(event: str, name: str, *, reason: str, version: str | None 
 
 # The events a person is told about (`make deploy`'s notification automations, one message per event), besides a
 # night's flow run that ends Failed or Crashed.
-NOTIFY = (DATA_MISSING, BELOW_FLOOR, LABELS_SUSPECT, ESTIMATED_DROP, PROMOTED, ROLLED_BACK, APPROVAL_WANTED)
+NOTIFY = (DATA_MISSING, BELOW_FLOOR, LABELS_SUSPECT, ESTIMATED_DROP, PROMOTED, ROLLED_BACK, APPROVAL_WANTED,
+          SHADOW_DISAGREES)
 
 
 def night_of_run(field: str = "night") -> str | None:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     server_port: int = Field(8000, ge=1, le=65535, description="Model server port.")
     server_max_rows: int = Field(10_000, ge=1, description="Largest number of rows one scoring request may carry.")
     server_max_body_bytes: int = Field(10_000_000, ge=1_000, description="Largest request body the server reads.")
+    server_shadow_queue_rows: int = Field(10_000, ge=1, description="Rows a shadow model's scoring queue holds; "
+                                                                    "beyond it requests are not shadow-scored (their "
+                                                                    "rows dropped and counted), never delayed.")
     server_latency_budget_ms: float = Field(250.0, gt=0, description="Reload smoke test: slowest allowed single-row prediction.")
     server_prompts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["ticket-triage"],

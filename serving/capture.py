@@ -203,6 +203,13 @@ class Capture:
             self._offer_errors += 1
             return False
 
+    def sampled(self, request_id: str) -> bool:
+        """Whether `offer` would sample this request in (the same crc32 rule): what else follows the captured
+        requests (the shadow model scores only those) asks here, for the price of one crc32 at most."""
+        threshold = self._threshold
+        return threshold >= _FULL or (
+            threshold > 0 and zlib.crc32(request_id.encode("utf-8", "surrogatepass")) < threshold)
+
     def _model_counts(self, model: str) -> _Counts:
         with self._lock:
             return self._counts.setdefault(model, _Counts())

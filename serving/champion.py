@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from nightshift.errors import TrackingError
 from serving.compiled import Batch, CompiledScorer, compile_pipeline
 from serving.errors import NoChampionError, ScoringError
 from serving.requests import columns_from_scoring_json, columns_of, prepare, request_model
@@ -75,14 +76,29 @@ class Served:
 
 def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> Served:
     """Load the version behind `alias` (default champion) from the registry, never a local file, with its contract."""
-    from tasks.registry.runs import REFERENCE_ARTIFACT, load_frame_artifact
-    from tasks.registry.versions import CHAMPION, get_alias, load_version
+    from tasks.registry.versions import CHAMPION, get_alias
 
     alias = alias or CHAMPION
     version = get_alias(cfg, name, alias)
     if version is None:
         raise NoChampionError(503, f"model '{name}' has no '{alias}' alias yet: nothing to serve")
-    loaded = load_version(cfg, name, version)  # by number: exactly the version the alias named just now
+    return load_served(cfg, name, version, alias)  # by number: exactly the version the alias named just now
+
+
+def load_served(cfg: TrackingConfig, name: str, version: str, alias: str) -> Served:
+    """Load registry version `version` (a number) of `name` with its contract, reference sample and compiled scorer;
+    `alias` is what it is served as (champion, shadow). A ScoringError 404 when the registry has no such version."""
+    from tasks.registry.runs import REFERENCE_ARTIFACT, load_frame_artifact
+    from tasks.registry.versions import load_version
+
+    if not str(version).isdigit():
+        raise ScoringError(400, f"model version {version!r} is not a version number")
+    try:
+        loaded = load_version(cfg, name, str(version))
+    except TrackingError as exc:  # the registry's "no such version" (get_version's words); other failures go up
+        if f"has no version {version}" in str(exc):
+            raise ScoringError(404, f"model '{name}' has no version {version} in the registry") from None
+        raise
     model, contract, run_id = loaded.model, loaded.contract, loaded.ref.run_id
     reference = load_frame_artifact(cfg, run_id, REFERENCE_ARTIFACT)
     frame = reference[contract.features].head(SAMPLE_ROWS)
@@ -93,7 +109,7 @@ def load_champion(cfg: TrackingConfig, name: str, alias: str | None = None) -> S
             compile_pipeline(model, contract.features, contract.numeric, categories, sample)
     except Exception as exc:  # an unexpected pipeline shape: serve it through sklearn
         compiled, note = None, f"not compiled: {type(exc).__name__}: {str(exc)[:200]}"
-    return Served(model=model, name=name, version=version, run_id=run_id, alias=alias, contract=contract,
+    return Served(model=model, name=name, version=str(version), run_id=run_id, alias=alias, contract=contract,
                   loaded_at=datetime.now(timezone.utc).isoformat(), request_model=request_model(contract),
                   sample=sample, compiled=compiled, compiled_note=note if compiled else f"sklearn pipeline ({note})")
 

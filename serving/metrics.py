@@ -25,13 +25,15 @@ UNMATCHED = "unmatched"  # the route label of paths no route matched (keeps the 
 LiveModels = Callable[[], Iterable[tuple[str, str, str]]]  # (model, version, scorer) of every loaded model
 CaptureStats = Callable[[], Mapping[str, Mapping[str, float]]]  # per model: counter name -> value
 ChatLoad = Callable[[], tuple[int, int]]  # (provider calls in flight, calls waiting for a slot)
+ShadowStats = Callable[[], Iterable[tuple[str, str, Mapping[str, int], bool]]]  # (model, version, counters, loaded)
+SHADOW_OUTCOMES = ("scored", "dropped", "failed")  # nightshift_shadow_rows_total's outcome label
 
 
 class ServerMetrics:
     """The server's metrics in their own registry, and the text a Prometheus scrape gets."""
 
     def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None = None,
-                 chat_load: ChatLoad | None = None) -> None:
+                 chat_load: ChatLoad | None = None, shadow_stats: ShadowStats | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("nightshift_requests", "HTTP requests answered, by model, version, route and status",
                                 ["model", "version", "route", "status"], registry=self.registry)
@@ -55,7 +57,7 @@ class ServerMetrics:
                                                                                  "left `.inprogress`, unreadable, "
                                                                                  "renamed `.corrupt` at start-up",
                                            registry=self.registry)
-        self.registry.register(_LiveCollector(live_models, capture_stats, chat_load))
+        self.registry.register(_LiveCollector(live_models, capture_stats, chat_load, shadow_stats))
 
     def observe(self, model: str, version: str, route: str, status: int, seconds: float, rows: int) -> None:
         """One answered request."""
@@ -83,8 +85,9 @@ class _LiveCollector(Collector):
     """What is loaded (one sample per model: version and scorer) and the capture writer's counters, read at scrape."""
 
     def __init__(self, live_models: LiveModels, capture_stats: CaptureStats | None,
-                 chat_load: ChatLoad | None = None) -> None:
+                 chat_load: ChatLoad | None = None, shadow_stats: ShadowStats | None = None) -> None:
         self.live_models, self.capture_stats, self.chat_load = live_models, capture_stats, chat_load
+        self.shadow_stats = shadow_stats
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh on every scrape: nothing to check at registration
@@ -101,6 +104,8 @@ class _LiveCollector(Collector):
                                     value=running)
             yield GaugeMetricFamily("nightshift_chat_calls_waiting", "Chat calls waiting for a free provider slot",
                                     value=waiting)
+        if self.shadow_stats is not None:
+            yield from _shadow_families(self.shadow_stats())
         if self.capture_stats is None:
             return
         stats = self.capture_stats()
@@ -128,6 +133,25 @@ class _LiveCollector(Collector):
                 if key in counters:
                     family.add_metric([model], float(counters[key]))
         yield from families.values()
+
+
+def _shadow_families(shadows: Iterable[tuple[str, str, Mapping[str, int], bool]]) -> Iterator[Metric]:
+    """The shadows' rows by outcome, their queues and which versions are loaded as shadows now."""
+    rows = CounterMetricFamily("nightshift_shadow_rows", "Rows offered to a shadow model, by model, shadow version "
+                                                         "and outcome (scored, dropped: queue full or shadow "
+                                                         "removed, failed: its predict raised)",
+                               labels=["model", "version", "outcome"])
+    queue = GaugeMetricFamily("nightshift_shadow_queue_rows", "Rows waiting to be scored by the model's shadow",
+                              labels=["model"])
+    loaded = GaugeMetricFamily("nightshift_shadow_loaded", "1 for each version loaded as a shadow now",
+                               labels=["model", "version"])
+    for model, version, counts, live in shadows:
+        for outcome in SHADOW_OUTCOMES:
+            rows.add_metric([model, version, outcome], float(counts.get(f"{outcome}_rows", 0)))
+        if live:
+            queue.add_metric([model], float(counts.get("queue_rows", 0)))
+            loaded.add_metric([model, version], 1.0)
+    yield from (rows, queue, loaded)
 
 
 class MetricsMiddleware:

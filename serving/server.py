@@ -11,6 +11,9 @@ prompt and model configuration.
 Every scoring request gets a request id (the caller's `X-Request-Id` when usable, else a new one), returned in the
 `X-Request-Id` header and the body's `request_id`; its scored rows are captured to Parquet off the request path
 (serving/capture.py, NIGHTSHIFT_CAPTURE_*), and every chat request leaves one record (serving/chat_capture.py).
+A model may have a shadow (`POST /models/{name}/shadow?version=N`, or the registry's `shadow` alias at start-up):
+another version scoring the captured requests off the request path, its predictions captured beside the champion's
+(serving/shadow.py).
 Capture parts a killed server left `.inprogress` are finalized or set aside at start-up (serving/recovery.py).
 `GET /metrics` answers Prometheus' text format (serving/metrics.py).
 """
@@ -64,7 +67,7 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
                         check_prompt_names(settings), id_columns(settings), backend=backend)
     capture_config = CaptureConfig.from_settings(settings)
     metrics = state.metrics = ServerMetrics(state.live, state.capture_stats if capture_config.enabled else None,
-                                            backend.load)
+                                            backend.load, state.shadow_stats)
     app = FastAPI(title="nightshift model server", version="1", description=__doc__,
                   lifespan=partial(_lifespan, state, capture_config, freeze_heap))
     app.state.nightshift = state  # what the routers read (serving.routers.common.server_state)
@@ -80,13 +83,14 @@ def create_app(settings: Settings | None = None, provider: ProviderSettings | No
 @asynccontextmanager
 async def _lifespan(state: ServerState, capture_config: CaptureConfig, freeze_heap: bool,
                     app: FastAPI) -> AsyncIterator[None]:
-    """Start-up: parts a killed server left recovered, the capture writers, every champion loaded, the heap
-    frozen; shutdown: provider client, capture."""
+    """Start-up: parts a killed server left recovered, the capture writers, every champion (and shadow) loaded,
+    the heap frozen; shutdown: provider client, shadows (their queues scored), capture."""
     if capture_config.enabled:
         found = await asyncio.to_thread(recover_parts, capture_config.root, grace_seconds(capture_config))
         if state.metrics is not None:
             state.metrics.recovered(len(found.recovered), len(found.set_aside))
         state.capture = Capture(capture_config)
+        state.shadow_config = capture_config  # the shadows' processes write their predictions under {model}/shadow/
         state.chat_capture = ChatCapture(capture_config, text=state.settings.server_capture_chat_text)
     try:
         await state.load()
@@ -101,6 +105,7 @@ async def _lifespan(state: ServerState, capture_config: CaptureConfig, freeze_he
         yield
     finally:
         state.backend.close()
+        await state.close_shadows()  # their queues sent first: each shadow's process writes them and closes its parts
         if state.capture is not None:  # uvicorn's graceful shutdown (SIGTERM): queued rows written, parts closed
             await asyncio.to_thread(state.capture.close)
         if state.chat_capture is not None:

@@ -1,5 +1,6 @@
-"""What the routes share: one slot per served name (its champion, why none is loaded, its reload lock), the server's
-settings and registry config, and the start-up load and hot-swap reload of every champion."""
+"""What the routes share: one slot per served name (its champion, why none is loaded, its reload lock, its shadow),
+the server's settings and registry config, and the start-up load and hot-swap reload of every champion; loading and
+removing a shadow beside a champion (the shadow itself: serving/shadow.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from nightshift.errors import ConfigError, NightshiftError
 from serving import chat
 from serving.champion import Served, check_schema, load_champion, smoke_test
 from serving.errors import NoChampionError, ScoringError
+from serving.shadow import Shadow, load_shadow, schema_differences
 
 if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on import: load them only when serving
     from nightshift.settings import Settings
-    from serving.capture import Capture
+    from serving.capture import Capture, CaptureConfig
     from serving.chat_capture import ChatCapture
     from serving.metrics import ServerMetrics
     from tasks.registry.store import TrackingConfig
@@ -78,6 +80,8 @@ class ModelSlot:
     no_champion: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     kind: Literal["model", "prompt"] = "model"
+    shadow: Shadow | None = None  # a second version scored beside the champion, off the request path
+    shadow_error: str | None = None  # why the start-up could not load the registry's `shadow` version
 
     def loaded_or_503(self) -> Served | chat.ServedPrompt:
         """The champion being served (a model or a prompt), or a 503 saying why there is none."""
@@ -103,14 +107,22 @@ class ModelSlot:
 
     def summary(self) -> dict[str, Any]:
         """What /models and /version's `models` say about this name: its kind, version and load time, or why none."""
+        shadow = {} if self.kind == chat.KIND else {"shadow": self.shadow_summary()}
         if self.served is None:
             why = "no champion yet" if self.no_champion else "not loaded"
-            return {"status": f"{why}: {self.load_error or 'start-up in progress'}", "kind": self.kind}
+            return {"status": f"{why}: {self.load_error or 'start-up in progress'}", "kind": self.kind, **shadow}
         info = self.served.info()
         keys = (("model_version", "alias", "loaded_at", "provider_model", "response_format", "variables")
                 if self.kind == chat.KIND else
                 ("model_version", "run_id", "alias", "loaded_at", "contract_fingerprint", "scorer"))
-        return {"status": "loaded", "kind": self.kind, **{k: info[k] for k in keys}}
+        return {"status": "loaded", "kind": self.kind, **{k: info[k] for k in keys}, **shadow}
+
+    def shadow_summary(self) -> dict[str, Any] | None:
+        """The shadow's version and counters, why the start-up could not load one, or None."""
+        shadow = self.shadow
+        if shadow is not None:
+            return shadow.summary()
+        return {"error": self.shadow_error} if self.shadow_error else None
 
     def load(self, cfg: TrackingConfig) -> Served | chat.ServedPrompt:
         """Blocking: this name's current champion from the registry (NoChampionError / NoPromptChampion if none)."""
@@ -142,6 +154,8 @@ class ServerState:
     backend: chat.ChatBackend = field(default_factory=chat.ChatBackend)  # the chat route's provider client and pool
     slots: dict[str, ModelSlot] = field(init=False)
     capture: Capture | None = None  # set while the app runs (lifespan), when capture is enabled
+    shadow_config: CaptureConfig | None = None  # where shadows write their predictions (None: capture is off)
+    retired: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # removed shadows' final counts
     chat_capture: ChatCapture | None = None  # ... and the chat requests' records
     metrics: ServerMetrics | None = None
 
@@ -161,6 +175,18 @@ class ServerState:
                 yield name, served.version, served.scorer
             elif served is not None:
                 yield name, served.version, f"prompt {served.config.model}"
+
+    def shadow_stats(self) -> Iterator[tuple[str, str, dict[str, int], bool]]:
+        """(model, version, counters, loaded) of every shadow loaded now or earlier in this process: /metrics'
+        nightshift_shadow_* series (a version's counters go on from where they were if it is loaded again)."""
+        live = {(name, slot.shadow.version): slot.shadow for name, slot in list(self.slots.items())
+                if slot.shadow is not None}
+        for key in {**self.retired, **live}:
+            counts = dict(self.retired.get(key, {}))
+            if key in live:
+                for k, v in live[key].counts().items():
+                    counts[k] = v if k == "queue_rows" else counts.get(k, 0) + v
+            yield key[0], key[1], counts, key in live
 
     def capture_stats(self) -> dict[str, dict[str, int]]:
         """The capture writers' counters per served name: scored rows of models, chat records of prompts (none
@@ -215,8 +241,85 @@ class ServerState:
                 except Exception as exc:  # recorded and answered as a 503 on this model's routes
                     slot.load_error = str(exc)
                     slot.no_champion = isinstance(exc, (NoChampionError, chat.NoPromptChampion))
+                    return
+                if slot.kind != chat.KIND:
+                    await self._start_shadow(slot)
 
         await asyncio.gather(*(load_one(slot) for slot in self.slots.values()))
+
+    async def _start_shadow(self, slot: ModelSlot) -> None:
+        """At start-up: the version the registry's `shadow` alias names, loaded beside the champion with the same
+        checks as POST /models/{name}/shadow; any failure (the registry's included) is shown in /models, never
+        keeps the champion from serving."""
+        from tasks.registry.versions import SHADOW, get_alias
+
+        champion = slot.served
+        try:
+            version = await asyncio.to_thread(get_alias, self.cfg, slot.name, SHADOW)
+            if version is None or not isinstance(champion, Served) or version == champion.version:
+                return
+            if self.shadow_config is None:
+                raise ScoringError(409, _NO_CAPTURE)
+            candidate = await asyncio.to_thread(load_shadow, self.cfg, champion, version,
+                                                self.settings.server_latency_budget_ms)
+            slot.shadow = await asyncio.to_thread(Shadow, candidate, self.shadow_config,
+                                                  self.settings.server_shadow_queue_rows)
+        except Exception as exc:
+            slot.shadow_error = f"the registry's '{SHADOW}' alias could not be served: {exc}"
+
+    async def set_shadow(self, name: str, version: str) -> JSONResponse:
+        """Load registry version `version` of model `name` as its shadow, checked like a reload and against the
+        live champion; any shadow already loaded is replaced only once the new one passed (else it stays)."""
+        slot = self.slot(name)
+        if slot.kind == chat.KIND:
+            raise ScoringError(400, f"'{name}' is a prompt: only a scikit-learn model can have a shadow")
+        async with slot.reload_lock:
+            champion = slot.served
+            if not isinstance(champion, Served):
+                raise ScoringError(409, f"model '{name}' has no champion loaded: a shadow is scored beside one "
+                                        f"({slot.load_error or 'start-up in progress'})")
+            if str(version) == champion.version:
+                raise ScoringError(409, f"v{version} is the champion of '{name}': a shadow is another version")
+            if self.shadow_config is None:
+                raise ScoringError(409, _NO_CAPTURE)
+            try:
+                candidate = await asyncio.to_thread(load_shadow, self.cfg, champion, str(version),
+                                                    self.settings.server_latency_budget_ms)
+            except ScoringError:
+                raise
+            except Exception as exc:  # the registry or the model's loading failed: as a reload, 422 naming it
+                raise ScoringError(422, f"v{version} of '{name}' could not be loaded as its shadow: {exc}") from None
+            new = await asyncio.to_thread(Shadow, candidate, self.shadow_config, self.settings.server_shadow_queue_rows)
+            old, slot.shadow = slot.shadow, new
+            slot.shadow_error = None
+        if old is not None:
+            await self._retire(name, old)
+        return JSONResponse({"status": "shadowing", "model_version": champion.version,
+                             "shadow_version": candidate.version, "replaced": old.version if old else None})
+
+    async def remove_shadow(self, name: str) -> JSONResponse:
+        """Stop and drop model `name`'s shadow (its queue discarded); `{"status": "none"}` when it had none."""
+        slot = self.slot(name)
+        async with slot.reload_lock:
+            old, slot.shadow, slot.shadow_error = slot.shadow, None, None
+        if old is None:
+            return JSONResponse({"status": "none"})
+        await self._retire(name, old)
+        return JSONResponse({"status": "removed", "shadow_version": old.version})
+
+    async def _retire(self, name: str, shadow: Shadow, drain: bool = False) -> None:
+        """Stop a shadow taken off its slot, keeping its final counters for /metrics."""
+        await asyncio.to_thread(shadow.close, drain)
+        counts = self.retired.setdefault((name, shadow.version), {})
+        for key, value in shadow.counts().items():
+            counts[key] = value if key == "queue_rows" else counts.get(key, 0) + value
+
+    async def close_shadows(self) -> None:
+        """Shutdown: every shadow finishes its queue (then the shadow capture can write it) and stops."""
+        for name, slot in list(self.slots.items()):
+            shadow, slot.shadow = slot.shadow, None
+            if shadow is not None:
+                await self._retire(name, shadow, drain=True)
 
     def served_or_503(self) -> Served:
         """The default model being served, or a 503 saying why there is none."""
@@ -253,6 +356,7 @@ class ServerState:
                 slot.served = None  # its routes answer 503 "no champion" from now on
                 slot.load_error, slot.no_champion = str(exc), True
                 app.openapi_schema = None
+                await self._drop_stale_shadow(slot)
                 return {"status": "unloaded", "from_version": old.version, "to_version": None, "reason": str(exc)}, 200
             except Exception as exc:  # the old model keeps serving whatever went wrong
                 status = exc.status if isinstance(exc, (ScoringError, chat.ChatError)) else 422
@@ -260,12 +364,28 @@ class ServerState:
             slot.served = candidate  # one reference assignment: requests see old or new, never half
             slot.load_error, slot.no_champion = None, False
             app.openapi_schema = None  # /predict's schema follows the new contract
+            await self._drop_stale_shadow(slot)
         return {"status": "swapped", "from_version": old.version if old else None, "to_version": candidate.version,
                 "schema_changes": changes}, 200
+
+    async def _drop_stale_shadow(self, slot: ModelSlot) -> None:
+        """After a reload (under the slot's lock): the shadow goes when it is the champion now, when there is no
+        champion to compare it with, or when the new champion reads other rows than it does."""
+        shadow, champion = slot.shadow, slot.served
+        if shadow is None:
+            return
+        if isinstance(champion, Served) and champion.version != shadow.version and \
+                not schema_differences(champion, shadow.served):
+            return
+        slot.shadow = None
+        await self._retire(slot.name, shadow)
 
     def listing(self) -> dict[str, dict[str, Any]]:
         """Every served model's summary, the default first."""
         return {name: slot.summary() for name, slot in self.slots.items()}
+
+
+_NO_CAPTURE = "a shadow is judged on captured rows; NIGHTSHIFT_CAPTURE_ENABLED is off"
 
 
 def _is_prompt(cfg: TrackingConfig, name: str) -> bool:

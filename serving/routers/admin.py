@@ -1,4 +1,5 @@
-"""The routes that change what is served: the reloads (hot swap after a smoke test), behind a bearer token."""
+"""The routes that change what is served: the reloads (hot swap after a smoke test) and the shadows (a second
+version scored beside the champion, off the request path), behind a bearer token."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from serving.routers.common import ModelName, server_state
 
 
 _ALLOW_CHANGE = "swap in a champion whose input schema or classes differ from the live model's (callers must change)"
-_BEARER = HTTPBearer(auto_error=False, description="NIGHTSHIFT_SERVER_TOKEN; only the reload routes need it")
+_BEARER = HTTPBearer(auto_error=False, description="NIGHTSHIFT_SERVER_TOKEN; only the reload and shadow routes need "
+                                                  "it")
 AllowChange = Annotated[bool, Query(description=_ALLOW_CHANGE)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 _RELOAD = (
@@ -37,6 +39,19 @@ _PROMPT_RELOAD = (
     "read from the prompt registry, its interface checked (the template variables and the response format must "
     "equal the live version's unless `allow_schema_change=true`; 422 otherwise) and its smoke test renders the "
     "template with a dummy value per variable: no provider call is made, so a reload costs nothing.")
+
+_SHADOW = (
+    "Load registry version `version` of model `name` as its shadow: from now on every scoring request that traffic "
+    "capture samples in is also scored by it, off the request path (the answers never change and never wait for it), "
+    "its predictions captured under `{capture dir}/{name}/shadow/{day}/` (request_id and row equal the champion's "
+    "captured rows). Checked like a reload, under the model's reload lock: its smoke test, and its input columns, "
+    "kinds and classes must equal the live champion's (no override: it scores the rows the champion checked). "
+    "200 `{\"status\": \"shadowing\", \"model_version\": <champion>, \"shadow_version\": N, \"replaced\": <the "
+    "shadow it replaced or null>}`. Refused: 404 unknown model or no such version; 400 a prompt; 409 no champion "
+    "loaded, N is the champion's version, or capture off (NIGHTSHIFT_CAPTURE_ENABLED); 422 smoke test or schema "
+    "(naming the differences). On any refusal the shadow already loaded (if any) stays. A reload that makes the "
+    "shadow's version champion, unloads the model or brings a champion of another schema removes the shadow.")
+_VERSION = Query(ge=1, description="The registry version number to load as the shadow")
 
 router = APIRouter()
 
@@ -74,3 +89,23 @@ async def model_reload(name: ModelName, request: Request, credentials: Credentia
         state.count_reload(name if name in state.slots else "", "refused")  # made-up names: one label
         return refusal
     return await state.reload(request.app, allow_schema_change, name)
+
+
+@router.post("/models/{name}/shadow", summary="Load a registry version as this model's shadow, scored beside the "
+                                             "champion off the request path (bearer token)", description=_SHADOW)
+async def shadow_load(name: ModelName, request: Request, credentials: Credentials,
+                      version: Annotated[int, _VERSION]) -> JSONResponse:
+    state = server_state(request)
+    if (refusal := _token_refusal(credentials, state.settings.server_token)) is not None:
+        return refusal
+    return await state.set_shadow(name, str(version))
+
+
+@router.delete("/models/{name}/shadow", summary="Stop and remove this model's shadow (bearer token)",
+               description="200 `{\"status\": \"removed\", \"shadow_version\": N}` (its queue discarded, counted "
+                           "as dropped), or 200 `{\"status\": \"none\"}` when it had none; 404 unknown model.")
+async def shadow_remove(name: ModelName, request: Request, credentials: Credentials) -> JSONResponse:
+    state = server_state(request)
+    if (refusal := _token_refusal(credentials, state.settings.server_token)) is not None:
+        return refusal
+    return await state.remove_shadow(name)

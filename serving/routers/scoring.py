@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request, Response
@@ -33,7 +34,8 @@ router = APIRouter()
 
 async def answer(request: Request, response: Response, slot: ModelSlot,
                  reply: Callable[[Served, Any, int, str | None], Reply]) -> dict[str, Any]:
-    """A scoring route's work: request id, the model's reply, metrics marks, the rows offered to capture.
+    """A scoring route's work: request id, the model's reply, metrics marks, the rows offered to capture (and,
+    when the request is captured, to the model's shadow, which scores them later on its own thread).
 
     The request id goes back in the X-Request-Id header, and in MLflow's scoring reply as `request_id` too (its
     scoring server puts extra keys beside `predictions` the same way); /predict's body stays as it was.
@@ -47,9 +49,14 @@ async def answer(request: Request, response: Response, slot: ModelSlot,
     payload = await read_json(request, settings.server_max_body_bytes)
     body, scored, ids = reply(served, payload, settings.server_max_rows, state.id_columns.get(served.name))
     mark(request.state, served.version, len(scored.labels))
-    if state.capture is not None:  # never blocks or raises: a full queue drops (and counts) the rows
-        state.capture.offer(served.name, served.version, rid, scored.batch, scored.labels, scored.raw,
-                            served.classes, row_ids=ids)
+    capture = state.capture
+    if capture is not None:  # never blocks or raises: a full queue drops (and counts) the rows
+        at = time.time()
+        capture.offer(served.name, served.version, rid, scored.batch, scored.labels, scored.raw, served.classes,
+                      row_ids=ids, at=at)
+        shadow = slot.shadow
+        if shadow is not None and capture.sampled(rid):  # the captured requests only: judged against their rows
+            shadow.offer(rid, scored.batch, ids, at)  # never blocks or raises either
     response.headers["X-Request-Id"] = rid
     if reply is invocations_reply:
         body["request_id"] = rid

@@ -178,6 +178,22 @@ class GateConfig(BaseModel):
     approval_timeout_hours: float = Field(
         12.0, gt=0, le=168, title="Approval timeout (hours)",
         description="With no answer by then the champion stays (recorded as a refusal: no answer).")
+    shadow: Literal["off", "advisory", "required"] = Field(
+        "off", title="Judge on live traffic (shadow)",
+        description="required: a challenger that passes this gate is first loaded beside the champion on the model "
+                    "servers (a shadow: scored off the request path, never answering) and promoted by a later night "
+                    "only once labeled live rows show it not worse; advisory: this gate's decision stands, and the "
+                    "champion it replaced shadows the new one until the live comparison is recorded beside it (a "
+                    "person is told when live disagrees); off: this gate alone.")
+    shadow_min_rows: int = Field(500, ge=50, le=10_000_000, title="Shadow: labeled live rows",
+                                 description="Labeled live rows, scored by both models, needed before the live "
+                                             "comparison decides.")
+    shadow_margin: float = Field(0.01, ge=0.0, title="Shadow: tolerated loss",
+                                 description="Live, the shadow counts as not worse when the lower bound of its "
+                                             "improvement's CI is above minus this (in the gate metric's units).")
+    shadow_max_days: int = Field(14, ge=1, le=365, title="Shadow: longest run (days)",
+                                 description="A shadow still undecided this many days after it started is dropped, "
+                                             "with the numbers so far.")
 
 
 class MonitorSettings(BaseModel):

@@ -158,7 +158,8 @@ class CatalogueModel(BaseModel):
         check_metric(self.task, self.gate.metric, "gate.metric")
         check_metric(self.task, self.monitor.metric, "monitor.metric")
         check_tolerances(self.gate.metric, "gate", {"min_margin": self.gate.min_margin,
-                                                    "slice_tolerance": self.gate.slice_tolerance})
+                                                    "slice_tolerance": self.gate.slice_tolerance,
+                                                    "shadow_margin": self.gate.shadow_margin})
         check_tolerances(self.monitor.metric, "monitor", {"max_metric_drop": self.monitor.max_metric_drop})
         if self.estimator.factory is None:
             check_param_grid(self.estimator.kind, self.estimator.param_grid, self.task)
@@ -175,7 +176,20 @@ class CatalogueModel(BaseModel):
             raise ValueError(f"valid_ranges {', '.join(bad)}: each needs min < max on a feature column")
         if self.features == SERVED and self.labels is None:
             raise ValueError("features: served needs a labels source: served rows never carry their labels")
+        if self.gate.shadow != "off":
+            self._check_shadow()
         return self
+
+    def _check_shadow(self) -> None:
+        """A shadow is judged on served rows joined to their labels by the row id the server captures (the first
+        id column): the model needs one, and labels that land apart must be keyed by it alone."""
+        if not self.id_columns:
+            raise ValueError(f"gate.shadow: {self.gate.shadow} needs id_columns: the model server captures the first "
+                             "one as each served row's id, which joins the row to its label")
+        if self.labels is not None and self.labels.key != self.id_columns[:1]:
+            raise ValueError(f"gate.shadow: {self.gate.shadow} joins served rows to labels by the first id column "
+                             f"'{self.id_columns[0]}'; labels.key is {self.labels.key}: key the labels by "
+                             f"'{self.id_columns[0]}' alone")
 
     @property
     def non_features(self) -> tuple[str, ...]:

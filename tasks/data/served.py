@@ -6,6 +6,16 @@ reads it back (the `served:<model>/<day>` dataset source, skew checks, catalogue
 Each row: `request_id`, `row` (index in its request), `row_id` (the request's id column, when it has one),
 `captured_at` (UTC), `model`, `model_version`, the model's feature columns, `prediction` and one `proba_<class>`
 column per class. A part is `<name>.parquet.inprogress` until it is closed; readers only ever see closed parts.
+
+A model's shadow (another version the server scores beside the champion on the captured requests, serving/shadow.py)
+writes its predictions to its own sub-folder, which no date-named day folder reader above ever lists:
+
+    {root}/{model}/shadow/{YYYY-MM-DD}/part-....parquet
+
+with the same columns minus the features: `request_id`, `row`, `row_id`, `captured_at` (the request's time, equal
+to the champion's row), `model`, `model_version` (the shadow's version), `prediction`, `proba_<class>`. Joined on
+(`request_id`, `row`) with the champion's rows of the same day, each captured request's rows get both models'
+predictions (`read_shadow`).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ IN_PROGRESS = ".inprogress"
 META_COLUMNS = ("request_id", "row", "row_id", "captured_at", "model", "model_version")
 PREDICTION = "prediction"
 PROBA_PREFIX = "proba_"
+SHADOW_FOLDER = "shadow"  # {root}/{model}/shadow/{day}/: a shadow model's predictions of the captured requests
 
 
 class NoServedData(DataLoadError):
@@ -68,16 +79,39 @@ def read_served(root: Path | str, model: str, day: date | str, version: str | No
 
     Raises NoServedData when there is none, naming the days that have some.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     name = _day_name(day)
     parts = served_parts(root, model, name)
     if not parts:
         days = ", ".join(d.isoformat() for d in served_days(root, model)[-10:]) or "none"
         raise NoServedData(f"no captured traffic of model {model!r} on {name} under {Path(root)} "
                            f"(days with traffic: {days})")
+    return _read_parts(parts, version, f"captured traffic of model {model!r}", f"on {name} under {Path(root)}")
+
+
+def read_shadow(root: Path | str, model: str, day: date | str, version: str | None = None) -> pd.DataFrame:
+    """A UTC day of the predictions a model's shadow made on its captured requests (closed parts only), optionally
+    one shadow version's; join them with `read_served` on (request_id, row).
+
+    Raises NoServedData when there is none, naming the days that have some.
+    """
+    name = _day_name(day)
+    folder = Path(root) / model_dir(model) / SHADOW_FOLDER
+    parts = sorted((folder / name).glob("part-*.parquet"))
+    if not parts:
+        days = sorted(d.name for d in folder.glob("*") if next(d.glob("part-*.parquet"), None) is not None) \
+            if folder.is_dir() else []
+        raise NoServedData(f"no shadow predictions of model {model!r} on {name} under {folder} (days with shadow "
+                           f"predictions: {', '.join(days[-10:]) or 'none'}; a shadow is loaded with POST "
+                           f"/models/{model}/shadow?version=N)")
+    return _read_parts(parts, version, f"shadow predictions of model {model!r}", f"on {name} under {folder}")
+
+
+def _read_parts(parts: list[Path], version: str | None, what: str, where: str) -> pd.DataFrame:
+    """Closed parts as one frame, optionally one version's rows (NoServedData naming the versions there are)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     tables = []
     for path in parts:
         try:
@@ -88,8 +122,8 @@ def read_served(root: Path | str, model: str, day: date | str, version: str | No
     if version is not None:
         table = table.filter(pc.equal(table["model_version"], str(version)))
         if table.num_rows == 0:
-            raise NoServedData(f"no captured traffic of model {model!r} version {version} on {name} under "
-                               f"{Path(root)} (versions that day: {', '.join(_versions(tables))})")
+            raise NoServedData(f"no {what} version {version} {where} (versions that day: "
+                               f"{', '.join(_versions(tables))})")
     return table.to_pandas()
 
 

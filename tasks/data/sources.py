@@ -353,6 +353,28 @@ def labeled_day(model: CatalogueModel, day: date, state_dir: Path) -> tuple[pd.D
     return frame.loc[frame[model.label].notna()].reset_index(drop=True), warnings
 
 
+def landed_labels(model: CatalogueModel, day: date, night: date, state_dir: Path) -> tuple[pd.DataFrame, str] | None:
+    """Day `day`'s labels as of `night`, keyed by the model's first id column (the id its served rows carry): the
+    labels file once it has landed (`lag_days` later), or for labels that come with the rows the day's landed files.
+    Returns (rows of key and label, where they were read), None while nothing has landed. A label file without the
+    key or the label is refused, naming the file."""
+    key = model.id_columns[0] if model.id_columns else None
+    if key is None or day > night or (model.labels is not None and day > night - timedelta(days=model.labels.lag_days)):
+        return None
+    template = model.labels.source if model.labels is not None else model.features
+    if template == SERVED:
+        return None
+    resolved, files = resolve_files(template, day, state_dir)
+    if not files:
+        return None
+    frame = _read_all(files)
+    absent = [c for c in (key, model.label) if c not in frame.columns]
+    if absent:
+        raise DataValidationError(f"labels for {day} at {resolved} lack column(s) {', '.join(map(repr, absent))} "
+                                  f"(model '{model.name}' joins its served rows to labels by '{key}')")
+    return frame[[key, model.label]], resolved
+
+
 def _empty() -> pd.DataFrame:
     import pandas as pd
 

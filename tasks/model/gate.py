@@ -162,8 +162,10 @@ def paired_bootstrap(y_true: Sequence, challenger: np.ndarray, champion: np.ndar
     return float(point), float(lo), float(hi)
 
 
-def _slices(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
-            classes: np.ndarray | None, config: GateConfig) -> list[SliceResult]:
+def slice_results(frame: Any, columns: list[str], y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                  classes: np.ndarray | None, config: GateConfig) -> list[SliceResult]:
+    """The metric of both models within each category of each slice column (big enough, both classes present);
+    `regressed` when the challenger's drop there is beyond the slice tolerance."""
     sign = 1.0 if higher_is_better(config.metric) else -1.0
     out = []
     for column in columns:
@@ -224,7 +226,7 @@ def gate(y_true: Sequence, challenger: np.ndarray, champion: np.ndarray | None, 
     champion_below = not _meets(champ_value, floor, higher)
     diff, lo, hi = paired_bootstrap(y, challenger, champion, cls, metric, config.resamples, config.confidence,
                                     config.seed)
-    slices = _slices(slice_frame, config.slice_columns, y, challenger, champion, cls, config) if config.slice_columns else []
+    slices = slice_results(slice_frame, config.slice_columns, y, challenger, champion, cls, config) if config.slice_columns else []
     regressed = [s for s in slices if s.regressed]
     ci = f"{diff:+.4f} ({config.confidence:.0%} CI {lo:+.4f}..{hi:+.4f})"
     better = lo > config.min_margin

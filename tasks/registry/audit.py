@@ -18,7 +18,8 @@ class AuditRecord(BaseModel):
 
     time: str
     model_name: str
-    action: Literal["promote", "refuse", "rollback", "rollback-undone", "superseded", "adopted"]
+    action: Literal["promote", "refuse", "rollback", "rollback-undone", "superseded", "adopted", "shadow-start",
+                    "shadow-drop", "shadow-end"]
     from_version: str | None = None
     to_version: str | None = None
     metric: str | None = None

@@ -106,6 +106,7 @@ def load_version(cfg: TrackingConfig, name: str, alias_or_version: str = "champi
 # Aliases (never the deprecated stages).
 # --------------------------------------------------------------------------------------------
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+SHADOW = "shadow"  # the version the model servers score beside the champion, off the request path (judged live)
 GATE_TAG = "nightshift.gate.decision"
 
 

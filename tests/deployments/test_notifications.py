@@ -33,6 +33,7 @@ from nightshift.events import (
     NOTIFY,
     PROMOTED,
     ROLLED_BACK,
+    SHADOW_DISAGREES,
 )
 from nightshift.settings import PROJECT_ROOT, Settings
 from tests.tasks.conftest import decision_for, logged, versions  # noqa: F401 - fixtures: registered versions
@@ -49,7 +50,7 @@ def test_one_automation_per_kind_of_news_each_firing_once_per_event() -> None:
     specs = _specs()
     assert set(specs) == {NIGHT_FAILED} | {f"{PREFIX}{NAMES[e]}" for e in NOTIFY}
     assert set(NOTIFY) == {DATA_MISSING, BELOW_FLOOR, LABELS_SUSPECT, ESTIMATED_DROP, PROMOTED, ROLLED_BACK,
-                           APPROVAL_WANTED}
+                           APPROVAL_WANTED, SHADOW_DISAGREES}
     for automation in specs.values():
         trigger = automation.trigger
         assert (trigger.posture, trigger.threshold, trigger.within.total_seconds()) == ("Reactive", 1, 0)
@@ -161,8 +162,8 @@ def test_without_a_block_notifications_are_off_and_with_one_deploying_twice_keep
     CustomWebhookNotificationBlock(name=name, url="http://127.0.0.1:9/never").save(name)
     settings = Settings(notify_block=f"custom-webhook/{name}")
     try:
-        assert configure_notifications(settings).endswith("8 automations (created 8)")
-        assert configure_notifications(settings).endswith("8 automations (updated 8)")
+        assert configure_notifications(settings).endswith("9 automations (created 9)")
+        assert configure_notifications(settings).endswith("9 automations (updated 9)")
         assert _notify_automations() == {n: 1 for n in _specs()}
     finally:
         removed = configure_notifications(Settings(notify_block=""))
@@ -305,14 +306,14 @@ def test_every_event_and_a_failed_night_reach_the_webhook_once(stack, webhook) -
     url, messages = webhook
     out = _run(stack, "-m", "deployments.notify", "--webhook-url", url, "--test")
     assert "saved notification block 'custom-webhook/nightshift-alerts'" in out
-    assert "notifications on through block 'custom-webhook/nightshift-alerts': 8 automations (created 8)" in out
+    assert "notifications on through block 'custom-webhook/nightshift-alerts': 9 automations (created 9)" in out
     [test_message] = _wait_for(messages, 1, 30)
     assert test_message["json"]["text"].startswith("nightshift: test message\n")
     block = stack.api("GET", "/block_types/slug/custom-webhook/block_documents/name/nightshift-alerts")
     assert url not in json.dumps(block)  # the URL is the block's secret: masked on the API and in the UI
 
     out = _run(stack, "-m", "deployments.deploy")  # make deploy: the automations updated by name, not duplicated
-    assert "notifications on through block 'custom-webhook/nightshift-alerts': 8 automations (updated 8)" in out
+    assert "notifications on through block 'custom-webhook/nightshift-alerts': 9 automations (updated 9)" in out
     automations = [a["name"] for a in stack.api("POST", "/automations/filter", json={}) if a["name"].startswith(PREFIX)]
     assert sorted(automations) == sorted(_specs())
 

@@ -48,9 +48,10 @@ def start_server(model_name: str, log: Path, wait_for: str = "/ready", **env: st
 
 
 def register_servable(tracking: TrackingConfig, name: str, seed: int = 11, *, rows: int = 1_000,
-                      broken: bool = False) -> str:
+                      broken: bool = False, drop: tuple[str, ...] = ()) -> str:
     """A new version of `name` (no alias): a small churn forest with the contract and reference the server loads;
-    `broken`: a logistic regression whose probabilities are NaN (a candidate the smoke test must refuse)."""
+    `broken`: a logistic regression whose probabilities are NaN (a candidate the smoke test must refuse); `drop`:
+    demo columns left out (a version with another input schema)."""
     from tasks.data.contract import infer_contract
     from tasks.data.datasets import infer_features
     from tasks.data.demo import generate_demo
@@ -59,7 +60,7 @@ def register_servable(tracking: TrackingConfig, name: str, seed: int = 11, *, ro
     from tasks.registry.runs import CONTRACT_ARTIFACT, REFERENCE_ARTIFACT, log_training, start_run
     from tasks.registry.versions import register_model_version
 
-    frame = generate_demo(rows, seed=seed)
+    frame = generate_demo(rows, seed=seed).drop(columns=list(drop))
     spec = infer_features(frame, "churned")
     model = fit_pipeline(frame, spec, "logistic_regression" if broken else "random_forest",
                          {} if broken else {"n_estimators": 10, "max_depth": 4}, seed=seed)
