@@ -198,6 +198,11 @@ class RowQueue:
                 self._items, self._rows = deque(), 0
         self._wake.set()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the queue takes no more (its shadow is being removed)."""
+        return self._closed
+
     def counts(self) -> tuple[int, int]:
         """(rows waiting, rows dropped so far)."""
         with self._lock:
@@ -258,9 +263,14 @@ class Shadow:
                 "failed_rows": int(self._counts[1]) + self._failed_here}
 
     def summary(self) -> dict[str, Any]:
-        """What /models says about the shadow."""
-        return {"model_version": self.served.version, "run_id": self.served.run_id,
-                "loaded_at": self.served.loaded_at, **self.counts()}
+        """What /models says about the shadow (and, once its process has died, that and what to do)."""
+        out = {"model_version": self.served.version, "run_id": self.served.run_id,
+               "loaded_at": self.served.loaded_at, **self.counts()}
+        if not self._process.is_alive() and not self.queue.closed:
+            out["error"] = (f"its scoring process exited (code {self._process.exitcode}): rows offered since are "
+                            f"counted failed; load the shadow again (POST /models/{self.served.name}/shadow"
+                            f"?version={self.served.version})")
+        return out
 
     def close(self, drain: bool = False, timeout: float = _STOP_SECONDS) -> None:
         """Stop taking requests; `drain` (server shutdown): send what is queued first, else discard it (counted as

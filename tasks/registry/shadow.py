@@ -217,6 +217,10 @@ def judge_shadow(cfg: TrackingConfig, model: CatalogueModel, night: date, state_
     if state is None:
         return None
     champion = alias_state(cfg, model.name).champion
+    if state.against is None and champion is not None:  # the alias set by hand (MLflow UI): judged from tonight on
+        state = state.model_copy(update={"against": champion, "started": night})
+        tag_version(cfg, model.name, state.version, {STARTED_TAG: night.isoformat(), AGAINST_TAG: champion,
+                                                     ROLE_TAG: state.role})
     if champion != state.against:
         what = f"champion is v{champion} now, not v{state.against} it was judged against"
         detail = end_shadow(cfg, model.name, state, "shadow-end", f"superseded: {what}", server_url=server_url,

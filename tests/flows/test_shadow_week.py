@@ -146,3 +146,58 @@ def _comparison(tracking, name: str):
 
     _, records = quality_run(tracking, name, SHADOW_NIGHT_TAG)
     return LiveComparison.model_validate_json(records[max(records)])
+
+
+def _week(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *entries: dict) -> tuple[Path, date]:
+    """The week's files (old world until T-5, new since T-4, today's rows without labels) and a catalogue."""
+    state = tmp_path / "state"
+    catalogue = tmp_path / "models.yaml"
+    catalogue.write_text(yaml.safe_dump({"models": list(entries)}))
+    monkeypatch.setenv("NIGHTSHIFT_CATALOGUE_PATH", str(catalogue))
+    monkeypatch.setenv("NIGHTSHIFT_STATE_DIR", str(state))
+    today = datetime.now(UTC).date()
+    for back in range(8, 0, -1):
+        day = today - timedelta(days=back)
+        land(state, day, world(day, 2_000, 0.5, new=False) if back >= 5 else world(day, 2_000, 0.01, new=True))
+    land(state, today, world(today, LIVE_ROWS, 0.8, new=True), labels=False)
+    return state, today
+
+
+def test_advisory_promotes_and_the_replaced_champion_shadows_it(tmp_path, monkeypatch, tracking) -> None:
+    """gate.shadow: advisory: the gate's promotion stands that night; v1 goes into shadow beside v2 (recorded in
+    the registry, so a model server started later loads it from the alias)."""
+    from tasks.registry.shadow import shadow_state
+
+    name = f"sw-advisory-{uuid.uuid4().hex[:6]}"
+    _, today = _week(tmp_path, monkeypatch, entry(name, "advisory"))
+    monkeypatch.delenv("NIGHTSHIFT_SERVER_URL", raising=False)
+    assert night(name, today - timedelta(days=4)).action == "promoted"
+    result = night(name, today, force=True)
+    assert (result.action, result.champion_after) == ("promoted", "2")
+    assert result.shadow.startswith("previous champion v1 in shadow beside v2 on no model server configured")
+    assert shadow_state(tracking, name).model_dump() == {"version": "1", "against": "2", "started": today,
+                                                         "role": "previous"}
+    assert [r.action for r in read_audit(tracking, name)] == ["promote", "promote", "shadow-start"]
+
+
+def test_a_server_that_refuses_the_shadow_fails_the_night_and_changes_nothing(tmp_path, monkeypatch,
+                                                                              tracking) -> None:
+    """gate.shadow: required with a model server that cannot be reached: the night ends Failed naming it, the
+    champion stays v1, no `shadow` alias is left; once the server is reachable the rerun shadows v2."""
+    import socket
+
+    name = f"sw-refused-{uuid.uuid4().hex[:6]}"
+    _, today = _week(tmp_path, monkeypatch, entry(name, "required"))
+    monkeypatch.delenv("NIGHTSHIFT_SERVER_URL", raising=False)
+    assert night(name, today - timedelta(days=4)).action == "promoted"
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NIGHTSHIFT_SERVER_URL", f"http://127.0.0.1:{port}")
+    final = model_night(ModelNightParams(model_name=name, night=today, force_retrain=True), return_state=True)
+    assert final.is_failed() and f"model server http://127.0.0.1:{port} unreachable" in final.message
+    assert get_alias(tracking, name, CHAMPION) == "1" and get_alias(tracking, name, SHADOW) is None
+    assert [r.action for r in read_audit(tracking, name)] == ["promote"]
+    monkeypatch.delenv("NIGHTSHIFT_SERVER_URL")
+    rerun = night(name, today, force=True)  # the same challenger (found by its window), shadowed this time
+    assert (rerun.action, rerun.challenger_version, get_alias(tracking, name, SHADOW)) == ("shadowing", "2", "2")
