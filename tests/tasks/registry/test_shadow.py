@@ -151,6 +151,6 @@ def test_a_shadow_alias_set_by_hand_is_judged_against_the_champion_from_that_nig
     move_champion(tracking, name, "1")
     set_alias(tracking, name, SHADOW, "2")  # in the MLflow UI: no start, no champion to judge against
     night = judge_shadow(tracking, shadow_model(tmp_path, name=name), DAY, tmp_path, tmp_path / "served")
-    assert night.action == "waiting" and "0 of 500 labeled live rows" in night.detail
+    assert night.action == "waiting" and "0 of 300 labeled live rows" in night.detail
     assert shadow_state(tracking, name).model_dump() == {"version": "2", "against": "1", "started": DAY,
                                                          "role": "challenger"}
