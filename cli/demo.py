@@ -56,7 +56,7 @@ CHURN_CONCEPT_DAY = 2  # churn's concept flips from this day (and back the next 
 CHURN_CROWD_DAY = 6  # a campaign brings churn other customers: covariate and category-mix drift, that day only
 FRAUD_OUTAGE_DAY = 2  # nothing lands for fraud
 FRAUD_SHIFT_DAY = 4  # fraud's world flips from this day (and back the next week)
-GATED = ("no-labels", "promoted", "refused", "already-decided", "already-promoted", "superseded")
+GATED = ("no-labels", "promoted", "refused", "already-decided", "already-promoted", "superseded", "shadowing")
 
 
 @dataclass(frozen=True)
