@@ -61,8 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"{CAPTURE_REPEAT})")
     parser.add_argument("--models", nargs="+", choices=list(serving.MODELS), default=list(serving.MODELS),
                         help="serving, capture: models to train and serve (default: all)")
-    parser.add_argument("--requests", type=int, default=serving.SINGLE_REQUESTS, metavar="N",
-                        help="serving, capture: sequential one-row requests on one connection (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=None, metavar="N",
+                        help="serving, capture, shadow: sequential one-row requests on one connection (default: "
+                             f"{serving.SINGLE_REQUESTS}; shadow 3000 per phase)")
     parser.add_argument("--connections", type=int, default=serving.CONCURRENCY, metavar="C",
                         help="serving, capture: concurrent connections of the throughput phase (default: %(default)s)")
     parser.add_argument("--concurrent-requests", type=int, default=serving.CONCURRENT_REQUESTS, metavar="N",
@@ -104,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be positive")
-    if args.requests < 1 or args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
+    if args.requests is not None and args.requests < 1 or args.connections < 1 or args.concurrent_requests < 1 \
             or args.concurrent_seconds <= 0 or args.fleet_models < 1 or min(args.fleet_concurrency) < 1:
         parser.error("--repeat, --requests, --connections, --concurrent-requests, --concurrent-seconds, "
                      "--fleet-models and --fleet-concurrency must be positive")
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
         models = [serving.TARGET_MODEL] if args.quick else args.models
         results = serving.run_benchmark(
-            models, state_dir=args.state_dir, repeat=args.repeat or 1, requests=args.requests,
+            models, state_dir=args.state_dir, repeat=args.repeat or 1,
+            requests=args.requests or serving.SINGLE_REQUESTS,
             connections=args.connections, concurrent_requests=args.concurrent_requests,
             concurrent_seconds=args.concurrent_seconds)
         serving.print_results(results)
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
         models = [capture.TARGET_MODEL] if args.quick else args.models
         results = capture.run_benchmark(
-            models, state_dir=args.state_dir, repeat=args.repeat or CAPTURE_REPEAT, requests=args.requests,
+            models, state_dir=args.state_dir, repeat=args.repeat or CAPTURE_REPEAT,
+            requests=args.requests or serving.SINGLE_REQUESTS,
             connections=args.connections, concurrent_requests=args.concurrent_requests,
             concurrent_seconds=args.concurrent_seconds)
         capture.print_results(results)
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "shadow"):
         from benchmarks import shadow
 
-        results = shadow.run_benchmark(requests=args.requests, connections=args.connections,
+        results = shadow.run_benchmark(requests=args.requests or shadow.SINGLE_REQUESTS, connections=args.connections,
                                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
         print(f"results: {shadow.write_results(results)}", file=sys.stderr)
         shadow.print_results(results)

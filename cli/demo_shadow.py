@@ -97,7 +97,8 @@ def demo_environment(state: Path) -> dict[str, str]:
            "NIGHTSHIFT_CATALOGUE_PATH": os.environ.get("NIGHTSHIFT_CATALOGUE_PATH") or str(EXAMPLE_CATALOGUE),
            "NIGHTSHIFT_SERVER_TOKEN": os.environ.get("NIGHTSHIFT_SERVER_TOKEN") or f"demo-{secrets.token_hex(16)}"}
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:  # ephemeral, in the demo's state
-        env |= {"PREFECT_HOME": str(state / "prefect"), "PREFECT_PROFILES_PATH": str(state / "prefect" / "profiles.toml")}
+        env |= {"PREFECT_HOME": str(state / "prefect"),
+                "PREFECT_PROFILES_PATH": str(state / "prefect" / "profiles.toml")}
         (state / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.pop("NIGHTSHIFT_SERVER_URL", None)
     os.environ.update(env)
@@ -220,7 +221,8 @@ def wait_for_capture(served: Path, day: date, rows: int, shadow_version: str,
     counts = (0, 0)
     while time.monotonic() - started < timeout:
         with contextlib.suppress(NoServedData):
-            counts = (len(read_served(served, MODEL, day)), len(read_shadow(served, MODEL, day, version=shadow_version)))
+            counts = (len(read_served(served, MODEL, day)),
+                      len(read_shadow(served, MODEL, day, version=shadow_version)))
             if counts == (rows, rows):
                 return time.monotonic() - started
         time.sleep(0.5)

@@ -7,18 +7,19 @@ that traffic capture samples in is also offered to the shadow: `Shadow.offer()` 
 for a few attribute updates and an append to a bounded queue (rows); it never blocks, never raises and never
 changes the answer. A full queue drops the request's rows and counts them.
 
-The shadow scores in a process of its own: in the server's process its scoring would hold the GIL the requests
-need (a 100-tree forest scored in a thread raised the champion's single-row p99 1.8x on this machine). The process
-runs at Linux's SCHED_IDLE priority (else niced): it only gets CPU time nothing else wants, so on a busy machine it
-falls behind and drops rows rather than delay an answer. A feeder thread takes what is queued every `_TICK` seconds
-(sooner when the queue is half full) and sends it packed, 64 requests per message (one block of rows each: pickled
-one by one, 250 requests held the GIL ~4.4 ms); the process scores each message with one predict call per 4,096
-rows and writes the shadow's predictions with its own capture writer to `{root}/{model}/shadow/{day}/`: columns
-request_id, row, row_id, captured_at, model, model_version (the shadow's), prediction and proba_<class>, no features
-(the champion's rows hold them; join on request_id and row). While the process is behind, messages wait in the pipe,
-the feeder waits, the queue fills and requests are dropped (counted): nothing waits on the request path. A scoring
-error counts the rows as failed, is logged once per kind of error, and the process goes on; a process that dies has
-every later row counted failed.
+The shadow scores in a process of its own: in the server's process its scoring would hold the GIL the requests need
+(a 100-tree forest scored in a thread raised the champion's single-row p99 1.8x on this machine). The process runs
+at Linux's SCHED_IDLE priority (else niced): it only gets CPU time nothing else wants, so on a busy machine it falls
+behind and drops rows rather than delay an answer. A feeder thread takes what is queued every `_TICK` seconds
+(sooner when the queue is half full; fewer, fuller predict calls: the process's CPU, a 100-tree forest's 12 ms a
+call plus 19 us a row, is what the answers can feel on a small machine) and sends it packed, 64 requests per message
+(one block of rows each: pickled one by one, 250 requests held the GIL ~4.4 ms); the process scores each message
+with one predict call per 4,096 rows and writes the shadow's predictions with its own capture writer to
+`{root}/{model}/shadow/{day}/`: columns request_id, row, row_id, captured_at, model, model_version (the shadow's),
+prediction and proba_<class>, no features (the champion's rows hold them; join on request_id and row). While the
+process is behind, messages wait in the pipe, the feeder waits, the queue fills and requests are dropped (counted):
+nothing waits on the request path. A scoring error counts the rows as failed, is logged once per kind of error, and
+the process goes on; a process that dies has every later row counted failed.
 
 Removing or replacing the shadow discards its queue (counted as dropped) and stops the process once it has written
 what it was sent; server shutdown sends the queue first. If the server itself is killed, the process sees its pipe
@@ -52,7 +53,7 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
 
 log = logging.getLogger(__name__)
 COUNTERS = ("queue_rows", "scored_rows", "dropped_rows", "failed_rows")
-_TICK = 0.25  # seconds the feeder lets requests gather before sending them (fewer, fuller predict calls)
+_TICK = 2.0  # seconds requests gather before they are sent: fuller predict calls (100 trees: 12 ms + 19 us a row)
 _CHUNK_ROWS = 4096  # rows per predict call in the shadow's process
 _START_SECONDS = 120.0  # how long loading waits for the process to say it is ready
 _STOP_SECONDS = 30.0  # how long removing a shadow waits for its process to write what it was sent

@@ -35,7 +35,7 @@ router = APIRouter()
 async def answer(request: Request, response: Response, slot: ModelSlot,
                  reply: Callable[[Served, Any, int, str | None], Reply]) -> dict[str, Any]:
     """A scoring route's work: request id, the model's reply, metrics marks, the rows offered to capture (and,
-    when the request is captured, to the model's shadow, which scores them later on its own thread).
+    when the request is captured, to the model's shadow, which scores them later in its own process).
 
     The request id goes back in the X-Request-Id header, and in MLflow's scoring reply as `request_id` too (its
     scoring server puts extra keys beside `predictions` the same way); /predict's body stays as it was.
