@@ -10,16 +10,16 @@ changes the answer. A full queue drops the request's rows and counts them.
 The shadow scores in a process of its own: in the server's process its scoring would hold the GIL the requests need
 (a 100-tree forest scored in a thread raised the champion's single-row p99 1.8x on this machine). The process runs
 at Linux's SCHED_IDLE priority (else niced): it only gets CPU time nothing else wants, so on a busy machine it falls
-behind and drops rows rather than delay an answer. A feeder thread takes what is queued every `_TICK` seconds
-(sooner when the queue is half full; fewer, fuller predict calls: the process's CPU, a 100-tree forest's 12 ms a
-call plus 19 us a row, is what the answers can feel on a small machine) and sends it packed, 64 requests per message
-(one block of rows each: pickled one by one, 250 requests held the GIL ~4.4 ms); the process scores each message
-with one predict call per 4,096 rows and writes the shadow's predictions with its own capture writer to
-`{root}/{model}/shadow/{day}/`: columns request_id, row, row_id, captured_at, model, model_version (the shadow's),
-prediction and proba_<class>, no features (the champion's rows hold them; join on request_id and row). While the
-process is behind, messages wait in the pipe, the feeder waits, the queue fills and requests are dropped (counted):
-nothing waits on the request path. A scoring error counts the rows as failed, is logged once per kind of error, and
-the process goes on; a process that dies has every later row counted failed.
+behind and drops rows rather than delay an answer. A feeder thread sends what is queued every `_TICK` (0.1) seconds,
+sooner when the queue is half full, packed 64 requests to a message (one block of rows each: pickled one by one, 250
+requests held the GIL ~4.4 ms); requests leave the server young, so they never set off full garbage collections
+there. The process gathers messages for up to 2 s or 2,048 rows and scores them with one predict call per 4,096 rows
+(a 100-tree forest costs 12 ms a call plus 19 us a row), then writes the shadow's predictions with its own capture
+writer to `{root}/{model}/shadow/{day}/`: columns request_id, row, row_id, captured_at, model, model_version (the
+shadow's), prediction and proba_<class>, no features (the champion's rows hold them; join on request_id and row).
+While the process is behind, messages wait in the pipe, the feeder waits, the queue fills and requests are dropped
+(counted): nothing waits on the request path. A scoring error counts the rows as failed, is logged once per kind of
+error, and the process goes on; a process that dies has every later row counted failed.
 
 Removing or replacing the shadow discards its queue (counted as dropped) and stops the process once it has written
 what it was sent; server shutdown sends the queue first. If the server itself is killed, the process sees its pipe
@@ -53,7 +53,12 @@ if TYPE_CHECKING:  # tasks.* import Prefect, which creates its home dir on impor
 
 log = logging.getLogger(__name__)
 COUNTERS = ("queue_rows", "scored_rows", "dropped_rows", "failed_rows")
-_TICK = 2.0  # seconds requests gather before they are sent: fuller predict calls (100 trees: 12 ms + 19 us a row)
+_TICK = 0.1  # seconds requests wait in the server before they are sent: short-lived objects (see _GATHER)
+# The process gathers what it is sent for up to _GATHER seconds or _BATCH_ROWS rows before one predict call: a
+# 100-tree forest costs 12 ms a call plus 19 us a row. The server sends often, so the requests' objects die young:
+# held there for 2 s they outlived the young GC generations and set off full collections, with the GIL held.
+_GATHER = 2.0
+_BATCH_ROWS = 2048
 _CHUNK_ROWS = 4096  # rows per predict call in the shadow's process
 _START_SECONDS = 120.0  # how long loading waits for the process to say it is ready
 _STOP_SECONDS = 30.0  # how long removing a shadow waits for its process to write what it was sent
@@ -374,22 +379,58 @@ def _process_main(served_bytes: bytes, capture: dict[str, Any], path: list[str],
         conn.send(("error", f"{type(exc).__name__}: {str(exc)[:300]}"))
         return
     conn.send(("ready",))
+    pending: list[Packed] = []
+    first = 0.0
     try:
         while True:
+            wait = None if not pending else max(0.0, _GATHER - (time.monotonic() - first))
             try:
-                items = conn.recv()
+                message = conn.recv() if conn.poll(wait) else ()
             except (EOFError, OSError):  # the server is gone: write what was scored and stop
                 break
-            if items is None:
+            if message is None:
                 break
-            try:
-                scorer.score(items)
-            except Exception as exc:  # a bug, not a scoring error (those are counted per chunk): keep going
-                scorer.failed(int(items[4].sum()), exc)
-            counts[0], counts[1] = scorer.scored_rows, scorer.failed_rows
+            if message:
+                first = first if pending else time.monotonic()
+                pending.append(message)
+                if sum(int(m[4].sum()) for m in pending) < _BATCH_ROWS:
+                    continue
+            _score_pending(scorer, pending, counts)
+            pending = []
     finally:
+        _score_pending(scorer, pending, counts)
         scorer.capture.close()
         counts[0], counts[1] = scorer.scored_rows, scorer.failed_rows
+
+
+def _score_pending(scorer: ShadowScorer, pending: list[Packed], counts: Any) -> None:
+    """Score the gathered messages, runs of one column layout merged into one message (one predict call)."""
+    for run in _runs(pending):
+        message = run[0] if len(run) == 1 else merge(run)
+        try:
+            scorer.score(message)
+        except Exception as exc:  # a bug, not a scoring error (those are counted per chunk): keep going
+            scorer.failed(int(message[4].sum()), exc)
+        counts[0], counts[1] = scorer.scored_rows, scorer.failed_rows
+
+
+def _runs(messages: list[Packed]) -> list[list[Packed]]:
+    out: list[list[Packed]] = []
+    for m in messages:
+        if out and out[-1][0][0] == m[0] and tuple(out[-1][0][2]) == tuple(m[2]):
+            out[-1].append(m)
+        else:
+            out.append([m])
+    return out
+
+
+def merge(messages: list[Packed]) -> Packed:
+    """Messages of one column layout as one."""
+    first = messages[0]
+    return (first[0], np.concatenate([m[1] for m in messages]),
+            {name: np.concatenate([m[2][name] for m in messages]) for name in first[2]},
+            [rid for m in messages for rid in m[3]], np.concatenate([m[4] for m in messages]),
+            [ids for m in messages for ids in m[5]], np.concatenate([m[6] for m in messages]))
 
 
 def _yield_cpu() -> None:
